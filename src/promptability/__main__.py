@@ -1,0 +1,5 @@
+import sys
+
+from promptability.cli import main
+
+sys.exit(main())

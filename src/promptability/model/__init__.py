@@ -1,0 +1,6 @@
+"""T5-family models with soft prompts: the prompt modules, the prompted model, loading."""
+
+from promptability.model.loading import load_model
+from promptability.model.prompted import PRESETS, PROMPT_KINDS, PromptedSeq2SeqLM, PromptSettingsError
+
+__all__ = ["PRESETS", "PROMPT_KINDS", "PromptSettingsError", "PromptedSeq2SeqLM", "load_model"]

@@ -1,0 +1,85 @@
+"""``load_model``: one entry point for Hub ids, Hugging Face directories, saved prompted models and "tiny"."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from safetensors.torch import load_file
+from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+from promptability.model.prompted import CONFIG_FILE, PROMPT_FILE, PromptedSeq2SeqLM, PromptSettingsError
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    prompt: str | None = None,
+    prompt_length: int | None = None,
+    seed: int = 0,
+    **kwargs,
+) -> PromptedSeq2SeqLM:
+    """Loads a T5-family model with an optional soft prompt.
+
+    - ``"tiny"``: the offline default, a freshly initialised tiny T5 and a tokenizer trained on the offline suite.
+    - a saved PromptedSeq2SeqLM directory: prompt settings come from its ``promptability.json``; asking for
+      a different prompt kind or length than it holds raises PromptSettingsError naming both. A checkpoint
+      without a prompt may be given a fresh one (few-shot tuning of an ``mtl-t`` model does that).
+    - a prompt-only save: its base model is loaded first, then the prompt.
+    - any other Hugging Face directory or Hub id: ``T5ForConditionalGeneration.from_pretrained``.
+    ``prompt`` defaults to the checkpoint's kind (or "none"), ``prompt_length`` to 20.
+    """
+    name = str(name_or_path)
+    path = Path(name)
+    settings = json.loads((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).is_file() else None
+    if settings is None:
+        if name == "tiny":
+            transformer, tokenizer = _tiny(seed, **kwargs)
+        else:
+            if not path.exists() and (name.startswith((".", "/", "~")) or os.sep in name and not _looks_like_hub_id(name)):
+                raise FileNotFoundError(f"model path {name} does not exist")
+            transformer = T5ForConditionalGeneration.from_pretrained(name, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(name)
+        return PromptedSeq2SeqLM(
+            transformer, tokenizer, prompt or "none", prompt_length or 20, seed=seed, base_model=_base_name(name)
+        )
+
+    saved_kind, saved_length = settings["prompt"], settings["prompt_length"]
+    kind = prompt or saved_kind
+    length = prompt_length or (saved_length if saved_kind != "none" else 20)
+    if saved_kind != "none" and (kind != saved_kind or length != saved_length):
+        raise PromptSettingsError(
+            f"{name} holds a {saved_kind} prompt of length {saved_length}, "
+            f"but a {kind} prompt of length {length} was requested"
+        )
+    if settings.get("prompt_only"):
+        base = settings["base_model"]
+        if not Path(base).exists() and (path / base).exists():
+            base = str(path / base)
+        model = load_model(base, prompt=kind, prompt_length=length, seed=seed, **kwargs)
+        model.base_model = settings["base_model"]
+    else:
+        transformer = T5ForConditionalGeneration.from_pretrained(name, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = PromptedSeq2SeqLM(transformer, tokenizer, kind, length, seed=seed, base_model=_base_name(name))
+    if saved_kind != "none":
+        state = load_file(str(path / PROMPT_FILE))
+        missing, unexpected = model.prompt.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise PromptSettingsError(f"{path / PROMPT_FILE} does not fit the model: missing {missing}, unexpected {unexpected}")
+    return model
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not name.startswith((".", "/", "~"))
+
+
+def _base_name(name: str) -> str:
+    return str(Path(name).resolve()) if Path(name).exists() else name
+
+
+def _tiny(seed: int, corpus=None, vocab_size: int = 4000, **overrides):
+    from promptability.model.tiny import build_tokenizer, default_corpus, tiny_t5
+
+    tokenizer = build_tokenizer(corpus if corpus is not None else default_corpus(), vocab_size=vocab_size)
+    return tiny_t5(len(tokenizer), seed=seed, **overrides), tokenizer

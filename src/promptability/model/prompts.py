@@ -1,0 +1,180 @@
+"""Soft prompts and the one seam where deep prompts enter attention.
+
+``ShallowPrompt`` (prompt tuning, Lester et al. 2021) is a (length, d_model)
+matrix prepended to the encoder's input embeddings.
+
+``DeepPrompt`` (prefix tuning, Li & Liang 2021) holds, for every attention
+*site* (each encoder self-attention, decoder self-attention and decoder
+cross-attention layer), ``length`` key and value vectors that are prepended to
+that layer's keys and values. The relative position bias toward prefix
+positions is zero and prefix positions are never masked.
+
+The seam: transformers (>= 5) routes every T5 attention call through its
+public ``AttentionInterface`` registry, passing the calling module. We register
+one function, ``PREFIX_ATTENTION``, that looks up the module's prefix, extends
+keys, values, mask and bias, and hands over to the model's original attention
+implementation (eager, sdpa, ...). No Hugging Face attention code is copied; a
+model without a prefix attached runs exactly as before.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AttentionInterface
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+PREFIX_ATTENTION = "promptability_prefix"
+_SLOT = "_promptability_prefix"  # attribute on an attention module: a _PrefixSlot (not an nn.Module)
+
+SITES = ("encoder", "decoder_self", "decoder_cross")
+
+
+def init_token_ids(vocab_size: int, length: int, generator: torch.Generator, top: int = 5000) -> torch.Tensor:
+    """Random token ids among the ``top`` first vocabulary entries (Lester et al.'s sampled-vocab init)."""
+    return torch.randint(0, min(top, vocab_size), (length,), generator=generator)
+
+
+class ShallowPrompt(nn.Module):
+    def __init__(self, length: int, d_model: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(length, d_model))
+
+    @property
+    def length(self) -> int:
+        return self.weight.shape[0]
+
+    @torch.no_grad()
+    def init_from_embeddings(self, embeddings: nn.Embedding, generator: torch.Generator) -> None:
+        ids = init_token_ids(embeddings.num_embeddings, self.length, generator)
+        self.weight.copy_(embeddings.weight[ids.to(embeddings.weight.device)])
+
+    def prepend(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = inputs_embeds.shape[0]
+        prompt = self.weight.to(inputs_embeds.dtype).unsqueeze(0).expand(batch, -1, -1)
+        ones = attention_mask.new_ones(batch, self.length)
+        return torch.cat([prompt, inputs_embeds], dim=1), torch.cat([ones, attention_mask], dim=1)
+
+
+@dataclass(frozen=True)
+class Site:
+    """One attention module that receives a prefix: which stack role and which layer."""
+
+    kind: str  # one of SITES
+    layer: int
+
+
+class DeepPrompt(nn.Module):
+    """Per-site key/value prefixes, stored flat: ``keys[i]``/``values[i]`` is (heads, length, d_kv) for site i."""
+
+    def __init__(self, sites: list[Site], length: int, num_heads: int, d_kv: int) -> None:
+        super().__init__()
+        self.sites = list(sites)
+        self.length = length
+        self.keys = nn.ParameterList(nn.Parameter(torch.zeros(num_heads, length, d_kv)) for _ in self.sites)
+        self.values = nn.ParameterList(nn.Parameter(torch.zeros(num_heads, length, d_kv)) for _ in self.sites)
+
+    @torch.no_grad()
+    def init_from_projections(
+        self, modules: list[nn.Module], embeddings: nn.Embedding, generator: torch.Generator
+    ) -> None:
+        """Each site's prefix starts as its own k/v projection of randomly chosen token embeddings.
+
+        This keeps every prefix at the scale that site's keys and values
+        naturally have, which a fixed-variance random init would not.
+        """
+        for i, module in enumerate(modules):
+            ids = init_token_ids(embeddings.num_embeddings, self.length, generator)
+            hidden = embeddings.weight[ids.to(embeddings.weight.device)]
+            heads, _, d_kv = self.keys[i].shape
+            self.keys[i].copy_(module.k(hidden).view(self.length, heads, d_kv).transpose(0, 1))
+            self.values[i].copy_(module.v(hidden).view(self.length, heads, d_kv).transpose(0, 1))
+
+    def kv(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.keys[index], self.values[index]
+
+
+class _PrefixSlot:
+    """What an attention module carries: where to read its prefix and which attention to hand over to.
+
+    A plain object, not an nn.Module, so the prompt's parameters are not
+    registered a second time under the transformer and stay in their own group.
+    """
+
+    def __init__(self, prompt: DeepPrompt, index: int, causal: bool, base: str) -> None:
+        self.prompt = prompt
+        self.index = index
+        self.causal = causal
+        self.base = base
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.prompt.kv(self.index)
+
+
+def _base_attention(module: nn.Module, name: str) -> Callable:
+    if name in ALL_ATTENTION_FUNCTIONS.valid_keys() and name != PREFIX_ATTENTION:
+        return ALL_ATTENTION_FUNCTIONS[name]
+    # "eager" is not in the registry: each modeling file defines its own eager_attention_forward.
+    return sys.modules[type(module).__module__].eager_attention_forward
+
+
+def _additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    if mask is None or mask.dtype != torch.bool:
+        return mask if mask is None else mask.to(dtype)
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+
+
+def prefix_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    position_bias: torch.Tensor | None = None,
+    **kwargs,
+):
+    """The registered attention function: prepend the module's prefix, then call the original attention."""
+    slot: _PrefixSlot | None = getattr(module, _SLOT, None)
+    if slot is None:
+        raise RuntimeError(
+            f"{type(module).__name__} runs with attention '{PREFIX_ATTENTION}' but has no prefix attached; "
+            "load the model through promptability.load_model"
+        )
+    base = _base_attention(module, slot.base)
+    key_prefix, value_prefix = slot()
+    batch, _, q_len, _ = query.shape
+    k_len = key.shape[2]
+    dtype = query.dtype
+
+    # One additive bias over the real keys: relative position bias + padding mask + causality.
+    bias = torch.zeros(1, 1, q_len, k_len, dtype=dtype, device=query.device)
+    if position_bias is not None:
+        bias = bias + position_bias.to(dtype)
+    mask = _additive(attention_mask, dtype)
+    if mask is not None:
+        bias = bias + mask[..., -k_len:]
+    elif slot.causal and q_len > 1:
+        # The base would have used is_causal=True; with a prefix we must spell causality out
+        # (bottom-right aligned, which is also right when a cache holds earlier keys).
+        future = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).triu(k_len - q_len + 1)
+        bias = bias.masked_fill(future, torch.finfo(dtype).min)
+    # Prefix positions: always visible, zero position bias.
+    bias = nn.functional.pad(bias, (key_prefix.shape[1], 0), value=0.0)
+
+    key = torch.cat([key_prefix.to(key.dtype).unsqueeze(0).expand(batch, -1, -1, -1), key], dim=2)
+    value = torch.cat([value_prefix.to(value.dtype).unsqueeze(0).expand(batch, -1, -1, -1), value], dim=2)
+    kwargs["is_causal"] = False
+    return base(module, query, key, value, bias, position_bias=None, **kwargs)
+
+
+AttentionInterface.register(PREFIX_ATTENTION, prefix_attention)
+
+
+def attach(modules: list[nn.Module], sites: list[Site], prompt: DeepPrompt, base: str) -> None:
+    """Points each attention module at its prefix in ``prompt``."""
+    for index, (module, site) in enumerate(zip(modules, sites, strict=True)):
+        setattr(module, _SLOT, _PrefixSlot(prompt, index, causal=site.kind == "decoder_self", base=base))
