@@ -81,3 +81,19 @@ def test_every_site_changes_output_and_gets_gradient(make_model, batch):
     for i, site in enumerate(sites):
         assert model.prompt.keys[i].grad.abs().sum() > 0, f"no key gradient at {site}"
         assert model.prompt.values[i].grad.abs().sum() > 0, f"no value gradient at {site}"
+
+
+@pytest.mark.parametrize("kind", ["none", "shallow", "deep"])
+def test_padding_in_a_batch_changes_nothing(make_model, batch, kind):
+    """Each row of a padded batch gives the logits it gives alone: padding is masked at every site."""
+    model = make_model(kind)
+    together = model(**batch).logits
+    for i in range(batch["input_ids"].shape[0]):
+        n_src = int(batch["attention_mask"][i].sum())
+        n_tgt = int(batch["decoder_attention_mask"][i].sum())
+        alone = model(
+            batch["input_ids"][i : i + 1, :n_src],
+            batch["attention_mask"][i : i + 1, :n_src],
+            labels=batch["labels"][i : i + 1, :n_tgt],
+        ).logits
+        torch.testing.assert_close(together[i : i + 1, :n_tgt], alone, atol=1e-5, rtol=1e-5)

@@ -1,7 +1,84 @@
-"""Placeholder: this stage's commands are not written yet."""
+"""`promptability evaluate`: rank-classification accuracy of a model on prompted data."""
+
+from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    pass
+    p = subparsers.add_parser(
+        "evaluate",
+        help="zero-shot (or prompt-tuned) accuracy by rank classification",
+        description=(
+            "Scores every answer choice by its mean log-likelihood given the prompted source (one encoder pass "
+            "per source, all choices decoded together), predicts the best, and writes predictions.jsonl, "
+            "accuracy.json, summary.txt and run.json into --out."
+        ),
+    )
+    p.add_argument("--model", required=True, help="model directory (pretrain output, prompt-only save, HF dir) or Hub id")
+    p.add_argument("--data", required=True, help="JSONL/Parquet file or folder, P3 save_to_disk or TFRecord folder, suite dir")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--tasks", nargs="+", help="evaluate only these templates")
+    p.add_argument("--split", help="split to read (default: validation; test for StoryCloze)")
+    p.add_argument("--score", choices=("mean", "sum"), default="mean", help="mean (default) or sum of choice-token log-probs")
+    p.add_argument("--batch-size", type=int, default=32, help="sources per batch (default 32)")
+    p.add_argument("--max-source-len", type=int, default=768)
+    p.add_argument("--max-target-len", type=int, default=192)
+    p.add_argument("--method", help="method name recorded in run.json (default: from the model's train.json, else 'none')")
+    p.add_argument("--shots", type=int, help="shot count recorded in run.json (default: from the model, else 0)")
+    p.add_argument("--model-size", help="size label for the report (default: from the model's train.json, else its name)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPUs)")
+    p.set_defaults(func=run)
+
+
+def _model_info(path: str) -> dict:
+    info: dict = {}
+    for name in ("promptability.json", "train.json"):
+        f = Path(path) / name
+        if f.is_file():
+            info.update(json.loads(f.read_text()))
+    return info
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from promptability.data.readers import read_examples
+    from promptability.eval.groups import groups_for
+    from promptability.eval.rank import evaluate, write_run
+    from promptability.model import load_model
+
+    records = read_examples(args.data, split=args.split, tasks=args.tasks)
+    if not records:
+        raise SystemExit(f"no records in {args.data}")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = load_model(args.model).to(device)
+    info = _model_info(args.model)
+    rows = evaluate(
+        model,
+        records,
+        batch_size=args.batch_size,
+        score=args.score,
+        max_source_len=args.max_source_len,
+        max_target_len=args.max_target_len,
+        autocast=torch.bfloat16 if args.bf16 else None,
+    )
+    run_info = {
+        "method": args.method or info.get("method", "none"),
+        "prompt": model.prompt_kind,
+        "shots": args.shots if args.shots is not None else int(info.get("shots", 0)),
+        "model": str(args.model),
+        "model_size": args.model_size or info.get("model_size", Path(str(info.get("base_model") or args.model)).name),
+        "seed": info.get("seed"),
+        "score": args.score,
+        "data": str(args.data),
+        "groups": groups_for(records, args.data),
+    }
+    accuracy = write_run(args.out, rows, run_info)
+    print((Path(args.out) / "summary.txt").read_text(), end="")
+    mean = sum(accuracy.values()) / len(accuracy)
+    print(f"{len(rows)} instances, {len(accuracy)} templates, mean accuracy {mean * 100:.2f}% -> {args.out}")
+    return 0

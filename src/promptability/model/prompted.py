@@ -121,6 +121,7 @@ class PromptedSeq2SeqLM(nn.Module):
         encoder_mask: torch.Tensor,
         labels: torch.Tensor,
         decoder_attention_mask: torch.Tensor | None = None,
+        return_loss: bool = True,
     ) -> Seq2SeqLMOutput:
         """Teacher-forced decoder pass over ``labels`` (padded positions ignored by the loss)."""
         loss_labels = labels if decoder_attention_mask is None else labels.masked_fill(decoder_attention_mask == 0, -100)
@@ -129,7 +130,7 @@ class PromptedSeq2SeqLM(nn.Module):
             attention_mask=encoder_mask,
             decoder_input_ids=self.transformer.prepare_decoder_input_ids_from_labels(labels=loss_labels),
             decoder_attention_mask=decoder_attention_mask,
-            labels=loss_labels,
+            labels=loss_labels if return_loss else None,
         )
 
     def forward(

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 PREFIX_ATTENTION = "promptability_prefix"
@@ -172,6 +173,9 @@ def prefix_attention(
 
 
 AttentionInterface.register(PREFIX_ATTENTION, prefix_attention)
+# Masks are built per attention implementation; without an entry transformers builds none at all
+# (padding would silently be attended). SDPA's masks (boolean, or None when nothing is masked) suit us.
+AttentionMaskInterface.register(PREFIX_ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
 
 
 def attach(modules: list[nn.Module], sites: list[Site], prompt: DeepPrompt, base: str) -> None:

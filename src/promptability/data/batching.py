@@ -1,0 +1,393 @@
+"""Mixing, length-grouped batching, collation and per-task views of tokenized data.
+
+Works on the datasets that ``promptability.data.tokenize.tokenize_records``
+produces (columns ``task``, ``index``, ``input_ids``, ``labels``,
+``choice_ids``, ``label``, ``source_len``, ``target_len``).
+
+* ``mix``: caps every task (template) at ``cap`` examples (a seeded random
+  subset) and shuffles the union: examples-proportional mixing as in T0.
+* ``LengthGroupedBatchSampler``: per epoch, shuffles, cuts chunks of
+  ``megabatch_mult * batch_size`` examples, sorts each chunk by length, cuts it
+  into batches and shuffles the batches; deterministic for (seed, epoch) and
+  resumable from ``state_dict()``. ``batch_size`` is the *global* batch size;
+  with ``num_replicas > 1`` rank ``r`` receives the contiguous slice
+  ``[r * batch_size // num_replicas, (r + 1) * batch_size // num_replicas)`` of
+  every global batch, so all ranks step through the same batches in lockstep
+  and their union is exactly the single-process batch. Use it as
+  ``DataLoader(dataset, batch_sampler=sampler, collate_fn=partial(collate, pad_id=...))``.
+* ``collate`` / ``collate_eval``: dynamic padding to the longest in the batch.
+* ``TaskBatcher`` / ``fewshot_batch``: per-task support/query batches for
+  meta-learning and fixed few-shot batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset, concatenate_datasets
+
+DEFAULT_CAP = 500_000
+TRAIN_COLUMNS = ["input_ids", "labels"]
+EVAL_COLUMNS = ["task", "index", "input_ids", "choice_ids", "label"]
+
+
+def _tasks(dataset: Dataset) -> np.ndarray:
+    return np.asarray(dataset.with_format("arrow")["task"].to_numpy(), dtype=object)
+
+
+def task_indices(dataset: Dataset) -> dict[str, np.ndarray]:
+    """Row indices of each task, in row order, tasks sorted by name."""
+    tasks = _tasks(dataset)
+    names, inverse = np.unique(tasks.astype(str), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(np.bincount(inverse, minlength=len(names)))[:-1]
+    return {str(n): idx for n, idx in zip(names, np.split(order, bounds), strict=True)}
+
+
+def task_counts(dataset: Dataset) -> dict[str, int]:
+    return {task: len(idx) for task, idx in task_indices(dataset).items()}
+
+
+def lengths_of(dataset: Dataset) -> np.ndarray:
+    """[n, 2] array of (source_len, target_len)."""
+    table = dataset.select_columns(["source_len", "target_len"]).with_format("arrow")[:]  # skip the id lists
+    return np.stack([table["source_len"].to_numpy(), table["target_len"].to_numpy()], axis=1).astype(np.int64)
+
+
+@dataclass
+class Mixture:
+    dataset: Dataset  # the capped union, shuffled (an index mapping over the memory-mapped data)
+    counts: dict[str, int]  # examples per task in the mixture
+    original_counts: dict[str, int]
+
+
+def mix(datasets: Dataset | Sequence[Dataset], *, cap: int | None = DEFAULT_CAP, seed: int = 0) -> Mixture:
+    """Caps each task at ``cap`` examples (seeded random subset) and shuffles the union.
+
+    Proportions are those of the capped sizes; one pass over the result is one
+    epoch of the mixture. ``cap=None`` keeps everything.
+    """
+    if cap is not None and cap < 1:
+        raise ValueError(f"cap must be a positive number of examples per task or None, got {cap!r}")
+    dataset = datasets if isinstance(datasets, Dataset) else concatenate_datasets(list(datasets))
+    rng = np.random.default_rng(seed)
+    groups = task_indices(dataset)
+    kept, counts = [], {}
+    for task, idx in groups.items():  # sorted by name, so the draw does not depend on row order
+        if cap is not None and len(idx) > cap:
+            idx = np.sort(rng.choice(idx, size=cap, replace=False))
+        kept.append(idx)
+        counts[task] = len(idx)
+    order = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
+    order = order[rng.permutation(len(order))]
+    return Mixture(dataset.select(order.tolist()), counts, {t: len(i) for t, i in groups.items()})
+
+
+class LengthGroupedBatchSampler:
+    """Length-grouped, shuffled, resumable batches of indices (see the module docstring).
+
+    ``lengths``: [n] or [n, 2] (sorted by the first column, ties by the second).
+    All batches are full except possibly the last of an epoch (unless
+    ``drop_last``); with several replicas that last batch is topped up with the
+    epoch's first examples to a multiple of ``num_replicas`` so no rank idles.
+    ``state_dict()`` counts batches *handed out*; a DataLoader with workers
+    prefetches, so a trainer should save ``state_dict(batch_index=steps_done)``.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int] | np.ndarray,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        megabatch_mult: int = 50,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        lengths = np.asarray(lengths)
+        if lengths.ndim == 1:
+            lengths = lengths[:, None]
+        if batch_size < 1 or megabatch_mult < 1:
+            raise ValueError(f"batch_size and megabatch_mult must be >= 1, got {batch_size} and {megabatch_mult}")
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, num_replicas), got rank={rank}, num_replicas={num_replicas}")
+        if batch_size % num_replicas:
+            raise ValueError(
+                f"batch_size={batch_size} is the global batch size and must be divisible by num_replicas={num_replicas}"
+            )
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.seed = seed
+        self.megabatch_mult = megabatch_mult
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+        self.batch_index = 0
+        self._cache: tuple[int, list[np.ndarray]] | None = None
+
+    def global_batches(self, epoch: int) -> list[np.ndarray]:
+        """All global batches of an epoch, in order (independent of rank)."""
+        if self._cache is not None and self._cache[0] == epoch:
+            return self._cache[1]
+        n = len(self.lengths)
+        rng = np.random.default_rng([self.seed, epoch])
+        perm = rng.permutation(n) if self.shuffle else np.arange(n)
+        mega = self.batch_size * self.megabatch_mult
+        full, rest = [], []
+        for start in range(0, n, mega):
+            chunk = perm[start : start + mega]
+            lens = self.lengths[chunk]
+            # Longest first inside a chunk; lexsort's last key is the primary one.
+            chunk = chunk[np.lexsort([-lens[:, c] for c in reversed(range(lens.shape[1]))])]
+            for b in range(0, len(chunk), self.batch_size):
+                batch = chunk[b : b + self.batch_size]
+                (full if len(batch) == self.batch_size else rest).append(batch)
+        if self.shuffle and full:
+            full = [full[i] for i in rng.permutation(len(full))]
+        batches = full
+        if rest and not self.drop_last:
+            last = rest[0]
+            short = -len(last) % self.num_replicas
+            if short:
+                last = np.concatenate([last, np.resize(perm, short)])
+            batches = full + [last]
+        self._cache = (epoch, batches)
+        return batches
+
+    def __len__(self) -> int:
+        n = len(self.lengths)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _local(self, batch: np.ndarray) -> list[int]:
+        per = len(batch) // self.num_replicas
+        return batch[self.rank * per : (self.rank + 1) * per].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.global_batches(self.epoch)
+        while self.batch_index < len(batches):
+            batch = batches[self.batch_index]
+            self.batch_index += 1
+            yield self._local(batch)
+        self.epoch += 1
+        self.batch_index = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.batch_index = epoch, 0
+
+    def state_dict(self, batch_index: int | None = None) -> dict[str, int]:
+        return {
+            "epoch": self.epoch,
+            "batch_index": self.batch_index if batch_index is None else batch_index,
+            "seed": self.seed,
+        }
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.seed = int(state["seed"])
+        self.epoch = int(state["epoch"])
+        self.batch_index = int(state["batch_index"])
+        self._cache = None
+
+
+def _as_rows(rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]) -> list[Mapping[str, Any]]:
+    if isinstance(rows, Mapping):  # a batched HF slice: {column: [values]}
+        keys = list(rows)
+        return [dict(zip(keys, values, strict=True)) for values in zip(*(rows[k] for k in keys), strict=True)]
+    return list(rows)
+
+
+def _pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max((len(s) for s in seqs), default=0)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def collate(rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pads sources and targets to the longest in the batch.
+
+    ``labels`` are padded with ``pad_id`` (mask them with
+    ``decoder_attention_mask``, e.g. set to -100, before a cross-entropy loss).
+    """
+    rows = _as_rows(rows)
+    input_ids, attention_mask = _pad([r["input_ids"] for r in rows], pad_id)
+    labels, decoder_attention_mask = _pad([r["labels"] for r in rows], pad_id)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": labels,
+        "decoder_attention_mask": decoder_attention_mask,
+    }
+
+
+def collate_eval(rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]], pad_id: int) -> dict[str, Any]:
+    """Rank-classification batch: sources [B, S], choices [B, C_max, T_max] with masks.
+
+    Also ``num_choices`` [B], ``label`` [B], ``index`` [B] (position in the
+    task, when the rows have it) and ``task`` (list of str).
+    """
+    rows = _as_rows(rows)
+    input_ids, attention_mask = _pad([r["input_ids"] for r in rows], pad_id)
+    n_choices = [len(r["choice_ids"]) for r in rows]
+    c_max = max(n_choices, default=0) or 1
+    t_max = max((len(c) for r in rows for c in r["choice_ids"]), default=0) or 1
+    choice_ids = torch.full((len(rows), c_max, t_max), pad_id, dtype=torch.long)
+    choice_mask = torch.zeros((len(rows), c_max, t_max), dtype=torch.long)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(r["choice_ids"]):
+            choice_ids[i, j, : len(c)] = torch.as_tensor(c, dtype=torch.long)
+            choice_mask[i, j, : len(c)] = 1
+    out: dict[str, Any] = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "choice_ids": choice_ids,
+        "choice_mask": choice_mask,
+        "num_choices": torch.tensor(n_choices, dtype=torch.long),
+        "label": torch.tensor([int(r.get("label", -1)) for r in rows], dtype=torch.long),
+    }
+    if rows and "index" in rows[0]:
+        out["index"] = torch.tensor([int(r["index"]) for r in rows], dtype=torch.long)
+    if rows and "task" in rows[0]:
+        out["task"] = [r["task"] for r in rows]
+    return out
+
+
+def eval_batches(
+    dataset: Dataset, batch_size: int, pad_id: int, *, task: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """``collate_eval`` batches, longest sources first (less padding, OOM shows early).
+
+    Use each batch's ``index`` (and ``task``) to put scores back in order.
+    """
+    if task is not None:
+        groups = task_indices(dataset)
+        if task not in groups:
+            raise KeyError(f"task '{task}' is not in the dataset (has {sorted(groups)[:10]}...)")
+        rows = groups[task]
+    else:
+        rows = np.arange(len(dataset))
+    lengths = np.asarray(dataset.with_format("arrow")["source_len"].to_numpy())[rows]
+    order = rows[np.argsort(-lengths, kind="stable")]
+    view = dataset.select_columns(EVAL_COLUMNS)
+    for start in range(0, len(order), batch_size):
+        yield collate_eval(view[order[start : start + batch_size].tolist()], pad_id)
+
+
+def iterate_batches(dataset: Dataset, batches: Iterable[Sequence[int]], pad_id: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Collated training batches for index batches (e.g. from a sampler), without a DataLoader."""
+    view = dataset.select_columns(TRAIN_COLUMNS)
+    for idx in batches:
+        yield collate(view[list(idx)], pad_id)
+
+
+def padding_fraction(batches: Iterable[Mapping[str, torch.Tensor]]) -> float:
+    """Padded positions / all positions, over sources and targets of collated batches."""
+    padded = total = 0
+    for b in batches:
+        for mask in (b["attention_mask"], b["decoder_attention_mask"]):
+            total += mask.numel()
+            padded += int((mask == 0).sum())
+    return padded / total if total else 0.0
+
+
+@dataclass
+class Episode:
+    task: str
+    support: list[dict[str, torch.Tensor]]
+    query: dict[str, torch.Tensor]
+
+
+class TaskBatcher:
+    """Meta-learning episodes: one sampled task, ``support_batches`` support batches and one query batch.
+
+    Support and query examples are all different when the task has at least
+    ``(support_batches + 1) * batch_size`` examples; for smaller tasks each
+    batch is drawn on its own (no repeats inside a batch of at most the task's
+    size), so examples repeat across batches. Episode ``i``
+    depends only on (seed, i), so ``state_dict()`` = {"episode", "seed"} resumes
+    exactly. ``task_sampling``: "proportional" (to task size) or "uniform".
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        pad_id: int,
+        support_batches: int = 1,
+        batch_size: int = 16,
+        seed: int = 0,
+        task_sampling: str = "proportional",
+    ) -> None:
+        if task_sampling not in ("proportional", "uniform"):
+            raise ValueError(f"task_sampling must be 'proportional' or 'uniform', got {task_sampling!r}")
+        if support_batches < 0 or batch_size < 1:
+            raise ValueError(f"need support_batches >= 0 and batch_size >= 1, got {support_batches}, {batch_size}")
+        self.dataset = dataset.select_columns(TRAIN_COLUMNS)
+        self.groups = task_indices(dataset)
+        if not self.groups:
+            raise ValueError("TaskBatcher needs a non-empty dataset")
+        self.tasks = list(self.groups)
+        sizes = np.array([len(self.groups[t]) for t in self.tasks], dtype=np.float64)
+        self.probs = sizes / sizes.sum() if task_sampling == "proportional" else np.full(len(sizes), 1 / len(sizes))
+        self.pad_id = pad_id
+        self.support_batches = support_batches
+        self.batch_size = batch_size
+        self.seed = seed
+        self.episode_index = 0
+
+    def episode(self, i: int) -> Episode:
+        rng = np.random.default_rng([self.seed, i])
+        task = self.tasks[rng.choice(len(self.tasks), p=self.probs)]
+        idx = self.groups[task]
+        need = (self.support_batches + 1) * self.batch_size
+        if len(idx) >= need:
+            picked = rng.permutation(idx)[:need]
+        else:  # too small for disjoint batches: each batch its own draw, distinct inside while possible
+            picked = np.concatenate([self._draw(rng, idx) for _ in range(self.support_batches + 1)])
+        batches = [
+            collate(self.dataset[picked[b : b + self.batch_size].tolist()], self.pad_id)
+            for b in range(0, need, self.batch_size)
+        ]
+        return Episode(task, batches[:-1], batches[-1])
+
+    def _draw(self, rng: np.random.Generator, idx: np.ndarray) -> np.ndarray:
+        rounds = -(-self.batch_size // len(idx))
+        return np.concatenate([rng.permutation(idx) for _ in range(rounds)])[: self.batch_size]
+
+    def __iter__(self) -> Iterator[Episode]:
+        while True:
+            episode = self.episode(self.episode_index)
+            self.episode_index += 1
+            yield episode
+
+    def state_dict(self) -> dict[str, int]:
+        return {"episode": self.episode_index, "seed": self.seed}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.episode_index, self.seed = int(state["episode"]), int(state["seed"])
+
+
+def fewshot_indices(dataset: Dataset, task: str, k: int, *, seed: int = 0) -> list[int]:
+    """Row indices of a fixed, seeded set of ``k`` examples of ``task``."""
+    groups = task_indices(dataset)
+    if task not in groups:
+        raise KeyError(f"task '{task}' is not in the dataset (has {sorted(groups)[:10]}...)")
+    idx = groups[task]
+    if not 1 <= k <= len(idx):
+        raise ValueError(f"k={k} few-shot examples requested but task '{task}' has {len(idx)}")
+    return np.sort(np.random.default_rng(seed).choice(idx, size=k, replace=False)).tolist()
+
+
+def fewshot_batch(dataset: Dataset, task: str, k: int, *, pad_id: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """One fixed batch of ``k`` examples of ``task`` (the same for the same seed)."""
+    return collate(dataset.select_columns(TRAIN_COLUMNS)[fewshot_indices(dataset, task, k, seed=seed)], pad_id)

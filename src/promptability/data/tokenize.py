@@ -1,0 +1,360 @@
+"""Tokenize records once into a memory-mapped Arrow cache.
+
+``tokenize_records`` turns prompted records (see ``schema.py``) into a Hugging
+Face ``datasets.Dataset`` with the columns
+
+* ``task`` (str), ``index`` (int: position of the record within its task, in
+  input order; evaluation uses it to put scores back after length sorting),
+* ``input_ids`` (source ids, at most ``max_source_len`` including the EOS),
+* ``labels`` (target ids, at most ``max_target_len`` including the EOS),
+* ``choice_ids`` (one id list per choice, each ending with EOS and truncated to
+  ``max_target_len``; ``[]`` for training-only records),
+* ``label`` (int, -1 without choices),
+* ``source_len`` / ``target_len`` (ints, so samplers need not read the id lists).
+
+Every id list ends with exactly one ``tokenizer.eos_token_id``: we tokenize
+without special tokens, strip any trailing EOS the text itself produced,
+truncate to ``max_len - 1`` and append the EOS ourselves, so truncation can
+never cut the EOS off (T5 tokenizers would append it on ``add_special_tokens``).
+
+The result is cached under ``cache_root()/tokenized/<key>`` where the key
+hashes the data (record content, or paths+sizes+mtimes of the given files), the
+tokenizer (class, name, size, hash of its serialized vocabulary) and the
+lengths. A cache entry is written to ``<key>.tmp-<pid>`` and only renamed to
+``<key>`` once complete (``os.replace``), so an interrupted run leaves nothing
+a later run trusts; stale tmp directories of dead processes are removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, Features, List, Value, load_from_disk
+from tqdm.auto import tqdm
+
+from promptability.data.schema import validate_all
+
+logger = logging.getLogger(__name__)
+
+# Bump when the columns or the tokenization rule change: old caches become misses.
+FORMAT_VERSION = 1
+MAX_SOURCE_LEN = 768
+MAX_TARGET_LEN = 192
+
+FEATURES = Features(
+    {
+        "task": Value("string"),
+        "index": Value("int64"),
+        "input_ids": List(Value("int32")),
+        "labels": List(Value("int32")),
+        "choice_ids": List(List(Value("int32"))),
+        "label": Value("int64"),
+        "source_len": Value("int32"),
+        "target_len": Value("int32"),
+    }
+)
+
+Records = Iterable[dict[str, Any]] | Callable[[], Iterable[dict[str, Any]]]
+
+
+@dataclass
+class TokenizeStats:
+    num_examples: int = 0
+    per_task: dict[str, int] = field(default_factory=dict)
+    sources_truncated: int = 0
+    targets_truncated: int = 0
+    num_choices: int = 0
+    choices_truncated: int = 0
+    max_source_len: int = MAX_SOURCE_LEN
+    max_target_len: int = MAX_TARGET_LEN
+
+    def summary(self) -> str:
+        return (
+            f"{self.num_examples} examples in {len(self.per_task)} tasks: "
+            f"{self.sources_truncated} sources truncated to {self.max_source_len} tokens, "
+            f"{self.targets_truncated} targets truncated to {self.max_target_len} tokens, "
+            f"{self.choices_truncated}/{self.num_choices} choices truncated"
+        )
+
+
+@dataclass
+class Tokenized:
+    dataset: Dataset
+    stats: TokenizeStats
+    key: str
+    path: Path | None  # the cache entry; None when caching is off
+    from_cache: bool
+
+
+def cache_root() -> Path:
+    """``$PROMPTABILITY_CACHE`` or ``~/.cache/promptability``."""
+    return Path(os.environ.get("PROMPTABILITY_CACHE") or "~/.cache/promptability").expanduser()
+
+
+def _sha(text: str | bytes) -> str:
+    return hashlib.sha256(text.encode("utf-8") if isinstance(text, str) else text).hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
+    """What identifies a tokenizer's output: class, name, size, special ids and a vocab hash."""
+    info: dict[str, Any] = {
+        "class": f"{type(tokenizer).__module__}.{type(tokenizer).__qualname__}",
+        "name": str(getattr(tokenizer, "name_or_path", "") or ""),
+        "size": len(tokenizer),
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        # tokenizer.json holds the model, normalizer and added tokens: all that changes ids.
+        info["tokenizer_json"] = _sha(backend.to_str())
+    else:
+        vocab = json.dumps(tokenizer.get_vocab(), sort_keys=True, ensure_ascii=False)
+        kwargs = json.dumps(getattr(tokenizer, "init_kwargs", {}), sort_keys=True, default=str)
+        info["vocab"] = _sha(vocab)
+        info["init_kwargs"] = _sha(kwargs)
+        vocab_file = getattr(tokenizer, "vocab_file", None)
+        if isinstance(vocab_file, (str, os.PathLike)) and os.path.isfile(vocab_file):
+            info["vocab_file"] = _sha(Path(vocab_file).read_bytes())
+    return info
+
+
+def _record_line(record: dict[str, Any]) -> str:
+    return json.dumps(
+        [record["task"], record["source"], record["target"], record["choices"], record["label"]], ensure_ascii=False
+    )
+
+
+def records_fingerprint(records: Iterable[dict[str, Any]]) -> str:
+    """Hash of the (validated, normalised) record content, in order."""
+    digest = hashlib.sha256()
+    for record in validate_all(records):
+        digest.update(_record_line(record).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def files_fingerprint(files: Sequence[str | os.PathLike]) -> str:
+    """Hash of absolute paths, sizes and mtimes (directories are walked, e.g. save_to_disk folders)."""
+    entries = []
+    for given in files:
+        path = Path(given).resolve()
+        if not path.exists():
+            raise FileNotFoundError(f"data file {path} does not exist (named in files=)")
+        found = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for p in found:
+            st = p.stat()
+            entries.append([str(p), st.st_size, st.st_mtime_ns])
+    return _sha(json.dumps(entries))
+
+
+def cache_key(data_fp: str, tokenizer_fp: dict[str, Any], max_source_len: int, max_target_len: int) -> str:
+    payload = {
+        "format": FORMAT_VERSION,
+        "data": data_fp,
+        "tokenizer": tokenizer_fp,
+        "max_source_len": max_source_len,
+        "max_target_len": max_target_len,
+    }
+    return _sha(json.dumps(payload, sort_keys=True))[:32]
+
+
+def finish_ids(ids: list[int], max_len: int, eos_id: int) -> tuple[list[int], bool]:
+    """Truncates to ``max_len`` including one final EOS; returns (ids, was_truncated)."""
+    end = len(ids)
+    while end and ids[end - 1] == eos_id:
+        end -= 1
+    truncated = end > max_len - 1
+    end = min(end, max_len - 1)
+    while end and ids[end - 1] == eos_id:  # the cut may land just after an EOS inside the text
+        end -= 1
+    return list(ids[:end]) + [eos_id], truncated
+
+
+def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    if not texts:
+        return []
+    return tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+
+
+def _rows(
+    records: Iterable[dict[str, Any]],
+    tokenizer: Any,
+    max_source_len: int,
+    max_target_len: int,
+    stats: TokenizeStats,
+    chunk_size: int,
+    total: int | None,
+) -> Iterator[dict[str, Any]]:
+    eos = tokenizer.eos_token_id
+    positions: Counter[str] = Counter()
+    chunk: list[dict[str, Any]] = []
+    bar = tqdm(validate_all(records), total=total, desc="tokenizing", unit="ex", mininterval=2.0)
+
+    def flush() -> Iterator[dict[str, Any]]:
+        sources = _encode(tokenizer, [r["source"] for r in chunk])
+        targets = _encode(tokenizer, [r["target"] for r in chunk])
+        choices = _encode(tokenizer, [c for r in chunk for c in r["choices"]])
+        offset = 0
+        for record, src, tgt in zip(chunk, sources, targets, strict=True):
+            input_ids, cut_src = finish_ids(src, max_source_len, eos)
+            labels, cut_tgt = finish_ids(tgt, max_target_len, eos)
+            choice_ids = []
+            for ids in choices[offset : offset + len(record["choices"])]:
+                ids, cut = finish_ids(ids, max_target_len, eos)
+                choice_ids.append(ids)
+                stats.choices_truncated += cut
+            offset += len(record["choices"])
+            stats.num_choices += len(choice_ids)
+            stats.sources_truncated += cut_src
+            stats.targets_truncated += cut_tgt
+            task = record["task"]
+            yield {
+                "task": task,
+                "index": positions[task],
+                "input_ids": input_ids,
+                "labels": labels,
+                "choice_ids": choice_ids,
+                "label": record["label"],
+                "source_len": len(input_ids),
+                "target_len": len(labels),
+            }
+            positions[task] += 1
+            stats.num_examples += 1
+
+    for record in bar:
+        chunk.append(record)
+        if len(chunk) >= chunk_size:
+            yield from flush()
+            chunk = []
+    if chunk:
+        yield from flush()
+    stats.per_task = dict(sorted(positions.items()))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _clean_stale(root: Path, key: str) -> None:
+    """Removes ``<key>.tmp-<pid>`` directories left by processes that no longer run."""
+    for tmp in root.glob(f"{key}.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit("-", 1)[1])
+        except ValueError:
+            pid = -1
+        if pid == os.getpid() or pid < 0 or not _pid_alive(pid):
+            logger.info("removing stale partial cache %s", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _read_entry(path: Path) -> tuple[Dataset, TokenizeStats] | None:
+    meta_file = path / "meta.json"
+    if not meta_file.is_file():
+        return None
+    meta = json.loads(meta_file.read_text())
+    return load_from_disk(str(path / "data")), TokenizeStats(**meta["stats"])
+
+
+def tokenize_records(
+    records: Records,
+    tokenizer: Any,
+    *,
+    max_source_len: int = MAX_SOURCE_LEN,
+    max_target_len: int = MAX_TARGET_LEN,
+    cache_dir: str | os.PathLike | None = None,
+    files: Sequence[str | os.PathLike] | None = None,
+    use_cache: bool = True,
+    chunk_size: int = 1000,
+) -> Tokenized:
+    """Tokenizes records (or reads them from the cache); see the module docstring.
+
+    ``records`` is an iterable of records or a zero-argument callable returning
+    one. With ``files`` the cache key uses those files' paths, sizes and
+    mtimes and ``records`` is only consumed on a cache miss (pass a callable
+    to read lazily); otherwise the records' content is hashed.
+    """
+    if getattr(tokenizer, "eos_token_id", None) is None:
+        raise ValueError(f"tokenizer {type(tokenizer).__name__} has no eos_token_id; T5-family tokenizers define '</s>'")
+    for name, value in (("max_source_len", max_source_len), ("max_target_len", max_target_len)):
+        if not isinstance(value, int) or value < 2:
+            raise ValueError(f"{name} must be an integer >= 2 (room for one token and the EOS), got {value!r}")
+
+    stats = TokenizeStats(max_source_len=max_source_len, max_target_len=max_target_len)
+    get_records: Callable[[], Iterable[dict[str, Any]]]
+    if files is not None:
+        data_fp = "files:" + files_fingerprint(files)
+        get_records = records if callable(records) else (lambda: records)
+    else:
+        materialised = list(records() if callable(records) else records)
+        data_fp = "records:" + records_fingerprint(materialised)
+        get_records = lambda: materialised  # noqa: E731
+    key = cache_key(data_fp, tokenizer_fingerprint(tokenizer), max_source_len, max_target_len)
+
+    def rows() -> Iterator[dict[str, Any]]:
+        recs = get_records()
+        total = len(recs) if hasattr(recs, "__len__") else None
+        return _rows(recs, tokenizer, max_source_len, max_target_len, stats, chunk_size, total)
+
+    if not use_cache:
+        dataset = Dataset.from_list(list(rows()), features=FEATURES)
+        logger.info("tokenized %s", stats.summary())
+        return Tokenized(dataset, stats, key, None, False)
+
+    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root() / "tokenized"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / key
+    _clean_stale(root, key)
+    if final.exists():
+        entry = _read_entry(final)
+        if entry is not None:
+            logger.info("tokenized cache hit %s: %s", final, entry[1].summary())
+            return Tokenized(entry[0], entry[1], key, final, True)
+        logger.warning("cache entry %s is incomplete (no meta.json); rebuilding it", final)
+        shutil.rmtree(final)
+
+    tmp = root / f"{key}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        try:
+            built = Dataset.from_generator(rows, features=FEATURES, cache_dir=str(tmp / "build"), fingerprint=key)
+        except ValueError:
+            if stats.num_examples == 0:  # datasets refuses an empty split with an obscure message
+                raise ValueError(f"no records to tokenize (files={files!r})") from None
+            raise
+        built.save_to_disk(str(tmp / "data"))
+        del built
+        shutil.rmtree(tmp / "build", ignore_errors=True)
+        meta = {"key": key, "format": FORMAT_VERSION, "data": data_fp, "stats": asdict(stats)}
+        meta["tokenizer"] = tokenizer_fingerprint(tokenizer)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if _read_entry(final) is None:
+                raise
+            # Another process finished the same entry first: theirs is as good as ours.
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    entry = _read_entry(final)
+    assert entry is not None
+    logger.info("tokenized %s (cached at %s)", entry[1].summary(), final)
+    return Tokenized(entry[0], entry[1], key, final, False)

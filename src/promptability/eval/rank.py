@@ -1,0 +1,145 @@
+"""Rank classification: score every answer choice by its log-likelihood given the prompted source.
+
+As in the paper's implementation: the source and each choice are tokenized
+with EOS appended; a choice's score is the mean log-probability of its tokens
+(EOS included), or the sum with ``score="sum"``; the prediction is the
+highest-scoring choice.
+
+Each source is encoded once; its encoder states are shared by all of its
+choices, which are decoded together in one batch. Padded choice slots (an
+instance with fewer choices than the batch's widest) are never decoded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from promptability.data.batching import eval_batches
+from promptability.data.schema import Example
+from promptability.data.tokenize import MAX_SOURCE_LEN, MAX_TARGET_LEN, tokenize_records
+from promptability.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+
+SCORES = ("mean", "sum")
+
+
+def score_choices(model: Any, batch: dict[str, Any], score: str = "mean") -> torch.Tensor:
+    """Scores [B, C_max] for a ``collate_eval`` batch; slots past an instance's choices are -inf."""
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    device = next(model.parameters()).device
+    choice_ids = batch["choice_ids"].to(device)
+    choice_mask = batch["choice_mask"].to(device)
+    num_choices = batch["num_choices"].to(device)
+    b, c, t = choice_ids.shape
+
+    hidden, enc_mask = model.encode(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+    real = torch.arange(c, device=device)[None, :] < num_choices[:, None]  # [B, C]
+    source_of = torch.arange(b, device=device)[:, None].expand(b, c)[real]  # which source each real choice reads
+    labels = choice_ids[real]  # [N, T]
+    mask = choice_mask[real]
+    logits = model.decode(hidden[source_of], enc_mask[source_of], labels, mask, return_loss=False).logits
+    token_logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    token_logp = token_logp * mask
+    totals = token_logp.sum(-1)
+    values = totals / mask.sum(-1).clamp(min=1) if score == "mean" else totals
+    scores = torch.full((b, c), float("-inf"), device=device)
+    scores[real] = values
+    return scores
+
+
+@torch.inference_mode()
+def evaluate(
+    model: Any,
+    records: Sequence[Example],
+    batch_size: int = 32,
+    score: str = "mean",
+    max_source_len: int = MAX_SOURCE_LEN,
+    max_target_len: int = MAX_TARGET_LEN,
+    progress: bool = True,
+    autocast: torch.dtype | None = None,
+) -> list[dict[str, Any]]:
+    """Rank-classifies ``records`` (each with choices and label) and returns one row per instance.
+
+    Rows: ``task``, ``index`` (position of the instance in its task, in input order), ``scores``,
+    ``prediction``, ``label``; sorted by task, then index.
+    """
+    records = list(records)
+    for i, r in enumerate(records):
+        if not r.get("choices"):
+            raise ValueError(f"record {i} of task {r.get('task')!r} has no choices; rank classification needs them")
+    if not records:
+        return []
+    tokenized = tokenize_records(
+        records, model.tokenizer, max_source_len=max_source_len, max_target_len=max_target_len, use_cache=False
+    ).dataset
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    cast = torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(records), desc="evaluate", unit="ex", disable=not progress, dynamic_ncols=True)
+    start = time.perf_counter()
+    try:
+        with cast:
+            for batch in eval_batches(tokenized, batch_size, pad_id=model.tokenizer.pad_token_id):
+                scores = score_choices(model, batch, score).float().cpu()
+                for i in range(scores.shape[0]):
+                    n = int(batch["num_choices"][i])
+                    row_scores = scores[i, :n].tolist()
+                    rows.append(
+                        {
+                            "task": batch["task"][i],
+                            "index": int(batch["index"][i]),
+                            "scores": row_scores,
+                            "prediction": int(max(range(n), key=row_scores.__getitem__)),
+                            "label": int(batch["label"][i]),
+                        }
+                    )
+                bar.update(scores.shape[0])
+                bar.set_postfix(ex_per_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.1f}")
+    finally:
+        bar.close()
+        model.train(was_training)
+    rows.sort(key=lambda r: (r["task"], r["index"]))
+    return rows
+
+
+def accuracies(predictions: Sequence[dict[str, Any]]) -> dict[str, float]:
+    hits: dict[str, list[int]] = defaultdict(list)
+    for row in predictions:
+        hits[row["task"]].append(int(row["prediction"] == row["label"]))
+    return {task: sum(h) / len(h) for task, h in sorted(hits.items())}
+
+
+def summary_text(accuracy: dict[str, float], groups: dict[str, dict[str, Any]] | None = None) -> str:
+    """Per-task accuracy, then per-group means (groups from the registry or the data)."""
+    lines = [f"{'task':<64} accuracy"]
+    lines += [f"{task:<64} {acc * 100:6.2f}" for task, acc in accuracy.items()]
+    if groups:
+        by_group: dict[str, list[float]] = defaultdict(list)
+        for task, acc in accuracy.items():
+            by_group[groups.get(task, {}).get("group", "?")].append(acc)
+        lines += ["", f"{'group':<24} templates  mean accuracy"]
+        lines += [f"{g:<24} {len(v):9d}  {sum(v) / len(v) * 100:6.2f}" for g, v in sorted(by_group.items())]
+    return "\n".join(lines) + "\n"
+
+
+def write_run(out_dir: str | Path, predictions: Sequence[dict[str, Any]], run_info: dict[str, Any]) -> dict[str, float]:
+    """Writes predictions.jsonl, accuracy.json, run.json and summary.txt (each atomically); returns accuracies."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    accuracy = accuracies(predictions)
+    write_jsonl_atomic(out / "predictions.jsonl", predictions)
+    write_json_atomic(out / "accuracy.json", accuracy)
+    write_text_atomic(out / "summary.txt", summary_text(accuracy, run_info.get("groups")))
+    # run.json last: a run directory with it is complete.
+    write_json_atomic(out / "run.json", run_info)
+    return accuracy

@@ -1,0 +1,91 @@
+"""Atomic file writes shared by every stage.
+
+A reader (or a resumed run) must never see half a file: everything is written to a
+temporary file in the destination's own directory (so the final rename stays on one
+file system) and moved into place with ``os.replace``, which is atomic on POSIX and
+Windows. If writing fails, the old file is left untouched and the temporary removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_path", "write_bytes_atomic", "write_json_atomic", "write_jsonl_atomic", "write_text_atomic"]
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; restore it at once.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``.
+
+    For writers that want a file name rather than a handle (``matplotlib``'s
+    ``savefig``, ``torch.save``...). Parent directories are created. The temporary
+    name hides the real suffix, so pass the format explicitly to such writers.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns the path."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return Path(path)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically; returns the path."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:
+    """Write ``obj`` as JSON (UTF-8, trailing newline) to ``path`` atomically.
+
+    The object is serialised before the file is touched, so an unserialisable
+    value raises ``TypeError`` and leaves any existing file as it was.
+    """
+    text = json.dumps(obj, indent=indent, ensure_ascii=False) + "\n"
+    return write_text_atomic(path, text)
+
+
+def write_jsonl_atomic(path: str | os.PathLike[str], rows: Iterable[Any]) -> Path:
+    """Write one JSON value per line to ``path`` atomically; ``rows`` may be a generator.
+
+    Rows are streamed to the temporary file, so large outputs need no extra memory;
+    an error mid-way (a bad row, an exception in the generator) keeps the old file.
+    """
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False))
+                handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    return Path(path)

@@ -1,0 +1,429 @@
+"""Tokenize/cache/mix/batch: real numbers on tiny data and on the real P3 samples."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset, load_from_disk
+from tokenizers import Tokenizer, models, pre_tokenizers
+from torch.utils.data import DataLoader
+from transformers import ByT5Tokenizer, T5TokenizerFast
+
+from promptability.data import batching as B
+from promptability.data import tokenize as T
+
+P3_SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "p3" / "samples"
+EOS = 1
+PAD = 0
+
+
+@pytest.fixture(scope="module")
+def byt5() -> ByT5Tokenizer:
+    return ByT5Tokenizer()
+
+
+def word_tokenizer(words: str = "the a cat dog sat on mat yes no") -> T5TokenizerFast:
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for w in words.split():
+        vocab[w] = len(vocab)
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    return T5TokenizerFast(tokenizer_object=tk, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", extra_ids=0)
+
+
+def rec(task: str, source: str, target: str, choices=None, label=-1) -> dict:
+    return {"task": task, "source": source, "target": target, "choices": choices or [], "label": label}
+
+
+def sized_records(sizes: dict[str, int]) -> list[dict]:
+    """Unique sources of varied length (ByT5: one id per byte)."""
+    out = []
+    for t, n in sizes.items():
+        for i in range(n):
+            out.append(rec(t, f"{t} example {i} " + "x" * ((i * 7) % 40), "yes" if i % 2 else "no"))
+    return out
+
+
+def p3_records() -> list[dict]:
+    if not P3_SAMPLES.is_dir():
+        pytest.skip(f"P3 samples not found at {P3_SAMPLES}")
+    out = []
+    for folder in sorted(p for p in P3_SAMPLES.iterdir() if p.is_dir()):
+        splits = load_from_disk(str(folder))
+        for split in sorted(splits):
+            for row in splits[split]:
+                out.append(rec(folder.name, row["inputs_pretokenized"], row["targets_pretokenized"].strip()))
+    return out
+
+
+# --- tokenization -----------------------------------------------------------------------------------
+
+
+def test_tokenize_counts_truncation_and_single_eos(byt5, tmp_path):
+    records = [
+        rec("a", "x" * 3, "yes", ["yes", "no", "z" * 9], 0),  # 4 ids: fits 10
+        rec("a", "x" * 9, "y" * 4),  # 10 ids with EOS: fits exactly
+        rec("a", "x" * 10, "y" * 5),  # 11: truncated; target 6 > 5: truncated
+        rec("b", "abc</s>", "d</s></s>"),  # literal EOS text must not double the EOS
+        rec("b", "x" * 8 + "</s>" + "x", "ok"),  # the cut lands right after an in-text EOS
+    ]
+    out = T.tokenize_records(records, byt5, max_source_len=10, max_target_len=5, cache_dir=tmp_path)
+    ds, st = out.dataset, out.stats
+    assert ds.num_rows == 5 and st.per_task == {"a": 3, "b": 2}
+    assert B.task_counts(ds) == {"a": 3, "b": 2}
+    assert (st.sources_truncated, st.targets_truncated) == (2, 1)
+    assert (st.num_choices, st.choices_truncated) == (3, 1)
+    assert ds["index"] == [0, 1, 2, 0, 1] and ds["label"] == [0, -1, -1, -1, -1]
+    assert ds["source_len"] == [4, 10, 10, 4, 9]
+    assert ds[0]["input_ids"] == [ord("x") + 3] * 3 + [EOS]
+    assert ds[0]["choice_ids"] == [[ord(c) + 3 for c in "yes"] + [EOS], [ord(c) + 3 for c in "no"] + [EOS],
+                                   [ord("z") + 3] * 4 + [EOS]]
+    assert ds[3]["input_ids"] == [ord(c) + 3 for c in "abc"] + [EOS]
+    assert ds[3]["labels"] == [ord("d") + 3, EOS]
+    assert ds[1]["choice_ids"] == []
+    for row in ds:
+        for ids in [row["input_ids"], row["labels"], *row["choice_ids"]]:
+            assert ids[-1] == EOS and (len(ids) == 1 or ids[-2] != EOS)
+        assert len(row["input_ids"]) <= 10 and len(row["labels"]) <= 5
+    assert "2 sources truncated to 10 tokens" in st.summary()
+
+
+def test_tokenize_rejects_bad_input(byt5, tmp_path):
+    with pytest.raises(ValueError, match="max_source_len"):
+        T.tokenize_records([rec("a", "x", "y")], byt5, max_source_len=1, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="row 1.*'source'"):
+        T.tokenize_records([rec("a", "x", "y"), {"task": "a", "target": "y"}], byt5, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="no records"):
+        T.tokenize_records([], byt5, cache_dir=tmp_path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_cache_hit_does_not_retokenize(byt5, tmp_path, monkeypatch):
+    calls = []
+    original = ByT5Tokenizer.__call__
+
+    def counting(self, *args, **kwargs):
+        calls.append(len(args[0]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ByT5Tokenizer, "__call__", counting)
+    records = sized_records({"a": 25, "b": 5})
+    first = T.tokenize_records(records, byt5, cache_dir=tmp_path, chunk_size=10)
+    assert not first.from_cache
+    assert len(calls) == 6 and sum(calls) == 60  # 3 chunks x (sources, targets); no choices
+    calls.clear()
+    second = T.tokenize_records(records, byt5, cache_dir=tmp_path, chunk_size=10)
+    assert second.from_cache and calls == [] and second.key == first.key
+    assert second.dataset[:] == first.dataset[:]
+    assert second.stats == first.stats
+    assert sorted(os.listdir(tmp_path)) == [first.key]
+
+
+def test_cache_key_changes_with_lengths_tokenizer_and_data(byt5, tmp_path):
+    records = sized_records({"a": 3})
+    base = T.tokenize_records(records, byt5, cache_dir=tmp_path).key
+    assert T.tokenize_records(records, byt5, cache_dir=tmp_path, max_source_len=512).key != base
+    assert T.tokenize_records(records, byt5, cache_dir=tmp_path, max_target_len=64).key != base
+    assert T.tokenize_records(records, ByT5Tokenizer(extra_ids=10), cache_dir=tmp_path).key != base
+    changed = [dict(r) for r in records]
+    changed[2]["target"] += "!"
+    assert T.tokenize_records(changed, byt5, cache_dir=tmp_path).key != base
+    words = T.tokenize_records(records, word_tokenizer(), cache_dir=tmp_path).key
+    assert words != base
+    assert T.tokenize_records(records, word_tokenizer("the a cat dog"), cache_dir=tmp_path).key != words
+    assert T.tokenize_records(records, byt5, cache_dir=tmp_path).key == base
+    assert len(os.listdir(tmp_path)) == 7
+
+
+def test_files_key_reads_records_only_on_miss(byt5, tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text("placeholder\n")
+    reads = []
+
+    def read():
+        reads.append(1)
+        return sized_records({"a": 4})
+
+    cache = tmp_path / "cache"
+    first = T.tokenize_records(read, byt5, files=[data], cache_dir=cache)
+    second = T.tokenize_records(read, byt5, files=[data], cache_dir=cache)
+    assert len(reads) == 1 and second.from_cache and second.dataset.num_rows == 4
+    os.utime(data, ns=(1, 1))  # a changed mtime means changed data
+    third = T.tokenize_records(read, byt5, files=[data], cache_dir=cache)
+    assert len(reads) == 2 and third.key != first.key and not third.from_cache
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        T.tokenize_records(read, byt5, files=[tmp_path / "missing.jsonl"], cache_dir=cache)
+
+
+def test_cache_write_is_atomic(byt5, tmp_path, monkeypatch):
+    records = sized_records({"a": 6})
+    original = Dataset.save_to_disk
+
+    def half_then_fail(self, path, *args, **kwargs):
+        original(self, path, *args, **kwargs)
+        raise KeyboardInterrupt("simulated interruption after the data, before meta.json")
+
+    monkeypatch.setattr(Dataset, "save_to_disk", half_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        T.tokenize_records(records, byt5, cache_dir=tmp_path)
+    assert os.listdir(tmp_path) == []  # neither the entry nor the tmp dir survives
+    monkeypatch.setattr(Dataset, "save_to_disk", original)
+
+    # A killed run (no chance to clean up) leaves <key>.tmp-<dead pid>: never trusted, removed.
+    key = T.tokenize_records(records, byt5, use_cache=False).key
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"{key}.tmp-{int(dead.stdout)}"
+    (stale / "data").mkdir(parents=True)
+    (stale / "meta.json").write_text("{broken")
+    out = T.tokenize_records(records, byt5, cache_dir=tmp_path)
+    assert not out.from_cache and out.dataset.num_rows == 6
+    assert sorted(os.listdir(tmp_path)) == [key]
+
+    # An entry without meta.json (not written by us) is rebuilt, not trusted.
+    (tmp_path / key / "meta.json").unlink()
+    again = T.tokenize_records(records, byt5, cache_dir=tmp_path)
+    assert not again.from_cache and (tmp_path / key / "meta.json").is_file()
+
+
+def test_cache_root_from_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("PROMPTABILITY_CACHE", str(tmp_path / "c"))
+    assert T.cache_root() == tmp_path / "c"
+    monkeypatch.delenv("PROMPTABILITY_CACHE")
+    assert T.cache_root() == Path.home() / ".cache" / "promptability"
+
+
+# --- mixing -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mixed_data(byt5, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    return T.tokenize_records(sized_records({"a": 30, "b": 10, "c": 5}), byt5, cache_dir=cache).dataset
+
+
+def test_mix_caps_and_proportions(mixed_data):
+    m = B.mix(mixed_data, cap=8, seed=0)
+    assert m.original_counts == {"a": 30, "b": 10, "c": 5}
+    assert m.counts == {"a": 8, "b": 8, "c": 5}
+    assert B.task_counts(m.dataset) == m.counts and m.dataset.num_rows == 21
+    fractions = {t: n / 21 for t, n in B.task_counts(m.dataset).items()}
+    assert fractions == pytest.approx({"a": 8 / 21, "b": 8 / 21, "c": 5 / 21})
+    keys = list(zip(m.dataset["task"], m.dataset["index"], strict=True))
+    assert len(set(keys)) == 21  # a subset, without repeats
+    assert {i for t, i in keys if t == "c"} == set(range(5))
+    again = B.mix(mixed_data, cap=8, seed=0)
+    assert again.dataset["index"] == m.dataset["index"] and again.dataset["task"] == m.dataset["task"]
+    other = B.mix(mixed_data, cap=8, seed=1)
+    assert other.counts == m.counts
+    assert list(zip(other.dataset["task"], other.dataset["index"], strict=True)) != keys
+    assert m.dataset["task"][:10] != sorted(m.dataset["task"][:10]) or m.dataset["task"] != sorted(m.dataset["task"])
+    full = B.mix([mixed_data, mixed_data.select(range(5))], cap=None, seed=0)
+    assert full.counts == {"a": 35, "b": 10, "c": 5}
+    with pytest.raises(ValueError, match="cap"):
+        B.mix(mixed_data, cap=0)
+
+
+# --- sampler ----------------------------------------------------------------------------------------
+
+
+def test_sampler_deterministic_covers_epoch_and_resumes():
+    lengths = np.random.default_rng(0).integers(1, 100, size=(103, 2))
+    run = B.LengthGroupedBatchSampler(lengths, 8, seed=3, megabatch_mult=4)
+    assert len(run) == 13
+    epoch0, epoch1 = list(run), list(run)
+    assert len(epoch0) == 13 and [len(b) for b in epoch0[:-1]] == [8] * 12 and len(epoch0[-1]) == 7
+    assert sorted(i for b in epoch0 for i in b) == list(range(103))
+    assert epoch0 != epoch1 and run.state_dict() == {"epoch": 2, "batch_index": 0, "seed": 3}
+    assert list(B.LengthGroupedBatchSampler(lengths, 8, seed=3, megabatch_mult=4)) == epoch0
+    assert list(B.LengthGroupedBatchSampler(lengths, 8, seed=4, megabatch_mult=4)) != epoch0
+    # Each 32-example chunk is sorted longest first before being cut into batches.
+    for b in epoch0:
+        assert list(lengths[b, 0]) == sorted(lengths[b, 0], reverse=True)
+
+    first = B.LengthGroupedBatchSampler(lengths, 8, seed=3, megabatch_mult=4)
+    it = iter(first)
+    seen = [next(it) for _ in range(5)]
+    state = first.state_dict()
+    assert state == {"epoch": 0, "batch_index": 5, "seed": 3}
+    resumed = B.LengthGroupedBatchSampler(lengths, 8, seed=99, megabatch_mult=4)
+    resumed.load_state_dict(state)
+    assert seen + list(resumed) == epoch0 and list(resumed) == epoch1
+    assert first.state_dict(batch_index=2)["batch_index"] == 2
+
+
+def test_sampler_replicas_slice_global_batches():
+    lengths = np.arange(50)
+    single = list(B.LengthGroupedBatchSampler(lengths, 8, seed=1, megabatch_mult=2))
+    ranks = [list(B.LengthGroupedBatchSampler(lengths, 8, seed=1, megabatch_mult=2, num_replicas=4, rank=r))
+             for r in range(4)]
+    assert all(len(r) == len(single) == 7 for r in ranks)
+    for i, batch in enumerate(single[:-1]):
+        assert [len(r[i]) for r in ranks] == [2, 2, 2, 2]
+        assert sum((r[i] for r in ranks), []) == batch
+    # The last global batch (2 examples) is topped up to 4 so that every rank gets one.
+    assert [len(r[-1]) for r in ranks] == [1, 1, 1, 1] and sum((r[-1] for r in ranks), [])[:2] == single[-1]
+    assert len(list(B.LengthGroupedBatchSampler(lengths, 8, drop_last=True))) == 6
+    with pytest.raises(ValueError, match="divisible"):
+        B.LengthGroupedBatchSampler(lengths, 6, num_replicas=4, rank=0)
+    with pytest.raises(ValueError, match="rank"):
+        B.LengthGroupedBatchSampler(lengths, 8, num_replicas=2, rank=2)
+
+
+def random_batches(n: int, batch_size: int, seed: int = 0) -> list[list[int]]:
+    perm = np.random.default_rng(seed).permutation(n)
+    return [perm[i : i + batch_size].tolist() for i in range(0, n, batch_size)]
+
+
+def test_length_grouping_pads_less(mixed_data):
+    sampler = B.LengthGroupedBatchSampler(B.lengths_of(mixed_data), 5, seed=0)
+    grouped = B.padding_fraction(B.iterate_batches(mixed_data, sampler, PAD))
+    rand = B.padding_fraction(B.iterate_batches(mixed_data, random_batches(45, 5), PAD))
+    assert grouped < 0.5 * rand
+    # The documented DataLoader use gives the same batches (HF datasets fetch rows via __getitems__).
+    loader = DataLoader(mixed_data, batch_sampler=B.LengthGroupedBatchSampler(B.lengths_of(mixed_data), 5, seed=0),
+                        collate_fn=partial(B.collate, pad_id=PAD))
+    direct = list(B.iterate_batches(mixed_data, B.LengthGroupedBatchSampler(B.lengths_of(mixed_data), 5), PAD))
+    assert len(direct) == 9
+    assert all(torch.equal(x["labels"], y["labels"]) for x, y in zip(loader, direct, strict=True))
+
+
+def test_length_grouping_pads_less_on_p3_samples(byt5, tmp_path):
+    records = p3_records()
+    out = T.tokenize_records(records, byt5, cache_dir=tmp_path)
+    ds = out.dataset
+    assert ds.num_rows == len(records) == sum(out.stats.per_task.values())
+    assert out.stats.per_task == {
+        "adversarial_qa_dbert_based_on": 56,
+        "hellaswag_complete_first_then_score_eval": 84,
+        "hellaswag_if_begins_how_continues_score_eval": 84,
+        "openbookqa_main_choices": 56,
+        "story_cloze_2016_Story_Continuation_and_Options_score_eval": 56,
+    }
+    assert out.stats.sources_truncated == 56  # ByT5 counts bytes: long contexts exceed 768
+    assert out.stats.sources_truncated == sum(len(r["source"].encode()) + 1 > 768 for r in records)
+    assert out.stats.targets_truncated == sum(len(r["target"].encode()) + 1 > 192 for r in records)
+    assert all(r["input_ids"][-1] == EOS and r["input_ids"][-2] != EOS for r in ds)
+    sampler = B.LengthGroupedBatchSampler(B.lengths_of(ds), 16, seed=0)
+    grouped = B.padding_fraction(B.iterate_batches(ds, sampler, PAD))
+    rand = B.padding_fraction(B.iterate_batches(ds, random_batches(ds.num_rows, 16), PAD))
+    assert grouped < 0.5 * rand, (grouped, rand)
+
+
+# --- collation --------------------------------------------------------------------------------------
+
+
+def test_collate_shapes_and_padding():
+    rows = [{"input_ids": [5, 6, 1], "labels": [7, 1]}, {"input_ids": [5, 1], "labels": [8, 9, 10, 1]}]
+    b = B.collate(rows, pad_id=PAD)
+    assert b["input_ids"].tolist() == [[5, 6, 1], [5, 1, 0]]
+    assert b["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert b["labels"].tolist() == [[7, 1, 0, 0], [8, 9, 10, 1]]
+    assert b["decoder_attention_mask"].tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+    assert all(t.dtype == torch.long for t in b.values())
+    as_columns = B.collate({"input_ids": [[5, 6, 1], [5, 1]], "labels": [[7, 1], [8, 9, 10, 1]]}, pad_id=PAD)
+    assert all(torch.equal(as_columns[k], b[k]) for k in b)
+    assert B.padding_fraction([b]) == pytest.approx(3 / 14)
+
+
+def test_collate_eval_and_sorted_eval_batches(byt5, tmp_path):
+    rows = [
+        {"task": "t", "index": 0, "input_ids": [5, 1], "choice_ids": [[7, 1], [8, 9, 1]], "label": 1},
+        {"task": "t", "index": 1, "input_ids": [5, 6, 7, 1], "choice_ids": [[7, 1], [8, 1], [9, 9, 9, 9, 1]],
+         "label": 2},
+    ]
+    b = B.collate_eval(rows, pad_id=PAD)
+    assert b["input_ids"].shape == (2, 4) and b["attention_mask"].tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+    assert b["choice_ids"].shape == (2, 3, 5) and b["choice_mask"].shape == (2, 3, 5)
+    assert b["choice_ids"][0].tolist() == [[7, 1, 0, 0, 0], [8, 9, 1, 0, 0], [0, 0, 0, 0, 0]]
+    assert b["choice_mask"][1].sum(-1).tolist() == [2, 2, 5] and b["choice_mask"][0].sum(-1).tolist() == [2, 3, 0]
+    assert b["num_choices"].tolist() == [2, 3] and b["label"].tolist() == [1, 2] and b["index"].tolist() == [0, 1]
+
+    records = [rec("q", "s" * (i * 3 % 11 + 1), "a", ["a", "bb", "ccc"][: 2 + i % 2], 1) for i in range(10)]
+    records += [rec("other", "zz", "a", ["a", "b"], 0)]
+    ds = T.tokenize_records(records, byt5, cache_dir=tmp_path).dataset
+    batches = list(B.eval_batches(ds, 4, PAD, task="q"))
+    assert [len(x["index"]) for x in batches] == [4, 4, 2]
+    order = torch.cat([x["index"] for x in batches]).tolist()
+    assert sorted(order) == list(range(10))
+    src_lens = [len(records[i]["source"]) for i in order]
+    assert src_lens == sorted(src_lens, reverse=True)
+    for x in batches:
+        for j, i in enumerate(x["index"].tolist()):
+            assert x["num_choices"][j] == 2 + i % 2 and x["attention_mask"][j].sum() == len(records[i]["source"]) + 1
+    assert sum(len(x["index"]) for x in B.eval_batches(ds, 4, PAD)) == 11
+    with pytest.raises(KeyError, match="nope"):
+        next(B.eval_batches(ds, 4, PAD, task="nope"))
+
+
+# --- per-task views ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def task_data(byt5, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("tasks")
+    return T.tokenize_records(sized_records({"big": 60, "small": 20}), byt5, cache_dir=cache).dataset
+
+
+def rows_of(batch) -> list[tuple[int, ...]]:
+    return [tuple(r[m.bool()].tolist()) for r, m in zip(batch["input_ids"], batch["attention_mask"], strict=True)]
+
+
+def test_task_batcher_episodes(task_data):
+    tb = B.TaskBatcher(task_data, pad_id=PAD, support_batches=2, batch_size=16, seed=0)
+    ep = tb.episode(0)
+    assert len(ep.support) == 2 and all(s["input_ids"].shape[0] == 16 for s in ep.support)
+    assert ep.query["input_ids"].shape[0] == 16
+    if ep.task == "big":  # 48 <= 60: every example different
+        seen = rows_of(ep.query) + [r for s in ep.support for r in rows_of(s)]
+        assert len(set(seen)) == 48
+    prefix = f"{ep.task} example".encode()
+    assert all(bytes(i - 3 for i in r[: len(prefix)]) == prefix for r in rows_of(ep.query))
+
+    it = iter(tb)
+    eps = [next(it) for _ in range(3)]
+    state = tb.state_dict()
+    assert state == {"episode": 3, "seed": 0}
+    again = B.TaskBatcher(task_data, pad_id=PAD, support_batches=2, seed=0)
+    again.load_state_dict(state)
+    nxt, ref = next(iter(again)), next(it)
+    assert nxt.task == ref.task and torch.equal(nxt.query["input_ids"], ref.query["input_ids"])
+    assert eps[0].task == ep.task and torch.equal(eps[0].support[1]["labels"], ep.support[1]["labels"])
+
+    prop = B.TaskBatcher(task_data, pad_id=PAD, support_batches=0, batch_size=1, seed=0)
+    uni = B.TaskBatcher(task_data, pad_id=PAD, support_batches=0, batch_size=1, seed=0, task_sampling="uniform")
+    assert prop.probs.tolist() == [0.75, 0.25] and uni.probs.tolist() == [0.5, 0.5]
+    share = np.mean([prop.episode(i).task == "big" for i in range(400)])
+    assert 0.68 < share < 0.82
+    assert 0.42 < np.mean([uni.episode(i).task == "big" for i in range(400)]) < 0.58
+    with pytest.raises(ValueError, match="task_sampling"):
+        B.TaskBatcher(task_data, pad_id=PAD, task_sampling="zipf")
+
+
+def test_small_task_batches_have_no_repeats_inside(task_data):
+    small = task_data.select(B.task_indices(task_data)["small"].tolist())
+    ep = B.TaskBatcher(small, pad_id=PAD, support_batches=2, batch_size=16, seed=5).episode(0)
+    assert ep.task == "small"
+    assert [len(set(rows_of(x))) for x in [*ep.support, ep.query]] == [16, 16, 16]
+    tiny = small.select(range(5))
+    ep = B.TaskBatcher(tiny, pad_id=PAD, support_batches=1, batch_size=8, seed=5).episode(0)
+    assert [len(rows_of(x)) for x in [*ep.support, ep.query]] == [8, 8]
+    assert all(set(rows_of(x)[:5]) == set(rows_of(ep.query)[:5]) for x in ep.support)  # each round covers all 5
+
+
+def test_fewshot_batch_is_fixed(task_data):
+    a = B.fewshot_batch(task_data, "small", 4, pad_id=PAD, seed=0)
+    b = B.fewshot_batch(task_data, "small", 4, pad_id=PAD, seed=0)
+    c = B.fewshot_batch(task_data, "small", 4, pad_id=PAD, seed=1)
+    assert a["input_ids"].shape[0] == 4 and torch.equal(a["input_ids"], b["input_ids"])
+    assert rows_of(a) != rows_of(c)
+    assert all(bytes(i - 3 for i in r[:5]) == b"small" for r in rows_of(a))
+    assert B.fewshot_indices(task_data, "small", 4, seed=0) == sorted(B.fewshot_indices(task_data, "small", 4))
+    with pytest.raises(ValueError, match="has 20"):
+        B.fewshot_batch(task_data, "small", 21, pad_id=PAD)
