@@ -1,7 +1,101 @@
-"""Placeholder: this stage's commands are not written yet."""
+"""`promptability data ...`: look at the template registry and the data.
+
+Adding a subcommand to the ``data`` group (e.g. ``data suite``): inside ``register()``
+below, after the group exists, call ``add_data_command(name, help)``; it returns the
+subcommand's ``argparse.ArgumentParser`` (set ``func=`` with ``set_defaults``). The
+group's subparsers object is kept in the module-level ``_data_subparsers``.
+"""
+
+from __future__ import annotations
 
 import argparse
+import sys
+from collections import Counter
+
+from promptability.data import registry
+
+_data_subparsers: argparse._SubParsersAction | None = None
+
+
+def add_data_command(name: str, help: str, **kwargs) -> argparse.ArgumentParser:
+    """A new ``promptability data <name>`` subparser; ``register()`` must have run first."""
+    if _data_subparsers is None:
+        raise RuntimeError("promptability.cli.data.register() has not created the 'data' group yet")
+    return _data_subparsers.add_parser(name, help=help, description=help, **kwargs)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    pass
+    global _data_subparsers
+    about = "List the T0/P3 templates of the registry; build and inspect evaluation data."
+    group = subparsers.add_parser("data", help="list P3 templates; build and inspect data", description=about)
+    group.set_defaults(func=lambda args: group.print_help() or 0)
+    _data_subparsers = group.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+
+    listing = add_data_command("list", "show the T0/P3 templates of the registry, with counts")
+    listing.add_argument(
+        "--split", choices=("train", "heldout", "dev"), help="one split only (default: all three)"
+    )
+    listing.add_argument("--group", help="held-out dataset group only, e.g. RTE or ANLI (implies --split heldout)")
+    listing.set_defaults(func=cmd_list)
+    # `data suite` is registered here by its own helper via add_data_command(...)
+
+
+def _dataset(name: str) -> str:
+    try:
+        info = registry.template_info(name)
+    except KeyError:
+        return "?"
+    return "/".join(v for v in (info.get("dataset_name"), info.get("subset_name")) if v)
+
+
+def _plain(title: str, names: list[str]) -> list[str]:
+    datasets = Counter(_dataset(n) for n in names)
+    lines = [f"{title}: {len(names)} templates from {len(datasets)} datasets", f"  {'dataset':<28} template"]
+    lines += [f"  {_dataset(n):<28} {n}" for n in names]
+    return lines
+
+
+def _heldout(group: str | None) -> list[str] | None:
+    templates = registry.heldout_templates()
+    groups = Counter(info["group"] for info in templates.values())
+    if group is not None:
+        match = [g for g in groups if g.lower() == group.lower()]
+        if not match:
+            known = ", ".join(sorted(groups))
+            print(f"error: unknown group '{group}'; the held-out groups are: {known}", file=sys.stderr)
+            return None
+        templates = {n: i for n, i in templates.items() if i["group"] == match[0]}
+    per_group = Counter(info["group"] for info in templates.values())
+    plural = "group" if len(per_group) == 1 else "groups"
+    lines = [f"heldout: {len(templates)} templates in {len(per_group)} {plural}"]
+    lines.append(f"  {'group':<11} {'choices':>7} {'eval':>6}  template")
+    unknown = 0
+    for name, info in sorted(templates.items(), key=lambda kv: (kv[1]["group"], kv[0])):
+        count = info.get("eval_instances")
+        unknown += count is None
+        lines.append(f"  {info['group']:<11} {info['num_choices']:>7} {'-' if count is None else count:>6}  {name}")
+    total = sum(i.get("eval_instances") or 0 for i in templates.values())
+    lines.append(f"  eval instances in all: {total}" + (" (without the '-' templates)" if unknown else ""))
+    lines.append("  per group: " + ", ".join(f"{g} {n}" for g, n in sorted(per_group.items())))
+    if unknown:
+        lines.append(f"  eval '-': {unknown} COPA templates apply only to its cause or its effect questions (48 or 52)")
+    return lines
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    split = args.split or ("heldout" if args.group else None)
+    if args.group and split != "heldout":
+        print("error: --group applies to the held-out templates only (use --split heldout)", file=sys.stderr)
+        return 2
+    blocks: list[list[str]] = []
+    for name in [split] if split else ["train", "heldout", "dev"]:
+        if name == "heldout":
+            lines = _heldout(args.group)
+            if lines is None:
+                return 2
+            blocks.append(lines)
+        else:
+            names = registry.train_templates() if name == "train" else registry.dev_templates()
+            blocks.append(_plain(name, names))
+    print("\n\n".join("\n".join(b) for b in blocks))
+    return 0

@@ -1,0 +1,216 @@
+"""One entry point for every data layout: ``read_examples(path, split, tasks)``.
+
+``path`` may be:
+
+* a ``.jsonl`` or ``.parquet`` file of records (see ``schema``);
+* a directory of such files, either named ``{task}.{split}.jsonl|parquet`` (the name
+  gives the task and split; a ``task`` field, if present, must agree) or with any other
+  name, whose records carry a ``task`` field and are read whatever the split;
+* one P3 template folder (``datasets.save_to_disk`` output or the Hub's TFRecord layout);
+* a directory of P3 template folders, one per template (also a Hub snapshot's ``data/``).
+
+``split`` is a split name, a function ``task -> split`` (e.g. ``train_split_for``), or
+None for each task's evaluation split: "validation", but "test" for StoryCloze, whose
+validation split serves as its few-shot training pool (it has no train split).
+``tasks`` selects templates; naming one the data lacks is an error. Bad data raises
+``DataError`` naming the file, the row (counting from 0; JSONL: line number - 1) and field.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from promptability.data.p3 import p3_format, read_p3
+from promptability.data.schema import DataError, Example, validate
+
+SplitArg = str | Callable[[str], str] | None
+DATA_SUFFIXES = (".jsonl", ".parquet")
+_NAMED_FILE = re.compile(r"^(?P<task>[^.]+)\.(?P<split>[A-Za-z0-9_]+)\.(?:jsonl|parquet)$")
+
+
+def is_story_cloze(task: str) -> bool:
+    return task.startswith("story_cloze")
+
+
+def eval_split_for(task: str) -> str:
+    """The split a template is evaluated on: "validation" ("test" for StoryCloze)."""
+    return "test" if is_story_cloze(task) else "validation"
+
+
+def train_split_for(task: str) -> str:
+    """The split few-shot examples come from: "train" ("validation" for StoryCloze)."""
+    return "validation" if is_story_cloze(task) else "train"
+
+
+def _split_fn(split: SplitArg) -> Callable[[str], str]:
+    if split is None:
+        return eval_split_for
+    if callable(split):
+        return split
+    if not isinstance(split, str) or not split:
+        raise DataError(f"split must be a split name such as 'validation', got {split!r}")
+    return lambda task: split
+
+
+def _task_set(tasks: Iterable[str] | str | None) -> set[str] | None:
+    if tasks is None:
+        return None
+    names = {tasks} if isinstance(tasks, str) else set(tasks)
+    if not names or not all(isinstance(t, str) and t for t in names):
+        raise DataError(f"tasks must be a non-empty list of template names, got {tasks!r}")
+    return names
+
+
+def _unknown_tasks(missing: set[str], available: Iterable[str], where: str) -> DataError:
+    available = sorted(set(available))
+    hints = []
+    for name in sorted(missing):
+        close = difflib.get_close_matches(name, available, n=1)
+        hints.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    shown = ", ".join(available[:10]) + (f", ... ({len(available)} in all)" if len(available) > 10 else "")
+    return DataError(f"{where}: unknown template(s) {', '.join(hints)}; the data has: {shown or 'none'}")
+
+
+def _missing_path(p: Path) -> DataError:
+    parent = p.parent if p.parent.is_dir() else None
+    close = difflib.get_close_matches(p.name, os.listdir(parent), n=1) if parent else []
+    hint = f" (did you mean {parent / close[0]}?)" if close else ""
+    return DataError(f"{p}: no such file or directory{hint}")
+
+
+def _with_task(record: Any, task: str | None, origin: str, row: int) -> Any:
+    if task is None or not isinstance(record, dict):
+        return record
+    if record.get("task") in (None, ""):
+        return {**record, "task": task}
+    if record["task"] != task:
+        raise DataError(f"{origin}, row {row}: field 'task' is '{record['task']}' but the file name says '{task}'")
+    return record
+
+
+def read_jsonl(path: str | os.PathLike[str], task: str | None = None) -> Iterator[Example]:
+    """Records of a JSONL file; ``task`` fills records without one (and must match the others)."""
+    p, origin = Path(path), str(path)
+    with p.open(encoding="utf-8") as f:
+        for row, line in enumerate(f):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{origin}, row {row} (line {row + 1}): not valid JSON ({err.msg})") from None
+            yield validate(_with_task(record, task, origin, row), origin, row)
+
+
+def read_parquet(path: str | os.PathLike[str], task: str | None = None) -> Iterator[Example]:
+    """Records of a Parquet file (columns named as the record fields)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    origin = str(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{origin}: not a readable Parquet file ({err})") from None
+    row = 0
+    for batch in table.to_batches():
+        for record in batch.to_pylist():
+            yield validate(_with_task(record, task, origin, row), origin, row)
+            row += 1
+
+
+def _read_file(p: Path, task: str | None = None) -> Iterator[Example]:
+    if p.suffix == ".jsonl":
+        return read_jsonl(p, task)
+    if p.suffix == ".parquet":
+        return read_parquet(p, task)
+    raise DataError(f"{p}: unsupported file type '{p.suffix}' (expected .jsonl or .parquet, or a P3 template folder)")
+
+
+def _template_dirs(p: Path) -> dict[str, Path]:
+    roots = [p] + ([p / "data"] if (p / "data").is_dir() else [])
+    found: dict[str, Path] = {}
+    for root in roots:
+        for sub in sorted(root.iterdir()):
+            if sub.is_dir() and p3_format(sub) is not None:
+                found.setdefault(sub.name, sub)
+    return found
+
+
+def _read_dir(p: Path, split_for: Callable[[str], str], wanted: set[str] | None) -> Iterator[Example]:
+    templates = _template_dirs(p)
+    files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in DATA_SUFFIXES)
+    named = {f: m["task"] for f in files if (m := _NAMED_FILE.match(f.name))}
+    if not templates and not files:
+        raise DataError(
+            f"{p}: no data found: expected .jsonl/.parquet files, a P3 template folder "
+            "(dataset_dict.json or *.tfrecord-*-of-* files) or a folder of them"
+        )
+    if wanted and len(named) == len(files):  # every name is known up front: check before reading
+        missing = wanted - set(templates) - set(named.values())
+        if missing:
+            raise _unknown_tasks(missing, list(templates) + list(named.values()), str(p))
+    for task in (wanted or set()) - set(templates):
+        splits = sorted(f.name.split(".")[1] for f, t in named.items() if t == task)
+        if splits and split_for(task) not in splits:
+            raise DataError(f"{p}: task '{task}' has no '{split_for(task)}' file (it has: {', '.join(splits)})")
+    for name, folder in templates.items():
+        if wanted is None or name in wanted:
+            yield from read_p3(folder, split_for(name), task=name)
+    for f in files:
+        task = named.get(f)
+        if task is not None:
+            if (wanted is not None and task not in wanted) or f.name.split(".")[1] != split_for(task):
+                continue
+            yield from _read_file(f, task)
+        else:
+            yield from (r for r in _read_file(f) if wanted is None or r["task"] in wanted)
+
+
+def iter_examples(
+    path: str | os.PathLike[str], split: SplitArg = None, tasks: Iterable[str] | str | None = None
+) -> Iterator[Example]:
+    """Yields validated records from ``path`` (see the module docstring for layouts)."""
+    p = Path(path)
+    split_for, wanted = _split_fn(split), _task_set(tasks)
+    if not p.exists():
+        raise _missing_path(p)
+    seen: set[str] = set()
+    if p.is_file():
+        m = _NAMED_FILE.match(p.name)
+        source = _read_file(p, m["task"] if m else None)
+        records: Iterator[Example] = (r for r in source if wanted is None or r["task"] in wanted)
+    elif p3_format(p) is not None:
+        if wanted is not None and wanted != {p.name}:
+            raise _unknown_tasks(wanted - {p.name}, [p.name], str(p))
+        records = iter(read_p3(p, split_for(p.name), task=p.name))
+    else:
+        records = _read_dir(p, split_for, wanted)
+    for record in records:
+        seen.add(record["task"])
+        yield record
+    if wanted is not None and wanted - seen:
+        raise _unknown_tasks(wanted - seen, seen, str(p))
+
+
+def read_examples(
+    path: str | os.PathLike[str], split: SplitArg = None, tasks: Iterable[str] | str | None = None
+) -> list[Example]:
+    """All records from ``path`` as a list (see ``iter_examples``)."""
+    return list(iter_examples(path, split, tasks))
+
+
+def load_examples(
+    path: str | os.PathLike[str], split: SplitArg = None, tasks: Iterable[str] | str | None = None
+) -> dict[str, list[Example]]:
+    """Records from ``path`` grouped by task, in the order tasks first appear."""
+    out: dict[str, list[Example]] = {}
+    for record in iter_examples(path, split, tasks):
+        out.setdefault(record["task"], []).append(record)
+    return out
