@@ -1,7 +1,156 @@
-"""Placeholder: this stage's commands are not written yet."""
+"""`promptability arg`, `compare` and `report`: ARG, paired bootstrap, Table 1."""
+
+from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+
+from promptability.eval.metrics import MetricsError, arg_breakdown, paired_bootstrap
+from promptability.eval.runs import (
+    Run,
+    RunError,
+    check_same_instances,
+    find_runs,
+    load_accuracies,
+    load_run,
+    pooled_correctness,
+)
+
+
+def _fail(err: Exception) -> int:
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+
+
+def _cmd_arg(args: argparse.Namespace) -> int:
+    try:
+        accuracies, groups = load_accuracies(args.file)
+        if args.groups:
+            groups = json.loads(Path(args.groups).read_text(encoding="utf-8"))
+        result = arg_breakdown(accuracies, groups, partial=args.partial)
+    except (RunError, MetricsError, OSError, json.JSONDecodeError) as err:
+        return _fail(err)
+    if not args.quiet:
+        print(f"{'group':<16}{'templates':>10}{'accuracy':>10}{'gain (%)':>10}")
+        for group, gain in result.per_group.items():
+            print(f"{group:<16}{result.templates_per_group[group]:>10}{result.group_accuracy[group] * 100:>10.2f}{gain:>10.2f}")
+        if result.missing:
+            print(f"missing templates ({len(result.missing)}): {', '.join(result.missing)}")
+        if result.ignored:
+            print(f"unknown templates ignored ({len(result.ignored)}): {', '.join(result.ignored)}")
+    print(f"{result.label()} (%): {result.value:.4f}")
+    return 0
+
+
+def _side(spec: str, name: str) -> list[Run]:
+    """A side of a comparison: a run dir, a folder of seed runs, or comma-separated run dirs."""
+    runs = [load_run(path, require_predictions=True) for path in find_runs(p for p in spec.split(",") if p)]
+    configs = {run.config for run in runs}
+    if len(configs) > 1:
+        raise RunError(f"run {name} ({spec}) mixes configurations {sorted(configs)}; pass the seeds of one config")
+    return runs
+
+
+def _describe(runs: list[Run]) -> str:
+    r = runs[0]
+    seeds = ", ".join("-" if x.seed is None else str(x.seed) for x in runs)
+    return f"{r.method}, prompt {r.prompt}, {r.shots}-shot, {r.model}; {len(runs)} run(s), seeds {seeds}"
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    try:
+        runs_a, runs_b = _side(args.run_a, "A"), _side(args.run_b, "B")
+        check_same_instances(runs_a + runs_b)
+        groups = runs_a[0].arg_groups
+        if any(run.arg_groups != groups for run in runs_a + runs_b):
+            raise RunError("the runs carry different 'groups' in run.json")
+        result = paired_bootstrap(
+            pooled_correctness(runs_a), pooled_correctness(runs_b), groups, args.samples, args.seed,
+            partial=args.partial, confidence=args.confidence,
+        )
+    except (RunError, MetricsError) as err:
+        return _fail(err)
+    label = "partial ARG" if result.partial else "ARG"
+    print(f"A: {args.run_a} ({_describe(runs_a)})")
+    print(f"B: {args.run_b} ({_describe(runs_b)})")
+    print(f"{result.templates} templates, {result.instances} instances; {result.samples} resamples, seed {result.seed}")
+    print(f"{label} A (%): {result.arg_a:.4f}")
+    print(f"{label} B (%): {result.arg_b:.4f}")
+    print(f"difference B - A: {result.difference:.4f}")
+    print(f"{result.confidence:.0%} interval of the difference: [{result.ci_low:.4f}, {result.ci_high:.4f}]")
+    print(f"p (fraction of resamples where B is not above A): {result.p_value:.4f}")
+    if args.out:
+        from promptability.io import write_json_atomic
+
+        write_json_atomic(args.out, {"a": args.run_a, "b": args.run_b, **result.to_dict()})
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from promptability.eval.report import build_report, render_markdown, write_report
+
+    try:
+        from tqdm.auto import tqdm
+
+        runs = [load_run(path) for path in tqdm(find_runs(args.runs), desc="loading runs", unit="run", disable=None)]
+        if args.baseline and args.baseline not in {run.method for run in runs}:
+            raise RunError(f"--baseline {args.baseline!r} matches no run (methods: {sorted({r.method for r in runs})})")
+        report = build_report(
+            runs, baseline=args.baseline or "mtl-t", samples=args.samples, seed=args.seed,
+            alpha=args.alpha, partial=args.partial,
+        )
+        paths = write_report(report, args.out, scale_note=args.scale_note, partial=args.partial)
+    except (RunError, MetricsError) as err:
+        return _fail(err)
+    print(render_markdown(report, args.scale_note))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    pass
+    p = subparsers.add_parser(
+        "arg", help="average relative gain (ARG, %%) of an accuracy.json or run directory",
+        description="Prints per-group gains, then the ARG as the last line. ANLI R1-R3 are pooled as one group.",
+    )
+    p.add_argument("file", help="accuracy.json-style file {template: accuracy} or a run directory")
+    p.add_argument("--groups", help="JSON {template: {group, num_choices}} (default: run.json's, else P3 held-out)")
+    p.add_argument("--partial", action="store_true", help="ARG over the groups present instead of an error")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the ARG line")
+    p.set_defaults(func=_cmd_arg)
+
+    p = subparsers.add_parser(
+        "compare", help="paired bootstrap of the ARG difference between two runs",
+        description=(
+            "Resamples instances with replacement within each template, the same draws for both runs. "
+            "A side may be several few-shot seeds (a folder of run dirs, or comma-separated run dirs): "
+            "their per-instance correctness is averaged. p is the fraction of resamples where B's ARG "
+            "is not above A's."
+        ),
+    )
+    p.add_argument("run_a", metavar="RUN_A")
+    p.add_argument("run_b", metavar="RUN_B")
+    p.add_argument("--samples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
+    p.add_argument("--partial", action="store_true", help="allow runs covering only some groups")
+    p.add_argument("--out", help="also write the result as JSON here")
+    p.set_defaults(func=_cmd_compare)
+
+    p = subparsers.add_parser(
+        "report", help="Table 1 (Markdown, CSV, JSON) and a per-group accuracy plot from run directories",
+        description=(
+            "Rows: methods; columns: model size x prompt x shots; cells: ARG (mean ± std over seeds), "
+            "marked † / ‡ when significantly above / below the baseline in the same column."
+        ),
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or folders searched for them")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--baseline", help="method to test against (default mtl-t, when present)")
+    p.add_argument("--scale-note", help="free text printed beside the table (model size, examples, steps)")
+    p.add_argument("--samples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    p.add_argument("--partial", action="store_true", help="allow runs covering only some groups")
+    p.set_defaults(func=_cmd_report)

@@ -1,0 +1,277 @@
+"""Accuracy -> ARG, and the paired bootstrap used for significance.
+
+ARG (average relative gain) exactly as Wu et al. (2022) compute it: for each
+held-out template, the relative gain over random guessing is ``(acc - r) / r``
+with ``r = 1 / num_choices``; gains are averaged over the templates of a dataset
+group, then over the groups (ANLI R1-R3 pooled into one group, so 9 groups for the
+P3 held-out set), and reported in percent.
+
+The group of every template comes from the T0 registry by default, or from a
+``groups`` mapping ``{template: {"group": str, "num_choices": int}}`` (what a run's
+``run.json`` carries for non-P3 data).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "ARGResult",
+    "BootstrapResult",
+    "MetricsError",
+    "arg_breakdown",
+    "average_relative_gain",
+    "paired_bootstrap",
+    "relative_gain",
+    "resolve_groups",
+]
+
+GroupSpec = Mapping[str, Mapping[str, Any]]
+
+
+class MetricsError(ValueError):
+    """Inputs to ARG or the bootstrap do not fit the templates they claim to cover."""
+
+
+def relative_gain(accuracy: float, num_choices: int) -> float:
+    """``(accuracy - r) / r`` with ``r = 1 / num_choices`` (a fraction, not percent)."""
+    chance = 1.0 / num_choices
+    return (accuracy - chance) / chance
+
+
+def resolve_groups(groups: GroupSpec | None = None) -> dict[str, tuple[str, int]]:
+    """Validate a groups mapping (default: the 116 P3 held-out templates) -> ``{template: (group, k)}``."""
+    if groups is None:
+        from promptability.data.registry import heldout_templates
+
+        groups = heldout_templates()
+    out: dict[str, tuple[str, int]] = {}
+    for name, info in groups.items():
+        if not isinstance(info, Mapping) or "group" not in info or "num_choices" not in info:
+            raise MetricsError(f"groups[{name!r}] must be {{'group': str, 'num_choices': int}}, got {info!r}")
+        group, k = info["group"], info["num_choices"]
+        if not isinstance(group, str) or not group:
+            raise MetricsError(f"groups[{name!r}]['group'] must be a non-empty string, got {group!r}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+            raise MetricsError(f"groups[{name!r}]['num_choices'] must be an integer >= 2, got {k!r}")
+        out[str(name)] = (group, k)
+    if not out:
+        raise MetricsError("groups is empty: no template to compute ARG over")
+    return out
+
+
+def _select(
+    templates: list[str], spec: dict[str, tuple[str, int]], partial: bool, what: str
+) -> tuple[list[str], list[str], list[str]]:
+    """Split ``templates`` into (used, missing-from-spec, unknown); raise unless ``partial``."""
+    present = set(templates)
+    unknown = sorted(present - spec.keys())
+    missing = sorted(spec.keys() - present)
+    if (unknown or missing) and not partial:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing template(s): {', '.join(missing)}")
+        if unknown:
+            parts.append(f"{len(unknown)} unknown template(s) (not in the groups): {', '.join(unknown)}")
+        raise MetricsError(
+            f"{what} does not cover the expected {len(spec)} templates: " + "; ".join(parts)
+            + ". Pass partial=True (CLI: --partial) for an ARG over the groups present."
+        )
+    used = sorted(present & spec.keys())
+    if not used:
+        raise MetricsError(f"{what} has none of the expected templates (unknown: {', '.join(unknown)})")
+    return used, missing, unknown
+
+
+def _arg(values: Mapping[str, Any], spec: dict[str, tuple[str, int]]) -> tuple[Any, dict[str, Any]]:
+    """ARG in percent from per-template accuracies (floats or equal-shape arrays)."""
+    by_group: dict[str, list[Any]] = {}
+    for name, acc in values.items():
+        group, k = spec[name]
+        by_group.setdefault(group, []).append(relative_gain(acc, k))
+    per_group = {g: sum(gains) / len(gains) * 100.0 for g, gains in by_group.items()}
+    return sum(per_group.values()) / len(per_group), per_group
+
+
+@dataclass(frozen=True)
+class ARGResult:
+    """ARG and its parts; all gains in percent."""
+
+    value: float
+    per_group: dict[str, float]
+    per_template: dict[str, float]
+    group_accuracy: dict[str, float]
+    templates_per_group: dict[str, int] = field(default_factory=dict)
+    partial: bool = False
+    groups_expected: int = 0
+    missing: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    def __float__(self) -> float:
+        return self.value
+
+    def label(self) -> str:
+        """``"ARG"`` or ``"partial ARG (5/9 groups, 10 templates missing)"``."""
+        if not self.partial:
+            return "ARG"
+        bits = [f"{len(self.per_group)}/{self.groups_expected} groups"]
+        if self.missing:
+            bits.append(f"{len(self.missing)} template{'s' * (len(self.missing) != 1)} missing")
+        if self.ignored:
+            bits.append(f"{len(self.ignored)} unknown ignored")
+        return f"partial ARG ({', '.join(bits)})"
+
+
+def _check_accuracy(name: str, acc: Any) -> float:
+    if isinstance(acc, bool) or not isinstance(acc, numbers.Real) or not math.isfinite(acc) or not 0 <= acc <= 1:
+        raise MetricsError(f"accuracy of {name!r} must be a fraction in [0, 1], got {acc!r}")
+    return float(acc)
+
+
+def arg_breakdown(
+    accuracies: Mapping[str, float], groups: GroupSpec | None = None, *, partial: bool = False
+) -> ARGResult:
+    """ARG of ``{template: accuracy}`` with per-group and per-template gains.
+
+    Without ``groups`` the 116 P3 held-out templates are expected. Missing or unknown
+    templates raise ``MetricsError`` listing them; with ``partial=True`` the ARG is
+    taken over the groups present (unknown templates ignored) and marked partial.
+    """
+    spec = resolve_groups(groups)
+    used, missing, unknown = _select(list(accuracies), spec, partial, "the accuracies")
+    acc = {name: _check_accuracy(name, accuracies[name]) for name in used}
+    value, per_group = _arg(acc, spec)
+    group_acc: dict[str, list[float]] = {}
+    for name in used:
+        group_acc.setdefault(spec[name][0], []).append(acc[name])
+    return ARGResult(
+        value=float(value),
+        per_group={g: float(v) for g, v in per_group.items()},
+        per_template={n: relative_gain(acc[n], spec[n][1]) * 100.0 for n in used},
+        group_accuracy={g: sum(v) / len(v) for g, v in group_acc.items()},
+        templates_per_group={g: len(v) for g, v in group_acc.items()},
+        partial=bool(missing or unknown),
+        groups_expected=len({g for g, _ in spec.values()}),
+        missing=missing,
+        ignored=unknown,
+    )
+
+
+def average_relative_gain(
+    accuracies: Mapping[str, float], groups: GroupSpec | None = None, *, partial: bool = False
+) -> float:
+    """ARG in percent of ``{template: accuracy}``; see ``arg_breakdown`` for the details."""
+    return arg_breakdown(accuracies, groups, partial=partial).value
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """Paired bootstrap of ARG(B) - ARG(A); ARGs in percent."""
+
+    arg_a: float
+    arg_b: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float  # fraction of resamples with ARG(B) <= ARG(A): small means B is better
+    p_worse: float  # fraction of resamples with ARG(B) >= ARG(A): small means B is worse
+    samples: int
+    seed: int
+    confidence: float
+    templates: int
+    instances: int
+    partial: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _as_correct(name: str, side: str, values: Any) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1 or arr.size == 0:
+        raise MetricsError(f"correctness of {name!r} in run {side} must be a non-empty 1-D array, got shape {arr.shape}")
+    if arr.dtype != bool and (not np.issubdtype(arr.dtype, np.number) or not np.all((arr >= 0) & (arr <= 1))):
+        raise MetricsError(f"correctness of {name!r} in run {side} must be bools or fractions in [0, 1]")
+    return arr.astype(np.float64)
+
+
+def paired_bootstrap(
+    correct_a: Mapping[str, Any],
+    correct_b: Mapping[str, Any],
+    groups: GroupSpec | None = None,
+    samples: int = 1000,
+    seed: int = 0,
+    *,
+    partial: bool = False,
+    confidence: float = 0.95,
+    max_cells: int = 4_000_000,
+) -> BootstrapResult:
+    """Paired bootstrap over instances of the ARG difference between runs A and B.
+
+    ``correct_a[t][i]`` says whether run A got instance ``i`` of template ``t`` right
+    (bool, or a fraction in [0, 1], e.g. correctness averaged over few-shot seeds);
+    both runs must list the same templates with the same instances in the same order.
+    Each resample draws, within every template, ``n`` instance indices with
+    replacement and applies them to both runs, so the pairing is kept. ``p_value``
+    is the fraction of resamples where B's ARG is not above A's.
+    """
+    if samples < 1:
+        raise MetricsError(f"samples must be >= 1, got {samples}")
+    if not 0 < confidence < 1:
+        raise MetricsError(f"confidence must be in (0, 1), got {confidence}")
+    if set(correct_a) != set(correct_b):
+        only_a, only_b = sorted(set(correct_a) - set(correct_b)), sorted(set(correct_b) - set(correct_a))
+        raise MetricsError(f"runs cover different templates: only in A: {only_a}; only in B: {only_b}")
+    spec = resolve_groups(groups)
+    used, missing, unknown = _select(list(correct_a), spec, partial, "the compared runs")
+    rng = np.random.default_rng(seed)
+    acc_a: dict[str, np.ndarray] = {}
+    acc_b: dict[str, np.ndarray] = {}
+    point_a: dict[str, float] = {}
+    point_b: dict[str, float] = {}
+    instances = 0
+    for name in used:  # sorted, so the random stream does not depend on dict order
+        a, b = _as_correct(name, "A", correct_a[name]), _as_correct(name, "B", correct_b[name])
+        if a.shape != b.shape:
+            raise MetricsError(f"template {name!r} has {a.size} instances in run A but {b.size} in run B")
+        n = a.size
+        instances += n
+        point_a[name], point_b[name] = float(a.mean()), float(b.mean())
+        out_a, out_b = np.empty(samples), np.empty(samples)
+        # Chunks of rows keep the [rows, n] index matrix within max_cells entries.
+        step = max(1, max_cells // n)
+        for lo in range(0, samples, step):
+            idx = rng.integers(0, n, size=(min(step, samples - lo), n), dtype=np.int32)
+            out_a[lo : lo + len(idx)] = a[idx].mean(axis=1)
+            out_b[lo : lo + len(idx)] = b[idx].mean(axis=1)
+        acc_a[name], acc_b[name] = out_a, out_b
+    arg_a, _ = _arg(point_a, spec)
+    arg_b, _ = _arg(point_b, spec)
+    boot_a, _ = _arg(acc_a, spec)
+    boot_b, _ = _arg(acc_b, spec)
+    diff = boot_b - boot_a
+    # Ties count against B, so identical runs give p = 1; a tiny tolerance absorbs
+    # float noise from summing the same numbers in a different order.
+    tol = 1e-9
+    tail = (1 - confidence) / 2 * 100
+    return BootstrapResult(
+        arg_a=float(arg_a),
+        arg_b=float(arg_b),
+        difference=float(arg_b - arg_a),
+        ci_low=float(np.percentile(diff, tail)),
+        ci_high=float(np.percentile(diff, 100 - tail)),
+        p_value=float(np.mean(diff <= tol)),
+        p_worse=float(np.mean(diff >= -tol)),
+        samples=samples,
+        seed=seed,
+        confidence=confidence,
+        templates=len(used),
+        instances=instances,
+        partial=bool(missing or unknown),
+    )

@@ -1,0 +1,319 @@
+"""Reading the run directories written by ``promptability evaluate --out DIR``.
+
+A run directory holds ``run.json`` (what was evaluated), ``accuracy.json``
+(``{task: accuracy}``) and ``predictions.jsonl`` (one line per instance: ``task``,
+``index``, ``scores``, ``prediction``, ``label``). ``load_run`` validates all three
+and says which file, line and field is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from promptability.data.registry import heldout_templates
+from promptability.eval.metrics import ARGResult, MetricsError, arg_breakdown, resolve_groups
+
+__all__ = [
+    "METHOD_ORDER",
+    "PROMPTS",
+    "Run",
+    "RunError",
+    "TaskPredictions",
+    "check_same_instances",
+    "find_runs",
+    "group_by_config",
+    "load_accuracies",
+    "load_run",
+    "pooled_correctness",
+]
+
+RUN_FILE, ACCURACY_FILE, PREDICTIONS_FILE = "run.json", "accuracy.json", "predictions.jsonl"
+# The paper's Table 1 order; other method names sort after these.
+METHOD_ORDER = ("none", "mtl-t", "mtl-p", "mtl-tp", "fomaml", "reptile")
+PROMPTS = ("none", "shallow", "deep")
+
+
+class RunError(ValueError):
+    """A run directory is missing, malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class TaskPredictions:
+    """One task's instances, sorted by ``index``."""
+
+    index: np.ndarray
+    label: np.ndarray
+    correct: np.ndarray
+
+
+@dataclass
+class Run:
+    path: Path
+    method: str
+    prompt: str
+    shots: int
+    model: str
+    model_size: str
+    seed: int | None
+    score: str | None
+    groups: dict[str, dict[str, Any]] | None
+    accuracy: dict[str, float]
+    predictions: dict[str, TaskPredictions] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> tuple[str, str, int, str]:
+        """What few-shot seeds of one configuration share: (method, prompt, shots, model)."""
+        return (self.method, self.prompt, self.shots, self.model)
+
+    @property
+    def arg_groups(self) -> dict[str, dict[str, Any]] | None:
+        """The groups ARG is taken over: None (all 116 P3 held-out templates) for P3 runs.
+
+        ``evaluate`` records the groups of the templates it saw; when those are all P3
+        held-out templates, the paper's full set is expected, so that a run over a
+        subset is reported as missing templates (or partial) rather than complete.
+        """
+        if self.groups is None or set(self.groups) <= set(heldout_templates()):
+            return None
+        return self.groups
+
+    def arg(self, *, partial: bool = False) -> ARGResult:
+        try:
+            return arg_breakdown(self.accuracy, self.arg_groups, partial=partial)
+        except MetricsError as err:
+            raise MetricsError(f"run {self.path}: {err}") from None
+
+    def require_predictions(self) -> dict[str, TaskPredictions]:
+        if self.predictions is None:
+            raise RunError(f"{self.path / PREDICTIONS_FILE}: missing; per-instance predictions are needed here")
+        return self.predictions
+
+    def instances(self) -> set[tuple[str, int, int]]:
+        """The set of (task, index, label) the run was evaluated on."""
+        return {
+            (task, int(i), int(y))
+            for task, p in self.require_predictions().items()
+            for i, y in zip(p.index, p.label)
+        }
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise RunError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise RunError(f"{path}: not valid JSON ({err})") from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _parse_meta(path: Path, meta: Any) -> dict[str, Any]:
+    if not isinstance(meta, dict):
+        raise RunError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    for key in ("method", "prompt", "shots", "model"):
+        if key not in meta:
+            raise RunError(f"{path}: missing field {key!r}")
+    if not isinstance(meta["method"], str) or not meta["method"]:
+        raise RunError(f"{path}: 'method' must be a non-empty string such as 'mtl-tp', got {meta['method']!r}")
+    if meta["prompt"] not in PROMPTS:
+        raise RunError(f"{path}: 'prompt' must be one of {PROMPTS}, got {meta['prompt']!r}")
+    if not _is_int(meta["shots"]) or meta["shots"] < 0:
+        raise RunError(f"{path}: 'shots' must be an integer >= 0, got {meta['shots']!r}")
+    if meta.get("seed") is not None and not _is_int(meta["seed"]):
+        raise RunError(f"{path}: 'seed' must be an integer or null, got {meta['seed']!r}")
+    size = meta.get("model_size") or Path(str(meta["model"])).name
+    groups = meta.get("groups")
+    if groups is not None:
+        try:
+            resolve_groups(groups)
+        except ValueError as err:
+            raise RunError(f"{path}: field 'groups': {err}") from None
+    return {
+        "method": meta["method"].lower(),
+        "prompt": meta["prompt"],
+        "shots": int(meta["shots"]),
+        "model": str(meta["model"]),
+        "model_size": str(size),
+        "seed": None if meta.get("seed") is None else int(meta["seed"]),
+        "score": meta.get("score"),
+        "groups": groups,
+    }
+
+
+def _parse_accuracy(path: Path, data: Any) -> dict[str, float]:
+    if not isinstance(data, dict) or not data:
+        raise RunError(f"{path}: expected a non-empty object {{task: accuracy}}")
+    for task, acc in data.items():
+        if isinstance(acc, bool) or not isinstance(acc, numbers.Real) or not math.isfinite(acc) or not 0 <= acc <= 1:
+            raise RunError(f"{path}: accuracy of {task!r} must be a fraction in [0, 1], got {acc!r}")
+    return {str(task): float(acc) for task, acc in data.items()}
+
+
+def _parse_predictions(path: Path, choices: dict[str, int]) -> dict[str, TaskPredictions]:
+    rows: dict[str, list[tuple[int, int, bool]]] = {}
+    seen: set[tuple[str, int]] = set()
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise RunError(f"{where}: not valid JSON ({err})") from None
+            if not isinstance(row, dict):
+                raise RunError(f"{where}: expected a JSON object")
+            for key in ("task", "index", "scores", "prediction", "label"):
+                if key not in row:
+                    raise RunError(f"{where}: missing field {key!r}")
+            task, index, scores = row["task"], row["index"], row["scores"]
+            if not isinstance(task, str) or not _is_int(index) or index < 0:
+                raise RunError(f"{where}: 'task' must be a string and 'index' an integer >= 0")
+            if not isinstance(scores, list) or len(scores) < 2:
+                raise RunError(f"{where}: 'scores' must be a list with one score per choice (>= 2)")
+            for key in ("prediction", "label"):
+                if not _is_int(row[key]) or not 0 <= row[key] < len(scores):
+                    raise RunError(f"{where}: {key!r} must be an integer in [0, {len(scores)}), got {row[key]!r}")
+            # Tasks may vary their number of choices per instance; more than the group's count is an error.
+            if task in choices and len(scores) > choices[task]:
+                raise RunError(f"{where}: {len(scores)} scores but task {task!r} has {choices[task]} choices")
+            if (task, index) in seen:
+                raise RunError(f"{where}: duplicate instance (task {task!r}, index {index})")
+            seen.add((task, index))
+            rows.setdefault(task, []).append((index, row["label"], row["prediction"] == row["label"]))
+    out = {}
+    for task, items in rows.items():
+        items.sort()
+        arr = np.array(items, dtype=np.int64).reshape(-1, 3)
+        out[task] = TaskPredictions(index=arr[:, 0], label=arr[:, 1], correct=arr[:, 2].astype(bool))
+    return out
+
+
+def load_run(path: str | Path, *, require_predictions: bool = False) -> Run:
+    """Load and validate a run directory (or its ``run.json``).
+
+    ``predictions.jsonl`` is read when present (``require_predictions`` makes it
+    mandatory); its tasks must match ``accuracy.json`` and its per-task accuracy
+    must agree with it to half an instance.
+    """
+    root = Path(path)
+    if root.name == RUN_FILE and root.is_file():
+        root = root.parent
+    if not root.is_dir():
+        raise RunError(f"{root}: not a run directory (expected a folder with {RUN_FILE}, {ACCURACY_FILE})")
+    meta = _read_json(root / RUN_FILE)
+    info = _parse_meta(root / RUN_FILE, meta)
+    accuracy = _parse_accuracy(root / ACCURACY_FILE, _read_json(root / ACCURACY_FILE))
+    preds = None
+    pred_path = root / PREDICTIONS_FILE
+    if pred_path.is_file():
+        choices = {t: k for t, (_, k) in resolve_groups(info["groups"]).items()}
+        preds = _parse_predictions(pred_path, choices)
+        if set(preds) != set(accuracy):
+            only_p, only_a = sorted(set(preds) - set(accuracy)), sorted(set(accuracy) - set(preds))
+            raise RunError(
+                f"{root}: {PREDICTIONS_FILE} and {ACCURACY_FILE} list different tasks "
+                f"(only in predictions: {only_p}; only in accuracy: {only_a})"
+            )
+        for task, p in preds.items():
+            recomputed = float(p.correct.mean())
+            if abs(recomputed - accuracy[task]) > 0.5 / p.correct.size:
+                raise RunError(
+                    f"{root}: accuracy of {task!r} is {accuracy[task]} in {ACCURACY_FILE} but "
+                    f"{recomputed} from {PREDICTIONS_FILE}"
+                )
+    elif require_predictions:
+        raise RunError(f"{pred_path}: file not found (per-instance predictions are needed)")
+    return Run(path=root, accuracy=accuracy, predictions=preds, meta=meta, **info)
+
+
+def find_runs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run directories named by ``paths``: each a run dir, its run.json, or a folder searched for run dirs."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.name == RUN_FILE and path.is_file():
+            hits = [path.parent]
+        elif (path / RUN_FILE).is_file():
+            hits = [path]
+        elif path.is_dir():
+            hits = sorted(p.parent for p in path.rglob(RUN_FILE))
+            if not hits:
+                raise RunError(f"{path}: no {RUN_FILE} found in this folder or below")
+        else:
+            raise RunError(f"{path}: no such run directory")
+        found.extend(h for h in hits if h.resolve() not in {f.resolve() for f in found})
+    return found
+
+
+def load_accuracies(path: str | Path) -> tuple[dict[str, float], dict[str, Any] | None]:
+    """``({task: accuracy}, groups or None)`` from a run dir or an accuracy.json-style file.
+
+    For a file, the groups come from a ``run.json`` beside it, when there is one;
+    None means the P3 held-out registry.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise RunError(f"{path}: no such file or run directory")
+    if path.is_dir():
+        if not (path / RUN_FILE).is_file() and (path / ACCURACY_FILE).is_file():
+            path = path / ACCURACY_FILE
+        else:
+            run = load_run(path)
+            return run.accuracy, run.arg_groups
+    accuracy = _parse_accuracy(path, _read_json(path))
+    sibling = path.parent / RUN_FILE
+    groups = _parse_meta(sibling, _read_json(sibling))["groups"] if sibling.is_file() else None
+    if groups is not None and set(groups) <= set(heldout_templates()):
+        groups = None  # P3: the full held-out set is expected (see Run.arg_groups)
+    return accuracy, groups
+
+
+def check_same_instances(runs: list[Run]) -> None:
+    """Raise ``RunError`` unless all runs were evaluated on the same (task, index, label) set."""
+    reference = runs[0].instances()
+    for other in runs[1:]:
+        theirs = other.instances()
+        if theirs != reference:
+            only_a, only_b = sorted(reference - theirs), sorted(theirs - reference)
+            raise RunError(
+                f"runs {runs[0].path} and {other.path} were evaluated on different instances: "
+                f"{len(only_a)} only in the first (e.g. {only_a[:3]}), {len(only_b)} only in the second "
+                f"(e.g. {only_b[:3]}); paired comparison needs the same (task, index, label) set"
+            )
+
+
+def pooled_correctness(runs: list[Run]) -> dict[str, np.ndarray]:
+    """Per task, the fraction of ``runs`` (e.g. few-shot seeds) right on each instance, by index."""
+    check_same_instances(runs)
+    preds = [run.require_predictions() for run in runs]
+    return {task: np.mean([p[task].correct for p in preds], axis=0) for task in preds[0]}
+
+
+def group_by_config(runs: list[Run]) -> dict[tuple[str, str, int, str], list[Run]]:
+    """Runs grouped by configuration (the seeds of one config together, sorted by seed)."""
+    grouped: dict[tuple[str, str, int, str], list[Run]] = {}
+    for run in runs:
+        grouped.setdefault(run.config, []).append(run)
+    for config, members in grouped.items():
+        members.sort(key=lambda r: (r.seed is None, r.seed or 0))
+        seeds = [r.seed for r in members]
+        for i in range(1, len(members)):
+            if seeds[i] == seeds[i - 1]:
+                raise RunError(
+                    f"runs {members[i - 1].path} and {members[i].path} have the same configuration "
+                    f"{config} and the same seed {seeds[i]}; pass each run once"
+                )
+    return grouped
