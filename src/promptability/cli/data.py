@@ -37,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     listing.add_argument("--group", help="held-out dataset group only, e.g. RTE or ANLI (implies --split heldout)")
     listing.set_defaults(func=cmd_list)
-    # `data suite` is registered here by its own helper via add_data_command(...)
+    from promptability.data.suite import add_suite_command
+
+    add_suite_command(_data_subparsers)
 
 
 def _dataset(name: str) -> str:

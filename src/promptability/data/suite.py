@@ -1,0 +1,363 @@
+"""The offline task suite: a small P3-like prompted benchmark, generated from a seed with no download.
+
+It lets the whole pipeline (multi-task continued pretraining on training templates, then
+zero-shot and 16-shot rank-classification evaluation on held-out task types) run on a
+laptop CPU in minutes with a tiny T5. Like P3, every dataset is rendered through several
+differently worded templates, each template is a "task" (``suite_<cluster>_<dataset>_<template>``),
+and the held-out task types (NLI, coreference, sentence completion, word sense) are never
+trained on. The texts come from one small world (``suite_world``): names with genders,
+jobs, towns (whose region and product the seed decides), pets, colours, foods, ten
+everyday event scripts, seven topics and fifteen ambiguous words. Skills are shared
+between training and held-out clusters, so zero-shot transfer is possible but not free.
+
+Training clusters (train split + a small validation split):
+
+- sentiment / reviews (5 templates, 2 choices: no/yes, negative/positive, thumbs down/up, one/five
+  stars): reviews of a film, restaurant, book or hotel from 2-3 aspect clauses, some negated
+  ("was not boring") or contrasted ("..., but ..."), usually closed by a verdict.
+- topic / news (4 templates, 7 choices: sports, music, animals, money, nature, technology, food):
+  1-3 sentences; half contain an ambiguous word in that topic's sense ("swung the bat" vs "a bat
+  flew out of the cave"). Shares the word usages with word sense.
+- paraphrase / fact_pairs (4 templates, 2 choices): two statements of 1-2 person facts, worded
+  differently ("Anna works as a doctor. Her pet is a cat." / "Anna owns a pet cat. She is a
+  doctor."), or with one value or the person changed. Shares fact wording with NLI.
+- extractive_qa / people_facts (4 templates, generative): a text about two people (pronouns where
+  the genders differ) and a question answered by a value or a name; one template writes the
+  question from the answer. Shares facts and pronoun resolution with NLI and coreference.
+- multiple_choice_qa / people_quiz (4 templates, 4 choices): the same kind of text about 2-3
+  people, with 4 options (near misses from the text first); a quarter ask for the region of the
+  person's town, which only closed-book knowledge gives. Shares facts with NLI.
+- closed_book_qa / world_facts (4 templates, generative): the world's fixed facts: the region of a
+  town and what it is famous for (drawn per seed), where a job is done, what a pet eats. Shares the
+  town-region facts with NLI.
+- structure_to_text / person_records (4 templates, generative): a record (table, key = value
+  pairs, or keywords) of a person with 2-4 facts, written as sentences with she/he. Teaches the
+  genders of names that coreference needs.
+- summarization / daily_stories (4 templates, generative): a six-step everyday story (at a
+  restaurant, on a train, baking a cake...), sometimes with an irrelevant fact, to a one-sentence
+  summary or a title. Shares the event scripts with sentence completion.
+
+Held-out clusters (a train split, the few-shot pool, and a validation split for evaluation;
+labels exactly balanced):
+
+- nli / fact_inference, group NLI (5 templates, 3 choices: yes/maybe/no, true/neither/false,
+  always/sometimes/never): a premise about two people and a hypothesis about one of them,
+  entailed (possibly reworded, through a pronoun, or through the town's region), contradicted
+  (often with a value the premise gives the other person) or neutral (a fact the premise does not
+  give, often with a value it mentions).
+- nli / fact_entailment, group RTE (4 templates, 2 choices: yes/no, true/false): the same,
+  entailed vs not (neutral and contradiction pooled).
+- coreference / pronoun_stories, group Coreference (4 templates, 2 choices: the two names, or
+  no/yes): two people of different genders meet; in the last sentence "she" or "he" refers to one
+  of them (first or second mentioned, balanced); one template blanks the pronoun out so only the
+  other pronoun ("_ gave him a book") decides.
+- completion / script_endings, group Completion (4 templates, 4 choices): the first 2-4 steps of
+  an event script; the next step vs a step of the same script out of order and steps of two other
+  scripts.
+- word_sense / word_usages, group WordSense (4 templates, 2 choices: no/yes, different/same,
+  false/true): two sentences using an ambiguous word in the same or different senses.
+
+Files: ``{out}/{split}/{template}.jsonl`` (records: task, source, target, choices, label) and
+``{out}/suite.json`` (seed, size, per-template cluster, role, group, num_choices and counts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from promptability.data import suite_world as world_mod
+from promptability.data.schema import Example, validate
+from promptability.data.suite_tasks import CLUSTERS, DATASETS, Dataset
+
+FORMAT = "promptability-suite/1"
+SPLITS = ("train", "validation")
+
+
+@dataclass(frozen=True)
+class SuiteSize:
+    """Instances per template and split; every template of a dataset renders the same instances, as in P3."""
+
+    train: int  # per training template
+    train_validation: int
+    heldout_train: int  # the few-shot pool of each held-out template
+    heldout_validation: int  # the evaluation instances
+    max_train_total: int  # caps ``train`` so the training mixture stays this small
+
+    def counts(self, role: str, n_train_templates: int) -> dict[str, int]:
+        if role == "heldout":
+            return {"train": self.heldout_train, "validation": self.heldout_validation}
+        return {"train": min(self.train, self.max_train_total // n_train_templates), "validation": self.train_validation}
+
+
+SIZES: dict[str, SuiteSize] = {
+    "quick": SuiteSize(train=64, train_validation=16, heldout_train=32, heldout_validation=32, max_train_total=4000),
+    "default": SuiteSize(
+        train=600, train_validation=50, heldout_train=200, heldout_validation=150, max_train_total=20000
+    ),
+}
+
+
+@dataclass
+class Suite:
+    """The generated suite: ``records[split][template]`` lists of records, plus ``meta`` (as in suite.json)."""
+
+    meta: dict[str, Any]
+    records: dict[str, dict[str, list[Example]]] = field(default_factory=dict)
+
+    def templates(self, role: str | None = None) -> list[str]:
+        return [t for t, info in self.meta["templates"].items() if role is None or info["role"] == role]
+
+    def iter_records(self, split: str, role: str | None = None) -> Iterator[Example]:
+        for template in self.templates(role):
+            yield from self.records.get(split, {}).get(template, [])
+
+
+def suite_templates(role: str | None = None) -> list[str]:
+    """The template (task) names of the suite, without generating it; ``role`` "train" or "heldout"."""
+    if role not in (None, "train", "heldout"):
+        raise ValueError(f"role must be 'train', 'heldout' or None, got {role!r}")
+    return [d.task(t) for d in DATASETS for t in d.templates if role is None or CLUSTERS[d.cluster][0] == role]
+
+
+def _size(size: str | SuiteSize) -> tuple[str, SuiteSize]:
+    if isinstance(size, SuiteSize):
+        return "custom", size
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+    return size, SIZES[size]
+
+
+def _instances(ds: Dataset, world: world_mod.World, seed: int, split: str, n: int, seen: set[str]) -> list[dict]:
+    rng = random.Random(f"suite:{seed}:{ds.cluster}:{ds.name}:{split}")
+    wants: list[dict[str, int]] = [{} for _ in range(n)]
+    for key, arity in ds.balance:  # exact balance, in a seeded order
+        values = [i % arity for i in range(n)]
+        rng.shuffle(values)
+        for want, value in zip(wants, values):
+            want[key] = value
+    out = []
+    for want in wants:
+        for _ in range(200):
+            inst = ds.make(world, rng, want)
+            key = json.dumps(inst, sort_keys=True)
+            if not ds.unique or key not in seen:
+                break
+        else:
+            raise RuntimeError(f"suite dataset {ds.cluster}/{ds.name}: cannot draw {n} distinct {split} instances")
+        seen.add(key)
+        out.append(inst)
+    return out
+
+
+def generate_suite(seed: int = 0, size: str | SuiteSize = "default", *, progress: bool = False) -> Suite:
+    """Generates the whole suite in memory, deterministically from ``seed``."""
+    size_name, spec = _size(size)
+    world = world_mod.make_world(seed)
+    n_train_templates = len(suite_templates("train"))
+    meta: dict[str, Any] = {"format": FORMAT, "seed": seed, "size": size_name, "splits": list(SPLITS)}
+    meta["sizes"] = {"train": spec.train, "train_validation": spec.train_validation,
+                     "heldout_train": spec.heldout_train, "heldout_validation": spec.heldout_validation,
+                     "max_train_total": spec.max_train_total}  # fmt: skip
+    meta["clusters"] = {c: {"role": role, "about": about, "datasets": []} for c, (role, about) in CLUSTERS.items()}
+    meta["templates"] = {}
+    records: dict[str, dict[str, list[Example]]] = {s: {} for s in SPLITS}
+    for ds in tqdm(DATASETS, desc="suite", unit="dataset", disable=not progress):
+        role = CLUSTERS[ds.cluster][0]
+        meta["clusters"][ds.cluster]["datasets"].append(ds.name)
+        counts = spec.counts(role, n_train_templates)
+        seen: set[str] = set()  # validation instances never repeat training ones
+        per_split = {s: _instances(ds, world, seed, s, counts[s], seen) for s in SPLITS}
+        for template in ds.templates:
+            task = ds.task(template)
+            for split, instances in per_split.items():
+                rendered = (template.render(task, inst) for inst in instances)
+                records[split][task] = [validate(r, task, row) for row, r in enumerate(rendered)]
+            meta["templates"][task] = {
+                "cluster": ds.cluster, "dataset": ds.name, "template": template.name, "role": role,
+                "group": ds.group, "num_choices": len(template.choices), "counts": dict(counts),
+            }  # fmt: skip
+    meta["totals"] = {
+        role: {s: sum(i["counts"][s] for i in meta["templates"].values() if i["role"] == role) for s in SPLITS}
+        for role in ("train", "heldout")
+    }
+    return Suite(meta, records)
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """suite.json of a written suite (``path`` the folder or the file)."""
+    path = Path(path)
+    file = path / "suite.json" if path.is_dir() else path
+    try:
+        meta = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{file}: no suite here; write one with `promptability data suite --out DIR`") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{file}: not valid JSON ({err})") from None
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{file}: field 'format' is {meta.get('format')!r}, expected {FORMAT!r}")
+    return meta
+
+
+def write_suite(
+    out_dir: str | os.PathLike,
+    seed: int = 0,
+    size: str | SuiteSize = "default",
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Writes the suite under ``out_dir`` atomically and returns its metadata.
+
+    An ``out_dir`` already holding the same suite (seed, size) is left as it is; a different
+    suite or other files there raise ``FileExistsError`` unless ``overwrite``.
+    """
+    out = Path(out_dir)
+    size_name, _ = _size(size)
+    if out.exists():
+        if not out.is_dir():
+            raise FileExistsError(f"{out}: exists and is not a folder")
+        if (out / "suite.json").is_file() and not overwrite:
+            meta = read_meta(out)
+            if size_name != "custom" and (meta.get("seed"), meta.get("size")) == (seed, size_name):
+                return meta
+            raise FileExistsError(
+                f"{out}: holds a suite with seed {meta.get('seed')} and size {meta.get('size')!r}, "
+                f"not seed {seed} and size {size_name!r}; pass overwrite=True (--overwrite) to replace it"
+            )
+        if any(out.iterdir()) and not overwrite:
+            raise FileExistsError(f"{out}: exists and is not empty; choose another folder or pass --overwrite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        suite = generate_suite(seed, size, progress=progress)
+        for split, per_template in suite.records.items():
+            (tmp / split).mkdir()
+            for task, recs in per_template.items():
+                text = "".join(_dumps(r) + "\n" for r in recs)
+                (tmp / split / f"{task}.jsonl").write_text(text, encoding="utf-8")
+        (tmp / "suite.json").write_text(json.dumps(suite.meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        if out.exists():  # the old folder moves aside only once the new one is complete
+            aside = out.parent / f".{out.name}.{uuid.uuid4().hex}.old"
+            os.replace(out, aside)
+            os.replace(tmp, out)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return suite.meta
+
+
+def suite_groups(
+    meta_or_dir: dict[str, Any] | str | os.PathLike, role: str | None = "heldout"
+) -> dict[str, dict[str, Any]]:
+    """``{template: {"group", "num_choices"}}`` for the metrics (held-out templates by default; None for all)."""
+    meta = meta_or_dir if isinstance(meta_or_dir, dict) else read_meta(meta_or_dir)
+    if "templates" not in meta:
+        raise ValueError("suite metadata has no field 'templates'")
+    return {
+        t: {"group": info["group"], "num_choices": info["num_choices"]}
+        for t, info in meta["templates"].items()
+        if role is None or info["role"] == role
+    }
+
+
+def lm_corpus(seed: int = 0, n: int = 20000) -> Iterator[str]:
+    """``n`` plain passages from the world (people, stories, topics, reviews, world facts), for LM adaptation.
+
+    Drawn from their own random stream, so they are not the suite's examples, and carry no prompts.
+    """
+    from promptability.data import suite_tasks as tasks
+
+    world = world_mod.make_world(seed)
+    rng = random.Random(f"suite:{seed}:lm")
+
+    def people() -> str:
+        return tasks._people_context(rng, rng.choice((1, 2)))[1]
+
+    def story() -> str:
+        return tasks.summarisation(world, rng, {})["story"]
+
+    def topic() -> str:
+        return tasks.topic(world, rng, {"label": rng.randrange(len(world_mod.TOPICS))})["text"]
+
+    def review() -> str:
+        return tasks.sentiment(world, rng, {"label": rng.randrange(2)})["review"]
+
+    def fact() -> str:
+        town = rng.choice(world_mod.TOWNS)
+        job, pet = rng.choice(list(world_mod.WORKPLACE.items())), rng.choice(list(world_mod.PET_FOOD.items()))
+        return rng.choice((
+            f"{town} is a town in {world.region[town]}. It is famous for its {world.product[town]}.",
+            f"A {job[0]} works at {job[1]}.", f"A {pet[0]} likes to eat {pet[1]}.",
+        ))  # fmt: skip
+
+    def meeting() -> str:
+        inst = tasks.coreference(world, rng, {"label": rng.randrange(2), "yn": 0})
+        return inst["text"]
+
+    kinds = (people, people, story, story, topic, topic, review, fact, meeting)
+    for _ in range(n):
+        yield rng.choice(kinds)()
+
+
+def tokenizer_corpus(seed: int = 0, size: str | SuiteSize = "default") -> Iterator[str]:
+    """The suite's texts (sources, targets, choices), a sample of ``lm_corpus`` and the world's word lists."""
+    suite = generate_suite(seed, size)
+    for split in SPLITS:
+        for recs in suite.records[split].values():
+            for r in recs:
+                yield r["source"]
+                yield r["target"]
+                yield from r["choices"]
+    yield from lm_corpus(seed, 2000)
+    yield from world_mod.lexicon()
+
+
+def add_suite_command(data_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Adds ``suite`` to the ``promptability data`` subcommands."""
+    parser = data_subparsers.add_parser(
+        "suite",
+        help="write the offline task suite (a small P3-like benchmark, no download)",
+        description="Writes the offline task suite: {out}/{split}/{template}.jsonl and {out}/suite.json.",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="folder to write (created atomically)")
+    parser.add_argument("--seed", type=int, default=0, help="world and sampling seed (default 0)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="default", help="quick: tests; default: the demo")
+    parser.add_argument("--overwrite", action="store_true", help="replace a different suite already at --out")
+    parser.set_defaults(func=_run_suite_command)
+    return parser
+
+
+def _run_suite_command(args: argparse.Namespace) -> int:
+    kept = (args.out / "suite.json").is_file() and not args.overwrite  # then it is kept only if it is the same
+    try:
+        meta = write_suite(args.out, seed=args.seed, size=args.size, overwrite=args.overwrite)
+    except (FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    totals = meta["totals"]
+    print(
+        f"{args.out}{' (already there, unchanged)' if kept else ''}: suite seed {meta['seed']}, size {meta['size']}: "
+        f"{len(suite_templates('train'))} training templates ({totals['train']['train']} train examples), "
+        f"{len(suite_templates('heldout'))} held-out templates ({totals['heldout']['validation']} evaluation examples)"
+    )
+    return 0
