@@ -97,3 +97,19 @@ def test_padding_in_a_batch_changes_nothing(make_model, batch, kind):
             labels=batch["labels"][i : i + 1, :n_tgt],
         ).logits
         torch.testing.assert_close(together[i : i + 1, :n_tgt], alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["shallow", "deep"])
+def test_per_example_prompts_equal_separate_runs(make_model, batch, kind):
+    """Swapping in (batch, ...) prompt tensors gives row i the output of a model holding prompt i."""
+    model = make_model(kind)
+    names = [n for n, _ in model.named_parameters() if n.startswith("prompt.")]
+    params = dict(model.named_parameters())
+    other = {n: params[n].detach() + 0.05 * torch.randn_like(params[n]) for n in names}
+    stacked = {n: torch.stack([params[n].detach(), other[n]]) for n in names}
+    together = torch.func.functional_call(model, stacked, args=(), kwargs=batch).logits
+    first = model(**batch).logits
+    second = torch.func.functional_call(model, other, args=(), kwargs=batch).logits
+    torch.testing.assert_close(together[0], first[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(together[1], second[1], atol=1e-5, rtol=1e-5)
+    assert (first[1] - second[1]).abs().max() > 1e-4

@@ -55,9 +55,12 @@ class ShallowPrompt(nn.Module):
         self.weight.copy_(embeddings.weight[ids.to(embeddings.weight.device)])
 
     def prepend(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prepends the prompt. A (batch, length, d_model) weight (swapped in with ``functional_call``)
+        gives each example its own prompt, which lets several prompts be tuned in one batch."""
         batch = inputs_embeds.shape[0]
-        prompt = self.weight.to(inputs_embeds.dtype).unsqueeze(0).expand(batch, -1, -1)
-        ones = attention_mask.new_ones(batch, self.length)
+        prompt = self.weight.to(inputs_embeds.dtype)
+        prompt = prompt.unsqueeze(0).expand(batch, -1, -1) if prompt.dim() == 2 else prompt
+        ones = attention_mask.new_ones(batch, prompt.shape[1])
         return torch.cat([prompt, inputs_embeds], dim=1), torch.cat([ones, attention_mask], dim=1)
 
 
@@ -164,10 +167,15 @@ def prefix_attention(
         future = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).triu(k_len - q_len + 1)
         bias = bias.masked_fill(future, torch.finfo(dtype).min)
     # Prefix positions: always visible, zero position bias.
-    bias = nn.functional.pad(bias, (key_prefix.shape[1], 0), value=0.0)
+    bias = nn.functional.pad(bias, (key_prefix.shape[-2], 0), value=0.0)
 
-    key = torch.cat([key_prefix.to(key.dtype).unsqueeze(0).expand(batch, -1, -1, -1), key], dim=2)
-    value = torch.cat([value_prefix.to(value.dtype).unsqueeze(0).expand(batch, -1, -1, -1), value], dim=2)
+    # A (heads, length, d_kv) prefix is shared by the batch; a (batch, heads, length, d_kv) one (swapped in
+    # with functional_call) gives each example its own, which lets several prompts be tuned in one batch.
+    if key_prefix.dim() == 3:
+        key_prefix = key_prefix.unsqueeze(0).expand(batch, -1, -1, -1)
+        value_prefix = value_prefix.unsqueeze(0).expand(batch, -1, -1, -1)
+    key = torch.cat([key_prefix.to(key.dtype), key], dim=2)
+    value = torch.cat([value_prefix.to(value.dtype), value], dim=2)
     kwargs["is_causal"] = False
     return base(module, query, key, value, bias, position_bias=None, **kwargs)
 
