@@ -1,0 +1,241 @@
+"""Training configurations: dataclasses with the paper's defaults, loaded from YAML.
+
+A YAML file holds any subset of ``TrainConfig``'s fields (nested ``data:`` and
+``meta:`` sections); unknown keys are errors naming the file and the key, and
+values are converted to the field's type (so ``lr: 1e-3``, which YAML reads as
+a string, is a float here). Command-line flags override the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METHODS = ("mtl-t", "mtl-p", "mtl-tp", "fomaml", "reptile")
+PROMPTS = ("none", "shallow", "deep")
+PRECISIONS = ("fp32", "bf16")
+T0_TRAIN = "t0-train"  # data.tasks value: the 313 P3 training templates of the T0 mixture
+
+
+class ConfigError(ValueError):
+    """A configuration value or combination is invalid; the message names the field."""
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None  # a file or directory that read_examples understands
+    # Templates to pretrain on: a list, "t0-train", or null for every template with a `split` split
+    # except the registry's held-out and dev templates (they are evaluation data).
+    tasks: list[str] | str | None = None
+    split: str = "train"
+    cap: int | None = 500_000  # examples per template (T0's mixing cap)
+    max_source_len: int = 768
+    max_target_len: int = 192
+    megabatch_mult: int = 50  # length grouping: sort chunks of this many batches
+
+
+@dataclass
+class MetaConfig:
+    meta_batch_size: int = 128  # tasks per outer step
+    inner_steps: int = 7  # k support batches, one inner prompt step each
+    task_batch_size: int = 16  # examples per support batch and per query batch
+    inner_lr: float = 1e-3
+    task_sampling: str = "proportional"  # or "uniform"
+    carry_inner_state: bool = True
+
+
+@dataclass
+class TrainConfig:
+    method: str = "mtl-tp"
+    prompt: str | None = None  # None: "none" for mtl-t, "shallow" for the other methods
+    prompt_length: int = 20
+    model: str = "tiny"  # Hub id, model dir, or "tiny" (the offline tiny T5)
+    data: DataConfig = field(default_factory=DataConfig)
+    batch_size: int = 4096  # examples per optimizer step, over all processes (MTL)
+    micro_batch_size: int = 32  # examples per forward pass on one process (gradient accumulation)
+    epochs: float = 1.0
+    max_steps: int | None = None  # overrides epochs
+    lr: float = 1e-3
+    clip_norm: float = 1.0
+    precision: str = "fp32"
+    seed: int = 0
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    notes: str = ""
+
+    def validate(self) -> TrainConfig:
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.prompt is None:
+            self.prompt = "none" if self.method == "mtl-t" else "shallow"
+        if self.prompt not in PROMPTS:
+            raise ConfigError(f"prompt must be one of {', '.join(PROMPTS)}, got {self.prompt!r}")
+        if self.method == "mtl-t" and self.prompt != "none":
+            raise ConfigError(
+                f"method mtl-t trains the transformer without a prompt: use --prompt none (got {self.prompt!r})"
+            )
+        if self.method != "mtl-t" and self.prompt == "none":
+            raise ConfigError(f"method {self.method} trains a soft prompt: use --prompt shallow or --prompt deep")
+        if self.prompt != "none" and self.prompt_length < 1:
+            raise ConfigError(f"prompt_length must be >= 1, got {self.prompt_length}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name in ("batch_size", "micro_batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "epochs"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.save_every < 0 or self.keep_checkpoints < 1:
+            raise ConfigError(
+                f"need save_every >= 0 and keep_checkpoints >= 1, got {self.save_every}, {self.keep_checkpoints}"
+            )
+        if self.data.cap is not None and self.data.cap < 1:
+            raise ConfigError(f"data.cap must be >= 1 or null, got {self.data.cap}")
+        m = self.meta
+        if m.meta_batch_size < 1 or m.inner_steps < 0 or m.task_batch_size < 1 or not m.inner_lr > 0:
+            raise ConfigError(
+                f"meta: need meta_batch_size >= 1, inner_steps >= 0, task_batch_size >= 1, inner_lr > 0; got {m}"
+            )
+        if m.task_sampling not in ("proportional", "uniform"):
+            raise ConfigError(f"meta.task_sampling must be 'proportional' or 'uniform', got {m.task_sampling!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ----- dict / YAML -> dataclass -------------------------------------------------------------------
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[-1] if errors else f"{where}: got {value!r}")
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {hint.__name__} fields, got {value!r}")
+        return from_dict(hint, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if hint in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            number = float(value) if isinstance(value, str) else value
+            if hint is int:
+                if not float(number).is_integer():
+                    raise ValueError
+                return int(number)
+            return float(number)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected {'an integer' if hint is int else 'a number'}, got {value!r}") from None
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+    """Builds dataclass ``cls`` from ``data``, converting types; unknown keys raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(names)}")
+    return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """A TrainConfig from a YAML file (missing fields keep their defaults); validated."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of TrainConfig fields at the top level")
+    config = from_dict(TrainConfig, data, str(p))
+    try:
+        return config.validate()
+    except ConfigError as err:
+        raise ConfigError(f"{p}: {err}") from None
+
+
+def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """Sets ``{"field": v, "data.path": v, ...}`` on ``config`` (None values are skipped), converting types."""
+    hints = typing.get_type_hints(TrainConfig)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        target, name, cls_hints = config, key, hints
+        if "." in key:
+            section, name = key.split(".", 1)
+            target = getattr(config, section)
+            cls_hints = typing.get_type_hints(type(target))
+        if name not in cls_hints:
+            raise ConfigError(f"unknown setting {key!r}")
+        setattr(target, name, _coerce(value, cls_hints[name], key))
+    return config
+
+
+@dataclass
+class FewShotConfig:
+    """Few-shot prompt tuning as in the paper: k=16, 100 epochs on one fixed batch, final prompt evaluated."""
+
+    shots: int = 16
+    epochs: int = 100  # = optimizer steps: the k examples are one batch
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    prompt: str | None = None  # kind of a fresh prompt for a model without one (default "shallow")
+    prompt_length: int = 20
+    tasks: list[str] | None = None  # default: every held-out template in the data
+    lr: float = 1e-3
+    clip_norm: float = 1.0
+    eval_batch_size: int = 32
+    score: str = "mean"
+    precision: str = "fp32"
+    max_source_len: int = 768
+    max_target_len: int = 192
+
+    def validate(self) -> FewShotConfig:
+        if self.shots < 1 or self.epochs < 1 or not self.seeds:
+            raise ConfigError(
+                f"need shots >= 1, epochs >= 1 and at least one seed; got {self.shots}, {self.epochs}, {self.seeds}"
+            )
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds must be distinct, got {self.seeds}")
+        if self.prompt not in (None, "shallow", "deep"):
+            raise ConfigError(f"few-shot tuning trains a prompt: --prompt must be shallow or deep, got {self.prompt!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.score not in ("mean", "sum"):
+            raise ConfigError(f"score must be 'mean' or 'sum', got {self.score!r}")
+        if not self.lr > 0 or self.prompt_length < 1:
+            raise ConfigError(f"need lr > 0 and prompt_length >= 1, got {self.lr}, {self.prompt_length}")
+        return self

@@ -1,0 +1,377 @@
+"""The one training loop every method shares; methods differ only in their *train step*.
+
+A train step (``TrainStep``) consumes its own data for ONE optimizer step and
+leaves the gradient of that step in ``.grad`` of every trainable parameter,
+already averaged across processes. The loop owns everything else: Adafactor
+(constant lr 1e-3, as in the paper) over the trainable parameters only,
+gradient-norm clipping, the step budget, seeding, the progress bar, the metrics
+log, non-finite-loss detection, checkpoints and exact resumption.
+
+A step may also define ``prepare(model, accelerator) -> model`` to wrap the
+model before training (``MTLStep`` uses ``accelerator.prepare``, i.e. DDP when
+distributed); without it the model is only moved to ``accelerator.device``.
+Its ``state_dict()`` must be the same on every process (rank 0's is saved).
+
+Checkpoint layout, ``OUT/checkpoints/step-N/`` (written to a temp dir, then renamed):
+
+    model/                      a loadable model dir (model.save): the full model, or a prompt-only
+                                save when the transformer is frozen; holds every trainable tensor
+    optimizer.{safetensors,json}   Adafactor state      train_step.{safetensors,json}  data position etc.
+    rng-rank{R}.{safetensors,json} each process's RNGs  trainer.json                   step counter, totals
+
+``--resume`` restores all of it, so a resumed run ends with the very parameters
+an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from promptability.io import write_json_atomic, write_jsonl_atomic
+from promptability.train.optim import (
+    build_optimizer,
+    load_optimizer_state,
+    load_state,
+    rng_state,
+    save_state,
+    seed_everything,
+    set_rng_state,
+)
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+METRICS_FILE = "metrics.jsonl"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+@runtime_checkable
+class TrainStep(Protocol):
+    def __call__(self, model: nn.Module, accelerator: Any) -> dict[str, float]:
+        """One optimizer step's gradients into ``.grad`` (averaged across processes); metrics incl. loss, tokens."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss or gradient; parameters were not updated with it."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    examples: int
+    tokens: int
+    wall_time_s: float
+    resumed_from: int | None = None
+    last: dict[str, float] = field(default_factory=dict)
+
+
+def make_accelerator(precision: str = "fp32", cpu: bool | None = None):
+    """An ``accelerate.Accelerator``; ``precision`` "bf16" turns on bf16 autocast (parameters stay fp32)."""
+    from accelerate import Accelerator
+
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    if cpu is None:
+        cpu = not torch.cuda.is_available()
+    want = "bf16" if precision == "bf16" else "no"
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if shared and str(shared.get("_mixed_precision", want)) != want:
+        # Accelerate keeps one precision per process; a later stage (e.g. few-shot after pretraining in one
+        # session) may ask for another. The process group (PartialState) is kept.
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=want, cpu=cpu)
+
+
+def average_gradients(params: Iterable[nn.Parameter], accelerator: Any = None, bucket_mb: int = 256) -> None:
+    """All-reduces ``.grad`` of ``params`` to its mean over processes (missing grads count as zeros).
+
+    For steps that compute gradients by hand (meta-learning) instead of through DDP.
+    """
+    world = accelerator.num_processes if accelerator is not None else (
+        torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    )
+    if world == 1:
+        return
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    grads = []
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        grads.append(p.grad)
+    limit = bucket_mb * 2**20
+    buckets: dict[tuple, list[list[torch.Tensor]]] = {}
+    for g in grads:
+        slots = buckets.setdefault((g.dtype, g.device), [[]])
+        if slots[-1] and sum(t.numel() * t.element_size() for t in slots[-1]) + g.numel() * g.element_size() > limit:
+            slots.append([])
+        slots[-1].append(g)
+    for slots in buckets.values():
+        for group in slots:
+            flat = _flatten_dense_tensors(group)
+            torch.distributed.all_reduce(flat)
+            flat.div_(world)
+            for g, avg in zip(group, _unflatten_dense_tensors(flat, group), strict=True):
+                g.copy_(avg)
+
+
+# ----- checkpoints --------------------------------------------------------------------------------
+def checkpoint_dirs(out_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints (with trainer.json) under ``out_dir/checkpoints``, oldest first."""
+    root = Path(out_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [(int(m[1]), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and (p / "trainer.json").is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    dirs = checkpoint_dirs(out_dir)
+    return dirs[-1] if dirs else None
+
+
+def _transformer_frozen(model: nn.Module) -> bool:
+    params = model.transformer_parameters() if hasattr(model, "transformer_parameters") else []
+    return bool(params) and not any(p.requires_grad for p in params)
+
+
+def save_checkpoint(
+    out_dir: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: TrainStep,
+    trainer_state: dict[str, Any],
+    accelerator: Any,
+    keep: int = 2,
+) -> Path:
+    """Writes ``out_dir/checkpoints/step-N`` atomically (every process must call it); keeps the ``keep`` newest."""
+    root = Path(out_dir) / CHECKPOINTS
+    final = root / f"step-{trainer_state['step']}"
+    tmp = root / f".step-{trainer_state['step']}.tmp"
+    main = accelerator.is_main_process
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    save_state(tmp, f"rng-rank{accelerator.process_index}", rng_state())
+    step_state = step.state_dict()
+    if main:
+        prompt_only = _transformer_frozen(model) and getattr(model, "base_model", None) is not None
+        model.save(tmp / "model", prompt_only=prompt_only)
+        save_state(tmp, "optimizer", optimizer.state_dict())
+        save_state(tmp, "train_step", step_state)
+        write_json_atomic(tmp / "trainer.json", {**trainer_state, "world_size": accelerator.num_processes})
+    accelerator.wait_for_everyone()
+    if main:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in checkpoint_dirs(out_dir)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _saved_tensors(model_dir: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a model dir, named as in ``PromptedSeq2SeqLM.named_parameters()``."""
+    from promptability.model.prompted import PROMPT_FILE
+
+    out: dict[str, torch.Tensor] = {}
+    for f in sorted(model_dir.glob("*.safetensors")):
+        prefix = "prompt." if f.name == PROMPT_FILE else "transformer."
+        out.update({prefix + k: v for k, v in load_file(str(f)).items()})
+    return out
+
+
+def load_checkpoint(
+    path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer, step: TrainStep, accelerator: Any
+) -> dict[str, Any]:
+    """Restores trainable parameters, optimizer, step state and this process's RNGs; returns trainer.json."""
+    path = Path(path)
+    saved = _saved_tensors(path / "model")
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    missing = [n for n, _ in trainable if n not in saved]
+    if missing:
+        raise ValueError(f"{path / 'model'} lacks trainable parameters {missing[:5]} (another --method or --prompt?)")
+    with torch.no_grad():
+        for name, p in trainable:
+            if saved[name].shape != p.shape:
+                raise ValueError(
+                    f"{path / 'model'}: {name} has shape {tuple(saved[name].shape)}, the model {tuple(p.shape)}"
+                )
+            p.copy_(saved[name])
+    load_optimizer_state(optimizer, load_state(path, "optimizer"))
+    step.load_state_dict(load_state(path, "train_step"))
+    rank_file = f"rng-rank{accelerator.process_index}"
+    if (path / f"{rank_file}.json").is_file():
+        set_rng_state(load_state(path, rank_file))
+    else:
+        logger.warning("%s has no %s: continuing with a fresh seed", path, rank_file)
+    return json.loads((path / "trainer.json").read_text())
+
+
+# ----- metrics log --------------------------------------------------------------------------------
+class MetricsLog:
+    """``metrics.jsonl`` (one JSON object per logged step) and, when installed, TensorBoard scalars."""
+
+    def __init__(self, out_dir: Path, resume_step: int | None) -> None:
+        self.path = out_dir / METRICS_FILE
+        out_dir.mkdir(parents=True, exist_ok=True)
+        kept: list[dict] = []
+        if resume_step is not None and self.path.is_file():
+            # Steps after the checkpoint will be run again: drop their old lines.
+            lines = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+            kept = [r for r in lines if r.get("step", 0) <= resume_step]
+        write_jsonl_atomic(self.path, kept)
+        self.handle = self.path.open("a", encoding="utf-8")
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(log_dir=str(out_dir / "tensorboard"), purge_step=resume_step)
+        except ImportError:  # tensorboard not installed: the JSONL log is enough
+            pass
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.handle.write(json.dumps(record) + "\n")
+        self.handle.flush()
+        if self.tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.tb.add_scalar(f"train/{key}", value, record["step"])
+
+    def close(self) -> None:
+        self.handle.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ----- the loop -----------------------------------------------------------------------------------
+def _finite(x: float) -> bool:
+    return math.isfinite(x)
+
+
+def train(
+    model: nn.Module,
+    step: TrainStep,
+    accelerator: Any = None,
+    *,
+    max_steps: int,
+    out_dir: str | os.PathLike | None = None,
+    lr: float = 1e-3,
+    clip_norm: float = 1.0,
+    save_every: int = 0,
+    keep_checkpoints: int = 2,
+    resume: bool = False,
+    seed: int = 0,
+    log_every: int = 1,
+    progress: bool = True,
+    desc: str = "train",
+) -> TrainResult:
+    """Runs ``step`` for ``max_steps`` optimizer steps on ``model``'s trainable parameters.
+
+    Freeze the model first (``model.freeze(preset)``): only parameters with
+    ``requires_grad`` get an optimizer and its state. With ``out_dir`` the loop
+    writes ``metrics.jsonl`` and checkpoints (every ``save_every`` steps when
+    > 0, and at the end); without it nothing is written (few-shot tuning).
+    ``resume`` continues from the newest complete checkpoint in ``out_dir``.
+    """
+    accelerator = accelerator if accelerator is not None else make_accelerator()
+    if max_steps < 0:
+        raise ValueError(f"max_steps must be >= 0, got {max_steps}")
+    base = accelerator.unwrap_model(model)
+    out = Path(out_dir) if out_dir is not None else None
+    seed_everything(seed + accelerator.process_index)
+    wrapped = step.prepare(base, accelerator) if hasattr(step, "prepare") else base.to(accelerator.device)
+    params = [p for p in base.parameters() if p.requires_grad]  # after device placement
+    optimizer = build_optimizer(params, lr)
+
+    state: dict[str, Any] = {"step": 0, "examples": 0, "tokens": 0, "wall_time_s": 0.0}
+    resumed_from: int | None = None
+    last_good = None
+    if resume and out is not None and (ckpt := latest_checkpoint(out)) is not None:
+        state.update(load_checkpoint(ckpt, base, optimizer, step, accelerator))
+        state.pop("world_size", None)
+        resumed_from, last_good = int(state["step"]), ckpt
+        logger.info("resumed from %s (step %d)", ckpt, state["step"])
+    main = accelerator.is_main_process
+    log = MetricsLog(out, resumed_from) if out is not None and main else None
+
+    was_training = base.training
+    wrapped.train()
+    bar = tqdm(total=max_steps, initial=state["step"], desc=desc, unit="step", dynamic_ncols=True,
+               disable=not (progress and main))  # fmt: skip
+    session_start, session_tokens, wall0 = time.perf_counter(), 0, state["wall_time_s"]
+    metrics: dict[str, float] = {}
+    saved_at = resumed_from
+    try:
+        while state["step"] < max_steps:
+            metrics = {k: float(v) for k, v in step(wrapped, accelerator).items()}
+            loss = metrics.get("loss", float("nan"))
+            if accelerator.num_processes > 1:  # every process must agree on stopping
+                shared = torch.tensor(loss, dtype=torch.float64, device=accelerator.device)
+                loss = float(accelerator.reduce(shared, "mean"))
+                metrics["loss"] = loss
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip_norm if clip_norm > 0 else float("inf")))
+            if not (_finite(loss) and _finite(grad_norm)):
+                optimizer.zero_grad(set_to_none=True)
+                where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+                raise NonFiniteLossError(
+                    f"step {state['step'] + 1}: loss {loss} / gradient norm {grad_norm} is not finite, so training "
+                    f"stopped before updating the parameters; {where}. "
+                    "Try a lower --lr, --precision fp32, or check the data."
+                )
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            state["examples"] += int(metrics.get("examples", 0))
+            state["tokens"] += int(metrics.get("tokens", 0))
+            session_tokens += int(metrics.get("tokens", 0))
+            elapsed = time.perf_counter() - session_start
+            state["wall_time_s"] = wall0 + elapsed
+            tok_s = session_tokens / max(elapsed, 1e-9)
+            if log is not None and (state["step"] % max(log_every, 1) == 0 or state["step"] == max_steps):
+                log.write({"step": state["step"], **metrics, "grad_norm": grad_norm, "lr": lr, "tokens_per_s": tok_s,
+                           "examples_seen": state["examples"], "elapsed_s": state["wall_time_s"]})  # fmt: skip
+            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}")
+            bar.update()
+            if out is not None and save_every > 0 and state["step"] % save_every == 0:
+                last_good = save_checkpoint(out, base, optimizer, step, state, accelerator, keep_checkpoints)
+                saved_at = state["step"]
+        if out is not None and saved_at != state["step"]:
+            save_checkpoint(out, base, optimizer, step, state, accelerator, keep_checkpoints)
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+        accelerator.unwrap_model(wrapped, keep_fp32_wrapper=False)
+        base.train(was_training)
+    return TrainResult(
+        steps=state["step"],
+        examples=state["examples"],
+        tokens=state["tokens"],
+        wall_time_s=state["wall_time_s"],
+        resumed_from=resumed_from,
+        last=metrics,
+    )

@@ -1,0 +1,371 @@
+"""Meta-learning train steps: first-order MAML and Reptile over soft prompts (Wu et al. 2022, Alg. 1 and 2).
+
+One call of a ``MetaStep`` is one outer optimizer step. For each task of the
+meta-batch it
+
+1. starts a *learner* whose prompt is a copy of the model's prompt (only the
+   prompt tensors are cloned; the transformer is shared, never copied: the
+   learner runs as ``torch.func.functional_call(model, {prompt.*: learner})``),
+2. takes ``inner_steps`` prompt-tuning steps with the inner optimizer
+   (Adafactor, fixed lr ``inner_lr``), one per support batch, and
+3. runs one backward pass of the query-batch loss at the adapted learner,
+   which gives ``g_T`` (gradient w.r.t. the transformer, at θ_T) and ``g_P``
+   (gradient w.r.t. the prompt, at the adapted prompt φ').
+
+From that single backward pass:
+
+* FOMAML's meta-gradient is ``(g_T, g_P)`` (first order: no second
+  derivatives through the inner loop).
+* Reptile's is θ − θ'' where θ'' is the learner after the k prompt steps plus
+  one full-model step on the query batch. That full step moves the prompt with
+  the inner Adafactor (its (k+1)-th step, same state) and the transformer with
+  plain SGD at ``inner_lr``, so the transformer's part is exactly
+  ``inner_lr * g_T``, formed without touching (or copying) the transformer; the
+  prompt's part is θ_P − φ'' over all k+1 steps.
+
+A batch's loss is its summed target-token NLL over its target-token count (so
+``micro_batch_size`` splits change nothing). Meta-gradients are averaged over
+the meta-batch and across processes and left in ``.grad`` of every trainable
+parameter (any ``.grad`` there before the call is discarded). The meta-batch is
+split across processes: rank r handles the r-th contiguous share of each
+step's episodes, each rank carrying its own inner-optimizer state (so with
+``carry_inner_state`` the result depends on the number of processes, as in the
+paper's multi-GPU runs; ``state_dict`` saves every rank's state for exact resume).
+Metrics (loss = mean post-adaptation query loss, support_loss_first/last,
+tokens, target_tokens, examples, tasks) are summed/averaged over all processes.
+
+Memory: the only graph alive is the current forward pass's; across tasks we
+keep the learner prompt, its inner-optimizer state and a prompt-sized
+meta-gradient sum, while transformer gradients accumulate in place in ``.grad``
+as in a plain multi-task step.
+
+Episodes come from a ``TaskBatcher`` (its ``episode(i)`` gives random access,
+so each rank reads only its share) or any re-iterable of episodes, each an
+object with ``support``/``query`` or a pair ``(support_batches, query_batch)``;
+a batch is the model's forward kwargs (input_ids, attention_mask, labels,
+decoder_attention_mask).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.optimization import Adafactor
+
+from promptability.train.loop import average_gradients
+from promptability.train.mtl import token_nll_sum
+
+METHODS = ("fomaml", "reptile")
+Batch = dict[str, torch.Tensor]
+
+
+def inner_optimizer(params: list[torch.Tensor], lr: float) -> Adafactor:
+    """The paper's prompt-tuning optimizer: Adafactor with a fixed learning rate."""
+    return Adafactor(params, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
+
+
+def split_episode(episode: Any) -> tuple[list[Batch], Batch]:
+    if hasattr(episode, "support") and hasattr(episode, "query"):
+        return list(episode.support), episode.query
+    support, query = episode
+    return list(support), query
+
+
+def _world(accelerator: Any) -> tuple[int, int]:
+    if accelerator is not None:
+        return int(accelerator.num_processes), int(accelerator.process_index)
+    return _dist_world()
+
+
+def _dist_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
+
+
+class MetaStep:
+    """A train step (``promptability.train.loop.TrainStep``) doing FOMAML or Reptile over the model's prompt.
+
+    ``task_batcher`` yields episodes with at least ``inner_steps`` support
+    batches (the first ``inner_steps`` are used, one per inner step).
+    ``carry_inner_state``: the inner Adafactor's state is carried from task to
+    task (and across outer steps), as in the paper; off, every task starts with
+    a fresh inner optimizer. ``micro_batch_size``: examples per forward pass
+    (None: a whole support/query batch at once).
+    """
+
+    def __init__(
+        self,
+        method: str,
+        task_batcher: Any,
+        meta_batch_size: int = 128,
+        inner_steps: int = 7,
+        inner_lr: float = 1e-3,
+        carry_inner_state: bool = True,
+        micro_batch_size: int | None = None,
+    ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if meta_batch_size < 1:
+            raise ValueError(f"meta_batch_size must be at least 1, got {meta_batch_size}")
+        if inner_steps < 0:
+            raise ValueError(f"inner_steps must be >= 0, got {inner_steps}")
+        if not inner_lr > 0:
+            raise ValueError(f"inner_lr must be positive, got {inner_lr}")
+        if micro_batch_size is not None and micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size must be >= 1 or None, got {micro_batch_size}")
+        self.method = method
+        self.task_batcher = task_batcher
+        self.meta_batch_size = meta_batch_size
+        self.inner_steps = inner_steps
+        self.inner_lr = inner_lr
+        self.carry_inner_state = carry_inner_state
+        self.micro_batch_size = micro_batch_size
+        self.episodes_done = 0  # global episode position (all ranks together)
+        self._iterator: Iterator | None = None
+        self._names: list[str] | None = None
+        self._learner: list[torch.Tensor] | None = None
+        self._optimizer: Adafactor | None = None
+        self._pending_inner_state: dict[str, Any] | None = None
+
+    # ----- data ---------------------------------------------------------------------------------
+    def _random_access(self) -> bool:
+        return callable(getattr(self.task_batcher, "episode", None))
+
+    def _local_episodes(self, world: int, rank: int) -> Iterator[Any]:
+        """This rank's share of the next meta-batch, one episode at a time (none is held for later)."""
+        per = self.meta_batch_size // world
+        start = self.episodes_done
+        self.episodes_done += self.meta_batch_size
+        if self._random_access():
+            if hasattr(self.task_batcher, "episode_index"):
+                self.task_batcher.episode_index = self.episodes_done  # keep its own state_dict truthful
+            for i in range(start + rank * per, start + (rank + 1) * per):
+                yield self.task_batcher.episode(i)
+            return
+        if self._iterator is None:
+            self._iterator = iter(self.task_batcher)
+        for j in range(self.meta_batch_size):
+            try:
+                episode = next(self._iterator)
+            except StopIteration:
+                raise RuntimeError(
+                    f"task_batcher ran out of episodes after {start + j} (meta_batch_size={self.meta_batch_size})"
+                ) from None
+            if rank * per <= j < (rank + 1) * per:
+                yield episode
+
+    def _micro(self, batch: Batch, device: torch.device) -> Iterator[Batch]:
+        n = batch["input_ids"].shape[0]
+        size = self.micro_batch_size or n
+        for start in range(0, n, size):
+            yield {k: v[start : start + size].to(device) for k, v in batch.items()}
+
+    # ----- learner ------------------------------------------------------------------------------
+    def _setup(self, model: nn.Module) -> None:
+        if getattr(model, "prompt", None) is None:
+            raise ValueError("meta-learning adapts the soft prompt, but the model has prompt='none'")
+        named = list(model.prompt.named_parameters(prefix="prompt"))
+        if self._learner is not None and [n for n, _ in named] == self._names and all(
+            t.shape == p.shape and t.device == p.device for t, (_, p) in zip(self._learner, named, strict=True)
+        ):
+            return
+        self._names = [n for n, _ in named]
+        self._learner = [p.detach().clone().requires_grad_(True) for _, p in named]
+        self._optimizer = inner_optimizer(self._learner, self.inner_lr)
+        if self._pending_inner_state is not None:
+            self._load_inner_state(self._pending_inner_state)
+            self._pending_inner_state = None
+
+    def _nll(self, model: nn.Module, batch: Batch, accelerator: Any) -> torch.Tensor:
+        """Summed target-token NLL of the learner (the model with the learner's prompt)."""
+        autocast = accelerator.autocast() if hasattr(accelerator, "autocast") else contextlib.nullcontext()
+        with autocast:
+            params = dict(zip(self._names, self._learner, strict=True))
+            logits = torch.func.functional_call(model, params, (), batch).logits
+            return token_nll_sum(logits, batch["labels"], batch["decoder_attention_mask"])
+
+    # ----- the step -----------------------------------------------------------------------------
+    def __call__(self, model: nn.Module, accelerator: Any = None) -> dict[str, float]:
+        if accelerator is not None and hasattr(accelerator, "unwrap_model"):
+            model = accelerator.unwrap_model(model)
+        world, rank = _world(accelerator)
+        if self.meta_batch_size % world:
+            raise ValueError(f"meta_batch_size={self.meta_batch_size} must be divisible by the {world} processes")
+        self._setup(model)
+        device = next(model.parameters()).device
+        prompt = model.prompt_parameters()
+        prompt_ids = {id(p) for p in prompt}
+        transformer = [p for p in model.parameters() if p.requires_grad and id(p) not in prompt_ids]
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        for p in trainable:
+            p.grad = None
+        train_prompt = any(p.requires_grad for p in prompt)
+        prompt_sum = [torch.zeros_like(p, dtype=torch.float32) for p in prompt] if train_prompt else None
+
+        # query NLL/token summed over tasks, first and last support loss, tokens, target tokens, examples, tasks
+        totals = torch.zeros(7, dtype=torch.float64, device=device)
+        for episode in self._local_episodes(world, rank):
+            support, query = split_episode(episode)
+            if len(support) < self.inner_steps:
+                raise ValueError(f"episode has {len(support)} support batches but inner_steps={self.inner_steps}")
+            with torch.no_grad():
+                for t, p in zip(self._learner, prompt, strict=True):
+                    t.copy_(p)
+            if not self.carry_inner_state:
+                self._optimizer.state.clear()
+            for i, batch in enumerate(support[: self.inner_steps]):
+                count = _count(batch, totals)
+                grads = [torch.zeros_like(t) for t in self._learner]
+                for micro in self._micro(batch, device):
+                    nll = self._nll(model, micro, accelerator)
+                    for acc, g in zip(grads, torch.autograd.grad(nll / count, self._learner), strict=True):
+                        acc.add_(g)
+                    if i == 0:
+                        totals[1] += (nll.detach() / count).double()
+                    if i == self.inner_steps - 1:
+                        totals[2] += (nll.detach() / count).double()
+                    del nll
+                for t, g in zip(self._learner, grads, strict=True):
+                    t.grad = g
+                self._optimizer.step()
+                for t in self._learner:
+                    t.grad = None
+            count = _count(query, totals)
+            for micro in self._micro(query, device):
+                nll = self._nll(model, micro, accelerator)
+                # g_T accumulates unscaled in .grad (scaled once after the meta-batch); g_P lands in learner.grad.
+                (nll / count).backward()
+                totals[0] += (nll.detach() / count).double()
+                del nll
+            totals[6] += 1
+            if self.method == "reptile":
+                self._optimizer.step()  # the prompt's part of the full-model step
+            if prompt_sum is not None:
+                for acc, t, p in zip(prompt_sum, self._learner, prompt, strict=True):
+                    acc.add_(t.grad if self.method == "fomaml" else p.detach() - t.detach())
+            for t in self._learner:
+                t.grad = None
+
+        tasks = max(int(totals[6]), 1)
+        # FOMAML's transformer meta-gradient is g_T; Reptile's SGD full step moved the transformer by inner_lr * g_T.
+        scale = (1.0 if self.method == "fomaml" else self.inner_lr) / tasks
+        for p in transformer:
+            if p.grad is None:  # outside the graph: still a (zero) meta-gradient, and part of the all-reduce
+                p.grad = torch.zeros_like(p)
+            else:
+                p.grad.mul_(scale)
+        if prompt_sum is not None:
+            for p, acc in zip(prompt, prompt_sum, strict=True):
+                if p.requires_grad:
+                    p.grad = (acc / tasks).to(p.dtype)
+        if world > 1:
+            average_gradients(trainable, accelerator)
+            if _dist_world()[0] > 1:
+                torch.distributed.all_reduce(totals)
+        n = max(float(totals[6]), 1.0)
+        return {
+            "loss": float(totals[0]) / n,
+            "support_loss_first": float(totals[1]) / n if self.inner_steps else float("nan"),
+            "support_loss_last": float(totals[2]) / n if self.inner_steps else float("nan"),
+            "tokens": float(totals[3]),
+            "target_tokens": float(totals[4]),
+            "examples": float(totals[5]),
+            "tasks": float(totals[6]),
+        }
+
+    # ----- state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Data position and, with ``carry_inner_state``, every rank's inner-optimizer state (tensors + JSON).
+
+        With several processes every one must call it (it gathers), as the loop's checkpointing does.
+        """
+        state: dict[str, Any] = {"method": self.method, "episodes_done": self.episodes_done}
+        if hasattr(self.task_batcher, "state_dict"):
+            state["task_batcher"] = self.task_batcher.state_dict()
+        if self.carry_inner_state:
+            if self._optimizer is not None:
+                local = self._inner_state()
+            else:
+                local = dict(self._pending_inner_state or {})
+            state["inner_optimizer"] = _gather_ranks(local)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("method", self.method) != self.method:
+            raise ValueError(f"state is of a {state['method']!r} MetaStep, this one is {self.method!r}")
+        self.episodes_done = int(state["episodes_done"])
+        if "task_batcher" in state and hasattr(self.task_batcher, "load_state_dict"):
+            self.task_batcher.load_state_dict(state["task_batcher"])
+        self._iterator = None
+        if not self._random_access() and "task_batcher" not in state:
+            # A plain re-iterable without a state of its own: start it again and skip what was consumed.
+            self._iterator = iter(self.task_batcher)
+            for _ in range(self.episodes_done):
+                next(self._iterator)
+        per_rank = state.get("inner_optimizer") or []
+        rank = _dist_world()[1]
+        inner = per_rank[rank] if self.carry_inner_state and rank < len(per_rank) else {}
+        if self._optimizer is None:
+            self._pending_inner_state = dict(inner)
+        else:
+            self._load_inner_state(inner)
+
+    def _inner_state(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for i, t in enumerate(self._learner):
+            entry = self._optimizer.state.get(t)
+            if entry:
+                out[str(i)] = {k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in entry.items()}
+        return out
+
+    def _load_inner_state(self, inner: Mapping[str, Any]) -> None:
+        self._optimizer.state.clear()
+        for key, entry in inner.items():
+            i = int(key)
+            if not 0 <= i < len(self._learner):
+                raise ValueError(
+                    f"inner optimizer state names prompt tensor {i}, but the prompt has {len(self._learner)}"
+                )
+            t = self._learner[i]
+            self._optimizer.state[t] = {
+                k: (v.to(t.device).clone() if torch.is_tensor(v) else v) for k, v in entry.items()
+            }
+
+
+def _count(batch: Batch, totals: torch.Tensor) -> int:
+    """Adds the batch's tokens (source + target), target tokens and examples to ``totals``; returns target tokens."""
+    target = int(batch["decoder_attention_mask"].sum())
+    totals[3] += int(batch["attention_mask"].sum()) + target
+    totals[4] += target
+    totals[5] += batch["input_ids"].shape[0]
+    return max(target, 1)
+
+
+def _gather_ranks(local: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every rank's inner-optimizer state, in rank order (same structure on all ranks: same steps, same prompt)."""
+    world, _ = _dist_world()
+    if world == 1:
+        return [local]
+    out: list[dict[str, Any]] = [{} for _ in range(world)]
+    for key in sorted(local, key=int):
+        for name in sorted(local[key]):
+            value = local[key][name]
+            tensor = value if torch.is_tensor(value) else torch.tensor(float(value), dtype=torch.float64)
+            device = tensor.device if tensor.device.type != "cpu" else _collective_device()
+            parts = [torch.empty_like(tensor, device=device) for _ in range(world)]
+            torch.distributed.all_gather(parts, tensor.to(device).contiguous())
+            for r, part in enumerate(parts):
+                entry = out[r].setdefault(key, {})
+                entry[name] = part.cpu() if torch.is_tensor(value) else type(value)(part.item())
+    return out
+
+
+def _collective_device() -> torch.device:
+    if torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")

@@ -1,0 +1,95 @@
+"""Every shipped YAML config loads; the paper's hyperparameters are in them; the CLI checks its flags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from promptability.cli import main
+from promptability.train.config import ConfigError, TrainConfig, apply_overrides, load_config
+
+from conftest import make_records
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+PAPER = sorted(p for p in CONFIGS.glob("t5-*.yaml"))
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    config = load_config(path)
+    assert isinstance(config, TrainConfig)
+    assert path.stem.endswith(config.prompt) or config.prompt == "none" or path.name == "demo-tiny.yaml"
+    assert config.lr == 1e-3 and isinstance(config.lr, float) and config.clip_norm == 1.0 and config.epochs == 1
+
+
+def test_paper_configs_cover_table_1_with_the_paper_hyperparameters():
+    rows = {(load_config(p).model, load_config(p).method, load_config(p).prompt) for p in PAPER}
+    methods = {("mtl-t", "none")} | {(m, p) for m in ("mtl-p", "mtl-tp", "fomaml", "reptile") for p in ("shallow", "deep")}
+    assert rows == {(model, m, p) for model in ("google/t5-large-lm-adapt", "google/t5-xl-lm-adapt") for m, p in methods}
+    for path in PAPER:
+        c = load_config(path)
+        assert (c.prompt_length, c.data.max_source_len, c.data.max_target_len, c.data.cap) == (20, 768, 192, 500_000)
+        assert c.data.tasks == "t0-train" and c.precision == "bf16"
+        if c.method.startswith("mtl"):
+            assert c.batch_size == 4096 and 4096 % c.micro_batch_size == 0
+        else:
+            m = c.meta
+            assert (m.meta_batch_size, m.inner_steps, m.task_batch_size, m.inner_lr) == (128, 7, 16, 1e-3)
+
+
+def test_yaml_errors_name_the_file_and_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: mtl-tp\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key\(s\) 'learning_rate'"):
+        load_config(bad)
+    bad.write_text("method: mtl-tp\ndata:\n  cap: lots\n")
+    with pytest.raises(ConfigError, match=r"data.cap: expected an integer, got 'lots'"):
+        load_config(bad)
+    bad.write_text("method: mtl-t\nprompt: deep\n")
+    with pytest.raises(ConfigError, match="bad.yaml: method mtl-t trains the transformer without a prompt"):
+        load_config(bad)
+    config = apply_overrides(TrainConfig(), {"data.path": "x", "lr": "2e-3", "max_steps": None})
+    assert (config.data.path, config.lr, config.max_steps) == ("x", 2e-3, None)
+
+
+def test_cli_help_and_invalid_combinations(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be written, but if it were, not into the repository
+    with pytest.raises(SystemExit) as stop:
+        main(["pretrain", "--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    assert all(m in text for m in ("mtl-t", "mtl-p", "mtl-tp", "fomaml", "reptile", "--resume", "--micro-batch-size"))
+    assert main(["pretrain", "--method", "mtl-t", "--prompt", "shallow", "--out", "x"]) == 2
+    assert "mtl-t trains the transformer without a prompt: use --prompt none" in capsys.readouterr().err
+    assert main(["pretrain", "--method", "mtl-p", "--prompt", "none", "--out", "x"]) == 2
+    assert "mtl-p trains a soft prompt" in capsys.readouterr().err
+    assert main(["pretrain", "--out", "x"]) == 2
+    assert "give --method" in capsys.readouterr().err
+    assert main(["pretrain", "--method", "mtl-tp", "--data", "/no/such/dir", "--out", "x"]) == 2
+    assert "/no/such/dir does not exist" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # the data is checked before a model is built or a file written
+    with pytest.raises(SystemExit):
+        main(["fewshot", "--help"])
+    assert "--shots" in capsys.readouterr().out
+
+
+def test_cli_pretrain_and_resume_on_a_saved_model(make_model, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    base = make_model("none").save(tmp_path / "base")
+    (data / "bad.train.jsonl").write_text(json.dumps(make_records(1, prefix="other")[0]) + "\n")
+    assert main(["pretrain", "--method", "mtl-t", "--model", str(base), "--data", str(data), "--out", str(tmp_path / "x")]) == 2
+    assert "bad.train.jsonl, row 0: field 'task' is 'other_0' but the file name says 'bad'" in capsys.readouterr().err
+    (data / "bad.train.jsonl").unlink()
+    (data / "t_0.train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in make_records(12, tasks=1, prefix="t")))
+    args = ["pretrain", "--method", "mtl-p", "--prompt", "deep", "--prompt-length", "2", "--model", str(base),
+            "--data", str(data), "--out", str(tmp_path / "run"), "--batch-size", "4", "--max-steps", "2",
+            "--save-every", "1", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    assert "mtl-p (deep prompt): 2 steps, 8 examples" in capsys.readouterr().out
+    args[args.index("--max-steps") + 1] = "3"
+    assert main(args + ["--resume"]) == 0
+    info = json.loads((tmp_path / "run" / "train.json").read_text())
+    assert (info["steps"], info["examples_seen"], info["resumed_from_step"]) == (3, 12, 2)
