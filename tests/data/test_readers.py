@@ -214,3 +214,15 @@ def test_cli_data_list(capsys):
                      "dev: 42 templates from 8 datasets"]
     assert main(["data", "list", "--group", "nope"]) == 2
     assert "unknown group 'nope'" in capsys.readouterr().err
+
+
+def test_split_folder_layout_of_the_offline_suite(tmp_path):
+    from promptability.data.suite import write_suite
+
+    meta = write_suite(tmp_path / "suite", seed=0, size="quick", progress=False)
+    heldout = [t for t, info in meta["templates"].items() if info["role"] == "heldout"]
+    records = read_examples(tmp_path / "suite", tasks=heldout[:2])
+    assert {r["task"] for r in records} == set(heldout[:2])
+    assert len(records) == sum(meta["templates"][t]["counts"]["validation"] for t in heldout[:2])
+    train = read_examples(tmp_path / "suite", split="train", tasks=heldout[:1])
+    assert len(train) == meta["templates"][heldout[0]]["counts"]["train"]

@@ -6,6 +6,7 @@
 * a directory of such files, either named ``{task}.{split}.jsonl|parquet`` (the name
   gives the task and split; a ``task`` field, if present, must agree) or with any other
   name, whose records carry a ``task`` field and are read whatever the split;
+* a directory of split folders holding ``{task}.jsonl|parquet`` (the offline suite's layout);
 * one P3 template folder (``datasets.save_to_disk`` output or the Hub's TFRecord layout);
 * a directory of P3 template folders, one per template (also a Hub snapshot's ``data/``).
 
@@ -143,30 +144,45 @@ def _template_dirs(p: Path) -> dict[str, Path]:
     return found
 
 
+def _split_dir_files(p: Path, templates: dict[str, Path]) -> dict[Path, tuple[str, str]]:
+    """``{split}/{task}.jsonl|parquet`` files (the offline suite's layout): file -> (task, split)."""
+    found: dict[Path, tuple[str, str]] = {}
+    for sub in sorted(p.iterdir()):
+        if sub.is_dir() and sub.name not in templates and sub.name != "data":
+            for f in sorted(sub.iterdir()):
+                if f.is_file() and f.suffix in DATA_SUFFIXES:
+                    found[f] = (f.stem, sub.name)
+    return found
+
+
 def _read_dir(p: Path, split_for: Callable[[str], str], wanted: set[str] | None) -> Iterator[Example]:
     templates = _template_dirs(p)
     files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in DATA_SUFFIXES)
-    named = {f: m["task"] for f in files if (m := _NAMED_FILE.match(f.name))}
+    # file -> (task, split) for every file whose name or folder says both
+    named = {f: (m["task"], m["split"]) for f in files if (m := _NAMED_FILE.match(f.name))}
+    in_split_dirs = _split_dir_files(p, templates) if not files else {}
+    named.update(in_split_dirs)
+    files += list(in_split_dirs)
     if not templates and not files:
         raise DataError(
-            f"{p}: no data found: expected .jsonl/.parquet files, a P3 template folder "
-            "(dataset_dict.json or *.tfrecord-*-of-* files) or a folder of them"
+            f"{p}: no data found: expected .jsonl/.parquet files, {{split}}/{{task}}.jsonl folders, "
+            "a P3 template folder (dataset_dict.json or *.tfrecord-*-of-* files) or a folder of them"
         )
     if wanted and len(named) == len(files):  # every name is known up front: check before reading
-        missing = wanted - set(templates) - set(named.values())
+        missing = wanted - set(templates) - {t for t, _ in named.values()}
         if missing:
-            raise _unknown_tasks(missing, list(templates) + list(named.values()), str(p))
+            raise _unknown_tasks(missing, list(templates) + [t for t, _ in named.values()], str(p))
     for task in (wanted or set()) - set(templates):
-        splits = sorted(f.name.split(".")[1] for f, t in named.items() if t == task)
+        splits = sorted(s for t, s in named.values() if t == task)
         if splits and split_for(task) not in splits:
             raise DataError(f"{p}: task '{task}' has no '{split_for(task)}' file (it has: {', '.join(splits)})")
     for name, folder in templates.items():
         if wanted is None or name in wanted:
             yield from read_p3(folder, split_for(name), task=name)
     for f in files:
-        task = named.get(f)
-        if task is not None:
-            if (wanted is not None and task not in wanted) or f.name.split(".")[1] != split_for(task):
+        if f in named:
+            task, split = named[f]
+            if (wanted is not None and task not in wanted) or split != split_for(task):
                 continue
             yield from _read_file(f, task)
         else:

@@ -194,11 +194,14 @@ def _rows(
     stats: TokenizeStats,
     chunk_size: int,
     total: int | None,
+    progress: bool = True,
 ) -> Iterator[dict[str, Any]]:
     eos = tokenizer.eos_token_id
     positions: Counter[str] = Counter()
     chunk: list[dict[str, Any]] = []
-    bar = tqdm(validate_all(records), total=total, desc="tokenizing", unit="ex", mininterval=2.0)
+    bar = tqdm(
+        validate_all(records), total=total, desc="tokenizing", unit="ex", mininterval=2.0, disable=not progress
+    )
 
     def flush() -> Iterator[dict[str, Any]]:
         sources = _encode(tokenizer, [r["source"] for r in chunk])
@@ -281,6 +284,7 @@ def tokenize_records(
     files: Sequence[str | os.PathLike] | None = None,
     use_cache: bool = True,
     chunk_size: int = 1000,
+    progress: bool = True,
 ) -> Tokenized:
     """Tokenizes records (or reads them from the cache); see the module docstring.
 
@@ -309,7 +313,7 @@ def tokenize_records(
     def rows() -> Iterator[dict[str, Any]]:
         recs = get_records()
         total = len(recs) if hasattr(recs, "__len__") else None
-        return _rows(recs, tokenizer, max_source_len, max_target_len, stats, chunk_size, total)
+        return _rows(recs, tokenizer, max_source_len, max_target_len, stats, chunk_size, total, progress)
 
     if not use_cache:
         dataset = Dataset.from_list(list(rows()), features=FEATURES)

@@ -78,7 +78,12 @@ def evaluate(
     if not records:
         return []
     tokenized = tokenize_records(
-        records, model.tokenizer, max_source_len=max_source_len, max_target_len=max_target_len, use_cache=False
+        records,
+        model.tokenizer,
+        max_source_len=max_source_len,
+        max_target_len=max_target_len,
+        use_cache=False,
+        progress=progress,
     ).dataset
     was_training = model.training
     model.eval()

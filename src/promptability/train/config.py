@@ -215,6 +215,7 @@ class FewShotConfig:
     prompt: str | None = None  # kind of a fresh prompt for a model without one (default "shallow")
     prompt_length: int = 20
     tasks: list[str] | None = None  # default: every held-out template in the data
+    method: str | None = None  # method recorded in run.json (default: the model's train.json, else "none")
     lr: float = 1e-3
     clip_norm: float = 1.0
     eval_batch_size: int = 32

@@ -226,7 +226,7 @@ def fewshot(
     autocast = torch.bfloat16 if config.precision == "bf16" else None
     info = _model_info(model_dir)
     size = info.get("model_size") or Path(str(info.get("base_model") or model_dir)).name
-    run_base = {"method": info.get("method") or "none", "prompt": model.prompt_kind, "shots": config.shots,
+    run_base = {"method": config.method or info.get("method") or "none", "prompt": model.prompt_kind, "shots": config.shots,
                 "model": str(model_dir), "model_size": size, "data": str(data), "score": config.score,
                 "epochs": config.epochs, "lr": config.lr, "prompt_length": model.prompt_length,
                 "fresh_prompt": fresh, "tuned": "prompt-only"}  # fmt: skip
@@ -247,7 +247,7 @@ def fewshot(
         shots = sample_fewshot(pools, k=config.shots, seed=seed)
         tokenized = tokenize_records(
             [r for t in templates for r in shots[t]], model.tokenizer, max_source_len=config.max_source_len,
-            max_target_len=config.max_target_len, use_cache=False,
+            max_target_len=config.max_target_len, use_cache=False, progress=False,
         ).dataset  # fmt: skip
         rows_of = task_indices(tokenized)
         view = tokenized.select_columns(TRAIN_COLUMNS)

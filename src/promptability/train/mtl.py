@@ -311,6 +311,14 @@ def _check_resumable(out: Path, config: TrainConfig, resume: bool) -> None:
             raise ConfigError(f"--resume with settings that differ from {saved}: {', '.join(diff)}")
 
 
+def model_size_of(name: str) -> str:
+    """A size label for reports: inherited from a trained model dir, else the model's name."""
+    info = Path(name) / "train.json"
+    if info.is_file():
+        return json.loads(info.read_text()).get("model_size") or Path(name).name
+    return Path(name).name
+
+
 def save_final_model(model: nn.Module, out: Path, extra: dict[str, Any]) -> None:
     """Saves the model INTO ``out`` (which also holds checkpoints/ and logs), file by file atomically."""
     staging = out / ".final-model"
@@ -373,7 +381,7 @@ def pretrain(
     if accelerator.is_main_process:
         info = {
             "method": config.method, "prompt": config.prompt, "prompt_length": model.prompt_length,
-            "base_model": config.model, "model_size": Path(config.model).name, "seed": config.seed,
+            "base_model": config.model, "model_size": model_size_of(config.model), "seed": config.seed,
             "data": data_info, "steps": result.steps, "max_steps": max_steps,
             "steps_per_epoch": step.steps_per_epoch, "examples_seen": result.examples, "tokens_seen": result.tokens,
             "wall_time_s": round(result.wall_time_s, 3), "world_size": accelerator.num_processes,

@@ -1,0 +1,33 @@
+"""The README's first command, at --quick scale, through the real CLI: every stage, the report, resumption."""
+
+import json
+
+import pytest
+
+from promptability.cli import main
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end_then_reuses_and_resumes(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    for label in ("No continued pretraining", "MTL-T", "MTL-P", "MTL-TP", "FOMAML", "Reptile"):
+        assert f"| {label} |" in printed
+    assert "shallow 16-shot" in printed and "deep 16-shot" in printed
+    for name in ("table.md", "table.csv", "table.json", "per_group_accuracy.png"):
+        assert (out / "report" / name).stat().st_size > 0
+    table = json.loads((out / "report" / "table.json").read_text())
+    assert {c["method"] for c in table["cells"]} == {"none", "mtl-t", "mtl-p", "mtl-tp", "fomaml", "reptile"}
+    seeds = sorted(p.name for p in (out / "runs" / "16shot" / "mtl-tp-deep-deep").glob("seed-*"))
+    assert seeds == ["seed-0", "seed-1", "seed-2"]
+    first = json.loads((out / "timings.json").read_text())["stages"]
+    assert not any(s["reused"] for s in first)
+
+    # An interrupted stage: its marker never got written. Only that stage runs again.
+    (out / "models" / "reptile-deep" / "promptability.json").unlink()
+    (out / "runs" / "0shot" / "reptile-deep" / "run.json").unlink()
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    second = {s["stage"]: s["reused"] for s in json.loads((out / "timings.json").read_text())["stages"]}
+    redone = {name for name, reused in second.items() if not reused}
+    assert redone == {"pretrain reptile-deep", "0-shot reptile-deep", "report"}
