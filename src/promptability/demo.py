@@ -30,20 +30,20 @@ from promptability.io import write_json_atomic, write_jsonl_atomic
 
 @dataclass
 class Scale:
-    """How big the miniature is. Defaults: about 10 minutes on 2 CPU cores."""
+    """How big the miniature is. Defaults: about 10 minutes on 2 (quiet) CPU cores; the paper's scale is in configs/."""
 
     suite_size: str = "default"  # "default": 33 training + 21 held-out templates; "quick": tiny counts
-    lm_passages: int = 8000  # LM-adaptation texts (prefix -> continuation)
-    lm_steps: int = 250
+    lm_passages: int = 6000  # LM-adaptation texts (prefix -> continuation)
+    lm_steps: int = 150
     batch_size: int = 32  # MTL examples per optimizer step
-    mtl_steps: int = 250  # per MTL row: 250 x 32 = 8,000 examples, ~40% of one epoch of the suite
-    meta_steps: int = 20  # per meta-learning row: 20 x 4 tasks x (3 support + 1 query) x 16 = 5,120 examples
+    mtl_steps: int = 120  # per MTL row: 120 x 32 = 3,840 examples, ~20% of one epoch of the suite
+    meta_steps: int = 10  # per meta-learning row: 10 x 4 tasks x (3 support + 1 query) x 16 = 2,560 examples
     meta_batch_size: int = 4
     inner_steps: int = 3
     max_source_len: int = 256
     max_target_len: int = 64
     fewshot_templates_per_dataset: int = 1  # templates few-shot tuned per held-out dataset (0-shot uses all)
-    fewshot_epochs: int = 30  # the paper: 100
+    fewshot_epochs: int = 20  # the paper: 100
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     prompt_length: int = 20
 
@@ -193,6 +193,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, force: bool = F
             config = FewShotConfig(
                 shots=16, epochs=scale.fewshot_epochs, seeds=list(scale.seeds), prompt=kind,
                 prompt_length=scale.prompt_length, tasks=fewshot_tasks, method=method, eval_batch_size=64,
+                templates_per_step=len(fewshot_tasks),
                 max_source_len=scale.max_source_len, max_target_len=scale.max_target_len,
             )  # fmt: skip
             _stage(f"16-shot {row} ({kind})", run_dir / "summary.json",

@@ -92,6 +92,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--tasks", nargs="+", help="templates (default: every held-out template in --data)")
     f.add_argument("--lr", type=float, default=1e-3, help="Adafactor learning rate (default 1e-3)")
     f.add_argument("--eval-batch-size", type=int, default=32, help="sources per evaluation batch (default 32)")
+    f.add_argument("--templates-per-step", type=int, default=1,
+                   help="tune this many templates' prompts together in one batch: the same result, fewer and "
+                        "fuller steps (default 1)")  # fmt: skip
     f.add_argument("--score", choices=("mean", "sum"), default="mean", help="choice score (default mean log-prob)")
     f.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 autocast on GPUs")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -153,6 +156,7 @@ def run_fewshot(args: argparse.Namespace) -> int:
     config = FewShotConfig(
         shots=args.shots, epochs=args.epochs, seeds=list(args.seeds), prompt=args.prompt,
         prompt_length=args.prompt_length, tasks=args.tasks, lr=args.lr, eval_batch_size=args.eval_batch_size,
+        templates_per_step=args.templates_per_step,
         score=args.score, precision=args.precision,
     )  # fmt: skip
     try:

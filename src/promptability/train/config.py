@@ -216,6 +216,7 @@ class FewShotConfig:
     prompt_length: int = 20
     tasks: list[str] | None = None  # default: every held-out template in the data
     method: str | None = None  # method recorded in run.json (default: the model's train.json, else "none")
+    templates_per_step: int = 1  # >1: tune that many templates' prompts together in one batch (same result)
     lr: float = 1e-3
     clip_norm: float = 1.0
     eval_batch_size: int = 32
@@ -229,6 +230,8 @@ class FewShotConfig:
             raise ConfigError(
                 f"need shots >= 1, epochs >= 1 and at least one seed; got {self.shots}, {self.epochs}, {self.seeds}"
             )
+        if self.templates_per_step < 1:
+            raise ConfigError(f"templates_per_step must be >= 1, got {self.templates_per_step}")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds must be distinct, got {self.seeds}")
         if self.prompt not in (None, "shallow", "deep"):

@@ -42,6 +42,7 @@ from promptability.model.prompts import ShallowPrompt
 from promptability.train.config import ConfigError, FewShotConfig
 from promptability.train.loop import make_accelerator, train
 from promptability.train.mtl import pad_id_of, read_split, suite_meta, token_nll_sum
+from promptability.train.multiprompt import tune_prompts_together
 
 logger = logging.getLogger(__name__)
 _NAMED = re.compile(r"^(?P<task>[^.]+)\.(?P<split>[A-Za-z0-9_]+)\.(?:jsonl|parquet)$")
@@ -253,28 +254,45 @@ def fewshot(
         view = tokenized.select_columns(TRAIN_COLUMNS)
         partial = run_dir / "partial"
         partial.mkdir(parents=True, exist_ok=True)
-        bar = tqdm(templates, desc=f"few-shot seed {seed}", unit="template", disable=not progress, dynamic_ncols=True)
-        for template in bar:
-            done_file = partial / f"{template}.jsonl"
-            if done_file.is_file():
-                continue
+        bar = tqdm(total=len(templates), desc=f"few-shot seed {seed}", unit="template", disable=not progress,
+                   dynamic_ncols=True)  # fmt: skip
+        todo = [t for t in templates if not (partial / f"{t}.jsonl").is_file()]
+        bar.update(len(templates) - len(todo))
+        chunk = max(1, config.templates_per_step)
+        for first in range(0, len(todo), chunk):
+            group = todo[first : first + chunk]
             if fresh:
                 init_prompt(model, seed)
             else:
                 model.prompt.load_state_dict(snapshot)
-            batch = collate(view[rows_of[template].tolist()], pad_id_of(model))
-            step = FixedBatchStep(batch)
-            result = train(model, step, accelerator, max_steps=config.epochs, lr=config.lr,
-                           clip_norm=config.clip_norm, seed=seed, progress=False)  # fmt: skip
-            rows = evaluate(model, evaluation[template], batch_size=config.eval_batch_size, score=config.score,
-                            max_source_len=config.max_source_len, max_target_len=config.max_target_len,
-                            progress=False, autocast=autocast)  # fmt: skip
-            losses = {"examples": len(batch["labels"]), "first_loss": step.first_loss,
-                      "final_loss": result.last.get("loss")}  # fmt: skip
-            extra = {"template": template, "seed": seed, **losses}
-            model.save(run_dir / "prompts" / template, prompt_only=True, extra=extra)
-            write_jsonl_atomic(done_file, [{"template": template, **losses}] + rows)
-            bar.set_postfix(template=template[-24:], loss=f"{losses['final_loss']:.3f}")
+            if len(group) == 1:  # the shared loop, one template
+                batch = collate(view[rows_of[group[0]].tolist()], pad_id_of(model))
+                step = FixedBatchStep(batch)
+                result = train(model, step, accelerator, max_steps=config.epochs, lr=config.lr,
+                               clip_norm=config.clip_norm, seed=seed, progress=False)  # fmt: skip
+                tuned = {group[0]: {"state": None, "first_loss": step.first_loss,
+                                    "final_loss": result.last.get("loss"), "examples": len(batch["labels"])}}  # fmt: skip
+            else:  # several templates in one batch, each exactly as if alone (train/multiprompt.py)
+                start = {k: v.clone() for k, v in model.prompt.state_dict().items()}
+                tuned = tune_prompts_together(
+                    model, {t: [view[int(i)] for i in rows_of[t]] for t in group}, start, epochs=config.epochs,
+                    pad_id=pad_id_of(model), lr=config.lr, clip_norm=config.clip_norm,
+                )  # fmt: skip
+                for t in group:
+                    tuned[t]["examples"] = len(rows_of[t])
+            for template in group:
+                if tuned[template]["state"] is not None:
+                    model.prompt.load_state_dict(tuned[template]["state"])
+                rows = evaluate(model, evaluation[template], batch_size=config.eval_batch_size, score=config.score,
+                                max_source_len=config.max_source_len, max_target_len=config.max_target_len,
+                                progress=False, autocast=autocast)  # fmt: skip
+                losses = {k: tuned[template][k] for k in ("examples", "first_loss", "final_loss")}
+                extra = {"template": template, "seed": seed, **losses}
+                model.save(run_dir / "prompts" / template, prompt_only=True, extra=extra)
+                write_jsonl_atomic(partial / f"{template}.jsonl", [{"template": template, **losses}] + rows)
+                bar.update(1)
+                bar.set_postfix(template=template[-24:], loss=f"{losses['final_loss']:.3f}")
+        bar.close()
         rows, losses = [], {}
         for template in templates:
             lines = [json.loads(x) for x in (partial / f"{template}.jsonl").read_text().splitlines() if x.strip()]

@@ -1,0 +1,62 @@
+"""Tuning several templates' prompts in one batch equals tuning each alone with the shared loop."""
+
+import pytest
+import torch
+
+from promptability.data.batching import TRAIN_COLUMNS, collate
+from promptability.data.tokenize import tokenize_records
+from promptability.train.fewshot import FixedBatchStep
+from promptability.train.loop import make_accelerator, train
+from promptability.train.multiprompt import tune_prompts_together
+
+TEXTS = {
+    "a": [("the cat sat on the mat", "yes"), ("a dog ran in the park", "no"), ("the sun was warm", "yes")],
+    "b": [("is this review positive ?", "the red ball"), ("where is the book ?", "on the table")],
+    "c": [("premise : anna is tall", "true false"), ("hypothesis : anna is short .", "neither")],
+}
+
+
+@pytest.mark.parametrize("kind", ["shallow", "deep"])
+def test_batched_tuning_equals_one_template_at_a_time(make_model, tiny_tokenizer, kind):
+    model = make_model(kind)
+    model.freeze("prompt-only")
+    records = [{"task": t, "source": s, "target": y} for t, pairs in TEXTS.items() for s, y in pairs]
+    ds = tokenize_records(records, tiny_tokenizer, use_cache=False, progress=False).dataset.select_columns(
+        TRAIN_COLUMNS + ["task"]
+    )
+    rows = {t: [r for r in ds if r["task"] == t] for t in TEXTS}
+    start = {k: v.clone() for k, v in model.prompt.state_dict().items()}
+
+    together = tune_prompts_together(model, rows, start, epochs=5, pad_id=0, lr=1e-2, clip_norm=0.05)
+
+    accelerator = make_accelerator("fp32", cpu=True)
+    for t in TEXTS:
+        model.prompt.load_state_dict(start)
+        batch = collate([{k: r[k] for k in TRAIN_COLUMNS} for r in rows[t]], 0)
+        step = FixedBatchStep(batch)
+        train(model, step, accelerator, max_steps=5, lr=1e-2, clip_norm=0.05, seed=0, progress=False)
+        for name, value in model.prompt.state_dict().items():
+            torch.testing.assert_close(together[t]["state"][name], value, atol=1e-6, rtol=1e-5)
+        assert together[t]["first_loss"] == pytest.approx(step.first_loss, rel=1e-5)
+        assert not torch.equal(together[t]["state"][name], start[name]), "the prompt moved"
+    model.prompt.load_state_dict(start)
+
+
+def test_fewshot_with_templates_per_step_gives_the_same_runs(tmp_path, make_model):
+    from promptability.data.suite import write_suite
+    from promptability.train.config import FewShotConfig
+    from promptability.train.fewshot import fewshot
+
+    write_suite(tmp_path / "suite", seed=0, size="quick", progress=False)
+    model = make_model("shallow")
+    model.save(tmp_path / "model")
+    tasks = ["suite_coreference_pronoun_stories_does_refer", "suite_coreference_pronoun_stories_fill_blank",
+             "suite_coreference_pronoun_stories_who_is_pronoun"]
+    summaries = []
+    for per_step in (1, 2):
+        config = FewShotConfig(seeds=[0], epochs=3, tasks=tasks, templates_per_step=per_step, max_source_len=64,
+                               max_target_len=16, prompt_length=4)
+        summaries.append(fewshot(tmp_path / "model", tmp_path / "suite", tmp_path / f"out{per_step}", config,
+                                 progress=False))
+    assert summaries[0]["accuracy"] == summaries[1]["accuracy"]
+    assert set(summaries[1]["accuracy"]) == set(tasks)
