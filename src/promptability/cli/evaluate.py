@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -34,15 +33,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _model_info(path: str) -> dict:
-    info: dict = {}
-    for name in ("promptability.json", "train.json"):
-        f = Path(path) / name
-        if f.is_file():
-            info.update(json.loads(f.read_text()))
-    return info
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -50,13 +40,14 @@ def run(args: argparse.Namespace) -> int:
     from promptability.eval.groups import groups_for
     from promptability.eval.rank import evaluate, write_run
     from promptability.model import load_model
+    from promptability.model.loading import model_info
 
     records = read_examples(args.data, split=args.split, tasks=args.tasks)
     if not records:
         raise SystemExit(f"no records in {args.data}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_model(args.model).to(device)
-    info = _model_info(args.model)
+    info = model_info(args.model)
     rows = evaluate(
         model,
         records,

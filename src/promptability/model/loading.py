@@ -83,3 +83,13 @@ def _tiny(seed: int, corpus=None, vocab_size: int = 4000, **overrides):
 
     tokenizer = build_tokenizer(corpus if corpus is not None else default_corpus(), vocab_size=vocab_size)
     return tiny_t5(len(tokenizer), seed=seed, **overrides), tokenizer
+
+
+def model_info(path: str | os.PathLike) -> dict:
+    """What a model directory says about itself: promptability.json, then train.json (from pretrain) over it."""
+    info: dict = {}
+    for name in (CONFIG_FILE, "train.json"):
+        f = Path(path) / name
+        if f.is_file():
+            info.update(json.loads(f.read_text()))
+    return info

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from promptability.data.batching import TRAIN_COLUMNS, collate, task_indices
 from promptability.io import write_json_atomic, write_jsonl_atomic
+from promptability.model.loading import model_info
 from promptability.model.prompted import CONFIG_FILE, PromptedSeq2SeqLM, attention_sites
 from promptability.model.prompts import ShallowPrompt
 from promptability.train.config import ConfigError, FewShotConfig
@@ -157,17 +158,6 @@ def load_for_fewshot(model_dir: str | os.PathLike, config: FewShotConfig) -> tup
     return load_model(model_dir, prompt=kind, prompt_length=config.prompt_length, seed=config.seeds[0]), True
 
 
-def _model_info(model_dir: str | os.PathLike) -> dict[str, Any]:
-    """What the model dir says about itself (promptability.json, then train.json from pretrain)."""
-    info: dict[str, Any] = {}
-    for name in (CONFIG_FILE, "train.json"):
-        f = Path(model_dir) / name
-        if f.is_file():
-            info.update(json.loads(f.read_text()))
-    return info
-
-
-# ----- the driver ---------------------------------------------------------------------------------
 def _std(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -225,7 +215,7 @@ def fewshot(
     if missing:
         raise ConfigError(f"{data}: no evaluation records for {missing[:5]}")
     autocast = torch.bfloat16 if config.precision == "bf16" else None
-    info = _model_info(model_dir)
+    info = model_info(model_dir)
     size = info.get("model_size") or Path(str(info.get("base_model") or model_dir)).name
     run_base = {"method": config.method or info.get("method") or "none", "prompt": model.prompt_kind, "shots": config.shots,
                 "model": str(model_dir), "model_size": size, "data": str(data), "score": config.score,

@@ -1,0 +1,45 @@
+"""The commands a user types: help, evaluate on the suite and on real P3 samples, arg on the result."""
+
+import json
+import subprocess
+import sys
+
+from conftest import shared_path
+
+from promptability.cli import main
+
+
+def test_help_lists_every_command():
+    out = subprocess.run([sys.executable, "-m", "promptability", "--help"], capture_output=True, text=True, check=True)
+    for command in ("demo", "data", "pretrain", "fewshot", "evaluate", "arg", "compare", "report", "bench"):
+        assert command in out.stdout
+
+
+def test_evaluate_then_arg_on_the_suite(make_model, tmp_path, capsys):
+    from promptability.data.suite import write_suite
+
+    write_suite(tmp_path / "suite", seed=0, size="quick", progress=False)
+    make_model("deep").save(tmp_path / "model")
+    task = "suite_word_sense_word_usages_true_or_false"
+    assert main(["evaluate", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "suite"),
+                 "--out", str(tmp_path / "run"), "--tasks", task]) == 0  # fmt: skip
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["prompt"] == "deep" and run["groups"] == {task: {"group": "WordSense", "num_choices": 2}}
+    predictions = (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == 32
+    accuracy = json.loads((tmp_path / "run" / "accuracy.json").read_text())[task]
+    capsys.readouterr()
+    assert main(["arg", str(tmp_path / "run")]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert float(last.split()[-1]) == round((accuracy - 0.5) / 0.5 * 100, 4)
+
+
+def test_evaluate_reads_a_real_p3_score_eval_folder(make_model, tmp_path):
+    folder = shared_path("p3", "samples", "hellaswag_complete_first_then_score_eval")
+    make_model("shallow").save(tmp_path / "model")
+    assert main(["evaluate", "--model", str(tmp_path / "model"), "--data", str(folder),
+                 "--out", str(tmp_path / "run"), "--max-source-len", "64"]) == 0  # fmt: skip
+    rows = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 7 and all(len(r["scores"]) == 4 for r in rows)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["groups"]["hellaswag_complete_first_then_score_eval"] == {"group": "HellaSwag", "num_choices": 4}
