@@ -1,0 +1,7 @@
+"""``python -m benchmarks [--size tiny|small|base|large] [--reps N] [--out BENCHMARKS.md] [--device cpu|cuda] [--bf16]``."""
+
+import sys
+
+from promptability.bench.runner import main
+
+sys.exit(main())
