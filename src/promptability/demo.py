@@ -33,17 +33,17 @@ class Scale:
     """How big the miniature is. Defaults: about 10 minutes on 2 (quiet) CPU cores; the paper's scale is in configs/."""
 
     suite_size: str = "default"  # "default": 33 training + 21 held-out templates; "quick": tiny counts
-    lm_passages: int = 6000  # LM-adaptation texts (prefix -> continuation)
-    lm_steps: int = 150
+    lm_passages: int = 8000  # LM-adaptation texts (prefix -> continuation)
+    lm_steps: int = 250
     batch_size: int = 32  # MTL examples per optimizer step
-    mtl_steps: int = 120  # per MTL row: 120 x 32 = 3,840 examples, ~20% of one epoch of the suite
-    meta_steps: int = 10  # per meta-learning row: 10 x 4 tasks x (3 support + 1 query) x 16 = 2,560 examples
+    mtl_steps: int = 250  # per MTL row: 250 x 32 = 8,000 examples, ~40% of one epoch of the suite
+    meta_steps: int = 20  # per meta-learning row: 20 x 4 tasks x (3 support + 1 query) x 16 = 5,120 examples
     meta_batch_size: int = 4
     inner_steps: int = 3
     max_source_len: int = 256
     max_target_len: int = 64
     fewshot_templates_per_dataset: int = 1  # templates few-shot tuned per held-out dataset (0-shot uses all)
-    fewshot_epochs: int = 20  # the paper: 100
+    fewshot_epochs: int = 25  # the paper: 100
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     prompt_length: int = 20
 
