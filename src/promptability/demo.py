@@ -17,6 +17,7 @@ Layout:
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import time
@@ -130,7 +131,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, force: bool = F
 
     _stage("suite", suite_dir / "suite.json",
            lambda: write_suite(suite_dir, seed=0, size=scale.suite_size, progress=progress), timings)  # fmt: skip
-    meta = __import__("json").loads((suite_dir / "suite.json").read_text())
+    meta = json.loads((suite_dir / "suite.json").read_text())
     heldout = [t for t, info in meta["templates"].items() if info["role"] == "heldout"]
 
     def train_config(method: str, prompt: str, data: Path, steps: int, model: str) -> TrainConfig:
