@@ -291,7 +291,7 @@ def plot_group_accuracy(report: Report, path: str | Path, *, partial: bool = Fal
         present = [m for m in report.methods if (m, column) in report.cells]
         stats = {m: _group_stats(report.cells[(m, column)], partial) for m in present}
         spec = resolve_groups(report.cells[(present[0], column)].runs[0].arg_groups)
-        order = list(dict.fromkeys(g for g, _ in spec.values()))
+        order = sorted({g for g, _ in spec.values()})  # the same order in every subplot
         groups = [g for g in order if any(g in s for s in stats.values())]
         width = 0.8 / len(present)
         for i, method in enumerate(present):
