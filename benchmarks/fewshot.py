@@ -7,17 +7,7 @@ The code is ``promptability.bench.fewshot``.
 
 import sys
 
-from promptability.bench.runner import main as run_main
-
-PAIRS = ["fewshot"]
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    write = "--write" in argv
-    argv = [a for a in argv if a != "--write"]
-    return run_main([*argv, "--only", *PAIRS, *([] if write else ["--no-write"])])
-
+from promptability.bench.runner import pair_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(pair_main(["fewshot"]))

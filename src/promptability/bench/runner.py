@@ -216,3 +216,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = ["METHODS", "PAIRS", "Row", "main", "run_benchmarks"]
+
+
+def pair_main(pairs: Sequence[str], argv: Sequence[str] | None = None) -> int:
+    """``python -m benchmarks.<pair>``: only ``pairs``; rows printed, and written to BENCHMARKS.md with ``--write``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    write = "--write" in args
+    args = [a for a in args if a != "--write"]
+    return main([*args, "--only", *pairs, *([] if write else ["--no-write"])])
