@@ -92,6 +92,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--tasks", nargs="+", help="templates (default: every held-out template in --data)")
     f.add_argument("--lr", type=float, default=1e-3, help="Adafactor learning rate (default 1e-3)")
     f.add_argument("--eval-batch-size", type=int, default=32, help="sources per evaluation batch (default 32)")
+    f.add_argument("--reference-subsample", action="store_true",
+                   help="P3: use the paper's reference 16-shot subsample of each template (md5-checked) "
+                        "instead of sampling; seeds then vary only a fresh prompt's initialisation")  # fmt: skip
     f.add_argument("--templates-per-step", type=int, default=1,
                    help="tune this many templates' prompts together in one batch: the same result, fewer and "
                         "fuller steps (default 1)")  # fmt: skip
@@ -156,7 +159,7 @@ def run_fewshot(args: argparse.Namespace) -> int:
     config = FewShotConfig(
         shots=args.shots, epochs=args.epochs, seeds=list(args.seeds), prompt=args.prompt,
         prompt_length=args.prompt_length, tasks=args.tasks, lr=args.lr, eval_batch_size=args.eval_batch_size,
-        templates_per_step=args.templates_per_step,
+        templates_per_step=args.templates_per_step, reference=args.reference_subsample,
         score=args.score, precision=args.precision,
     )  # fmt: skip
     try:

@@ -217,6 +217,7 @@ class FewShotConfig:
     tasks: list[str] | None = None  # default: every held-out template in the data
     method: str | None = None  # method recorded in run.json (default: the model's train.json, else "none")
     templates_per_step: int = 1  # >1: tune that many templates' prompts together in one batch (same result)
+    reference: bool = False  # P3 only: the paper's reference 16-shot subsample (md5-checked) instead of sampling
     lr: float = 1e-3
     clip_norm: float = 1.0
     eval_batch_size: int = 32
@@ -230,6 +231,8 @@ class FewShotConfig:
             raise ConfigError(
                 f"need shots >= 1, epochs >= 1 and at least one seed; got {self.shots}, {self.epochs}, {self.seeds}"
             )
+        if self.reference and self.shots != 16:
+            raise ConfigError(f"the reference subsample has 16 shots; got shots={self.shots}")
         if self.templates_per_step < 1:
             raise ConfigError(f"templates_per_step must be >= 1, got {self.templates_per_step}")
         if len(set(self.seeds)) != len(self.seeds):

@@ -194,7 +194,7 @@ def fewshot(
     accelerator: Any = None,
 ) -> dict[str, Any]:
     """Few-shot prompt tuning + evaluation for every seed and held-out template; returns the summary."""
-    from promptability.data.fewshot import sample_fewshot
+    from promptability.data.fewshot import reference_fewshot_subsample, sample_fewshot
     from promptability.data.readers import train_split_for
     from promptability.data.tokenize import tokenize_records
     from promptability.eval.rank import evaluate, write_run
@@ -235,7 +235,10 @@ def fewshot(
             if sorted(done) == sorted(templates):
                 accuracies[seed] = done
                 continue
-        shots = sample_fewshot(pools, k=config.shots, seed=seed)
+        if config.reference:  # the paper's fixed 16-shot subsample (md5-checked); seeds vary the prompt init only
+            shots = {t: reference_fewshot_subsample(t, data) for t in templates}
+        else:
+            shots = sample_fewshot(pools, k=config.shots, seed=seed)
         tokenized = tokenize_records(
             [r for t in templates for r in shots[t]], model.tokenizer, max_source_len=config.max_source_len,
             max_target_len=config.max_target_len, use_cache=False, progress=False,
