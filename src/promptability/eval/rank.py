@@ -8,6 +8,10 @@ highest-scoring choice.
 Each source is encoded once; its encoder states are shared by all of its
 choices, which are decoded together in one batch. Padded choice slots (an
 instance with fewer choices than the batch's widest) are never decoded.
+
+Decoder-only models (``model.is_causal``) are scored by
+:mod:`promptability.eval.rank_causal`: each source runs once with a key/value
+cache that its choices share.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ def score_choices(model: Any, batch: dict[str, Any], score: str = "mean") -> tor
     """Scores [B, C_max] for a ``collate_eval`` batch; slots past an instance's choices are -inf."""
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    if getattr(model, "is_causal", False):
+        from promptability.eval.rank_causal import score_choices_causal
+
+        return score_choices_causal(model, batch, score)
     device = next(model.parameters()).device
     choice_ids = batch["choice_ids"].to(device)
     choice_mask = batch["choice_mask"].to(device)

@@ -7,8 +7,9 @@ import os
 from pathlib import Path
 
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, T5ForConditionalGeneration
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, T5ForConditionalGeneration
 
+from promptability.model.causal import PromptedCausalLM
 from promptability.model.prompted import CONFIG_FILE, PROMPT_FILE, PromptedSeq2SeqLM, PromptSettingsError
 
 
@@ -18,15 +19,17 @@ def load_model(
     prompt_length: int | None = None,
     seed: int = 0,
     **kwargs,
-) -> PromptedSeq2SeqLM:
-    """Loads a T5-family model with an optional soft prompt.
+) -> PromptedSeq2SeqLM | PromptedCausalLM:
+    """Loads a T5-family model (or a decoder-only causal LM) with an optional soft prompt.
 
     - ``"tiny"``: the offline default, a freshly initialised tiny T5 and a tokenizer trained on the offline suite.
     - a saved PromptedSeq2SeqLM directory: prompt settings come from its ``promptability.json``; asking for
       a different prompt kind or length than it holds raises PromptSettingsError naming both. A checkpoint
       without a prompt may be given a fresh one (few-shot tuning of an ``mtl-t`` model does that).
     - a prompt-only save: its base model is loaded first, then the prompt.
-    - any other Hugging Face directory or Hub id: ``T5ForConditionalGeneration.from_pretrained``.
+    - any other Hugging Face directory or Hub id: ``T5ForConditionalGeneration.from_pretrained``, or, when its
+      config is not an encoder-decoder (Llama, GPT-2, ...), ``AutoModelForCausalLM.from_pretrained`` wrapped in a
+      PromptedCausalLM. Saved PromptedCausalLM directories record ``"architecture": "causal"``.
     ``prompt`` defaults to the checkpoint's kind (or "none"), ``prompt_length`` to 20.
     """
     name = str(name_or_path)
@@ -38,6 +41,12 @@ def load_model(
         else:
             if not path.exists() and (name.startswith((".", "/", "~")) or os.sep in name and not _looks_like_hub_id(name)):
                 raise FileNotFoundError(f"model path {name} does not exist")
+            if _is_causal(name):
+                transformer = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+                tokenizer = AutoTokenizer.from_pretrained(name)
+                return PromptedCausalLM(
+                    transformer, tokenizer, prompt or "none", prompt_length or 20, seed=seed, base_model=_base_name(name)
+                )
             transformer = T5ForConditionalGeneration.from_pretrained(name, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(name)
         return PromptedSeq2SeqLM(
@@ -59,15 +68,27 @@ def load_model(
         model = load_model(base, prompt=kind, prompt_length=length, seed=seed, **kwargs)
         model.base_model = settings["base_model"]
     else:
-        transformer = T5ForConditionalGeneration.from_pretrained(name, **kwargs)
+        causal = settings.get("architecture") == "causal"
+        auto = AutoModelForCausalLM if causal else T5ForConditionalGeneration
+        transformer = auto.from_pretrained(name, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(name)
-        model = PromptedSeq2SeqLM(transformer, tokenizer, kind, length, seed=seed, base_model=_base_name(name))
+        wrapper = PromptedCausalLM if causal else PromptedSeq2SeqLM
+        model = wrapper(transformer, tokenizer, kind, length, seed=seed, base_model=_base_name(name))
     if saved_kind != "none":
         state = load_file(str(path / PROMPT_FILE))
         missing, unexpected = model.prompt.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise PromptSettingsError(f"{path / PROMPT_FILE} does not fit the model: missing {missing}, unexpected {unexpected}")
     return model
+
+
+def _is_causal(name: str) -> bool:
+    """True for a decoder-only model (its config is not an encoder-decoder)."""
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError):
+        return False  # let T5ForConditionalGeneration.from_pretrained raise its own error
+    return not getattr(config, "is_encoder_decoder", False)
 
 
 def _looks_like_hub_id(name: str) -> bool:

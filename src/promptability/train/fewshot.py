@@ -136,6 +136,9 @@ def heldout_tasks(path: str | os.PathLike, tasks: list[str] | None = None) -> tu
 @torch.no_grad()
 def init_prompt(model: PromptedSeq2SeqLM, seed: int) -> None:
     """A fresh prompt, initialised as ``PromptedSeq2SeqLM(seed=seed)`` would."""
+    if hasattr(model, "init_prompt"):  # decoder-only models know their own attention sites
+        model.init_prompt(seed)
+        return
     generator = torch.Generator().manual_seed(seed)
     embeddings = model.transformer.get_input_embeddings()
     if isinstance(model.prompt, ShallowPrompt):

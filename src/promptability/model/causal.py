@@ -1,0 +1,215 @@
+"""PromptedCausalLM: a Hugging Face decoder-only LM (Llama-, GPT-2-style) plus an optional soft prompt.
+
+Same public surface as :class:`~promptability.model.prompted.PromptedSeq2SeqLM`: parameter groups
+``transformer`` and ``prompt``, the same freeze presets, the same save format (``promptability.json``
+records ``"architecture": "causal"``), and a ``forward`` with the seq2seq meaning: ``input_ids`` is the
+source, ``labels`` the target. Internally each row becomes ``source tokens + target tokens`` (padding
+moved to the end), the loss covers target tokens only, and ``.logits`` is (batch, target length, vocab):
+the logits that predict each target token.
+
+- ``shallow``: ``prompt_length`` vectors prepended to the input embeddings (positions 0..L-1 of the
+  sequence, as PEFT's prompt tuning does), initialised from random token embeddings among the first 5,000.
+- ``deep``: per-layer key/value prefixes (with the model's number of key/value heads, so GQA works)
+  in every self-attention layer, entering through the seam in :mod:`promptability.model.prompts`. The
+  prefix is added inside the attention function, after rotary embeddings: real tokens keep their
+  positions, prefix keys carry no position. Each layer's prefix starts as that layer's own keys and
+  values of random tokens (the key/value cache of a forward pass over them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from promptability.model.prompted import PRESETS, PROMPT_KINDS, PromptedSeq2SeqLM
+from promptability.model.prompts import PREFIX_ATTENTION, DeepPrompt, ShallowPrompt, Site, attach, init_token_ids
+
+__all__ = ["PRESETS", "PromptedCausalLM", "self_attention_modules"]
+
+
+class PromptedCausalLM(nn.Module):
+    is_causal = True
+    architecture = "causal"
+
+    def __init__(
+        self,
+        transformer: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        prompt: str = "none",
+        prompt_length: int = 20,
+        seed: int = 0,
+        base_model: str | None = None,
+    ) -> None:
+        super().__init__()
+        if prompt not in PROMPT_KINDS:
+            raise ValueError(f"prompt must be one of {PROMPT_KINDS}, got {prompt!r}")
+        if prompt != "none" and prompt_length < 1:
+            raise ValueError(f"prompt_length must be at least 1, got {prompt_length}")
+        if transformer.config.is_encoder_decoder:
+            raise ValueError("PromptedCausalLM wraps decoder-only models; use PromptedSeq2SeqLM for encoder-decoders")
+        self.transformer = transformer
+        self.tokenizer = tokenizer
+        if transformer.config.pad_token_id is None and tokenizer is not None and tokenizer.pad_token_id is not None:
+            transformer.config.pad_token_id = tokenizer.pad_token_id
+        self.prompt_kind = prompt
+        self.prompt_length = prompt_length if prompt != "none" else 0
+        self.base_model = base_model
+        self.prompt: nn.Module | None = None
+        embeddings = transformer.get_input_embeddings()
+        if prompt == "shallow":
+            self.prompt = ShallowPrompt(prompt_length, embeddings.embedding_dim)
+        elif prompt == "deep":
+            modules = self_attention_modules(transformer)
+            sites = [Site("decoder_self", i) for i in range(len(modules))]
+            first = modules[0]
+            heads = transformer.config.num_attention_heads // getattr(first, "num_key_value_groups", 1)  # key/value heads
+            self.prompt = DeepPrompt(sites, prompt_length, heads, first.head_dim)
+            self._base_attention = transformer.config._attn_implementation or "eager"
+            if self._base_attention == PREFIX_ATTENTION:
+                self._base_attention = "eager"
+            attach(modules, sites, self.prompt, self._base_attention)
+        self.init_prompt(seed)
+        if prompt == "deep":
+            transformer.set_attn_implementation(PREFIX_ATTENTION)
+
+    @torch.no_grad()
+    def init_prompt(self, seed: int) -> None:
+        """(Re)initialises the prompt exactly as ``PromptedCausalLM(..., seed=seed)`` does (few-shot tuning's fresh prompt)."""
+        generator = torch.Generator().manual_seed(seed)
+        if isinstance(self.prompt, ShallowPrompt):
+            self.prompt.init_from_embeddings(self.transformer.get_input_embeddings(), generator)
+        elif isinstance(self.prompt, DeepPrompt):
+            keys, values = _layer_kv_of_random_tokens(self.transformer, self.prompt.length, generator, self._base_attention)
+            for i in range(len(self.prompt.sites)):
+                self.prompt.keys[i].copy_(keys[i])
+                self.prompt.values[i].copy_(values[i])
+
+    # Parameter groups, freezing, settings and saving are exactly the seq2seq model's.
+    prompt_parameters = PromptedSeq2SeqLM.prompt_parameters
+    transformer_parameters = PromptedSeq2SeqLM.transformer_parameters
+    parameter_groups = PromptedSeq2SeqLM.parameter_groups
+    freeze = PromptedSeq2SeqLM.freeze
+    prompt_state = PromptedSeq2SeqLM.prompt_state
+    save = PromptedSeq2SeqLM.save
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt_kind,
+            "prompt_length": self.prompt_length,
+            "base_model": self.base_model,
+            "architecture": self.architecture,
+        }
+
+    # ----- forward ----------------------------------------------------------------------------
+    @property
+    def pad_token_id(self) -> int:
+        pad = self.transformer.config.pad_token_id
+        if pad is None and self.tokenizer is not None:
+            pad = self.tokenizer.pad_token_id
+        return 0 if pad is None else int(pad)
+
+    @property
+    def prepended(self) -> int:
+        """Positions a shallow prompt adds in front of the input (deep prompts add none)."""
+        return self.prompt_length if isinstance(self.prompt, ShallowPrompt) else 0
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input embeddings and mask, with a shallow prompt prepended."""
+        embeds = self.transformer.get_input_embeddings()(input_ids)
+        if isinstance(self.prompt, ShallowPrompt):
+            embeds, attention_mask = self.prompt.prepend(embeds, attention_mask)
+        return embeds, attention_mask
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        return_loss: bool = True,
+    ) -> CausalLMOutputWithPast:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if labels is None:
+            raise ValueError("labels are required: PromptedCausalLM is scored and trained teacher-forced")
+        target_mask = (labels != -100).long() if decoder_attention_mask is None else decoder_attention_mask.long()
+        target_ids = labels.masked_fill(labels == -100, self.pad_token_id)
+        target_mask = target_mask * (labels != -100)
+        src_len = attention_mask.long().sum(-1)
+        if self.prepended == 0 and bool((src_len == 0).any()):
+            raise ValueError("every source needs at least one token: a causal LM cannot predict the first target token from nothing")
+        ids, mask = _pack(input_ids, attention_mask.long(), target_ids, target_mask, self.pad_token_id)
+        embeds, mask = self.embed(ids, mask)
+        logits = self.transformer(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
+        # The logit predicting target token j of row i sits at (shallow prompt length + source length + j - 1).
+        t = labels.shape[1]
+        at = self.prepended + src_len[:, None] - 1 + torch.arange(t, device=labels.device)[None, :]
+        at = at.clamp(max=logits.shape[1] - 1)
+        target_logits = logits.gather(1, at.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+        loss = None
+        if return_loss:
+            loss_labels = target_ids.masked_fill(target_mask == 0, -100)
+            loss = nn.functional.cross_entropy(
+                target_logits.float().reshape(-1, target_logits.shape[-1]), loss_labels.reshape(-1), ignore_index=-100
+            )
+        return CausalLMOutputWithPast(loss=loss, logits=target_logits)
+
+
+def _pack(
+    source: torch.Tensor, source_mask: torch.Tensor, target: torch.Tensor, target_mask: torch.Tensor, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's real source tokens then its real target tokens, right-padded (either side may be padded anywhere)."""
+    rows = []
+    for i in range(source.shape[0]):
+        rows.append(torch.cat([source[i][source_mask[i].bool()], target[i][target_mask[i].bool()]]))
+    width = max(1, max(len(r) for r in rows))
+    ids = source.new_full((len(rows), width), pad_id)
+    mask = source.new_zeros((len(rows), width))
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def self_attention_modules(transformer: PreTrainedModel) -> list[nn.Module]:
+    """The causal self-attention module of every layer, in layer order (Llama ``self_attn``, GPT-2 ``attn``)."""
+    found = [
+        m
+        for m in transformer.modules()
+        if getattr(m, "is_causal", False) is True and isinstance(getattr(m, "layer_idx", None), int)
+    ]
+    found.sort(key=lambda m: m.layer_idx)
+    layers = transformer.config.num_hidden_layers
+    if len(found) != layers or [m.layer_idx for m in found] != list(range(layers)):
+        raise ValueError(
+            f"expected one causal self-attention module per layer ({layers}) in {type(transformer).__name__}, "
+            f"found {len(found)}; deep prompts do not support this architecture"
+        )
+    return found
+
+
+@torch.no_grad()
+def _layer_kv_of_random_tokens(
+    transformer: PreTrainedModel, length: int, generator: torch.Generator, base: str
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Each layer's (kv_heads, length, head_dim) keys and values for ``length`` random tokens, without any prefix."""
+    embeddings = transformer.get_input_embeddings()
+    ids = init_token_ids(embeddings.num_embeddings, length, generator).to(embeddings.weight.device)
+    was_training = transformer.training
+    attached = transformer.config._attn_implementation == PREFIX_ATTENTION
+    transformer.eval()
+    try:
+        if attached:  # the model's own keys and values: run it as it was before the prefixes were attached
+            transformer.set_attn_implementation(base)
+        cache = transformer(input_ids=ids[None], use_cache=True).cache
+    finally:
+        transformer.train(was_training)
+        if attached:
+            transformer.set_attn_implementation(PREFIX_ATTENTION)
+    keys = [layer.keys[0].detach().clone() for layer in cache.layers]
+    values = [layer.values[0].detach().clone() for layer in cache.layers]
+    return keys, values
