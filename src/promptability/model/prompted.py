@@ -139,13 +139,15 @@ class PromptedSeq2SeqLM(nn.Module):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
+        return_loss: bool = True,
     ) -> Seq2SeqLMOutput:
+        """``return_loss=False`` skips Hugging Face's mean loss, for callers that reduce the logits themselves."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if labels is None:
             raise ValueError("labels are required: PromptedSeq2SeqLM is scored and trained teacher-forced")
         hidden, mask = self.encode(input_ids, attention_mask)
-        return self.decode(hidden, mask, labels, decoder_attention_mask)
+        return self.decode(hidden, mask, labels, decoder_attention_mask, return_loss=return_loss)
 
     # ----- save / load ------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:

@@ -60,7 +60,7 @@ class FixedBatchStep:
     def __call__(self, model: nn.Module, accelerator: Any) -> dict[str, float]:
         batch = {k: v.to(accelerator.device) for k, v in self.batch.items()}
         with accelerator.autocast():
-            out = model(**batch)
+            out = model(**batch, return_loss=False)
             nll = token_nll_sum(out.logits, batch["labels"], batch["decoder_attention_mask"])
         n = int(batch["decoder_attention_mask"].sum())
         accelerator.backward(nll / n)

@@ -186,7 +186,7 @@ class MetaStep:
         autocast = accelerator.autocast() if hasattr(accelerator, "autocast") else contextlib.nullcontext()
         with autocast:
             params = dict(zip(self._names, self._learner, strict=True))
-            logits = torch.func.functional_call(model, params, (), batch).logits
+            logits = torch.func.functional_call(model, params, (), {**batch, "return_loss": False}).logits
             return token_nll_sum(logits, batch["labels"], batch["decoder_attention_mask"])
 
     # ----- the step -----------------------------------------------------------------------------

@@ -125,7 +125,7 @@ class MTLStep:
             micro = {k: v[start : start + self.micro_batch_size] for k, v in rows.items()}
             batch = {k: v.to(device) for k, v in collate(micro, self.pad_id).items()}
             with _no_sync(accelerator, model, sync=j == len(starts) - 1), _autocast(accelerator):
-                out = model(**batch)
+                out = model(**batch, return_loss=False)  # the loss is reduced over the global batch below
                 nll = token_nll_sum(out.logits, batch["labels"], batch["decoder_attention_mask"])
             accelerator.backward(nll * scale)
             nll_total += nll.detach().double()
