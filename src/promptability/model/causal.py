@@ -25,13 +25,13 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from promptability.model.prompted import PRESETS, PROMPT_KINDS, PromptedSeq2SeqLM
-from promptability.model.prompts import PREFIX_ATTENTION, DeepPrompt, ShallowPrompt, Site, attach, init_token_ids
+from promptability.model.prompted import PRESETS, PromptedModel
+from promptability.model.prompts import PREFIX_ATTENTION, DeepPrompt, ShallowPrompt, Site, init_token_ids
 
 __all__ = ["PRESETS", "PromptedCausalLM", "self_attention_modules"]
 
 
-class PromptedCausalLM(nn.Module):
+class PromptedCausalLM(PromptedModel):
     is_causal = True
     architecture = "causal"
 
@@ -44,21 +44,11 @@ class PromptedCausalLM(nn.Module):
         seed: int = 0,
         base_model: str | None = None,
     ) -> None:
-        super().__init__()
-        if prompt not in PROMPT_KINDS:
-            raise ValueError(f"prompt must be one of {PROMPT_KINDS}, got {prompt!r}")
-        if prompt != "none" and prompt_length < 1:
-            raise ValueError(f"prompt_length must be at least 1, got {prompt_length}")
         if transformer.config.is_encoder_decoder:
             raise ValueError("PromptedCausalLM wraps decoder-only models; use PromptedSeq2SeqLM for encoder-decoders")
-        self.transformer = transformer
-        self.tokenizer = tokenizer
+        super().__init__(transformer, tokenizer, prompt, prompt_length, base_model)
         if transformer.config.pad_token_id is None and tokenizer is not None and tokenizer.pad_token_id is not None:
             transformer.config.pad_token_id = tokenizer.pad_token_id
-        self.prompt_kind = prompt
-        self.prompt_length = prompt_length if prompt != "none" else 0
-        self.base_model = base_model
-        self.prompt: nn.Module | None = None
         embeddings = transformer.get_input_embeddings()
         if prompt == "shallow":
             self.prompt = ShallowPrompt(prompt_length, embeddings.embedding_dim)
@@ -68,10 +58,7 @@ class PromptedCausalLM(nn.Module):
             first = modules[0]
             heads = transformer.config.num_attention_heads // getattr(first, "num_key_value_groups", 1)  # key/value heads
             self.prompt = DeepPrompt(sites, prompt_length, heads, first.head_dim)
-            self._base_attention = transformer.config._attn_implementation or "eager"
-            if self._base_attention == PREFIX_ATTENTION:
-                self._base_attention = "eager"
-            attach(modules, sites, self.prompt, self._base_attention)
+            self._base_attention = self._attach_deep(modules, sites)
         self.init_prompt(seed)
         if prompt == "deep":
             transformer.set_attn_implementation(PREFIX_ATTENTION)
@@ -87,14 +74,6 @@ class PromptedCausalLM(nn.Module):
             for i in range(len(self.prompt.sites)):
                 self.prompt.keys[i].copy_(keys[i])
                 self.prompt.values[i].copy_(values[i])
-
-    # Parameter groups, freezing, settings and saving are exactly the seq2seq model's.
-    prompt_parameters = PromptedSeq2SeqLM.prompt_parameters
-    transformer_parameters = PromptedSeq2SeqLM.transformer_parameters
-    parameter_groups = PromptedSeq2SeqLM.parameter_groups
-    freeze = PromptedSeq2SeqLM.freeze
-    prompt_state = PromptedSeq2SeqLM.prompt_state
-    save = PromptedSeq2SeqLM.save
 
     def settings(self) -> dict[str, Any]:
         return {

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5ForConditionalGeneration
+from transformers import PreTrainedTokenizerBase, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
 from promptability.model.prompts import PREFIX_ATTENTION, SITES, DeepPrompt, ShallowPrompt, Site, attach
@@ -46,15 +46,19 @@ class PromptSettingsError(ValueError):
     """A checkpoint's prompt kind or length differs from what was asked for."""
 
 
-class PromptedSeq2SeqLM(nn.Module):
+class PromptedModel(nn.Module):
+    """What every prompted model shares: its settings, parameter groups, freeze presets and save format.
+
+    Subclasses build ``self.prompt`` for their architecture and define ``forward``.
+    """
+
     def __init__(
         self,
-        transformer: T5ForConditionalGeneration,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-        prompt: str = "none",
-        prompt_length: int = 20,
-        seed: int = 0,
-        base_model: str | None = None,
+        transformer: nn.Module,
+        tokenizer: PreTrainedTokenizerBase | None,
+        prompt: str,
+        prompt_length: int,
+        base_model: str | None,
     ) -> None:
         super().__init__()
         if prompt not in PROMPT_KINDS:
@@ -67,20 +71,14 @@ class PromptedSeq2SeqLM(nn.Module):
         self.prompt_length = prompt_length if prompt != "none" else 0
         self.base_model = base_model
         self.prompt: nn.Module | None = None
-        generator = torch.Generator().manual_seed(seed)
-        config = transformer.config
-        if prompt == "shallow":
-            self.prompt = ShallowPrompt(prompt_length, config.d_model)
-            self.prompt.init_from_embeddings(transformer.get_input_embeddings(), generator)
-        elif prompt == "deep":
-            sites, modules = attention_sites(transformer)
-            self.prompt = DeepPrompt(sites, prompt_length, config.num_heads, config.d_kv)
-            self.prompt.init_from_projections(modules, transformer.get_input_embeddings(), generator)
-            base = transformer.config._attn_implementation or "eager"
-            if base == PREFIX_ATTENTION:
-                base = "eager"
-            attach(modules, sites, self.prompt, base)
-            transformer.set_attn_implementation(PREFIX_ATTENTION)
+
+    def _attach_deep(self, modules: list[nn.Module], sites: list[Site]) -> str:
+        """Points ``modules`` at the deep prompt; returns the attention implementation the seam hands over to."""
+        base = self.transformer.config._attn_implementation or "eager"
+        if base == PREFIX_ATTENTION:
+            base = "eager"
+        attach(modules, sites, self.prompt, base)
+        return base
 
     # ----- parameter groups and freezing -------------------------------------------------------
     def prompt_parameters(self) -> list[nn.Parameter]:
@@ -104,6 +102,67 @@ class PromptedSeq2SeqLM(nn.Module):
             for p in params:
                 p.requires_grad_(group in trained)
         return [p for p in self.parameters() if p.requires_grad]
+
+    # ----- save / load ------------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        return {"prompt": self.prompt_kind, "prompt_length": self.prompt_length, "base_model": self.base_model}
+
+    def prompt_state(self) -> dict[str, torch.Tensor]:
+        return {} if self.prompt is None else {k: v.detach().cpu().contiguous() for k, v in self.prompt.state_dict().items()}
+
+    def save(self, directory: str | os.PathLike, prompt_only: bool = False, extra: dict[str, Any] | None = None) -> Path:
+        """Writes the model (or just its prompt) to ``directory`` atomically: a temp dir renamed into place."""
+        directory = Path(directory)
+        if prompt_only and self.prompt is None:
+            raise ValueError("prompt_only save of a model without a prompt has nothing to save")
+        if prompt_only and self.base_model is None:
+            raise ValueError("prompt_only save needs base_model (the directory or Hub id the prompt belongs to)")
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+        try:
+            if not prompt_only:
+                self.transformer.save_pretrained(tmp, safe_serialization=True)
+                if self.tokenizer is not None:
+                    self.tokenizer.save_pretrained(tmp)
+            if self.prompt is not None:
+                save_file(self.prompt_state(), str(tmp / PROMPT_FILE))
+            settings = {**self.settings(), "prompt_only": prompt_only, **(extra or {})}
+            (tmp / CONFIG_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+            if directory.exists():
+                old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+                os.replace(directory, old)
+                os.replace(tmp, directory)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, directory)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+        return directory
+
+
+class PromptedSeq2SeqLM(PromptedModel):
+    def __init__(
+        self,
+        transformer: T5ForConditionalGeneration,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        prompt: str = "none",
+        prompt_length: int = 20,
+        seed: int = 0,
+        base_model: str | None = None,
+    ) -> None:
+        super().__init__(transformer, tokenizer, prompt, prompt_length, base_model)
+        generator = torch.Generator().manual_seed(seed)
+        config = transformer.config
+        if prompt == "shallow":
+            self.prompt = ShallowPrompt(prompt_length, config.d_model)
+            self.prompt.init_from_embeddings(transformer.get_input_embeddings(), generator)
+        elif prompt == "deep":
+            sites, modules = attention_sites(transformer)
+            self.prompt = DeepPrompt(sites, prompt_length, config.num_heads, config.d_kv)
+            self.prompt.init_from_projections(modules, transformer.get_input_embeddings(), generator)
+            self._attach_deep(modules, sites)
+            transformer.set_attn_implementation(PREFIX_ATTENTION)
 
     # ----- forward ----------------------------------------------------------------------------
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,43 +207,6 @@ class PromptedSeq2SeqLM(nn.Module):
             raise ValueError("labels are required: PromptedSeq2SeqLM is scored and trained teacher-forced")
         hidden, mask = self.encode(input_ids, attention_mask)
         return self.decode(hidden, mask, labels, decoder_attention_mask, return_loss=return_loss)
-
-    # ----- save / load ------------------------------------------------------------------------
-    def settings(self) -> dict[str, Any]:
-        return {"prompt": self.prompt_kind, "prompt_length": self.prompt_length, "base_model": self.base_model}
-
-    def prompt_state(self) -> dict[str, torch.Tensor]:
-        return {} if self.prompt is None else {k: v.detach().cpu().contiguous() for k, v in self.prompt.state_dict().items()}
-
-    def save(self, directory: str | os.PathLike, prompt_only: bool = False, extra: dict[str, Any] | None = None) -> Path:
-        """Writes the model (or just its prompt) to ``directory`` atomically: a temp dir renamed into place."""
-        directory = Path(directory)
-        if prompt_only and self.prompt is None:
-            raise ValueError("prompt_only save of a model without a prompt has nothing to save")
-        if prompt_only and self.base_model is None:
-            raise ValueError("prompt_only save needs base_model (the directory or Hub id the prompt belongs to)")
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-        try:
-            if not prompt_only:
-                self.transformer.save_pretrained(tmp, safe_serialization=True)
-                if self.tokenizer is not None:
-                    self.tokenizer.save_pretrained(tmp)
-            if self.prompt is not None:
-                save_file(self.prompt_state(), str(tmp / PROMPT_FILE))
-            settings = {**self.settings(), "prompt_only": prompt_only, **(extra or {})}
-            (tmp / CONFIG_FILE).write_text(json.dumps(settings, indent=2) + "\n")
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-                os.replace(directory, old)
-                os.replace(tmp, directory)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, directory)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-        return directory
 
 
 def attention_sites(transformer: T5ForConditionalGeneration) -> tuple[list[Site], list[nn.Module]]:
