@@ -61,3 +61,9 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def p3_samples() -> Path:
+    """``../shared/p3/samples`` (real P3 rows saved with save_to_disk); skips the test where it is absent."""
+    return shared_path("p3", "samples")

@@ -4,8 +4,6 @@ import json
 import subprocess
 import sys
 
-from conftest import shared_path
-
 from promptability.cli import main
 
 
@@ -34,8 +32,8 @@ def test_evaluate_then_arg_on_the_suite(make_model, tmp_path, capsys):
     assert float(last.split()[-1]) == round((accuracy - 0.5) / 0.5 * 100, 4)
 
 
-def test_evaluate_reads_a_real_p3_score_eval_folder(make_model, tmp_path):
-    folder = shared_path("p3", "samples", "hellaswag_complete_first_then_score_eval")
+def test_evaluate_reads_a_real_p3_score_eval_folder(make_model, tmp_path, p3_samples):
+    folder = p3_samples / "hellaswag_complete_first_then_score_eval"
     make_model("shallow").save(tmp_path / "model")
     assert main(["evaluate", "--model", str(tmp_path / "model"), "--data", str(folder),
                  "--out", str(tmp_path / "run"), "--max-source-len", "64"]) == 0  # fmt: skip

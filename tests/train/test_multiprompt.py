@@ -62,19 +62,14 @@ def test_fewshot_with_templates_per_step_gives_the_same_runs(tmp_path, make_mode
     assert set(summaries[1]["accuracy"]) == set(tasks)
 
 
-def test_fewshot_reference_subsample_is_checked_against_the_p3_split(tmp_path, make_model):
+def test_fewshot_reference_subsample_is_checked_against_the_p3_split(tmp_path, make_model, p3_samples):
     """The reference indices point far past the 28-row samples: a clear error, not a silent resample."""
-    from pathlib import Path
-
     from promptability.data.schema import DataError
     from promptability.train.config import FewShotConfig
     from promptability.train.fewshot import fewshot
 
-    samples = Path(__file__).resolve().parents[2].parent / "shared" / "p3" / "samples"
-    if not samples.exists():
-        pytest.skip(f"{samples} is not here")
     model = make_model("shallow")
     model.save(tmp_path / "model")
     config = FewShotConfig(seeds=[0], epochs=1, reference=True, tasks=["hellaswag_complete_first_then_score_eval"])
     with pytest.raises(DataError, match="outside its train split"):
-        fewshot(tmp_path / "model", samples, tmp_path / "out", config, progress=False)
+        fewshot(tmp_path / "model", p3_samples, tmp_path / "out", config, progress=False)
