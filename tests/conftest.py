@@ -67,3 +67,15 @@ def _deterministic():
 def p3_samples() -> Path:
     """``../shared/p3/samples`` (real P3 rows saved with save_to_disk); skips the test where it is absent."""
     return shared_path("p3", "samples")
+
+
+@pytest.fixture
+def realdata_root() -> Path:
+    """../shared/realdata: real held-out and training data in original formats (skips where absent)."""
+    return shared_path("realdata")
+
+
+@pytest.fixture
+def promptsource_root() -> Path:
+    """../shared/promptsource: promptsource's template YAMLs (skips where absent)."""
+    return shared_path("promptsource")

@@ -9,7 +9,8 @@ from promptability.cli import main
 
 def test_help_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "promptability", "--help"], capture_output=True, text=True, check=True)
-    for command in ("demo", "data", "pretrain", "fewshot", "evaluate", "arg", "compare", "report", "bench"):
+    for command in ("demo", "data", "model", "study", "pretrain", "fewshot", "evaluate", "arg", "compare", "report",
+                    "bench"):
         assert command in out.stdout
 
 
@@ -41,3 +42,14 @@ def test_evaluate_reads_a_real_p3_score_eval_folder(make_model, tmp_path, p3_sam
     assert len(rows) == 7 and all(len(r["scores"]) == 4 for r in rows)
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["groups"]["hellaswag_complete_first_then_score_eval"] == {"group": "HellaSwag", "num_choices": 4}
+
+
+def test_model_list_and_study_errors_are_plain(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PROMPTABILITY_HOME", str(tmp_path))
+    assert main(["model", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "smollm2-135m" in listed and "not installed" in listed
+    assert main(["model", "install", "nothing-such"]) == 2
+    assert "unknown named model" in capsys.readouterr().out
+    assert main(["study", "real", "--data", str(tmp_path / "absent"), "--quiet"]) == 2
+    assert "give --data" in capsys.readouterr().out

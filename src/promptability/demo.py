@@ -21,12 +21,12 @@ import json
 import random
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from promptability.io import write_json_atomic, write_jsonl_atomic
+from promptability.stages import Stages
 
 
 @dataclass
@@ -78,18 +78,6 @@ ROWS: list[tuple[str, str, str]] = [
 ]
 
 
-def _stage(name: str, marker: Path, fn: Callable[[], Any], timings: list[tuple[str, float, bool]]) -> None:
-    if marker.exists():
-        timings.append((name, 0.0, True))
-        print(f"[demo] {name}: done earlier, reused")
-        return
-    start = time.perf_counter()
-    fn()
-    took = time.perf_counter() - start
-    timings.append((name, took, False))
-    print(f"[demo] {name}: {took:.1f} s")
-
-
 def lm_records(passages: list[str], seed: int) -> list[dict[str, Any]]:
     """Prefix-LM examples as in LM adaptation of T5: a passage cut at a random word, prefix -> continuation."""
     rng = random.Random(seed)
@@ -125,12 +113,11 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, force: bool = F
     if force and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    timings: list[tuple[str, float, bool]] = []
+    stages = Stages("demo")
     suite_dir, models, runs = out / "suite", out / "models", out / "runs"
-    started = time.perf_counter()
 
-    _stage("suite", suite_dir / "suite.json",
-           lambda: write_suite(suite_dir, seed=0, size=scale.suite_size, progress=progress), timings)  # fmt: skip
+    stages.run("suite", suite_dir / "suite.json",
+               lambda: write_suite(suite_dir, seed=0, size=scale.suite_size, progress=progress))  # fmt: skip
     meta = json.loads((suite_dir / "suite.json").read_text())
     heldout = [t for t, info in meta["templates"].items() if info["role"] == "heldout"]
 
@@ -156,16 +143,15 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, force: bool = F
         pretrain(train_config("mtl-t", "none", lm_dir, scale.lm_steps, "tiny"), target,
                  resume=latest_checkpoint(target) is not None, progress=progress, model=model)  # fmt: skip
 
-    _stage("LM adaptation (base model)", models / "base" / "promptability.json", lm_adapt, timings)
+    stages.run("LM adaptation (base model)", models / "base" / "promptability.json", lm_adapt)
     base = str(models / "base")
 
     for row, method, prompt in ROWS:
         target = models / row
         config = train_config(method, prompt, suite_dir, scale.meta_steps if method in ("fomaml", "reptile")
                               else scale.mtl_steps, base)  # fmt: skip
-        _stage(f"pretrain {row}", target / "promptability.json",
-               lambda c=config, t=target: pretrain(c, t, resume=latest_checkpoint(t) is not None, progress=progress),
-               timings)  # fmt: skip
+        stages.run(f"pretrain {row}", target / "promptability.json",
+                   lambda c=config, t=target: pretrain(c, t, resume=latest_checkpoint(t) is not None, progress=progress))
 
     evaluation = read_examples(suite_dir, tasks=heldout)
     groups = groups_for(evaluation, suite_dir)
@@ -181,7 +167,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, force: bool = F
                                       "model": str(models / row), "model_size": "tiny", "seed": None,
                                       "score": "mean", "data": str(suite_dir), "groups": groups})  # fmt: skip
 
-        _stage(f"0-shot {row}", run_dir / "run.json", zero, timings)
+        stages.run(f"0-shot {row}", run_dir / "run.json", zero)
 
     by_dataset: dict[str, list[str]] = {}
     for t in heldout:
@@ -197,9 +183,8 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, force: bool = F
                 templates_per_step=len(fewshot_tasks),
                 max_source_len=scale.max_source_len, max_target_len=scale.max_target_len,
             )  # fmt: skip
-            _stage(f"16-shot {row} ({kind})", run_dir / "summary.json",
-                   lambda m=models / row, d=run_dir, c=config: fewshot(m, suite_dir, d, c, progress=progress),
-                   timings)  # fmt: skip
+            stages.run(f"16-shot {row} ({kind})", run_dir / "summary.json",
+                       lambda m=models / row, d=run_dir, c=config: fewshot(m, suite_dir, d, c, progress=progress))
 
     params = sum(p.numel() for p in load_model(base).parameters())
     note = scale.describe(params)
@@ -207,8 +192,6 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, force: bool = F
     report = build_report([load_run(p) for p in find_runs([runs])], baseline="mtl-t", partial=False)
     write_report(report, out / "report", scale_note=note)
     table = render_markdown(report, note)
-    timings.append(("report", time.perf_counter() - start, False))
-    write_json_atomic(out / "timings.json", {"stages": [{"stage": n, "seconds": round(s, 2), "reused": r}
-                                                        for n, s, r in timings],
-                                             "total_s": round(time.perf_counter() - started, 2)})  # fmt: skip
+    stages.record("report", time.perf_counter() - start)
+    write_json_atomic(out / "timings.json", stages.summary())
     return table

@@ -226,3 +226,15 @@ def test_split_folder_layout_of_the_offline_suite(tmp_path):
     assert len(records) == sum(meta["templates"][t]["counts"]["validation"] for t in heldout[:2])
     train = read_examples(tmp_path / "suite", split="train", tasks=heldout[:1])
     assert len(train) == meta["templates"][heldout[0]]["counts"]["train"]
+
+
+def test_template_names_with_dots_are_not_read_as_splits(tmp_path):
+    """P3's "super_glue_wsc.fixed_..." names hold a dot: only a split-like suffix is taken as the split."""
+    task = "super_glue_wsc.fixed_GPT_3_Style_score_eval"
+    record = {"task": task, "source": "s", "target": "Yes", "choices": ["No", "Yes"], "label": 1}
+    (tmp_path / f"{task}.jsonl").write_text(json.dumps(record) + "\n")
+    assert [r["task"] for r in read_examples(tmp_path / f"{task}.jsonl")] == [task]
+    (tmp_path / "named").mkdir()
+    (tmp_path / "named" / f"{task}.validation.jsonl").write_text(json.dumps(record) + "\n")
+    (tmp_path / "named" / f"{task}.train.jsonl").write_text(json.dumps({**record, "source": "t"}) + "\n")
+    assert [r["source"] for r in read_examples(tmp_path / "named", split="train")] == ["t"]

@@ -70,7 +70,7 @@ def test_cached_source_scores_equal_naive_per_choice(make_causal, arch, kind, sc
         assert row["label"] == record["label"]
 
 
-def test_each_source_runs_once_and_choices_share_its_cache(make_causal):
+def test_sources_run_once_per_batch_and_choices_share_their_cache(make_causal):
     model = make_causal("llama", "deep")
     calls = []
 
@@ -78,12 +78,12 @@ def test_each_source_runs_once_and_choices_share_its_cache(make_causal):
         calls.append(("choices" if kwargs.get("cache") is not None else "source", kwargs.get("input_ids", kwargs.get("inputs_embeds")).shape[0]))
 
     handle = model.transformer.register_forward_pre_hook(hook, with_kwargs=True)
-    evaluate(model, RECORDS, batch_size=8, progress=False)
+    evaluate(model, RECORDS, batch_size=3, progress=False)
     handle.remove()
     sources = [n for kind, n in calls if kind == "source"]
     choices = [n for kind, n in calls if kind == "choices"]
-    assert sources == [1] * len(RECORDS)
-    assert sorted(choices) == sorted(len(r["choices"]) for r in RECORDS)
+    assert sorted(sources) == [2, 3]  # two batches, each source once
+    assert sum(choices) == sum(len(r["choices"]) for r in RECORDS) and len(choices) == 2  # padded slots never run
 
 
 def test_padded_choice_slots_score_minus_inf(make_causal, tiny_tokenizer):
@@ -97,3 +97,14 @@ def test_padded_choice_slots_score_minus_inf(make_causal, tiny_tokenizer):
         scores = score_choices(model, batch)
     assert scores.shape == (3, 4)
     assert torch.isinf(scores[0, 2:]).all() and torch.isfinite(scores[2]).all()
+
+
+@pytest.mark.parametrize("kind", ["none", "deep"])
+def test_left_padding_leaves_no_nan_and_matches_one_source_batches(make_causal, kind):
+    """Sources of very different lengths in one batch: a padded row's scores equal its scores alone."""
+    model = make_causal("llama", kind)
+    together = evaluate(model, RECORDS, batch_size=len(RECORDS), progress=False)
+    alone = evaluate(model, RECORDS, batch_size=1, progress=False)
+    for a, b in zip(together, alone):
+        assert all(torch.isfinite(torch.tensor(a["scores"])))
+        assert a["scores"] == pytest.approx(b["scores"], rel=1e-5, abs=1e-5)

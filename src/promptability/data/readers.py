@@ -32,7 +32,11 @@ from promptability.data.schema import DataError, Example, validate
 
 SplitArg = str | Callable[[str], str] | None
 DATA_SUFFIXES = (".jsonl", ".parquet")
-_NAMED_FILE = re.compile(r"^(?P<task>[^.]+)\.(?P<split>[A-Za-z0-9_]+)\.(?:jsonl|parquet)$")
+# "{task}.{split}.jsonl". The split must look like one (train, validation, test, dev, optionally "_r1"...), because
+# P3 template names hold dots themselves: "super_glue_wsc.fixed_GPT_3_Style_score_eval.jsonl" is a task, not a split.
+NAMED_FILE = re.compile(
+    r"^(?P<task>.+)\.(?P<split>(?:train|validation|test|dev)(?:_[A-Za-z0-9]+)?)\.(?:jsonl|parquet)$"
+)
 
 
 def is_story_cloze(task: str) -> bool:
@@ -159,7 +163,7 @@ def _read_dir(p: Path, split_for: Callable[[str], str], wanted: set[str] | None)
     templates = _template_dirs(p)
     files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in DATA_SUFFIXES)
     # file -> (task, split) for every file whose name or folder says both
-    named = {f: (m["task"], m["split"]) for f in files if (m := _NAMED_FILE.match(f.name))}
+    named = {f: (m["task"], m["split"]) for f in files if (m := NAMED_FILE.match(f.name))}
     in_split_dirs = _split_dir_files(p, templates) if not files else {}
     named.update(in_split_dirs)
     files += list(in_split_dirs)
@@ -199,7 +203,7 @@ def iter_examples(
         raise _missing_path(p)
     seen: set[str] = set()
     if p.is_file():
-        m = _NAMED_FILE.match(p.name)
+        m = NAMED_FILE.match(p.name)
         source = _read_file(p, m["task"] if m else None)
         records: Iterator[Example] = (r for r in source if wanted is None or r["task"] in wanted)
     elif p3_format(p) is not None:

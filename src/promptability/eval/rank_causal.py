@@ -4,12 +4,12 @@ Same scores as :func:`promptability.eval.rank.score_choices` gives a seq2seq mod
 mean (or sum) log-probability of its tokens (the tokenizer's EOS included, as ``tokenize_records`` appends
 it) given the prompted source.
 
-Each source runs once (with its shallow prompt, if any) with ``use_cache=True``; its key/value cache is
-repeated for its choices, which then run together in one batch. The last source position's logits predict
-every choice's first token; choice tokens 0..T-2 predict tokens 1..T-1. Sources are taken one at a time, cut
-to their real length, so no padding ever sits inside the cache (choices are right-padded, which only
-affects positions after a choice's last real token). Deep prefixes enter each attention call after the cache
-update, so the cache holds real keys only and is valid for any number of extra tokens.
+The batch's sources run once, together, left-padded (a shallow prompt goes in front of the padding) with
+``use_cache=True`` and explicit position ids, so every real token sits at the position it would have
+unpadded. The last position's logits predict every choice's first token. The key/value cache is then
+gathered per real choice (padded choice slots are never run) and all choices of the batch run in one call;
+choice tokens 0..T-2 predict tokens 1..T-1. Left-padded keys stay masked out, and deep prefixes enter each
+attention call after the cache update, so the cache holds real keys only.
 """
 
 from __future__ import annotations
@@ -24,38 +24,47 @@ def score_choices_causal(model: Any, batch: dict[str, Any], score: str = "mean")
     device = next(model.parameters()).device
     choice_ids = batch["choice_ids"].to(device)
     choice_mask = batch["choice_mask"].to(device)
-    input_ids = batch["input_ids"].to(device)
-    attention_mask = batch["attention_mask"].to(device)
+    num_choices = batch["num_choices"].to(device)
     b, c_max, _ = choice_ids.shape
+    ids, mask = _left_padded(batch["input_ids"].to(device), batch["attention_mask"].to(device), model.pad_token_id)
+    embeds, source_mask = model.embed(ids, mask)
+    if bool((source_mask.sum(-1) == 0).any()):
+        raise ValueError("an empty source cannot be scored by a causal LM without a shallow prompt")
+    lm = model.transformer
+    positions = (source_mask.cumsum(-1) - 1).clamp(min=0)
+    out = lm(inputs_embeds=embeds, attention_mask=source_mask, position_ids=positions, use_cache=True)
+
+    real = torch.arange(c_max, device=device)[None, :] < num_choices[:, None]  # [B, C]
+    source_of = torch.arange(b, device=device)[:, None].expand(b, c_max)[real]  # which source each choice reads
+    width = int(choice_mask[real].sum(-1).max())
+    labels, label_mask = choice_ids[real][:, :width], choice_mask[real][:, :width]  # [N, T]
+    first = out.logits[:, -1:][source_of]  # predicts every choice's first token
+    if width > 1:
+        cache = out.cache
+        cache.batch_select_indices(source_of)
+        after = source_mask.sum(-1)[source_of][:, None] + torch.arange(width - 1, device=device)[None, :]
+        rest_mask = torch.cat([source_mask[source_of], label_mask[:, :-1]], dim=1)
+        rest = lm(input_ids=labels[:, :-1], attention_mask=rest_mask, position_ids=after, cache=cache, use_cache=True)
+        logits = torch.cat([first, rest.logits], dim=1)
+    else:
+        logits = first
+    token_logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1) * label_mask
+    totals = token_logp.sum(-1)
+    values = totals / label_mask.sum(-1).clamp(min=1) if score == "mean" else totals
     scores = torch.full((b, c_max), float("-inf"), device=device)
-    for i in range(b):
-        c = int(batch["num_choices"][i])
-        if c == 0:
-            continue
-        source = input_ids[i][attention_mask[i].bool()][None]
-        scores[i, :c] = _score_one(model, source, choice_ids[i, :c], choice_mask[i, :c], score)
+    scores[real] = values
     return scores
 
 
-def _score_one(model: Any, source: torch.Tensor, choices: torch.Tensor, mask: torch.Tensor, score: str) -> torch.Tensor:
-    """Scores [C] of the right-padded ``choices`` [C, T] after one unpadded ``source`` [1, S]."""
-    lm = model.transformer
-    width = int(mask.sum(-1).max())
-    choices, mask = choices[:, :width], mask[:, :width]
-    c = choices.shape[0]
-    embeds, source_mask = model.embed(source, torch.ones_like(source))
-    if embeds.shape[1] == 0:
-        raise ValueError("an empty source cannot be scored by a causal LM without a shallow prompt")
-    out = lm(inputs_embeds=embeds, attention_mask=source_mask, use_cache=True)
-    first = out.logits[:, -1:].expand(c, -1, -1)  # predicts every choice's first token
-    if width > 1:
-        cache = out.cache
-        cache.batch_repeat_interleave(c)
-        rest_mask = torch.cat([source_mask.expand(c, -1), mask[:, :-1]], dim=1)
-        rest = lm(input_ids=choices[:, :-1], attention_mask=rest_mask, cache=cache, use_cache=True).logits
-        logits = torch.cat([first, rest], dim=1)
-    else:
-        logits = first
-    token_logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, choices.unsqueeze(-1)).squeeze(-1) * mask
-    totals = token_logp.sum(-1)
-    return totals / mask.sum(-1).clamp(min=1) if score == "mean" else totals
+def _left_padded(ids: torch.Tensor, mask: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's real tokens moved to the right end, so the last position is every source's last token."""
+    lengths = mask.long().sum(-1)
+    width = max(int(lengths.max()), 1)
+    out_ids = ids.new_full((ids.shape[0], width), pad_id)
+    out_mask = mask.new_zeros((ids.shape[0], width))
+    for i in range(ids.shape[0]):
+        n = int(lengths[i])
+        if n:
+            out_ids[i, width - n :] = ids[i][mask[i].bool()]
+            out_mask[i, width - n :] = 1
+    return out_ids, out_mask

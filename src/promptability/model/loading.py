@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, T5ForConditionalGeneration
 
 from promptability.model.causal import PromptedCausalLM
+from promptability.model.named import installed_path, is_named
 from promptability.model.prompted import CONFIG_FILE, PROMPT_FILE, PromptedSeq2SeqLM, PromptSettingsError
 
 
@@ -23,6 +24,8 @@ def load_model(
     """Loads a T5-family model (or a decoder-only causal LM) with an optional soft prompt.
 
     - ``"tiny"``: the offline default, a freshly initialised tiny T5 and a tokenizer trained on the offline suite.
+    - a named model (``"smollm2-135m"``, see ``promptability.model.named``) once ``promptability model install`` put it
+      in the model home.
     - a saved PromptedSeq2SeqLM directory: prompt settings come from its ``promptability.json``; asking for
       a different prompt kind or length than it holds raises PromptSettingsError naming both. A checkpoint
       without a prompt may be given a fresh one (few-shot tuning of an ``mtl-t`` model does that).
@@ -33,6 +36,8 @@ def load_model(
     ``prompt`` defaults to the checkpoint's kind (or "none"), ``prompt_length`` to 20.
     """
     name = str(name_or_path)
+    if is_named(name) and not Path(name).exists():
+        name = str(installed_path(name))
     path = Path(name)
     settings = json.loads((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).is_file() else None
     if settings is None:

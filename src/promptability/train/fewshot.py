@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import statistics
 from collections.abc import Mapping
@@ -36,6 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from promptability.data.batching import TRAIN_COLUMNS, collate, task_indices
+from promptability.data.readers import NAMED_FILE
 from promptability.io import write_json_atomic, write_jsonl_atomic
 from promptability.model.loading import model_info
 from promptability.model.prompted import CONFIG_FILE, PromptedSeq2SeqLM, attention_sites
@@ -46,7 +46,6 @@ from promptability.train.mtl import pad_id_of, read_split, suite_meta, token_nll
 from promptability.train.multiprompt import tune_prompts_together
 
 logger = logging.getLogger(__name__)
-_NAMED = re.compile(r"^(?P<task>[^.]+)\.(?P<split>[A-Za-z0-9_]+)\.(?:jsonl|parquet)$")
 
 
 class FixedBatchStep:
@@ -94,7 +93,7 @@ def _available_tasks(path: Path) -> set[str] | None:
             if entry.is_dir() and p3_format(entry) is not None:
                 found.add(entry.name)
             elif entry.is_file() and entry.suffix in (".jsonl", ".parquet"):
-                if (m := _NAMED.match(entry.name)) is None:
+                if (m := NAMED_FILE.match(entry.name)) is None:
                     return None  # records name their tasks inside: must read to know
                 found.add(m["task"])
     return found

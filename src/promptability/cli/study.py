@@ -1,0 +1,53 @@
+"""``promptability study real``: the miniature study on real data with a real pretrained LM."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    group = subparsers.add_parser(
+        "study", help="studies on real data (study real: a real LM on the real held-out tasks)",
+        description="Studies on real data. `study real` renders P3's templates (promptsource YAMLs) over real data, "
+        "continues pretraining a real LM (MTL-T, MTL-TP shallow and deep), evaluates 0-shot and 16-shot on the held-out "
+        "datasets and writes the Table-1 style report. Stages resume where they stopped.",
+    )  # fmt: skip
+    group.set_defaults(func=lambda args: group.print_help() or 0)
+    sub = group.add_subparsers(dest="study_command", metavar="STUDY")
+    real = sub.add_parser(
+        "real", help="the real miniature study (about an hour on 2 CPU cores with smollm2-135m)",
+        description="Real data in original formats (the layout of ../shared/realdata, described in its README) plus "
+        "promptsource's templates -> MTL continued pretraining -> 0/16-shot rank classification -> report. "
+        "Install the default model first: promptability model install smollm2-135m.",
+    )  # fmt: skip
+    real.add_argument("--data", required=True, help="folder of real data files, e.g. ../shared/realdata")
+    real.add_argument("--templates", help="promptsource templates folder (default: DATA/../promptsource)")
+    real.add_argument("--out", default="runs/study-real", help="output folder (default: runs/study-real)")
+    real.add_argument("--model", default="smollm2-135m", help="model to study: a named model, folder or Hub id")
+    real.add_argument("--quick", action="store_true", help="a seconds-long smoke run at toy scale")
+    real.add_argument("--force", action="store_true", help="start over instead of reusing finished stages")
+    real.add_argument("--eval-instances", type=int, help="instances per held-out template (default 16)")
+    real.add_argument("--mtl-steps", type=int, help="continued-pretraining steps per row (default 40)")
+    real.add_argument("--fewshot-epochs", type=int, help="few-shot prompt-tuning epochs (default 8)")
+    real.add_argument("--precision", choices=("fp32", "bf16"), help="autocast precision (default bf16)")
+    real.add_argument("--quiet", action="store_true", help="no progress bars")
+    real.set_defaults(func=cmd_real)
+
+
+def cmd_real(args: argparse.Namespace) -> int:
+    from promptability.study.real import QUICK, StudyScale, run_real_study
+
+    scale = QUICK if args.quick else StudyScale()
+    overrides = {"eval_instances": args.eval_instances, "mtl_steps": args.mtl_steps,
+                 "fewshot_epochs": args.fewshot_epochs, "precision": args.precision}  # fmt: skip
+    scale = replace(scale, **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        table = run_real_study(args.data, args.templates, args.out, args.model, scale, force=args.force,
+                               progress=not args.quiet)  # fmt: skip
+    except FileNotFoundError as error:
+        print(f"error: {error}")
+        return 2
+    print(table)
+    print(f"report: {args.out}/report/")
+    return 0

@@ -1,0 +1,182 @@
+"""The real study's data directory: raw real data + promptsource templates -> records in the suite layout.
+
+Output (read by the same trainers and evaluators as the demo's suite)::
+
+    out/train/<T0 training template>.jsonl     the MTL mixture (capped per template)
+    out/train/<held-out template>.jsonl        its few-shot pool (StoryCloze: out/validation/)
+    out/validation/<held-out template>.jsonl   its evaluation instances (StoryCloze: out/test/)
+    out/study.json                             counts, provenance of every pool, skipped templates
+
+Every template of a held-out dataset is evaluated on the same raw instances. Where a held-out
+dataset has no training split here (ANLI, HellaSwag, Winogrande), its few-shot pool is a fixed,
+held-back slice of the evaluation file that is never evaluated on.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from promptability.data.promptsource import TemplateError, render_records, template_for
+from promptability.data.readers import eval_split_for, train_split_for
+from promptability.data.realdata import available, read_raw
+from promptability.data.registry import heldout_templates, template_info, train_templates
+from promptability.io import write_json_atomic, write_jsonl_atomic
+
+MANIFEST = "study.json"
+
+# Held-out dataset -> (the split evaluated on, the split few-shot examples come from or None).
+# StoryCloze is evaluated on its 2016 validation split, as in P3; its labelled test split is the pool.
+HELDOUT_SPLITS: dict[str, tuple[str, str | None]] = {
+    "super_glue/rte": ("validation", "train"),
+    "super_glue/cb": ("validation", "train"),
+    "super_glue/copa": ("validation", "train"),
+    "super_glue/wic": ("validation", "train"),
+    "super_glue/wsc.fixed": ("validation", "train"),
+    "anli/r1": ("dev", None),
+    "anli/r2": ("dev", None),
+    "anli/r3": ("dev", None),
+    "hellaswag": ("validation", None),
+    "winogrande/winogrande_xl": ("validation", None),
+    "story_cloze/2016": ("validation", "test"),
+}
+
+# Training dataset -> the split used as training data (the largest one present here).
+TRAIN_SPLITS: dict[str, str] = {
+    "dream": "train",
+    "social_i_qa": "train",
+    "cosmos_qa": "validation",
+    "commonsense_qa": "validation",
+    "quail": "challenge",
+    "common_gen": "train",
+    "wiki_qa": "validation",
+    "rotten_tomatoes": "all",
+    "ag_news": "test",
+    "trec": "train",
+    "glue/mrpc": "train",
+}
+
+
+def dataset_key(template: str) -> str:
+    """The realdata key of a registry template: "super_glue/rte", "anli/r1", "dream", ...
+
+    T0 trains on CommonsenseQA through P3's ``cos_e`` templates, so those read CommonsenseQA rows.
+    """
+    info = template_info(template)
+    if info["dataset_name"] == "cos_e":
+        return "commonsense_qa"
+    return info["dataset_name"] + (f"/{info['subset_name']}" if info["subset_name"] else "")
+
+
+def as_cos_e(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A CommonsenseQA row in cos_e's schema; templates that need the explanations fail and are skipped."""
+    choices = list(row["choices"]["text"])
+    answer = choices[list(row["choices"]["label"]).index(row["answerKey"])]
+    return {"id": row.get("id", ""), "question": row["question"], "choices": choices, "answer": answer}
+
+
+def _shuffled(rows: list[dict[str, Any]], seed: int, key: str) -> list[dict[str, Any]]:
+    order = list(range(len(rows)))
+    random.Random(f"{seed}:{key}").shuffle(order)
+    return [rows[i] for i in order]
+
+
+def _render(template_root: Path, name: str, rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    return render_records(template_for(template_root, name), rows, name, seed=seed)
+
+
+def build_study_data(
+    realdata: str | Path,
+    templates: str | Path,
+    out: str | Path,
+    *,
+    eval_instances: int,
+    pool_holdout: int = 64,
+    pool_size: int = 128,
+    train_per_template: int = 64,
+    max_source_words: int = 200,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Writes the data directory (``study.json`` last) and returns its manifest."""
+    realdata, templates, out = Path(realdata), Path(templates), Path(out)
+    present = available(realdata)
+    manifest: dict[str, Any] = {"heldout": {}, "train": {}, "pools": {}, "skipped": {}, "seed": seed,
+                                "eval_instances": eval_instances, "train_per_template": train_per_template,
+                                "max_source_words": max_source_words}  # fmt: skip
+    by_dataset: dict[str, list[str]] = defaultdict(list)
+    for name in heldout_templates():
+        by_dataset[dataset_key(name)].append(name)
+    bar = tqdm(total=len(heldout_templates()), desc="held-out templates", disable=not progress, dynamic_ncols=True)
+    for key, names in by_dataset.items():
+        eval_split, pool_split = HELDOUT_SPLITS.get(key, (None, None))
+        if eval_split is None or eval_split not in present.get(key, []):
+            for name in names:
+                manifest["skipped"][name] = f"no {key} {eval_split or ''} data in {realdata}".replace("  ", " ")
+            bar.update(len(names))
+            continue
+        rows = _shuffled(read_raw(realdata, key, eval_split), seed, key)
+        if pool_split is not None and pool_split in present[key]:
+            pool = _shuffled(read_raw(realdata, key, pool_split), seed, key)[:pool_size]
+            manifest["pools"][key] = f"the {pool_split} split ({pool_size} of its rows at most)"
+        else:
+            pool, rows = rows[:pool_holdout], rows[pool_holdout:]
+            manifest["pools"][key] = (
+                f"no training split here: {len(pool)} rows held back from {eval_split} (never evaluated on)"
+            )
+        rows = rows[:eval_instances]
+        for name in names:
+            try:
+                records, shots = _render(templates, name, rows, seed), _render(templates, name, pool, seed)
+            except TemplateError as error:
+                manifest["skipped"][name] = str(error).splitlines()[0]
+                bar.update(1)
+                continue
+            if not records:
+                manifest["skipped"][name] = f"none of the {len(rows)} sampled instances renders with this template"
+                bar.update(1)
+                continue
+            write_jsonl_atomic(out / eval_split_for(name) / f"{name}.jsonl", records)
+            write_jsonl_atomic(out / train_split_for(name) / f"{name}.jsonl", shots)
+            manifest["heldout"][name] = {"dataset": key, "split": eval_split, "instances": len(records),
+                                         "pool": len(shots)}  # fmt: skip
+            bar.update(1)
+    bar.close()
+
+    wanted = [t for t in train_templates() if dataset_key(t) in TRAIN_SPLITS]
+    raw: dict[str, list[dict[str, Any]]] = {}
+    for name in tqdm(wanted, desc="training templates", disable=not progress, dynamic_ncols=True):
+        key = dataset_key(name)
+        if TRAIN_SPLITS[key] not in present.get(key, []):
+            manifest["skipped"][name] = f"no {key} data in {realdata}"
+            continue
+        if key not in raw:
+            rows = read_raw(realdata, key, TRAIN_SPLITS[key])
+            raw[key] = _shuffled([as_cos_e(r) for r in rows] if key == "commonsense_qa" else rows, seed, key)
+        records: list[dict[str, Any]] = []
+        try:
+            # Render a few times the cap at once: long sources are dropped, the rest kept up to the cap.
+            for start in range(0, len(raw[key]), 4 * train_per_template):
+                chunk = _render(templates, name, raw[key][start : start + 4 * train_per_template], seed)
+                records += [r for r in chunk if len(r["source"].split()) <= max_source_words]
+                if len(records) >= train_per_template:
+                    break
+        except TemplateError as error:
+            manifest["skipped"][name] = str(error).splitlines()[0]
+            continue
+        if not records:
+            manifest["skipped"][name] = (
+                f"no example renders with a target (fields it needs are missing here) and a source of at most "
+                f"{max_source_words} words"
+            )
+            continue
+        write_jsonl_atomic(out / "train" / f"{name}.jsonl", records[:train_per_template])
+        manifest["train"][name] = {"dataset": key, "split": TRAIN_SPLITS[key],
+                                   "examples": len(records[:train_per_template])}  # fmt: skip
+    write_json_atomic(out / MANIFEST, manifest)
+    return manifest

@@ -1,0 +1,91 @@
+"""The real study: its data directory from ../shared/realdata, and a toy-scale run end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from promptability.data.readers import read_examples
+from promptability.data.registry import heldout_templates
+from promptability.study.data import TRAIN_SPLITS, as_cos_e, dataset_key
+from promptability.study.real import QUICK, run_real_study
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+
+
+@pytest.fixture(scope="module")
+def quick_study(tmp_path_factory):
+    """One toy-scale study with a tiny random Llama (word-level tokenizer), shared by the tests below."""
+    if not (SHARED / "realdata").is_dir() or not (SHARED / "promptsource").is_dir():
+        pytest.skip("../shared/realdata and ../shared/promptsource are only beside the repository here and in CI")
+    from promptability.model.causal import PromptedCausalLM
+    from promptability.model.tiny import build_tokenizer, default_corpus
+
+    root = tmp_path_factory.mktemp("study")
+    tokenizer = build_tokenizer(default_corpus(), vocab_size=2000)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    PromptedCausalLM(LlamaForCausalLM(config), tokenizer, "none", 4, base_model="tiny-llama").save(root / "tiny-llama")
+    table = run_real_study(SHARED / "realdata", None, root / "out", str(root / "tiny-llama"), QUICK, progress=False)
+    return root / "out", table
+
+
+def test_data_dir_follows_the_t0_split_and_keeps_pools_apart(quick_study):
+    out, _ = quick_study
+    manifest = json.loads((out / "data" / "study.json").read_text())
+    assert set(manifest["heldout"]) | set(manifest["skipped"]) >= set(heldout_templates())
+    assert len(manifest["heldout"]) >= 110  # only COPA's cause/effect-only templates can miss 3 sampled rows
+    for name, info in manifest["heldout"].items():
+        split = "test" if name.startswith("story_cloze") else "validation"
+        rows = read_examples(out / "data" / split / f"{name}.jsonl")
+        assert len(rows) == info["instances"] <= QUICK.eval_instances and all(r["choices"] for r in rows)
+        pool_split = "validation" if name.startswith("story_cloze") else "train"
+        pool = {r["source"] for r in read_examples(out / "data" / pool_split / f"{name}.jsonl")}
+        assert len(pool) == info["pool"] or len(pool) < info["pool"]  # duplicates collapse in the set
+        assert not pool & {r["source"] for r in rows}, f"{name}: a few-shot example is also evaluated on"
+    assert "held back" in manifest["pools"]["anli/r1"] and "train split" in manifest["pools"]["super_glue/rte"]
+    trained = {dataset_key(t) for t in manifest["train"]}
+    assert trained <= set(TRAIN_SPLITS) and "commonsense_qa" in trained  # via P3's cos_e templates
+    assert not trained & {dataset_key(t) for t in heldout_templates()}
+    for name in manifest["train"]:
+        rows = read_examples(out / "data" / "train" / f"{name}.jsonl")
+        assert 0 < len(rows) <= QUICK.train_per_template
+        assert all(len(r["source"].split()) <= QUICK.max_source_words for r in rows)
+
+
+def test_toy_run_reports_every_row_and_resumes(quick_study, capsys):
+    out, table = quick_study
+    for row in ("No continued pretraining", "MTL-T", "MTL-TP"):
+        assert f"| {row} |" in table
+    zero = json.loads((out / "runs" / "0shot" / "base" / "accuracy.json").read_text())
+    manifest = json.loads((out / "data" / "study.json").read_text())
+    assert sorted(zero) == sorted(manifest["heldout"])
+    assert (out / "report" / "table.md").is_file() and (out / "report" / "per_group_accuracy.png").is_file()
+    scale = (out / "report" / "scale.md").read_text()
+    assert "## Few-shot pools" in scale and "anli/r1" in scale
+    again = run_real_study(SHARED / "realdata", None, out, manifest_model(out), QUICK, progress=False)
+    assert again == table
+    timings = json.loads((out / "timings.json").read_text())["stages"]
+    assert all(s["reused"] for s in timings if s["stage"] != "report")
+
+
+def manifest_model(out: Path) -> str:
+    return json.loads((out / "runs" / "0shot" / "base" / "run.json").read_text())["model"]
+
+
+def test_commonsense_qa_rows_become_cos_e_rows():
+    row = {"id": "x", "question": "Where do fish live?", "choices": {"label": ["A", "B", "C", "D"],
+           "text": ["tree", "water", "sky", "desk"]}, "answerKey": "B"}  # fmt: skip
+    assert as_cos_e(row) == {"id": "x", "question": "Where do fish live?", "choices": ["tree", "water", "sky", "desk"],
+                             "answer": "water"}  # fmt: skip
+
+
+def test_missing_data_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="give --data"):
+        run_real_study(tmp_path / "nowhere", tmp_path, tmp_path / "out", "tiny", QUICK, progress=False)
