@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from promptability.data.readers import read_examples
 from promptability.data.registry import heldout_templates
 from promptability.study.data import TRAIN_SPLITS, as_cos_e, dataset_key
-from promptability.study.real import QUICK, run_real_study
+from promptability.study.real import QUICK, StudySettingsError, run_real_study
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 
@@ -69,10 +70,14 @@ def test_toy_run_reports_every_row_and_resumes(quick_study, capsys):
     assert (out / "report" / "table.md").is_file() and (out / "report" / "per_group_accuracy.png").is_file()
     scale = (out / "report" / "scale.md").read_text()
     assert "## Few-shot pools" in scale and "anli/r1" in scale
+    gain = (out / "report" / "fewshot_gain.md").read_text()
+    assert sum(line.startswith(("| base |", "| mtl-t |", "| mtl-tp-")) for line in gain.splitlines()) == 4
     again = run_real_study(SHARED / "realdata", None, out, manifest_model(out), QUICK, progress=False)
     assert again == table
     timings = json.loads((out / "timings.json").read_text())["stages"]
     assert all(s["reused"] for s in timings if s["stage"] != "report")
+    with pytest.raises(StudySettingsError, match=r"other settings \(lr\)"):  # stale stages are never mixed in
+        run_real_study(SHARED / "realdata", None, out, manifest_model(out), replace(QUICK, lr=1e-3), progress=False)
 
 
 def manifest_model(out: Path) -> str:

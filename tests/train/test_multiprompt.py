@@ -73,3 +73,23 @@ def test_fewshot_reference_subsample_is_checked_against_the_p3_split(tmp_path, m
     config = FewShotConfig(seeds=[0], epochs=1, reference=True, tasks=["hellaswag_complete_first_then_score_eval"])
     with pytest.raises(DataError, match="outside its train split"):
         fewshot(tmp_path / "model", p3_samples, tmp_path / "out", config, progress=False)
+
+
+def test_bf16_autocast_reaches_the_forward_and_stays_close(make_model, tiny_tokenizer):
+    """bf16 few-shot runs the batched forward in bf16 (the result moves) while prompts stay fp32 (and close)."""
+    model = make_model("shallow")
+    model.freeze("prompt-only")
+    records = [{"task": t, "source": s, "target": y} for t, pairs in TEXTS.items() for s, y in pairs]
+    ds = tokenize_records(records, tiny_tokenizer, use_cache=False, progress=False).dataset.select_columns(
+        TRAIN_COLUMNS + ["task"]
+    )
+    rows = {t: [r for r in ds if r["task"] == t] for t in TEXTS}
+    start = {k: v.clone() for k, v in model.prompt.state_dict().items()}
+    fp32 = tune_prompts_together(model, rows, start, epochs=3, pad_id=0, lr=1e-2)
+    bf16 = tune_prompts_together(model, rows, start, epochs=3, pad_id=0, lr=1e-2, autocast=torch.bfloat16)
+    for t in TEXTS:
+        assert bf16[t]["first_loss"] != fp32[t]["first_loss"]
+        assert bf16[t]["first_loss"] == pytest.approx(fp32[t]["first_loss"], rel=2e-2)
+        for name, value in bf16[t]["state"].items():
+            assert value.dtype == torch.float32
+            torch.testing.assert_close(value, fp32[t]["state"][name], atol=5e-3, rtol=0)

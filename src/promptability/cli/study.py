@@ -29,23 +29,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     real.add_argument("--force", action="store_true", help="start over instead of reusing finished stages")
     real.add_argument("--eval-instances", type=int, help="instances per held-out template (default 16)")
     real.add_argument("--mtl-steps", type=int, help="continued-pretraining steps per row (default 40)")
+    real.add_argument("--lr", type=float, help="continued-pretraining learning rate (default 1e-4; the paper: 1e-3)")
     real.add_argument("--fewshot-epochs", type=int, help="few-shot prompt-tuning epochs (default 8)")
+    real.add_argument("--fewshot-lr", type=float, help="few-shot prompt-tuning learning rate (default 3e-3)")
     real.add_argument("--precision", choices=("fp32", "bf16"), help="autocast precision (default bf16)")
     real.add_argument("--quiet", action="store_true", help="no progress bars")
     real.set_defaults(func=cmd_real)
 
 
 def cmd_real(args: argparse.Namespace) -> int:
-    from promptability.study.real import QUICK, StudyScale, run_real_study
+    from promptability.study.real import QUICK, StudyScale, StudySettingsError, run_real_study
 
     scale = QUICK if args.quick else StudyScale()
-    overrides = {"eval_instances": args.eval_instances, "mtl_steps": args.mtl_steps,
-                 "fewshot_epochs": args.fewshot_epochs, "precision": args.precision}  # fmt: skip
+    overrides = {"eval_instances": args.eval_instances, "mtl_steps": args.mtl_steps, "lr": args.lr,
+                 "fewshot_epochs": args.fewshot_epochs, "fewshot_lr": args.fewshot_lr,
+                 "precision": args.precision}  # fmt: skip
     scale = replace(scale, **{k: v for k, v in overrides.items() if v is not None})
     try:
         table = run_real_study(args.data, args.templates, args.out, args.model, scale, force=args.force,
                                progress=not args.quiet)  # fmt: skip
-    except FileNotFoundError as error:
+    except (FileNotFoundError, StudySettingsError) as error:
         print(f"error: {error}")
         return 2
     print(table)

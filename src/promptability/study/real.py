@@ -55,7 +55,7 @@ class StudyScale:
             f"{self.max_source_words} words), {self.mtl_steps} steps x {self.batch_size} examples at lr {self.lr:g}; "
             f"few-shot: 16 shots, {self.fewshot_epochs} epochs at lr {self.fewshot_lr:g} (paper: 100 at 1e-3), "
             f"{self.fewshot_templates_per_dataset} template(s) per held-out dataset, seeds {self.seeds}; "
-            f"{self.precision} autocast"
+            + ("bf16 autocast" if self.precision == "bf16" else "fp32")
         )
 
 
@@ -128,6 +128,7 @@ def run_real_study(
     if force and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    _check_settings(out, {"model": model, "data": str(data.resolve()), "scale": asdict(scale)})
     stages = Stages("study")
     data_dir, models, runs = out / "data", out / "models", out / "runs"
     autocast = torch.bfloat16 if scale.precision == "bf16" else None
@@ -187,10 +188,30 @@ def run_real_study(
     report = build_report([load_run(p) for p in find_runs([runs])], baseline="none", partial=True)
     write_report(report, out / "report", scale_note=note, partial=True)
     write_text_atomic(out / "report" / "scale.md", scale_markdown(scale, manifest, tuned))
+    write_text_atomic(out / "report" / "fewshot_gain.md", fewshot_gain_markdown(runs, tuned))
     table = render_markdown(report, note)
     stages.record("report", time.perf_counter() - start)
     write_json_atomic(out / "timings.json", stages.summary())
     return table
+
+
+class StudySettingsError(ValueError):
+    """An output folder that holds a study run with other settings."""
+
+
+def _check_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Finished stages are reused by marker, so they must come from the same settings."""
+    path = out / "settings.json"
+    if path.is_file():
+        before = json.loads(path.read_text())
+        changed = sorted(k for k in settings["scale"] if before["scale"].get(k) != settings["scale"][k])
+        changed += [k for k in ("model", "data") if before.get(k) != settings[k]]
+        if changed:
+            raise StudySettingsError(
+                f"{out} holds a study with other settings ({', '.join(changed)}); use another --out or --force"
+            )
+    else:
+        write_json_atomic(path, settings)
 
 
 def scale_markdown(scale: StudyScale, manifest: dict[str, Any], tuned: list[str]) -> str:
@@ -201,4 +222,31 @@ def scale_markdown(scale: StudyScale, manifest: dict[str, Any], tuned: list[str]
     lines += ["", "## Few-shot templates", ""] + [f"- {t}" for t in tuned]
     lines += ["", "## Skipped templates", ""]
     lines += [f"- {t}: {why}" for t, why in sorted(manifest["skipped"].items())] or ["- none"]
+    return "\n".join(lines) + "\n"
+
+
+def fewshot_gain_markdown(runs: Path, tuned: list[str], samples: int = 1000) -> str:
+    """What 16-shot tuning adds over 0-shot on the tuned templates only, with a paired bootstrap per row.
+
+    The Table-1 cells compare 0-shot over all held-out templates with 16-shot over the tuned ones; this
+    table puts each row's two numbers on the same templates and instances.
+    """
+    from promptability.eval.metrics import paired_bootstrap
+    from promptability.eval.runs import load_run, pooled_correctness
+
+    lines = ["# 16-shot prompt tuning vs 0-shot, on the tuned templates", "",
+             f"Templates: {', '.join(tuned)}. ARG (%) over their dataset groups; paired bootstrap over instances "
+             f"({samples} resamples); p = fraction of resamples where 16-shot is not above 0-shot.", "",
+             "| row | prompt | 0-shot | 16-shot | difference | 95% interval | p |", "|---|---|---:|---:|---:|---|---:|"]  # fmt: skip
+    for row, kind in FEWSHOT:
+        zero_dir, few_dir = runs / "0shot" / row, runs / "16shot" / f"{row}-{kind}"
+        seeds = sorted(few_dir.glob("seed-*/run.json"))
+        if not (zero_dir / "run.json").is_file() or not seeds:
+            continue
+        zero = pooled_correctness([load_run(zero_dir, require_predictions=True)])
+        few = pooled_correctness([load_run(p.parent, require_predictions=True) for p in seeds])
+        zero = {t: zero[t] for t in tuned if t in zero and t in few}
+        result = paired_bootstrap(zero, {t: few[t] for t in zero}, samples=samples, partial=True)
+        lines.append(f"| {row} | {kind} | {result.arg_a:.2f} | {result.arg_b:.2f} | {result.difference:+.2f} | "
+                     f"[{result.ci_low:+.2f}, {result.ci_high:+.2f}] | {result.p_value:.3f} |")  # fmt: skip
     return "\n".join(lines) + "\n"

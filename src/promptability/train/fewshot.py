@@ -271,7 +271,8 @@ def fewshot(
                 start = {k: v.clone() for k, v in model.prompt.state_dict().items()}
                 tuned = tune_prompts_together(
                     model, {t: [view[int(i)] for i in rows_of[t]] for t in group}, start, epochs=config.epochs,
-                    pad_id=pad_id_of(model), lr=config.lr, clip_norm=config.clip_norm,
+                    pad_id=pad_id_of(model), lr=config.lr, clip_norm=config.clip_norm, autocast=autocast,
+                    progress=progress,
                 )  # fmt: skip
                 for t in group:
                     tuned[t]["examples"] = len(rows_of[t])

@@ -13,12 +13,14 @@ floating-point summation order (test: tests/train/test_multiprompt.py).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from promptability.data.batching import collate
 from promptability.train.optim import build_optimizer
@@ -33,9 +35,12 @@ def tune_prompts_together(
     pad_id: int,
     lr: float = 1e-3,
     clip_norm: float = 1.0,
+    autocast: torch.dtype | None = None,
+    progress: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Tunes one prompt per template in ``rows`` (tokenized rows: input_ids, labels), all starting from ``start``
     (the prompt module's state dict). Returns ``{template: {"state": prompt state, "first_loss", "final_loss"}}``.
+    ``autocast``: the forward pass's dtype (e.g. torch.bfloat16); prompts and optimizer state stay fp32.
     """
     templates = list(rows)
     device = next(model.parameters()).device
@@ -50,14 +55,19 @@ def tune_prompts_together(
     losses = torch.zeros(len(templates))
     was_training = model.training
     model.train()
-    for _ in range(epochs):
+    cast = torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    bar = tqdm(range(epochs), desc=f"tuning {len(templates)} prompts", unit="epoch", disable=not progress,
+               leave=False, dynamic_ncols=True)  # fmt: skip
+    for _ in bar:
         swapped = {f"prompt.{n}": torch.stack([params[t][n] for t in templates])[owner] for n in start}
-        logits = torch.func.functional_call(model, swapped, args=(), kwargs=batch).logits
+        with cast:
+            logits = torch.func.functional_call(model, swapped, args=(), kwargs=batch).logits
         targets = batch["labels"].masked_fill(mask == 0, -100)
         per_row = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100, reduction="none").sum(1)
         per_template = torch.zeros(len(templates), device=device).index_add_(0, owner, per_row) / tokens
         per_template.sum().backward()
         losses = per_template.detach().cpu()
+        bar.set_postfix(loss=f"{float(losses.mean()):.3f}")
         if first is None:
             first = losses
         for t in templates:
