@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = [
     "eval_2choices", "eval_4choices", "mtl_tokens_per_s", "meta_fomaml_time", "meta_fomaml_memory_vs_copy",
     "meta_fomaml_memory_vs_mtl", "meta_reptile_time", "meta_reptile_memory_vs_copy", "meta_reptile_memory_vs_mtl",
-    "fewshot_step_time", "matmul_flops", "mtl_flops_fraction",
+    "fewshot_step_time", "matmul_flops", "mtl_flops_fraction", "eval_causal_4choices",
 ]  # fmt: skip
 
 

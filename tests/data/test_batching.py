@@ -95,6 +95,24 @@ def test_tokenize_counts_truncation_and_single_eos(byt5, tmp_path):
     assert "2 sources truncated to 10 tokens" in st.summary()
 
 
+def test_continuation_layout_for_decoder_only_models(byt5, tmp_path):
+    """No EOS anywhere, sources cut from the left, answers with a leading space; its own cache entry."""
+    records = [
+        rec("a", "x" * 8 + "ab", "yes", ["yes", "no"], 0),  # 10 ids: cut to the last 6
+        rec("a", "abc</s>", " d</s>"),  # a literal trailing EOS goes; a leading space is not doubled
+    ]
+    out = T.tokenize_records(records, byt5, max_source_len=6, max_target_len=3, cache_dir=tmp_path,
+                             continuation=True)  # fmt: skip
+    ds, st = out.dataset, out.stats
+    ids = lambda text: [ord(c) + 3 for c in text]  # noqa: E731
+    assert ds[0]["input_ids"] == ids("xxxxab") and st.sources_truncated == 1
+    assert ds[0]["labels"] == ids(" ye") and st.targets_truncated == 1  # the first 3 ids of " yes"
+    assert ds[0]["choice_ids"] == [ids(" ye"), ids(" no")]
+    assert ds[1]["input_ids"] == ids("abc") and ds[1]["labels"] == ids(" d")
+    seq2seq = T.tokenize_records(records, byt5, max_source_len=6, max_target_len=3, cache_dir=tmp_path)
+    assert seq2seq.key != out.key and seq2seq.dataset[1]["input_ids"] == ids("abc") + [EOS]
+
+
 def test_tokenize_rejects_bad_input(byt5, tmp_path):
     with pytest.raises(ValueError, match="max_source_len"):
         T.tokenize_records([rec("a", "x", "y")], byt5, max_source_len=1, cache_dir=tmp_path)

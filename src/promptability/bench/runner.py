@@ -16,7 +16,7 @@ import torch
 from promptability.bench.common import SIZES, BenchSize, Settings, describe_model, get_size, machine_info
 from promptability.bench.report import Results, Row, text_table, write_markdown
 
-PAIRS = ("eval", "mtl", "padding", "meta", "fewshot", "flops")
+PAIRS = ("eval", "mtl", "padding", "meta", "fewshot", "flops", "eval-causal")
 
 METHODS = """How each pair is measured (details in the docstrings of `promptability.bench.*`):
 
@@ -38,7 +38,11 @@ METHODS = """How each pair is measured (details in the docstrings of `promptabil
    same dtype. The check column also gives a stack-aware count (encoder weights x source tokens + decoder weights
    x target tokens), since in an encoder-decoder each token passes through one stack only.
 
-Models are T5 v1.1-layout models with random weights and dropout 0 (`tiny`: the project's offline tiny T5,
+7. **causal evaluation**: `eval.rank_causal` (a batch's sources in one left-padded call, choices from the gathered
+   cache) vs each source alone with its own cache (the first implementation); a random Llama of SmolLM2-135M's shape
+   (30 layers, d 576, GQA 9/3; tiny: 2 layers, d 128), shallow prompt, 4 choices, same batches and scores.
+
+Models of pairs 1-5 are T5 v1.1-layout models with random weights and dropout 0 (`tiny`: the project's offline tiny T5,
 `model.tiny.TINY_CONFIG`, vocabulary 4000; `small`/`base`/`large`: T5 1.1 shapes, vocabulary 32128); the data
 are random token ids (lengths uniform in [mean/2, 3*mean/2]) except for the padding fractions.
 """
@@ -165,6 +169,10 @@ def _run_pair(pair: str, settings: Settings, context: dict[str, Any], results: R
         from promptability.bench import flops
 
         results.rows += flops.run(settings, context)
+    elif pair == "eval-causal":
+        from promptability.bench import eval_causal
+
+        results.rows += eval_causal.run(settings)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -17,6 +17,13 @@ without special tokens, strip any trailing EOS the text itself produced,
 truncate to ``max_len - 1`` and append the EOS ourselves, so truncation can
 never cut the EOS off (T5 tokenizers would append it on ``add_special_tokens``).
 
+``continuation=True`` is the decoder-only layout, where the target continues the
+source in one sequence (as lm-evaluation-harness scores): no id list gets an EOS
+(an end-of-text token between question and answer makes the answer wildly
+unlikely, and one after a short answer mid-text dominates its mean score), the
+source is cut from the left (the question sits at the end), and each target or
+choice is tokenized with a leading space, as the continuation of the text before it.
+
 The result is cached under ``cache_root()/tokenized/<key>`` where the key
 hashes the data (record content, or paths+sizes+mtimes of the given files), the
 tokenizer (class, name, size, hash of its serialized vocabulary) and the
@@ -157,7 +164,9 @@ def files_fingerprint(files: Sequence[str | os.PathLike]) -> str:
     return _sha(json.dumps(entries))
 
 
-def cache_key(data_fp: str, tokenizer_fp: dict[str, Any], max_source_len: int, max_target_len: int) -> str:
+def cache_key(
+    data_fp: str, tokenizer_fp: dict[str, Any], max_source_len: int, max_target_len: int, continuation: bool = False
+) -> str:
     payload = {
         "format": FORMAT_VERSION,
         "data": data_fp,
@@ -165,6 +174,8 @@ def cache_key(data_fp: str, tokenizer_fp: dict[str, Any], max_source_len: int, m
         "max_source_len": max_source_len,
         "max_target_len": max_target_len,
     }
+    if continuation:  # only when set, so that the seq2seq keys of existing caches stay valid
+        payload["continuation"] = True
     return _sha(json.dumps(payload, sort_keys=True))[:32]
 
 
@@ -178,6 +189,24 @@ def finish_ids(ids: list[int], max_len: int, eos_id: int) -> tuple[list[int], bo
     while end and ids[end - 1] == eos_id:  # the cut may land just after an EOS inside the text
         end -= 1
     return list(ids[:end]) + [eos_id], truncated
+
+
+def continuation_ids(ids: list[int], max_len: int, eos_id: int, keep_end: bool) -> tuple[list[int], bool]:
+    """Decoder-only ids: trailing EOS stripped and none added; the last (sources) or first ``max_len`` ids kept.
+
+    An answer that is all EOS (or empty) stays one EOS, so that every target has a token to score.
+    """
+    end = len(ids)
+    while end and ids[end - 1] == eos_id:
+        end -= 1
+    if end == 0:
+        return [eos_id], False
+    kept = ids[max(0, end - max_len) : end] if keep_end else ids[: min(end, max_len)]
+    return list(kept), end > max_len
+
+
+def as_continuation(text: str) -> str:
+    return text if not text or text[0].isspace() else " " + text
 
 
 def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
@@ -195,8 +224,15 @@ def _rows(
     chunk_size: int,
     total: int | None,
     progress: bool = True,
+    continuation: bool = False,
 ) -> Iterator[dict[str, Any]]:
     eos = tokenizer.eos_token_id
+    answer = as_continuation if continuation else (lambda text: text)
+
+    def finish(ids: list[int], max_len: int, is_source: bool = False) -> tuple[list[int], bool]:
+        if continuation:
+            return continuation_ids(ids, max_len, eos, keep_end=is_source)
+        return finish_ids(ids, max_len, eos)
     positions: Counter[str] = Counter()
     chunk: list[dict[str, Any]] = []
     bar = tqdm(
@@ -205,15 +241,15 @@ def _rows(
 
     def flush() -> Iterator[dict[str, Any]]:
         sources = _encode(tokenizer, [r["source"] for r in chunk])
-        targets = _encode(tokenizer, [r["target"] for r in chunk])
-        choices = _encode(tokenizer, [c for r in chunk for c in r["choices"]])
+        targets = _encode(tokenizer, [answer(r["target"]) for r in chunk])
+        choices = _encode(tokenizer, [answer(c) for r in chunk for c in r["choices"]])
         offset = 0
         for record, src, tgt in zip(chunk, sources, targets, strict=True):
-            input_ids, cut_src = finish_ids(src, max_source_len, eos)
-            labels, cut_tgt = finish_ids(tgt, max_target_len, eos)
+            input_ids, cut_src = finish(src, max_source_len, is_source=True)
+            labels, cut_tgt = finish(tgt, max_target_len)
             choice_ids = []
             for ids in choices[offset : offset + len(record["choices"])]:
-                ids, cut = finish_ids(ids, max_target_len, eos)
+                ids, cut = finish(ids, max_target_len)
                 choice_ids.append(ids)
                 stats.choices_truncated += cut
             offset += len(record["choices"])
@@ -285,13 +321,15 @@ def tokenize_records(
     use_cache: bool = True,
     chunk_size: int = 1000,
     progress: bool = True,
+    continuation: bool = False,
 ) -> Tokenized:
     """Tokenizes records (or reads them from the cache); see the module docstring.
 
     ``records`` is an iterable of records or a zero-argument callable returning
     one. With ``files`` the cache key uses those files' paths, sizes and
     mtimes and ``records`` is only consumed on a cache miss (pass a callable
-    to read lazily); otherwise the records' content is hashed.
+    to read lazily); otherwise the records' content is hashed. ``continuation``: the
+    decoder-only layout (see the module docstring); pass ``model.is_causal``.
     """
     if getattr(tokenizer, "eos_token_id", None) is None:
         raise ValueError(f"tokenizer {type(tokenizer).__name__} has no eos_token_id; T5-family tokenizers define '</s>'")
@@ -308,12 +346,12 @@ def tokenize_records(
         materialised = list(records() if callable(records) else records)
         data_fp = "records:" + records_fingerprint(materialised)
         get_records = lambda: materialised  # noqa: E731
-    key = cache_key(data_fp, tokenizer_fingerprint(tokenizer), max_source_len, max_target_len)
+    key = cache_key(data_fp, tokenizer_fingerprint(tokenizer), max_source_len, max_target_len, continuation)
 
     def rows() -> Iterator[dict[str, Any]]:
         recs = get_records()
         total = len(recs) if hasattr(recs, "__len__") else None
-        return _rows(recs, tokenizer, max_source_len, max_target_len, stats, chunk_size, total, progress)
+        return _rows(recs, tokenizer, max_source_len, max_target_len, stats, chunk_size, total, progress, continuation)
 
     if not use_cache:
         dataset = Dataset.from_list(list(rows()), features=FEATURES)

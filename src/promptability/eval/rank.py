@@ -92,6 +92,7 @@ def evaluate(
         max_target_len=max_target_len,
         use_cache=False,
         progress=progress,
+        continuation=getattr(model, "is_causal", False),
     ).dataset
     was_training = model.training
     model.eval()

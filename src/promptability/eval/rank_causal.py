@@ -1,8 +1,8 @@
 """Rank classification for decoder-only models (PromptedCausalLM).
 
-Same scores as :func:`promptability.eval.rank.score_choices` gives a seq2seq model: a choice's score is the
-mean (or sum) log-probability of its tokens (the tokenizer's EOS included, as ``tokenize_records`` appends
-it) given the prompted source.
+A choice's score is the mean (or sum) log-probability of its tokens given the prompted source, in the
+decoder-only token layout of ``tokenize_records(continuation=True)``: the choice (with a leading space)
+continues the source directly, with no EOS between or after them.
 
 The batch's sources run once, together, left-padded (a shallow prompt goes in front of the padding) with
 ``use_cache=True`` and explicit position ids, so every real token sits at the position it would have

@@ -159,10 +159,12 @@ def build_study_data(
             rows = read_raw(realdata, key, TRAIN_SPLITS[key])
             raw[key] = _shuffled([as_cos_e(r) for r in rows] if key == "commonsense_qa" else rows, seed, key)
         records: list[dict[str, Any]] = []
+        rendered = 0
         try:
             # Render a few times the cap at once: long sources are dropped, the rest kept up to the cap.
             for start in range(0, len(raw[key]), 4 * train_per_template):
                 chunk = _render(templates, name, raw[key][start : start + 4 * train_per_template], seed)
+                rendered += len(chunk)
                 records += [r for r in chunk if len(r["source"].split()) <= max_source_words]
                 if len(records) >= train_per_template:
                     break
@@ -171,8 +173,8 @@ def build_study_data(
             continue
         if not records:
             manifest["skipped"][name] = (
-                f"no example renders with a target (fields it needs are missing here) and a source of at most "
-                f"{max_source_words} words"
+                f"all {rendered} rendered examples have sources longer than {max_source_words} words" if rendered
+                else f"no {key} row renders with a target (the template needs fields these rows lack)"
             )
             continue
         write_jsonl_atomic(out / "train" / f"{name}.jsonl", records[:train_per_template])

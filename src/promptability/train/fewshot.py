@@ -244,6 +244,7 @@ def fewshot(
         tokenized = tokenize_records(
             [r for t in templates for r in shots[t]], model.tokenizer, max_source_len=config.max_source_len,
             max_target_len=config.max_target_len, use_cache=False, progress=False,
+            continuation=getattr(model, "is_causal", False),
         ).dataset  # fmt: skip
         rows_of = task_indices(tokenized)
         view = tokenized.select_columns(TRAIN_COLUMNS)

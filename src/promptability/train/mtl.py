@@ -267,8 +267,13 @@ def _check_data(data: DataConfig) -> None:
         raise ConfigError(f"training data {data.path} does not exist")
 
 
-def load_pretraining_data(config: TrainConfig, tokenizer: Any, accelerator: Any = None) -> tuple[Any, dict[str, Any]]:
-    """Reads, tokenizes (cached, main process first) and mixes the training data; returns (dataset, info)."""
+def load_pretraining_data(
+    config: TrainConfig, tokenizer: Any, accelerator: Any = None, continuation: bool = False
+) -> tuple[Any, dict[str, Any]]:
+    """Reads, tokenizes (cached, main process first) and mixes the training data; returns (dataset, info).
+
+    ``continuation``: the decoder-only token layout (``tokenize_records``); pass ``model.is_causal``.
+    """
     from promptability.data.batching import mix
     from promptability.data.schema import DataError
     from promptability.data.tokenize import cache_root, tokenize_records
@@ -283,7 +288,7 @@ def load_pretraining_data(config: TrainConfig, tokenizer: Any, accelerator: Any 
         try:
             tokenized = tokenize_records(
                 lambda: _iter_records(data), tokenizer, max_source_len=data.max_source_len,
-                max_target_len=data.max_target_len, cache_dir=cache_dir, files=[data.path],
+                max_target_len=data.max_target_len, cache_dir=cache_dir, files=[data.path], continuation=continuation,
             )  # fmt: skip
         except Exception as err:  # datasets wraps errors of the record generator: show the data error itself
             cause = err.__cause__ or err.__context__
@@ -367,7 +372,7 @@ def pretrain(
         model = load_model(name, prompt=config.prompt, prompt_length=prompt_length, seed=config.seed)
     elif model.prompt_kind != config.prompt:
         raise ConfigError(f"the given model has a {model.prompt_kind!r} prompt, the config asks for {config.prompt!r}")
-    dataset, data_info = load_pretraining_data(config, model.tokenizer, accelerator)
+    dataset, data_info = load_pretraining_data(config, model.tokenizer, accelerator, getattr(model, "is_causal", False))
     step = build_step(config.method, model, dataset, config, accelerator)
     max_steps = config.max_steps or max(1, math.ceil(config.epochs * step.steps_per_epoch))
     if accelerator.is_main_process:
