@@ -16,16 +16,21 @@ TEXTS = {
 }
 
 
-@pytest.mark.parametrize("kind", ["shallow", "deep"])
-def test_batched_tuning_equals_one_template_at_a_time(make_model, tiny_tokenizer, kind):
-    model = make_model(kind)
+def prompt_only_rows(model, tokenizer) -> tuple[dict, dict]:
+    """Freezes ``model`` to its prompt; returns TEXTS tokenized per template and the prompt's start state."""
     model.freeze("prompt-only")
     records = [{"task": t, "source": s, "target": y} for t, pairs in TEXTS.items() for s, y in pairs]
-    ds = tokenize_records(records, tiny_tokenizer, use_cache=False, progress=False).dataset.select_columns(
+    ds = tokenize_records(records, tokenizer, use_cache=False, progress=False).dataset.select_columns(
         TRAIN_COLUMNS + ["task"]
     )
     rows = {t: [r for r in ds if r["task"] == t] for t in TEXTS}
-    start = {k: v.clone() for k, v in model.prompt.state_dict().items()}
+    return rows, {k: v.clone() for k, v in model.prompt.state_dict().items()}
+
+
+@pytest.mark.parametrize("kind", ["shallow", "deep"])
+def test_batched_tuning_equals_one_template_at_a_time(make_model, tiny_tokenizer, kind):
+    model = make_model(kind)
+    rows, start = prompt_only_rows(model, tiny_tokenizer)
 
     together = tune_prompts_together(model, rows, start, epochs=5, pad_id=0, lr=1e-2, clip_norm=0.05)
 
@@ -78,13 +83,7 @@ def test_fewshot_reference_subsample_is_checked_against_the_p3_split(tmp_path, m
 def test_bf16_autocast_reaches_the_forward_and_stays_close(make_model, tiny_tokenizer):
     """bf16 few-shot runs the batched forward in bf16 (the result moves) while prompts stay fp32 (and close)."""
     model = make_model("shallow")
-    model.freeze("prompt-only")
-    records = [{"task": t, "source": s, "target": y} for t, pairs in TEXTS.items() for s, y in pairs]
-    ds = tokenize_records(records, tiny_tokenizer, use_cache=False, progress=False).dataset.select_columns(
-        TRAIN_COLUMNS + ["task"]
-    )
-    rows = {t: [r for r in ds if r["task"] == t] for t in TEXTS}
-    start = {k: v.clone() for k, v in model.prompt.state_dict().items()}
+    rows, start = prompt_only_rows(model, tiny_tokenizer)
     fp32 = tune_prompts_together(model, rows, start, epochs=3, pad_id=0, lr=1e-2)
     bf16 = tune_prompts_together(model, rows, start, epochs=3, pad_id=0, lr=1e-2, autocast=torch.bfloat16)
     for t in TEXTS:
