@@ -15,7 +15,12 @@ from promptability.bench.report import Row, fmt_stat
 
 SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                     num_key_value_heads=3)  # fmt: skip
-TINY = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+# Llama shapes by benchmark size; small/base/large all use SmolLM2-135M's.
+SHAPES = {
+    "tiny": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
+    "minuscule": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2),
+}  # fmt: skip
 
 
 def build_causal(settings: Settings):
@@ -23,9 +28,7 @@ def build_causal(settings: Settings):
 
     from promptability.model.causal import PromptedCausalLM
 
-    shape = TINY if settings.size.name in ("tiny", "minuscule") else SMOLLM2_135M
-    if settings.size.name == "minuscule":
-        shape = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    shape = SHAPES.get(settings.size.name, SMOLLM2_135M)
     torch.manual_seed(settings.seed)
     config = LlamaConfig(vocab_size=settings.size.vocab_size, pad_token_id=PAD_ID, **shape)
     lm = LlamaForCausalLM(config).eval()

