@@ -9,14 +9,33 @@ Windows. If writing fails, the old file is left untouched and the temporary remo
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_bytes_atomic", "write_json_atomic", "write_jsonl_atomic", "write_text_atomic"]
+__all__ = ["safe_name", "atomic_path", "write_bytes_atomic", "write_json_atomic", "write_jsonl_atomic", "write_text_atomic"]
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe_name(name: str) -> str:
+    """One path component for a name that comes from data (a template, a task).
+
+    Names are data: ``../x`` or ``/home/me`` must never become a path outside the output
+    folder. Ordinary names (letters, digits, ``._-``, not starting with a dot) are kept as
+    they are; any other is cleaned and given a short hash of the original, so two names
+    never share a folder. Callers keep the real name inside the files they write.
+    """
+    clean = _UNSAFE.sub("_", name).lstrip(".")[:96]
+    if clean == name and clean:
+        return clean
+    return f"{clean or 'name'}-{hashlib.sha1(name.encode('utf-8')).hexdigest()[:10]}"
 
 
 def _umask() -> int:

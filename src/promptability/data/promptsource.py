@@ -2,7 +2,7 @@
 
 Templates are promptsource's ``DATASET/[SUBSET/]templates.yaml`` files (``!Template`` entries,
 each a jinja ``source ||| target``). Rendering reproduces ``promptsource.templates.Template.apply``:
-a plain ``jinja2.Environment`` with its filters ``choice``, ``most_frequent``, ``highlight`` and the
+a jinja2 environment (here the immutable sandbox: templates are data and never run code) with its filters ``choice``, ``most_frequent``, ``highlight`` and the
 global ``zip``; "-" in example keys becomes "_" (``removeHyphen``, which P3 applied); ``answer_choices``
 rendered as a template of its own, split on ``|||`` and stripped; ``| string | truncate(2048)``
 appended to every ``}}`` of the main template, as ``apply`` does by default (a field longer than
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.sandbox
 import yaml
 
 from promptability.data import registry
@@ -51,7 +52,10 @@ def _most_frequent(items: Any) -> list[Any] | None:
     return [item for item, n in counts if n == counts[0][1]]
 
 
-_ENV = jinja2.Environment(loader=jinja2.BaseLoader())
+# Templates are data: the immutable sandbox refuses attribute access to internals (``__globals__``,
+# ``__class__``...) and any method that mutates a value, so a template cannot run code. Every
+# promptsource template renders identically in it (tests/data/test_promptsource.py).
+_ENV = jinja2.sandbox.ImmutableSandboxedEnvironment(loader=jinja2.BaseLoader())
 _ENV.filters.update(choice=_choice, most_frequent=_most_frequent, highlight=lambda text: text)
 _ENV.globals.update(zip=zip)
 
@@ -112,6 +116,8 @@ class Template:
 def _run(source: str, variables: dict[str, Any], name: str) -> str:
     try:
         return _compile(source).render(**variables)
+    except jinja2.sandbox.SecurityError as err:
+        raise TemplateError(f"template '{name}' tried an unsafe operation, refused: {err}") from err
     except (jinja2.TemplateError, TypeError, ValueError, AttributeError, IndexError, KeyError) as err:
         raise TemplateError(f"template '{name}' failed to render: {type(err).__name__}: {err}") from err
 

@@ -12,7 +12,8 @@ split. No epoch is picked on held-out data.
 Output, ``OUT/``:
 
     seed-{s}/predictions.jsonl, accuracy.json, run.json   a run dir per seed (eval.rank.write_run)
-    seed-{s}/prompts/{template}/                          the tuned prompt (prompt-only model save)
+    seed-{s}/prompts/{template}/                          the tuned prompt (prompt-only model save);
+                                                          a name unsafe as a path is mapped by io.safe_name
     seed-{s}/fewshot.json                                 per template: examples, first/final loss
     summary.json                                          mean and spread over seeds
 
@@ -36,7 +37,7 @@ from tqdm.auto import tqdm
 
 from promptability.data.batching import TRAIN_COLUMNS, collate, task_indices
 from promptability.data.readers import NAMED_FILE
-from promptability.io import write_json_atomic, write_jsonl_atomic
+from promptability.io import safe_name, write_json_atomic, write_jsonl_atomic
 from promptability.model.loading import model_info
 from promptability.model.prompted import CONFIG_FILE, PromptedSeq2SeqLM, attention_sites
 from promptability.model.prompts import ShallowPrompt
@@ -75,6 +76,30 @@ class FixedBatchStep:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.calls = int(state["calls"])
+
+
+PARTIAL_SETTINGS = "settings.json"
+
+
+def _check_partial(partial: Path, settings: dict[str, Any]) -> None:
+    """Make ``partial/`` for a seed, or reuse one only if it was made with the same settings.
+
+    A killed run leaves finished templates there; a rerun with another model, lr or data
+    must not mix them into its results.
+    """
+    wanted = json.loads(json.dumps(settings))  # as it reads back: tuples become lists
+    record = partial / PARTIAL_SETTINGS
+    if partial.is_dir():
+        previous = json.loads(record.read_text()) if record.is_file() else None
+        if previous != wanted:
+            changed = sorted(k for k in set(wanted) | set(previous or {}) if (previous or {}).get(k) != wanted.get(k))
+            raise ConfigError(
+                f"{partial} holds unfinished results made with other settings ({', '.join(changed) or 'unknown'}); "
+                "rerun with the same settings to resume, or pick a new --out"
+            )
+        return
+    partial.mkdir(parents=True)
+    write_json_atomic(record, wanted)
 
 
 # ----- which templates ----------------------------------------------------------------------------
@@ -249,10 +274,10 @@ def fewshot(
         rows_of = task_indices(tokenized)
         view = tokenized.select_columns(TRAIN_COLUMNS)
         partial = run_dir / "partial"
-        partial.mkdir(parents=True, exist_ok=True)
+        _check_partial(partial, {**run_base, "seed": seed, "reference": config.reference})
         bar = tqdm(total=len(templates), desc=f"few-shot seed {seed}", unit="template", disable=not progress,
                    dynamic_ncols=True)  # fmt: skip
-        todo = [t for t in templates if not (partial / f"{t}.jsonl").is_file()]
+        todo = [t for t in templates if not (partial / f"{safe_name(t)}.jsonl").is_file()]
         bar.update(len(templates) - len(todo))
         chunk = max(1, config.templates_per_step)
         for first in range(0, len(todo), chunk):
@@ -285,14 +310,15 @@ def fewshot(
                                 progress=False, autocast=autocast)  # fmt: skip
                 losses = {k: tuned[template][k] for k in ("examples", "first_loss", "final_loss")}
                 extra = {"template": template, "seed": seed, **losses}
-                model.save(run_dir / "prompts" / template, prompt_only=True, extra=extra)
-                write_jsonl_atomic(partial / f"{template}.jsonl", [{"template": template, **losses}] + rows)
+                model.save(run_dir / "prompts" / safe_name(template), prompt_only=True, extra=extra)
+                write_jsonl_atomic(partial / f"{safe_name(template)}.jsonl", [{"template": template, **losses}] + rows)
                 bar.update(1)
                 bar.set_postfix(template=template[-24:], loss=f"{losses['final_loss']:.3f}")
         bar.close()
         rows, losses = [], {}
         for template in templates:
-            lines = [json.loads(x) for x in (partial / f"{template}.jsonl").read_text().splitlines() if x.strip()]
+            text = (partial / f"{safe_name(template)}.jsonl").read_text()
+            lines = [json.loads(x) for x in text.splitlines() if x.strip()]
             losses[template] = {k: v for k, v in lines[0].items() if k != "template"}
             rows += lines[1:]
         write_json_atomic(run_dir / "fewshot.json", losses)

@@ -1,0 +1,106 @@
+"""The project's promises about hostile or broken input, one test each (issue 17).
+
+Data never runs code, and nothing a command writes leaves its ``--out``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from promptability.data.promptsource import Template, TemplateError
+from promptability.io import safe_name
+from promptability.train.config import ConfigError, FewShotConfig
+from promptability.train.fewshot import fewshot
+
+@pytest.fixture(scope="module")
+def accelerator():
+    from promptability.train.loop import make_accelerator
+
+    return make_accelerator("fp32", cpu=True)
+
+
+EVIL_NAMES = ["../../escaped", "/tmp/promptability-abs-escape", "..", ".hidden", "a/b", "ok_name.v2"]
+
+
+def test_safe_name_keeps_ordinary_names_and_confines_the_rest():
+    for ordinary in ("anli_GPT_3_style_r1", "super_glue_wsc.fixed_GPT_3_Style_score_eval", "suite_h_yes_no"):
+        assert safe_name(ordinary) == ordinary
+    mapped = [safe_name(n) for n in EVIL_NAMES]
+    assert len(set(mapped)) == len(mapped)  # never two names in one folder
+    for name in mapped:
+        assert "/" not in name and not name.startswith(".") and name not in ("", ".", "..")
+        assert Path("/out", name).resolve().parent == Path("/out")
+
+
+@pytest.fixture
+def evil_suite(tmp_path):
+    """A suite whose suite.json and records name templates with path-like names."""
+    root = tmp_path / "suite"
+    root.mkdir()
+    names = ["../../escaped", "/tmp/promptability-abs-escape"]
+    meta = {"format": "promptability-suite/1", "templates": {
+        n: {"role": "heldout", "group": "G", "num_choices": 2, "cluster": "c"} for n in names}}  # fmt: skip
+    (root / "suite.json").write_text(json.dumps(meta))
+    rows = [
+        {"task": n, "source": f"the cat sat on the mat {i}", "target": ["yes", "no"][i % 2], "choices": ["yes", "no"],
+         "label": i % 2}  # fmt: skip
+        for n in names
+        for i in range(6)
+    ]
+    for split in ("train", "validation"):  # files of any name whose records carry the task
+        (root / split).mkdir()
+        (root / split / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root, names
+
+
+def _outside(root: Path, out: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p != out and out not in p.parents}
+
+
+def test_fewshot_never_writes_outside_out(evil_suite, make_model, accelerator, tmp_path):
+    suite, names = evil_suite
+    model_dir = make_model("shallow").save(tmp_path / "work" / "model")
+    victim = tmp_path / "escaped"  # where "../../escaped" would land from out/seed-0/prompts
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+    out = tmp_path / "work" / "fs"
+    before = _outside(tmp_path, out)
+    fewshot(model_dir, suite, out, FewShotConfig(shots=2, epochs=1, seeds=[0]), progress=False, accelerator=accelerator)
+    assert _outside(tmp_path, out) == before
+    assert (victim / "precious.txt").read_text() == "keep me"
+    assert not Path("/tmp/promptability-abs-escape").exists()
+    prompts = sorted(p.name for p in (out / "seed-0" / "prompts").iterdir())
+    assert prompts == sorted(safe_name(n) for n in names)
+    # the real names stay inside the files
+    assert sorted(json.loads((out / "seed-0" / "accuracy.json").read_text())) == sorted(names)
+
+
+def test_fewshot_refuses_unfinished_results_made_with_other_settings(evil_suite, make_model, accelerator, tmp_path):
+    suite, _ = evil_suite
+    out = tmp_path / "fs"
+    partial = out / "seed-0" / "partial"
+    partial.mkdir(parents=True)
+    (partial / "settings.json").write_text(json.dumps({"model": "another-model", "lr": 0.5}))
+    model_dir = make_model("shallow").save(tmp_path / "model")
+    with pytest.raises(ConfigError, match="other settings.*model"):
+        fewshot(model_dir, suite, out, FewShotConfig(shots=2, epochs=1, seeds=[0]), progress=False,
+                accelerator=accelerator)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "{{ cycler.__init__.__globals__.os.popen('touch PWNED').read() }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{% set x = [] %}{{ x.append(1) }}",
+    ],
+)
+def test_templates_cannot_run_code(payload, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    template = Template("evil", "0", payload + " ||| yes", None, None, None)
+    with pytest.raises(TemplateError, match="unsafe|render"):
+        template.render({"text": "x"})
+    assert not (tmp_path / "PWNED").exists()
