@@ -2,6 +2,6 @@
 
 import sys
 
-from promptability.bench.runner import main
+from benchmarks.runner import main
 
 sys.exit(main())

@@ -1,13 +1,77 @@
-"""Pair: few-shot prompt tuning, frozen transformer vs full-model step.
+"""Pair 4: a few-shot prompt-tuning step with the transformer frozen vs the same step training everything.
 
-``python -m benchmarks.fewshot [--size ...] [--reps N] [--device ...] [--bf16] [--write]`` runs only this pair and
-prints its rows; with ``--write`` it also puts them in BENCHMARKS.md (as a section of their own run).
-The code is ``promptability.bench.fewshot``.
+Both run ``promptability.train.fewshot.FixedBatchStep`` on the same k-shot
+batch as the shared loop runs it (step, gradient clipping, Adafactor,
+zero_grad), from the same weights; only the freeze preset differs
+(``prompt-only`` vs ``all``). With the transformer frozen, backward still
+carries activation gradients down to the prompt at the input but computes no
+weight gradients, so the step should cost about 2/3 of a full step (forward 1,
+backward 2 -> 1). Target: clearly cheaper, which we take as a speed-up of at least 1.2x.
+The first step's prompt gradient must be the same either way.
 """
 
-import sys
+from __future__ import annotations
 
-from promptability.bench.runner import pair_main
+import copy
+from typing import Any
 
-if __name__ == "__main__":
-    sys.exit(pair_main(["fewshot"]))
+import torch
+
+from benchmarks.common import PAD_ID, Settings, Stat, build_model, make_accelerator, synthetic_dataset, time_pair
+from benchmarks.report import Row, fmt_stat
+
+TARGET = 1.2
+
+
+def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
+    from promptability.data.batching import fewshot_batch
+    from promptability.train.fewshot import FixedBatchStep
+    from promptability.train.optim import build_optimizer
+
+    size = settings.size
+    data = synthetic_dataset(size.shots * 2, size.source_len, size.target_len, size.vocab_size, tasks=1,
+                             seed=settings.seed + 11)  # fmt: skip
+    batch = fewshot_batch(data, "bench_task_0", size.shots, pad_id=PAD_ID, seed=settings.seed)
+    accelerator = make_accelerator(settings)
+    prompt_model = build_model(settings).train()
+    full_model = copy.deepcopy(prompt_model)
+    first: dict[str, torch.Tensor] = {}
+
+    def runner(model, preset: str, side: str):
+        params = model.freeze(preset)
+        optimizer = build_optimizer(params, 1e-3)
+        step = FixedBatchStep(batch)
+
+        def one_rep() -> None:
+            for _ in range(size.steps_per_rep):
+                step(model, accelerator)
+                if side not in first:
+                    first[side] = model.prompt.weight.grad.detach().float().clone()
+                float(torch.nn.utils.clip_grad_norm_(params, 1.0))
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+        return one_rep
+
+    timing = time_pair(runner(prompt_model, "prompt-only", "ours"), runner(full_model, "all", "full"), settings,
+                       "few-shot step")  # fmt: skip
+    scale = max(float(first["full"].abs().max()), 1e-30)
+    diff = float((first["ours"] - first["full"]).abs().max()) / scale
+    ok = diff <= (5e-2 if settings.bf16 else 1e-4)
+    ratio = Stat.of(timing.ratios())
+    per_step = 1 / size.steps_per_rep
+    return [Row(
+        key="fewshot_step_time", pair="4 few-shot",
+        name=f"{size.shots}-shot prompt-tuning step: frozen transformer (prompt-only) vs full-model step: time per step",
+        ours=fmt_stat(Stat.of(timing.ours).scaled(per_step), "s"),
+        baseline=fmt_stat(Stat.of(timing.baseline).scaled(per_step), "s"),
+        ratio=ratio, ratio_note="speed-up", target=f">= {TARGET:g}x (ideal ~1.5x)", met=round(ratio.median, 2) >= TARGET,
+        check=f"first-step prompt gradients {'match' if ok else 'DIFFER'} (max diff {diff:.1e} of the largest)",
+        check_ok=ok,
+    )]  # fmt: skip
+
+
+if __name__ == "__main__":  # python -m benchmarks.fewshot
+    from benchmarks.runner import pair_main
+
+    raise SystemExit(pair_main(["fewshot"]))

@@ -1,13 +1,84 @@
-"""Pair: achieved FLOP/s of the MTL-TP step vs matmul FLOP/s (runs pair 2 too, for the step time).
+"""Pair 5: achieved FLOP/s of the MTL-TP training step as a fraction of the machine's matmul FLOP/s.
 
-``python -m benchmarks.flops [--size ...] [--reps N] [--device ...] [--bf16] [--write]`` runs only this pair and
-prints its rows; with ``--write`` it also puts them in BENCHMARKS.md (as a section of their own run).
-The code is ``promptability.bench.flops``.
+Achieved = 6 x parameters x tokens per step / step time (tokens: the step's
+non-padding source and target tokens; the step time from pair 2). The machine's
+rate is a large square ``torch.matmul`` (2 n^3 FLOP) in the same dtype as the
+step (float32, or bfloat16 with --bf16), median over reps after warm-up.
+
+6 x N x tokens is the usual decoder-only estimate; in an encoder-decoder each
+token passes through one stack only, so it counts roughly twice the weight
+FLOPs actually done. The check column gives the stack-aware count too:
+6 x (encoder params x (source + prompt tokens) + (decoder params + LM head) x target tokens).
 """
 
-import sys
+from __future__ import annotations
 
-from promptability.bench.runner import pair_main
+from typing import Any
 
-if __name__ == "__main__":
-    sys.exit(pair_main(["flops"]))
+import torch
+
+from benchmarks.common import Settings, Stat, synchronize, timed
+from benchmarks.report import Row, fmt_num
+
+
+def matmul_flops(settings: Settings) -> Stat:
+    n = settings.size.matmul_n
+    dtype = torch.bfloat16 if settings.bf16 else torch.float32
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(settings.device, dtype)
+    b = torch.randn(n, n, generator=gen).to(settings.device, dtype)
+    inner = 1
+    dt, _ = timed(lambda: torch.matmul(a, b), settings.device)
+    while dt * inner < 0.2 and inner < 1024:  # each rep at least ~0.2 s, so timer and launch overheads vanish
+        inner *= 2
+
+    def many():
+        for _ in range(inner):
+            torch.matmul(a, b)
+
+    values = []
+    for rep in range(settings.warmup + settings.reps):
+        dt, _ = timed(many, settings.device)
+        if rep >= settings.warmup:
+            values.append(2 * n**3 * inner / dt)
+    synchronize(settings.device)
+    return Stat.of(values)
+
+
+def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
+    dtype = "bfloat16" if settings.bf16 else "float32"
+    peak = matmul_flops(settings)
+    n = settings.size.matmul_n
+    rows = [Row(key="matmul_flops", pair="5 FLOP/s", name=f"machine: torch.matmul {n}x{n} {dtype}",
+                ours=f"{fmt_num(peak.median / 1e9)} GFLOP/s [{fmt_num(peak.min / 1e9)}–{fmt_num(peak.max / 1e9)}]",
+                baseline="")]  # fmt: skip
+    if "mtl_step_s" not in context:
+        rows.append(Row(key="mtl_flops_fraction", pair="5 FLOP/s", name="MTL-TP step achieved FLOP/s", ours="", baseline="",
+                        check="skipped: pair 2 did not run"))  # fmt: skip
+        return rows
+    counts = context["mtl_model"]
+    step_s: Stat = context["mtl_step_s"]
+    tokens = context["mtl_tokens_per_step"]
+    params = counts["params"]
+    flop = 6 * params * tokens
+    rate = Stat(flop / step_s.median, flop / step_s.max, flop / step_s.min, step_s.n)  # slowest step: lowest rate
+    fraction = Stat(rate.median / peak.median, rate.min / peak.median, rate.max / peak.median, rate.n)
+    enc, dec = counts["encoder"], counts["decoder"]
+    target_tokens = context.get("mtl_target_tokens_per_step", 0.0)
+    source_tokens = tokens - target_tokens + counts["prompt_length"] * settings.size.batch_size
+    aware = 6 * (enc * source_tokens + dec * target_tokens) / step_s.median / peak.median
+    rows.append(Row(
+        key="mtl_flops_fraction", pair="5 FLOP/s",
+        name=f"MTL-TP step achieved FLOP/s, 6 x {params / 1e6:.1f}M params x {tokens:.0f} tokens per step",
+        ours=f"{fmt_num(rate.median / 1e9)} GFLOP/s [{fmt_num(rate.min / 1e9)}–{fmt_num(rate.max / 1e9)}]",
+        baseline=f"{fmt_num(peak.median / 1e9)} GFLOP/s (matmul)",
+        ratio=fraction, ratio_note="of matmul FLOP/s",
+        check=f"stack-aware count: {aware:.1%} of matmul FLOP/s",
+    ))  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":  # python -m benchmarks.flops
+    from benchmarks.runner import pair_main
+
+    raise SystemExit(pair_main(["flops"]))

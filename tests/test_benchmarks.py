@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import subprocess
 import sys
@@ -24,7 +25,7 @@ EXPECTED = [
 @pytest.fixture(scope="module")
 def results():
     pytest.importorskip("peft")
-    from promptability.bench import MINUSCULE, run_benchmarks
+    from benchmarks import MINUSCULE, run_benchmarks
 
     # No offline suite (it takes ~10 s to generate); one thread: tiny ops gain nothing from more, and on a
     # shared 2-core machine OpenMP threads spinning against other jobs make them a hundred times slower.
@@ -48,8 +49,8 @@ def test_every_pair_has_its_rows_and_checks_pass(results):
 
 
 def test_markdown_sections_are_replaced_not_duplicated(results, tmp_path):
-    from promptability.bench import METHODS
-    from promptability.bench.report import write_markdown
+    from benchmarks import METHODS
+    from benchmarks.report import write_markdown
 
     out = tmp_path / "BENCHMARKS.md"
     out.write_text("old text that is not a section\n")
@@ -65,7 +66,7 @@ def test_markdown_sections_are_replaced_not_duplicated(results, tmp_path):
 
 
 def test_padding_fraction_from_lengths_matches_collated_batches():
-    from promptability.bench.padding import fractions, padding_from_lengths
+    from benchmarks.padding import fractions, padding_from_lengths
     from promptability.data.batching import collate, padding_fraction
 
     rng = np.random.default_rng(0)
@@ -79,7 +80,7 @@ def test_padding_fraction_from_lengths_matches_collated_batches():
 
 
 def test_p3_sample_lengths():
-    from promptability.bench.padding import p3_lengths, p3_samples_dir
+    from benchmarks.padding import p3_lengths, p3_samples_dir
 
     root = p3_samples_dir()
     if root is None:
@@ -89,7 +90,7 @@ def test_p3_sample_lengths():
 
 
 def test_bad_arguments_are_named():
-    from promptability.bench import run_benchmarks
+    from benchmarks import run_benchmarks
 
     with pytest.raises(ValueError, match="--size"):
         run_benchmarks("huge")
@@ -100,7 +101,7 @@ def test_bad_arguments_are_named():
 
 
 def test_a_failing_pair_is_reported_and_the_rest_still_run(monkeypatch):
-    from promptability.bench import MINUSCULE, fewshot, run_benchmarks
+    from benchmarks import MINUSCULE, fewshot, run_benchmarks
 
     def broken(settings, context):
         raise ImportError("cannot import name 'x'")
@@ -114,10 +115,19 @@ def test_a_failing_pair_is_reported_and_the_rest_still_run(monkeypatch):
 
 
 def test_cli_entry_points_parse():
+    from benchmarks.runner import add_arguments
+
+    args = add_arguments(argparse.ArgumentParser()).parse_args(["--size", "base", "--reps", "3", "--device", "cpu",
+                                                                "--bf16"])  # fmt: skip
+    assert (args.size, args.reps, args.device, args.bf16, args.out) == ("base", 3, "cpu", True, "BENCHMARKS.md")
+    for module in ("benchmarks", "benchmarks.mtl"):
+        done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+        assert done.returncode == 0 and "--size" in done.stdout and "large" in done.stdout
+
+
+def test_benchmarks_are_not_a_package_command():
     from promptability.cli import build_parser
 
-    args = build_parser().parse_args(["bench", "--size", "base", "--reps", "3", "--device", "cpu", "--bf16"])
-    assert (args.size, args.reps, args.device, args.bf16, args.out) == ("base", 3, "cpu", True, "BENCHMARKS.md")
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
-    assert done.returncode == 0 and "--size" in done.stdout and "large" in done.stdout
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench"])

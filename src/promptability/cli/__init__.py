@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-_MODULES = ("data", "model", "evaluate", "metrics", "train", "study", "demo", "bench")
+_MODULES = ("data", "model", "evaluate", "metrics", "train", "study", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

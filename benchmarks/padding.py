@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from promptability.bench.common import Settings
-from promptability.bench.report import Row
+from benchmarks.common import Settings
+from benchmarks.report import Row
 
 
 def padding_from_lengths(lengths: np.ndarray, batches: Iterable[np.ndarray]) -> float:
@@ -82,7 +82,7 @@ def suite_lengths(settings: Settings) -> np.ndarray:
 
 
 def p3_samples_dir() -> Path | None:
-    here = Path(__file__).resolve().parents[3].parent / "shared" / "p3" / "samples"
+    here = Path(__file__).resolve().parents[1].parent / "shared" / "p3" / "samples"  # beside the repository
     for candidate in (here, Path("../shared/p3/samples")):
         if candidate.is_dir():
             return candidate

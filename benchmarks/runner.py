@@ -1,9 +1,10 @@
-"""``python -m benchmarks`` / ``promptability bench``: run every pair, print the table, write BENCHMARKS.md."""
+"""``python -m benchmarks``: run every pair, print the table, write BENCHMARKS.md."""
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import os
 import sys
 import time
@@ -13,12 +14,12 @@ from typing import Any
 
 import torch
 
-from promptability.bench.common import SIZES, BenchSize, Settings, describe_model, get_size, machine_info
-from promptability.bench.report import Results, Row, text_table, write_markdown
+from benchmarks.common import SIZES, BenchSize, Settings, describe_model, get_size, machine_info
+from benchmarks.report import Results, Row, text_table, write_markdown
 
 PAIRS = ("eval", "mtl", "padding", "meta", "fewshot", "flops", "eval-causal")
 
-METHODS = """How each pair is measured (details in the docstrings of `promptability.bench.*`):
+METHODS = """How each pair is measured (details in the docstrings of `benchmarks.*`):
 
 1. **evaluation**: `eval.rank.score_choices` (each source encoded once, its states shared by its choices) vs one
    full forward per (source, choice) pair, as the paper's implementation scores; same `eval_batches` batches, same
@@ -142,37 +143,21 @@ def _run(size, reps, device, bf16, only, warmup, progress, seed) -> Results:
     return results
 
 
+# pair -> the module under benchmarks/ that measures it
+_PAIR_MODULES = {"eval": "eval_rank", "mtl": "mtl", "padding": "padding", "meta": "meta", "fewshot": "fewshot",
+                 "flops": "flops", "eval-causal": "eval_causal"}  # fmt: skip
+
+
 def _run_pair(pair: str, settings: Settings, context: dict[str, Any], results: Results) -> None:
-    if pair == "eval":
-        from promptability.bench import eval_rank
-
-        results.rows += eval_rank.run(settings)
-    elif pair == "mtl":
-        from promptability.bench import mtl
-
-        results.rows += mtl.run(settings, context)
-    elif pair == "padding":
-        from promptability.bench import padding
-
-        rows, notes = padding.run(settings)
+    module = importlib.import_module(f"benchmarks.{_PAIR_MODULES[pair]}")
+    if pair == "padding":
+        rows, notes = module.run(settings)
         results.rows += rows
         results.notes += notes
-    elif pair == "meta":
-        from promptability.bench import meta
-
-        results.rows += meta.run(settings, context)
-    elif pair == "fewshot":
-        from promptability.bench import fewshot
-
-        results.rows += fewshot.run(settings, context)
-    elif pair == "flops":
-        from promptability.bench import flops
-
-        results.rows += flops.run(settings, context)
-    elif pair == "eval-causal":
-        from promptability.bench import eval_causal
-
-        results.rows += eval_causal.run(settings)
+    elif pair in ("eval", "eval-causal"):
+        results.rows += module.run(settings)
+    else:
+        results.rows += module.run(settings, context)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -201,14 +186,14 @@ def run_command(args: argparse.Namespace) -> int:
         results = run_benchmarks(args.size, args.reps, args.device, args.bf16, only=args.only, progress=not args.quiet,
                                  threads=args.threads)  # fmt: skip
     except ValueError as err:
-        print(f"promptability bench: {err}", file=sys.stderr)
+        print(f"python -m benchmarks: {err}", file=sys.stderr)
         return 2
     print("\n" + "\n".join(f"{k}: {v}" for k, v in results.info.items()))
     print(text_table(results.rows))
     for note in results.notes:
         print(f"note: {note}")
     if results.failed:
-        print(f"promptability bench: {len(results.failed)} pair(s) failed: {', '.join(results.failed)}", file=sys.stderr)
+        print(f"python -m benchmarks: {len(results.failed)} pair(s) failed: {', '.join(results.failed)}", file=sys.stderr)
     if not args.no_write:
         path = write_markdown(Path(args.out), results, METHODS)
         print(f"wrote {path}")
@@ -222,8 +207,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ))  # fmt: skip
     return run_command(parser.parse_args(argv))
 
-
-__all__ = ["METHODS", "PAIRS", "Row", "main", "run_benchmarks"]
 
 
 def pair_main(pairs: Sequence[str], argv: Sequence[str] | None = None) -> int:

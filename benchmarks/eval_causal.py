@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from promptability.bench.common import PAD_ID, Settings, Stat, synthetic_dataset, time_pair, to_device
-from promptability.bench.report import Row, fmt_stat
+from benchmarks.common import PAD_ID, Settings, Stat, synthetic_dataset, time_pair, to_device
+from benchmarks.report import Row, fmt_stat
 
 SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                     num_key_value_heads=3)  # fmt: skip
@@ -97,3 +97,9 @@ def run(settings: Settings) -> list[Row]:
         check=f"predictions {'identical' if same else 'DIFFER'} (max score difference {diff:.1e})",
         check_ok=same,
     )]  # fmt: skip
+
+
+if __name__ == "__main__":  # python -m benchmarks.eval_causal
+    from benchmarks.runner import pair_main
+
+    raise SystemExit(pair_main(["eval-causal"]))
