@@ -56,24 +56,12 @@ def fractions(lengths: np.ndarray, seed: int = 0) -> tuple[float, float, str]:
 
 
 def suite_lengths(settings: Settings) -> np.ndarray:
-    from promptability.data import suite_world
-    from promptability.data.suite import SPLITS, generate_suite, lm_corpus
     from promptability.data.tokenize import MAX_SOURCE_LEN, MAX_TARGET_LEN
     from promptability.model.tiny import build_tokenizer
+    from promptability.suite.generate import generate_suite, tokenizer_texts
 
     suite = generate_suite(settings.seed, settings.size.suite_size)
-
-    def corpus():  # = suite.tokenizer_corpus, without generating the suite a second time
-        for split in SPLITS:
-            for recs in suite.records[split].values():
-                for r in recs:
-                    yield r["source"]
-                    yield r["target"]
-                    yield from r["choices"]
-        yield from lm_corpus(settings.seed, 2000)
-        yield from suite_world.lexicon()
-
-    tokenizer = build_tokenizer(corpus(), vocab_size=settings.size.suite_vocab)
+    tokenizer = build_tokenizer(tokenizer_texts(suite), vocab_size=settings.size.suite_vocab)
     records = list(suite.iter_records("train", "train"))
     src = tokenizer([r["source"] for r in records], add_special_tokens=True)["input_ids"]
     tgt = tokenizer([r["target"] for r in records], add_special_tokens=True)["input_ids"]
@@ -127,15 +115,10 @@ def run(settings: Settings) -> tuple[list[Row], list[str]]:
     if settings.size.suite_size is None:
         notes.append("padding on the offline suite: skipped (this size sets no suite)")
     else:
-        try:
-            from promptability.data.suite import generate_suite  # noqa: F401
-        except ImportError:
-            notes.append("padding on the offline suite: skipped (promptability.data.suite.generate_suite is missing)")
-        else:
-            settings.log("padding fractions: generating the offline suite")
-            lengths = suite_lengths(settings)
-            what = f"offline suite ({settings.size.suite_size}) training mixture"
-            rows.append(_row("padding_suite", what, lengths, settings))
+        settings.log("padding fractions: generating the offline suite")
+        lengths = suite_lengths(settings)
+        what = f"offline suite ({settings.size.suite_size}) training mixture"
+        rows.append(_row("padding_suite", what, lengths, settings))
     root = p3_samples_dir()
     if root is None:
         notes.append("padding on real P3 samples: skipped (../shared/p3/samples is not beside the repository)")

@@ -9,13 +9,12 @@ from promptability.cli import main
 
 def test_help_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "promptability", "--help"], capture_output=True, text=True, check=True)
-    for command in ("demo", "data", "model", "study", "pretrain", "fewshot", "evaluate", "arg", "compare", "report",
-                    "bench"):
+    for command in ("demo", "data", "model", "study", "pretrain", "fewshot", "evaluate", "arg", "compare", "report"):
         assert command in out.stdout
 
 
 def test_evaluate_then_arg_on_the_suite(make_model, tmp_path, capsys):
-    from promptability.data.suite import write_suite
+    from promptability.suite.generate import write_suite
 
     write_suite(tmp_path / "suite", seed=0, size="quick", progress=False)
     make_model("deep").save(tmp_path / "model")

@@ -217,7 +217,7 @@ def test_cli_data_list(capsys):
 
 
 def test_split_folder_layout_of_the_offline_suite(tmp_path):
-    from promptability.data.suite import write_suite
+    from promptability.suite.generate import write_suite
 
     meta = write_suite(tmp_path / "suite", seed=0, size="quick", progress=False)
     heldout = [t for t, info in meta["templates"].items() if info["role"] == "heldout"]

@@ -48,7 +48,7 @@ def test_batched_tuning_equals_one_template_at_a_time(make_model, tiny_tokenizer
 
 
 def test_fewshot_with_templates_per_step_gives_the_same_runs(tmp_path, make_model):
-    from promptability.data.suite import write_suite
+    from promptability.suite.generate import write_suite
     from promptability.train.config import FewShotConfig
     from promptability.train.fewshot import fewshot
 

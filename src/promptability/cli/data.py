@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     listing.add_argument("--group", help="held-out dataset group only, e.g. RTE or ANLI (implies --split heldout)")
     listing.set_defaults(func=cmd_list)
-    from promptability.data.suite import add_suite_command
+    from promptability.suite.generate import add_suite_command
 
     add_suite_command(_data_subparsers)
 

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from promptability.demo import run_demo
+    from promptability.studies.demo import run_demo
 
     table = run_demo(args.out, quick=args.quick, force=args.force, progress=not args.no_progress)
     print()

@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_real(args: argparse.Namespace) -> int:
-    from promptability.study.real import QUICK, StudyScale, StudySettingsError, run_real_study
+    from promptability.studies.pipeline import StudySettingsError
+    from promptability.studies.real import QUICK, StudyScale, run_real_study
 
     scale = QUICK if args.quick else StudyScale()
     overrides = {"eval_instances": args.eval_instances, "mtl_steps": args.mtl_steps, "lr": args.lr,

@@ -134,7 +134,7 @@ def heldout_tasks(path: str | os.PathLike, tasks: list[str] | None = None) -> tu
 
     meta = suite_meta(path)
     if meta is not None:
-        from promptability.data.suite import suite_groups
+        from promptability.data.suite_layout import suite_groups
 
         groups = suite_groups(meta, role=None)
         names = tasks or [t for t, info in meta["templates"].items() if info["role"] == "heldout"]

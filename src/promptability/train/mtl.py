@@ -200,7 +200,7 @@ def suite_meta(path: str | os.PathLike) -> dict[str, Any] | None:
     """The offline suite's suite.json when ``path`` is a suite folder, else None."""
     if not (Path(path) / "suite.json").is_file():
         return None
-    from promptability.data.suite import read_meta
+    from promptability.data.suite_layout import read_meta
 
     return read_meta(path)
 

@@ -12,8 +12,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from promptability.data.readers import read_examples
 from promptability.data.registry import heldout_templates
-from promptability.study.data import TRAIN_SPLITS, as_cos_e, dataset_key
-from promptability.study.real import QUICK, StudySettingsError, run_real_study
+from promptability.studies.data import TRAIN_SPLITS, as_cos_e, dataset_key
+from promptability.studies.pipeline import StudySettingsError
+from promptability.studies.real import QUICK, run_real_study
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 

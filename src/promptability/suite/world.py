@@ -1,6 +1,6 @@
 """The small world behind the offline task suite: vocabulary, facts and sentence makers.
 
-Every cluster in ``promptability.data.suite_tasks`` draws its texts from here, which is
+Every cluster in ``promptability.suite.tasks`` draws its texts from here, which is
 what lets a skill learnt on a training cluster carry over to a held-out one: the same
 person facts feed QA, paraphrase, structure-to-text and NLI; the same names and pronouns
 feed QA and coreference; the same event scripts feed summarisation and sentence

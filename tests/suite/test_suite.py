@@ -10,20 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from promptability.data import suite as suite_mod
 from promptability.data.schema import validate
-from promptability.data.suite import (
+from promptability.data.suite_layout import read_meta, suite_groups
+from promptability.suite import generate as suite_mod
+from promptability.suite.generate import (
     SIZES,
     add_suite_command,
     generate_suite,
     lm_corpus,
-    read_meta,
-    suite_groups,
     suite_templates,
     tokenizer_corpus,
+    tokenizer_texts,
     write_suite,
 )
-from promptability.data.suite_world import lexicon
+from promptability.suite.world import lexicon
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +230,7 @@ def test_corpora(quick):
     assert all(isinstance(t, str) and t.strip() for t in lm)
     assert len(set(lm)) > 200
     texts = list(tokenizer_corpus(0, size="quick"))
-    assert all(isinstance(t, str) for t in texts)
+    assert all(isinstance(t, str) for t in texts) and texts == list(tokenizer_texts(quick))
     record = next(quick.iter_records("validation", role="heldout"))
     assert {record["source"], record["target"], *record["choices"]} <= set(texts)
     assert set(lexicon()) <= set(texts)

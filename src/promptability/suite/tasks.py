@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from promptability.data import suite_world as w
+from promptability.suite import world as w
 
 Instance = dict[str, Any]
 Want = dict[str, int]
@@ -388,7 +388,7 @@ WSD_T = (
       "True or false?", ("false", "true")),
 )  # fmt: skip
 
-# cluster -> (role, one-line description); the docstring of promptability.data.suite has the details.
+# cluster -> (role, one-line description); the docstring of promptability.suite has the details.
 CLUSTERS: dict[str, tuple[str, str]] = {
     "sentiment": ("train", "is a short review positive or negative"),
     "topic": ("train", "which of 7 topics a text is about"),

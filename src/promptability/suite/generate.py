@@ -1,64 +1,7 @@
-"""The offline task suite: a small P3-like prompted benchmark, generated from a seed with no download.
+"""The offline task suite from a seed: generated in memory, written atomically, and its text corpora.
 
-It lets the whole pipeline (multi-task continued pretraining on training templates, then
-zero-shot and 16-shot rank-classification evaluation on held-out task types) run on a
-laptop CPU in minutes with a tiny T5. Like P3, every dataset is rendered through several
-differently worded templates, each template is a "task" (``suite_<cluster>_<dataset>_<template>``),
-and the held-out task types (NLI, coreference, sentence completion, word sense) are never
-trained on. The texts come from one small world (``suite_world``): names with genders,
-jobs, towns (whose region and product the seed decides), pets, colours, foods, ten
-everyday event scripts, seven topics and fifteen ambiguous words. Skills are shared
-between training and held-out clusters, so zero-shot transfer is possible but not free.
-
-Training clusters (train split + a small validation split):
-
-- sentiment / reviews (5 templates, 2 choices: no/yes, negative/positive, thumbs down/up, one/five
-  stars): reviews of a film, restaurant, book or hotel from 2-3 aspect clauses, some negated
-  ("was not boring") or contrasted ("..., but ..."), usually closed by a verdict.
-- topic / news (4 templates, 7 choices: sports, music, animals, money, nature, technology, food):
-  1-3 sentences; half contain an ambiguous word in that topic's sense ("swung the bat" vs "a bat
-  flew out of the cave"). Shares the word usages with word sense.
-- paraphrase / fact_pairs (4 templates, 2 choices): two statements of 1-2 person facts, worded
-  differently ("Anna works as a doctor. Her pet is a cat." / "Anna owns a pet cat. She is a
-  doctor."), or with one value or the person changed. Shares fact wording with NLI.
-- extractive_qa / people_facts (4 templates, generative): a text about two people (pronouns where
-  the genders differ) and a question answered by a value or a name; one template writes the
-  question from the answer. Shares facts and pronoun resolution with NLI and coreference.
-- multiple_choice_qa / people_quiz (4 templates, 4 choices): the same kind of text about 2-3
-  people, with 4 options (near misses from the text first); a quarter ask for the region of the
-  person's town, which only closed-book knowledge gives. Shares facts with NLI.
-- closed_book_qa / world_facts (4 templates, generative): the world's fixed facts: the region of a
-  town and what it is famous for (drawn per seed), where a job is done, what a pet eats. Shares the
-  town-region facts with NLI.
-- structure_to_text / person_records (4 templates, generative): a record (table, key = value
-  pairs, or keywords) of a person with 2-4 facts, written as sentences with she/he. Teaches the
-  genders of names that coreference needs.
-- summarization / daily_stories (4 templates, generative): a six-step everyday story (at a
-  restaurant, on a train, baking a cake...), sometimes with an irrelevant fact, to a one-sentence
-  summary or a title. Shares the event scripts with sentence completion.
-
-Held-out clusters (a train split, the few-shot pool, and a validation split for evaluation;
-labels exactly balanced):
-
-- nli / fact_inference, group NLI (5 templates, 3 choices: yes/maybe/no, true/neither/false,
-  always/sometimes/never): a premise about two people and a hypothesis about one of them,
-  entailed (possibly reworded, through a pronoun, or through the town's region), contradicted
-  (often with a value the premise gives the other person) or neutral (a fact the premise does not
-  give, often with a value it mentions).
-- nli / fact_entailment, group RTE (4 templates, 2 choices: yes/no, true/false): the same,
-  entailed vs not (neutral and contradiction pooled).
-- coreference / pronoun_stories, group Coreference (4 templates, 2 choices: the two names, or
-  no/yes): two people of different genders meet; in the last sentence "she" or "he" refers to one
-  of them (first or second mentioned, balanced); one template blanks the pronoun out so only the
-  other pronoun ("_ gave him a book") decides.
-- completion / script_endings, group Completion (4 templates, 4 choices): the first 2-4 steps of
-  an event script; the next step vs a step of the same script out of order and steps of two other
-  scripts.
-- word_sense / word_usages, group WordSense (4 templates, 2 choices: no/yes, different/same,
-  false/true): two sentences using an ambiguous word in the same or different senses.
-
-Files: ``{out}/{split}/{template}.jsonl`` (records: task, source, target, choices, label) and
-``{out}/suite.json`` (seed, size, per-template cluster, role, group, num_choices and counts).
+What the suite holds is described in ``promptability.suite``; the folder it writes, in
+``promptability.data.suite_layout``.
 """
 
 from __future__ import annotations
@@ -78,11 +21,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from promptability.data import suite_world as world_mod
 from promptability.data.schema import Example, validate
-from promptability.data.suite_tasks import CLUSTERS, DATASETS, Dataset
+from promptability.data.suite_layout import FORMAT, META_FILE, read_meta
+from promptability.suite import tasks
+from promptability.suite import world as world_mod
+from promptability.suite.tasks import CLUSTERS, DATASETS, Dataset
 
-FORMAT = "promptability-suite/1"
 SPLITS = ("train", "validation")
 
 
@@ -200,21 +144,6 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
-def read_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """suite.json of a written suite (``path`` the folder or the file)."""
-    path = Path(path)
-    file = path / "suite.json" if path.is_dir() else path
-    try:
-        meta = json.loads(file.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{file}: no suite here; write one with `promptability data suite --out DIR`") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{file}: not valid JSON ({err})") from None
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{file}: field 'format' is {meta.get('format')!r}, expected {FORMAT!r}")
-    return meta
-
-
 def write_suite(
     out_dir: str | os.PathLike,
     seed: int = 0,
@@ -233,7 +162,7 @@ def write_suite(
     if out.exists():
         if not out.is_dir():
             raise FileExistsError(f"{out}: exists and is not a folder")
-        if (out / "suite.json").is_file() and not overwrite:
+        if (out / META_FILE).is_file() and not overwrite:
             meta = read_meta(out)
             if size_name != "custom" and (meta.get("seed"), meta.get("size")) == (seed, size_name):
                 return meta
@@ -252,7 +181,7 @@ def write_suite(
             for task, recs in per_template.items():
                 text = "".join(_dumps(r) + "\n" for r in recs)
                 (tmp / split / f"{task}.jsonl").write_text(text, encoding="utf-8")
-        (tmp / "suite.json").write_text(json.dumps(suite.meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / META_FILE).write_text(json.dumps(suite.meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         if out.exists():  # the old folder moves aside only once the new one is complete
             aside = out.parent / f".{out.name}.{uuid.uuid4().hex}.old"
             os.replace(out, aside)
@@ -266,27 +195,11 @@ def write_suite(
     return suite.meta
 
 
-def suite_groups(
-    meta_or_dir: dict[str, Any] | str | os.PathLike, role: str | None = "heldout"
-) -> dict[str, dict[str, Any]]:
-    """``{template: {"group", "num_choices"}}`` for the metrics (held-out templates by default; None for all)."""
-    meta = meta_or_dir if isinstance(meta_or_dir, dict) else read_meta(meta_or_dir)
-    if "templates" not in meta:
-        raise ValueError("suite metadata has no field 'templates'")
-    return {
-        t: {"group": info["group"], "num_choices": info["num_choices"]}
-        for t, info in meta["templates"].items()
-        if role is None or info["role"] == role
-    }
-
-
 def lm_corpus(seed: int = 0, n: int = 20000) -> Iterator[str]:
     """``n`` plain passages from the world (people, stories, topics, reviews, world facts), for LM adaptation.
 
     Drawn from their own random stream, so they are not the suite's examples, and carry no prompts.
     """
-    from promptability.data import suite_tasks as tasks
-
     world = world_mod.make_world(seed)
     rng = random.Random(f"suite:{seed}:lm")
 
@@ -320,8 +233,13 @@ def lm_corpus(seed: int = 0, n: int = 20000) -> Iterator[str]:
 
 
 def tokenizer_corpus(seed: int = 0, size: str | SuiteSize = "default") -> Iterator[str]:
+    """The texts the tiny tokenizer is trained on: ``tokenizer_texts`` of the suite of this seed and size."""
+    yield from tokenizer_texts(generate_suite(seed, size))
+
+
+def tokenizer_texts(suite: Suite) -> Iterator[str]:
     """The suite's texts (sources, targets, choices), a sample of ``lm_corpus`` and the world's word lists."""
-    suite = generate_suite(seed, size)
+    seed = suite.meta["seed"]
     for split in SPLITS:
         for recs in suite.records[split].values():
             for r in recs:
@@ -348,7 +266,7 @@ def add_suite_command(data_subparsers: argparse._SubParsersAction) -> argparse.A
 
 
 def _run_suite_command(args: argparse.Namespace) -> int:
-    kept = (args.out / "suite.json").is_file() and not args.overwrite  # then it is kept only if it is the same
+    kept = (args.out / META_FILE).is_file() and not args.overwrite  # then it is kept only if it is the same
     try:
         meta = write_suite(args.out, seed=args.seed, size=args.size, overwrite=args.overwrite)
     except (FileExistsError, ValueError) as err:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +87,6 @@ def _shuffled(rows: list[dict[str, Any]], seed: int, key: str) -> list[dict[str,
     return [rows[i] for i in order]
 
 
-def _render(template_root: Path, name: str, rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
-    return render_records(template_for(template_root, name), rows, name, seed=seed)
-
-
 def build_study_data(
     realdata: str | Path,
     templates: str | Path,
@@ -105,10 +102,36 @@ def build_study_data(
 ) -> dict[str, Any]:
     """Writes the data directory (``study.json`` last) and returns its manifest."""
     realdata, templates, out = Path(realdata), Path(templates), Path(out)
-    present = available(realdata)
     manifest: dict[str, Any] = {"heldout": {}, "train": {}, "pools": {}, "skipped": {}, "seed": seed,
                                 "eval_instances": eval_instances, "train_per_template": train_per_template,
                                 "max_source_words": max_source_words}  # fmt: skip
+    source = _Source(realdata, templates, available(realdata), seed)
+    _write_heldout(source, out, manifest, eval_instances, pool_holdout, pool_size, progress)
+    _write_train(source, out, manifest, train_per_template, max_source_words, progress)
+    write_json_atomic(out / MANIFEST, manifest)
+    return manifest
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where the raw rows and the templates come from, and the seed of every shuffle and rendering."""
+
+    realdata: Path
+    templates: Path
+    present: dict[str, list[str]]  # realdata key -> the splits there
+    seed: int
+
+    def rows(self, key: str, split: str) -> list[dict[str, Any]]:
+        return read_raw(self.realdata, key, split)
+
+    def render(self, name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return render_records(template_for(self.templates, name), rows, name, seed=self.seed)
+
+
+def _write_heldout(source: _Source, out: Path, manifest: dict[str, Any], eval_instances: int, pool_holdout: int,
+                   pool_size: int, progress: bool) -> None:  # fmt: skip
+    """Every held-out template's evaluation instances and few-shot pool; the templates of a dataset share rows."""
+    seed, present = source.seed, source.present
     by_dataset: dict[str, list[str]] = defaultdict(list)
     for name in heldout_templates():
         by_dataset[dataset_key(name)].append(name)
@@ -117,12 +140,12 @@ def build_study_data(
         eval_split, pool_split = HELDOUT_SPLITS.get(key, (None, None))
         if eval_split is None or eval_split not in present.get(key, []):
             for name in names:
-                manifest["skipped"][name] = f"no {key} {eval_split or ''} data in {realdata}".replace("  ", " ")
+                manifest["skipped"][name] = f"no {key} {eval_split or ''} data in {source.realdata}".replace("  ", " ")
             bar.update(len(names))
             continue
-        rows = _shuffled(read_raw(realdata, key, eval_split), seed, key)
+        rows = _shuffled(source.rows(key, eval_split), seed, key)
         if pool_split is not None and pool_split in present[key]:
-            pool = _shuffled(read_raw(realdata, key, pool_split), seed, key)[:pool_size]
+            pool = _shuffled(source.rows(key, pool_split), seed, key)[:pool_size]
             manifest["pools"][key] = f"the {pool_split} split ({pool_size} of its rows at most)"
         else:
             pool, rows = rows[:pool_holdout], rows[pool_holdout:]
@@ -131,39 +154,41 @@ def build_study_data(
             )
         rows = rows[:eval_instances]
         for name in names:
+            bar.update(1)
             try:
-                records, shots = _render(templates, name, rows, seed), _render(templates, name, pool, seed)
+                records, shots = source.render(name, rows), source.render(name, pool)
             except TemplateError as error:
                 manifest["skipped"][name] = str(error).splitlines()[0]
-                bar.update(1)
                 continue
             if not records:
                 manifest["skipped"][name] = f"none of the {len(rows)} sampled instances renders with this template"
-                bar.update(1)
                 continue
             write_jsonl_atomic(out / eval_split_for(name) / f"{name}.jsonl", records)
             write_jsonl_atomic(out / train_split_for(name) / f"{name}.jsonl", shots)
             manifest["heldout"][name] = {"dataset": key, "split": eval_split, "instances": len(records),
                                          "pool": len(shots)}  # fmt: skip
-            bar.update(1)
     bar.close()
 
+
+def _write_train(source: _Source, out: Path, manifest: dict[str, Any], train_per_template: int,
+                 max_source_words: int, progress: bool) -> None:  # fmt: skip
+    """The MTL mixture: at most ``train_per_template`` examples of each T0 training template with data here."""
     wanted = [t for t in train_templates() if dataset_key(t) in TRAIN_SPLITS]
     raw: dict[str, list[dict[str, Any]]] = {}
     for name in tqdm(wanted, desc="training templates", disable=not progress, dynamic_ncols=True):
         key = dataset_key(name)
-        if TRAIN_SPLITS[key] not in present.get(key, []):
-            manifest["skipped"][name] = f"no {key} data in {realdata}"
+        if TRAIN_SPLITS[key] not in source.present.get(key, []):
+            manifest["skipped"][name] = f"no {key} data in {source.realdata}"
             continue
         if key not in raw:
-            rows = read_raw(realdata, key, TRAIN_SPLITS[key])
-            raw[key] = _shuffled([as_cos_e(r) for r in rows] if key == "commonsense_qa" else rows, seed, key)
+            rows = source.rows(key, TRAIN_SPLITS[key])
+            raw[key] = _shuffled([as_cos_e(r) for r in rows] if key == "commonsense_qa" else rows, source.seed, key)
         records: list[dict[str, Any]] = []
         rendered = 0
         try:
             # Render a few times the cap at once: long sources are dropped, the rest kept up to the cap.
             for start in range(0, len(raw[key]), 4 * train_per_template):
-                chunk = _render(templates, name, raw[key][start : start + 4 * train_per_template], seed)
+                chunk = source.render(name, raw[key][start : start + 4 * train_per_template])
                 rendered += len(chunk)
                 records += [r for r in chunk if len(r["source"].split()) <= max_source_words]
                 if len(records) >= train_per_template:
@@ -180,5 +205,3 @@ def build_study_data(
         write_jsonl_atomic(out / "train" / f"{name}.jsonl", records[:train_per_template])
         manifest["train"][name] = {"dataset": key, "split": TRAIN_SPLITS[key],
                                    "examples": len(records[:train_per_template])}  # fmt: skip
-    write_json_atomic(out / MANIFEST, manifest)
-    return manifest

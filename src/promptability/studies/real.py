@@ -1,27 +1,29 @@
 """The real miniature study: a real pretrained LM, continued pretraining on real P3-templated training data,
 zero- and few-shot evaluation on the real held-out datasets, and the Table-1 style report.
 
-Layout under ``out`` (each stage resumable, as in the demo)::
+Layout under ``out`` (each stage resumable, through ``promptability.studies.pipeline`` as the demo)::
 
+    out/settings.json               the model, data and scale the finished stages were made with
     out/data/                       records rendered from --data with promptsource templates (study.json last)
     out/models/<row>/               continued pretraining: mtl-t, mtl-tp-shallow, mtl-tp-deep
     out/runs/0shot/<row>/           zero-shot rank classification (base = the model as given)
     out/runs/16shot/<row>-<kind>/   few-shot prompt tuning + evaluation
-    out/report/                     table.md/.csv/.json, per_group_accuracy.png, scale.md
+    out/report/                     table.md/.csv/.json, per_group_accuracy.png, scale.md, fewshot_gain.md
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from promptability.io import write_json_atomic, write_text_atomic
-from promptability.stages import Stages
-from promptability.study.data import MANIFEST, build_study_data
+from promptability.io import write_text_atomic
+from promptability.studies.data import MANIFEST, build_study_data
+from promptability.studies.pipeline import Plan, check_settings, run_plan, start, write_tables
+
+if TYPE_CHECKING:
+    from promptability.train.config import FewShotConfig, TrainConfig
 
 
 @dataclass
@@ -107,21 +109,6 @@ def run_real_study(
     progress: bool = True,
 ) -> str:
     """Runs (or continues) the study; returns the Markdown table."""
-    import torch
-    from transformers.utils import logging as hf_logging
-
-    from promptability.data.readers import read_examples
-    from promptability.eval.groups import groups_for
-    from promptability.eval.rank import evaluate, write_run
-    from promptability.eval.report import build_report, render_markdown, write_report
-    from promptability.eval.runs import find_runs, load_run
-    from promptability.model import load_model
-    from promptability.train.config import DataConfig, FewShotConfig, TrainConfig
-    from promptability.train.fewshot import fewshot
-    from promptability.train.loop import latest_checkpoint
-    from promptability.train.mtl import model_size_of, pretrain
-
-    hf_logging.disable_progress_bar()
     scale = scale or StudyScale()
     data = Path(data)
     templates = Path(templates) if templates is not None else data.parent / "promptsource"
@@ -129,94 +116,66 @@ def run_real_study(
                        (templates, "--templates (promptsource's templates.yaml tree)")):  # fmt: skip
         if not path.is_dir():
             raise FileNotFoundError(f"{path} is not a directory: give {what}")
-    out = Path(out)
-    if force and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_settings(out, {"model": model, "data": str(data.resolve()), "scale": asdict(scale)})
-    stages = Stages("study")
-    data_dir, models, runs = out / "data", out / "models", out / "runs"
-    autocast = torch.bfloat16 if scale.precision == "bf16" else None
-
+    out, stages = start(out, force, "study")
+    check_settings(out, {"model": model, "data": str(data.resolve()), "scale": asdict(scale)})
+    data_dir = out / "data"
     stages.run("data", data_dir / MANIFEST, lambda: build_study_data(
         data, templates, data_dir, eval_instances=scale.eval_instances, pool_holdout=scale.pool_holdout,
         train_per_template=scale.train_per_template, max_source_words=scale.max_source_words, progress=progress))  # fmt: skip
     manifest = json.loads((data_dir / MANIFEST).read_text())
-    heldout = list(manifest["heldout"])
-
-    for row, method, prompt in ROWS:
-        target = models / row
-        config = TrainConfig(
-            method=method, prompt=prompt, prompt_length=scale.prompt_length, model=model,
-            data=DataConfig(path=str(data_dir), split="train", tasks=list(manifest["train"]),
-                            max_source_len=scale.max_source_len, max_target_len=scale.max_target_len),
-            batch_size=scale.batch_size, micro_batch_size=scale.batch_size, max_steps=scale.mtl_steps,
-            lr=scale.lr, precision=scale.precision, save_every=max(scale.mtl_steps // 4, 1), log_every=5,
-        )  # fmt: skip
-        stages.run(f"pretrain {row}", target / "promptability.json",
-                   lambda c=config, t=target: pretrain(c, t, resume=latest_checkpoint(t) is not None, progress=progress))  # fmt: skip
-
-    evaluation = read_examples(data_dir, tasks=heldout)
-    groups = groups_for(evaluation, data_dir)
-    size = model_size_of(model)
-    for row, method in [("base", "none")] + [(row, method) for row, method, _ in ROWS]:
-        run_dir = runs / "0shot" / row
-        source = model if row == "base" else str(models / row)
-
-        def zero(source: str = source, method: str = method, run_dir: Path = run_dir) -> None:
-            lm = load_model(source)
-            rows = evaluate(lm, evaluation, batch_size=scale.eval_batch_size, max_source_len=scale.max_source_len,
-                            max_target_len=scale.max_target_len, progress=progress, autocast=autocast)  # fmt: skip
-            write_run(run_dir, rows, {"method": method, "prompt": lm.prompt_kind, "shots": 0, "model": source,
-                                      "model_size": size, "seed": None, "score": "mean", "data": str(data_dir),
-                                      "groups": groups, "precision": scale.precision})  # fmt: skip
-
-        stages.run(f"0-shot {row}", run_dir / "run.json", zero)
-
     tuned = fewshot_templates(manifest, scale.fewshot_templates_per_dataset)
-    methods = {"base": "none", **{row: method for row, method, _ in ROWS}}
-    for row, kind in FEWSHOT:
-        run_dir = runs / "16shot" / f"{row}-{kind}"
-        config = FewShotConfig(
-            shots=16, epochs=scale.fewshot_epochs, seeds=list(scale.seeds), prompt=kind, lr=scale.fewshot_lr,
-            prompt_length=scale.prompt_length, tasks=tuned, method=methods[row], eval_batch_size=scale.eval_batch_size,
-            templates_per_step=scale.fewshot_templates_per_step, precision=scale.precision,
-            max_source_len=scale.max_source_len, max_target_len=scale.max_target_len,
-        )  # fmt: skip
-        source = model if row == "base" else str(models / row)
-        stages.run(f"16-shot {row} ({kind})", run_dir / "summary.json",
-                   lambda m=source, d=run_dir, c=config: fewshot(m, data_dir, d, c, progress=progress))  # fmt: skip
+    run_plan(_plan(out, model, scale, manifest, tuned), out, stages, progress)
 
-    start = time.perf_counter()
-    note = scale.describe(model, manifest)
+    def notes(folder: Path) -> None:
+        write_text_atomic(folder / "scale.md", scale_markdown(scale, manifest, tuned))
+        write_text_atomic(folder / "fewshot_gain.md", fewshot_gain_markdown(out / "runs", tuned))
+
     # 16-shot runs tune one template per dataset group, so their ARG is over those templates (marked partial).
-    report = build_report([load_run(p) for p in find_runs([runs])], baseline="none", partial=True)
-    write_report(report, out / "report", scale_note=note, partial=True)
-    write_text_atomic(out / "report" / "scale.md", scale_markdown(scale, manifest, tuned))
-    write_text_atomic(out / "report" / "fewshot_gain.md", fewshot_gain_markdown(runs, tuned))
-    table = render_markdown(report, note)
-    stages.record("report", time.perf_counter() - start)
-    write_json_atomic(out / "timings.json", stages.summary())
-    return table
+    return write_tables(out, stages, scale.describe(model, manifest), baseline="none", partial=True, extra=notes)
 
 
-class StudySettingsError(ValueError):
-    """An output folder that holds a study run with other settings."""
+def _plan(out: Path, model: str, scale: StudyScale, manifest: dict[str, Any], tuned: list[str]) -> Plan:
+    """The rows of ROWS from ``model``; 0-shot on every held-out template, 16-shot (FEWSHOT) on ``tuned``."""
+    import torch
+
+    from promptability.train.mtl import model_size_of
+
+    data_dir, models = out / "data", out / "models"
+    source = {"base": model, **{row: str(models / row) for row, _, _ in ROWS}}
+    methods = {"base": "none", **{row: method for row, method, _ in ROWS}}
+    return Plan(
+        data=data_dir, heldout=list(manifest["heldout"]),
+        pretrain=[(row, _train_config(scale, method, prompt, model, data_dir, list(manifest["train"])))
+                  for row, method, prompt in ROWS],
+        zero_shot=[(row, methods[row], source[row]) for row in methods],
+        fewshot=[(row, source[row], _fewshot_config(scale, kind, methods[row], tuned)) for row, kind in FEWSHOT],
+        model_size=model_size_of(model), eval_batch_size=scale.eval_batch_size, max_source_len=scale.max_source_len,
+        max_target_len=scale.max_target_len, autocast=torch.bfloat16 if scale.precision == "bf16" else None,
+        run_info={"precision": scale.precision},
+    )  # fmt: skip
 
 
-def _check_settings(out: Path, settings: dict[str, Any]) -> None:
-    """Finished stages are reused by marker, so they must come from the same settings."""
-    path = out / "settings.json"
-    if path.is_file():
-        before = json.loads(path.read_text())
-        changed = sorted(k for k in settings["scale"] if before["scale"].get(k) != settings["scale"][k])
-        changed += [k for k in ("model", "data") if before.get(k) != settings[k]]
-        if changed:
-            raise StudySettingsError(
-                f"{out} holds a study with other settings ({', '.join(changed)}); use another --out or --force"
-            )
-    else:
-        write_json_atomic(path, settings)
+def _train_config(scale: StudyScale, method: str, prompt: str, model: str, data: Path, tasks: list[str]) -> TrainConfig:
+    from promptability.train.config import DataConfig, TrainConfig
+
+    return TrainConfig(
+        method=method, prompt=prompt, prompt_length=scale.prompt_length, model=model,
+        data=DataConfig(path=str(data), split="train", tasks=tasks,
+                        max_source_len=scale.max_source_len, max_target_len=scale.max_target_len),
+        batch_size=scale.batch_size, micro_batch_size=scale.batch_size, max_steps=scale.mtl_steps,
+        lr=scale.lr, precision=scale.precision, save_every=max(scale.mtl_steps // 4, 1), log_every=5,
+    )  # fmt: skip
+
+
+def _fewshot_config(scale: StudyScale, kind: str, method: str, tasks: list[str]) -> FewShotConfig:
+    from promptability.train.config import FewShotConfig
+
+    return FewShotConfig(
+        shots=16, epochs=scale.fewshot_epochs, seeds=list(scale.seeds), prompt=kind, lr=scale.fewshot_lr,
+        prompt_length=scale.prompt_length, tasks=tasks, method=method, eval_batch_size=scale.eval_batch_size,
+        templates_per_step=scale.fewshot_templates_per_step, precision=scale.precision,
+        max_source_len=scale.max_source_len, max_target_len=scale.max_target_len,
+    )  # fmt: skip
 
 
 def scale_markdown(scale: StudyScale, manifest: dict[str, Any], tuned: list[str]) -> str:

@@ -1,0 +1,173 @@
+"""The paper's study in miniature, offline: suite -> tiny LM -> continued pretraining -> 0/16-shot -> report.
+
+Stages, resumption and the folders they share with the real study: ``promptability.studies.pipeline``.
+``force`` starts over.
+
+Layout:
+    out/suite/                 the generated task suite
+    out/lm/                    prefix-LM records for the LM-adaptation stage
+    out/models/base/           the tiny T5 after LM adaptation (row "no continued pretraining")
+    out/models/<row>/          one continued-pretraining run per Table-1 row
+    out/runs/0shot/<row>/      zero-shot evaluation (run directories)
+    out/runs/16shot/<row>-<prompt>/seed-<s>/   few-shot prompt tuning + evaluation
+    out/report/                table.md/.csv/.json, per_group_accuracy.png
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from promptability.io import write_jsonl_atomic
+from promptability.studies.pipeline import Plan, Stages, run_plan, start, write_tables
+
+if TYPE_CHECKING:
+    from promptability.train.config import FewShotConfig, TrainConfig
+
+
+@dataclass
+class Scale:
+    """How big the miniature is. Defaults: about 10 minutes on 2 (quiet) CPU cores; the paper's scale is in configs/."""
+
+    suite_size: str = "default"  # "default": 33 training + 21 held-out templates; "quick": tiny counts
+    lm_passages: int = 8000  # LM-adaptation texts (prefix -> continuation)
+    lm_steps: int = 250
+    batch_size: int = 32  # MTL examples per optimizer step
+    mtl_steps: int = 250  # per MTL row: 250 x 32 = 8,000 examples, ~40% of one epoch of the suite
+    meta_steps: int = 20  # per meta-learning row: 20 x 4 tasks x (3 support + 1 query) x 16 = 5,120 examples
+    meta_batch_size: int = 4
+    inner_steps: int = 3
+    max_source_len: int = 256
+    max_target_len: int = 64
+    fewshot_templates_per_dataset: int = 1  # templates few-shot tuned per held-out dataset (0-shot uses all)
+    fewshot_epochs: int = 25  # the paper: 100
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    prompt_length: int = 20
+
+    def describe(self, model_params: int) -> str:
+        return (
+            f"tiny T5 ({model_params / 1e6:.1f}M parameters, random init + {self.lm_steps} LM-adaptation steps); "
+            f"offline suite ({self.suite_size}); MTL rows {self.mtl_steps} steps x {self.batch_size} examples; "
+            f"meta-learning rows {self.meta_steps} steps x {self.meta_batch_size} tasks x ({self.inner_steps} support "
+            f"+ 1 query) x 16; few-shot: 16 shots, {self.fewshot_epochs} epochs (paper: 100), "
+            f"{len(self.seeds)} seeds, {self.fewshot_templates_per_dataset} template(s) per held-out dataset; "
+            f"0-shot on every held-out template"
+        )
+
+
+QUICK = Scale(
+    suite_size="quick", lm_passages=400, lm_steps=8, batch_size=16, mtl_steps=6, meta_steps=2, meta_batch_size=2,
+    inner_steps=1, max_source_len=128, max_target_len=32, fewshot_epochs=3, prompt_length=4,
+)  # fmt: skip
+
+# The rows of the paper's Table 1: (row name, method, prompt kind). "base" is "no continued pretraining".
+ROWS: list[tuple[str, str, str]] = [
+    ("mtl-t", "mtl-t", "none"),
+    ("mtl-p-shallow", "mtl-p", "shallow"),
+    ("mtl-p-deep", "mtl-p", "deep"),
+    ("mtl-tp-shallow", "mtl-tp", "shallow"),
+    ("mtl-tp-deep", "mtl-tp", "deep"),
+    ("fomaml-shallow", "fomaml", "shallow"),
+    ("fomaml-deep", "fomaml", "deep"),
+    ("reptile-shallow", "reptile", "shallow"),
+    ("reptile-deep", "reptile", "deep"),
+]
+
+
+def lm_records(passages: list[str], seed: int) -> list[dict[str, Any]]:
+    """Prefix-LM examples as in LM adaptation of T5: a passage cut at a random word, prefix -> continuation."""
+    rng = random.Random(seed)
+    out = []
+    for text in passages:
+        words = text.split()
+        if len(words) < 4:
+            continue
+        cut = rng.randrange(1, len(words) - 1)
+        out.append({"task": "lm_adaptation", "source": " ".join(words[:cut]), "target": " ".join(words[cut:])})
+    return out
+
+
+def run_demo(out: str | Path = "runs/demo", quick: bool = False, force: bool = False, progress: bool = True) -> str:
+    """Runs (or continues) the whole study; returns the Markdown table."""
+    from promptability.data.suite_layout import read_meta
+    from promptability.model import load_model
+    from promptability.suite.generate import write_suite
+
+    scale = QUICK if quick else Scale()
+    out, stages = start(out, force, "demo")
+    suite_dir, base = out / "suite", out / "models" / "base"
+    stages.run("suite", suite_dir / "suite.json",
+               lambda: write_suite(suite_dir, seed=0, size=scale.suite_size, progress=progress))  # fmt: skip
+    meta = read_meta(suite_dir)
+    stages.run("LM adaptation (base model)", base / "promptability.json", lambda: _lm_adapt(out, scale, progress))
+    run_plan(_plan(out, scale, meta), out, stages, progress)
+    note = scale.describe(sum(p.numel() for p in load_model(base).parameters()))
+    return write_tables(out, stages, note, baseline="mtl-t", partial=False)
+
+
+def _train_config(scale: Scale, method: str, prompt: str, data: Path, steps: int, model: str) -> TrainConfig:
+    from promptability.train.config import DataConfig, MetaConfig, TrainConfig
+
+    return TrainConfig(
+        method=method, prompt=prompt, prompt_length=scale.prompt_length, model=model,
+        data=DataConfig(path=str(data), split="train", max_source_len=scale.max_source_len,
+                        max_target_len=scale.max_target_len),
+        batch_size=scale.batch_size, micro_batch_size=scale.batch_size, max_steps=steps,
+        save_every=max(steps // 4, 1), log_every=5,
+        meta=MetaConfig(meta_batch_size=scale.meta_batch_size, inner_steps=scale.inner_steps),
+    )  # fmt: skip
+
+
+def _lm_adapt(out: Path, scale: Scale, progress: bool) -> None:
+    """The base model: the tiny T5 after a short prefix-LM stage on the suite's world."""
+    from promptability.model import load_model
+    from promptability.suite.generate import lm_corpus
+    from promptability.train.loop import latest_checkpoint
+    from promptability.train.mtl import pretrain
+
+    lm_dir, target = out / "lm", out / "models" / "base"
+    write_jsonl_atomic(lm_dir / "train" / "lm_adaptation.jsonl",
+                       lm_records(list(lm_corpus(seed=1, n=scale.lm_passages)), seed=0))  # fmt: skip
+    if latest_checkpoint(target) is None:
+        model = load_model("tiny", seed=0)
+        model.save(target / "init")  # the tokenizer and initial weights, for a resumed run to start from
+    model = load_model(target / "init")
+    pretrain(_train_config(scale, "mtl-t", "none", lm_dir, scale.lm_steps, "tiny"), target,
+             resume=latest_checkpoint(target) is not None, progress=progress, model=model)  # fmt: skip
+
+
+def _plan(out: Path, scale: Scale, meta: dict[str, Any]) -> Plan:
+    """Every Table-1 row from the base model; 0-shot on every held-out template, 16-shot on a few."""
+    suite_dir, models = out / "suite", out / "models"
+    heldout = [t for t, info in meta["templates"].items() if info["role"] == "heldout"]
+    pretrain = []
+    for row, method, prompt in ROWS:
+        steps = scale.meta_steps if method in ("fomaml", "reptile") else scale.mtl_steps
+        pretrain.append((row, _train_config(scale, method, prompt, suite_dir, steps, str(models / "base"))))
+    zero_shot = [("base", "none")] + [(row, method) for row, method, _ in ROWS]
+    by_dataset: dict[str, list[str]] = {}
+    for t in heldout:
+        by_dataset.setdefault(meta["templates"][t]["dataset"], []).append(t)
+    tasks = [t for ts in by_dataset.values() for t in ts[: scale.fewshot_templates_per_dataset]]
+    fewshot = []
+    for row, method in zero_shot:
+        for kind in ["shallow", "deep"] if row in ("base", "mtl-t") else [row.rsplit("-", 1)[1]]:
+            fewshot.append((row, models / row, _fewshot_config(scale, kind, method, tasks)))
+    return Plan(
+        data=suite_dir, heldout=heldout, pretrain=pretrain,
+        zero_shot=[(row, method, str(models / row)) for row, method in zero_shot], fewshot=fewshot,
+        model_size="tiny", eval_batch_size=64, max_source_len=scale.max_source_len, max_target_len=scale.max_target_len,
+    )  # fmt: skip
+
+
+def _fewshot_config(scale: Scale, kind: str, method: str, tasks: list[str]) -> FewShotConfig:
+    from promptability.train.config import FewShotConfig
+
+    return FewShotConfig(
+        shots=16, epochs=scale.fewshot_epochs, seeds=list(scale.seeds), prompt=kind,
+        prompt_length=scale.prompt_length, tasks=tasks, method=method, eval_batch_size=64,
+        templates_per_step=len(tasks),
+        max_source_len=scale.max_source_len, max_target_len=scale.max_target_len,
+    )  # fmt: skip

@@ -1,0 +1,63 @@
+"""The offline task suite: a small P3-like prompted benchmark, generated from a seed with no download.
+
+It lets the whole pipeline (multi-task continued pretraining on training templates, then
+zero-shot and 16-shot rank-classification evaluation on held-out task types) run on a
+laptop CPU in minutes with a tiny T5. Like P3, every dataset is rendered through several
+differently worded templates, each template is a "task" (``suite_<cluster>_<dataset>_<template>``),
+and the held-out task types (NLI, coreference, sentence completion, word sense) are never
+trained on. The texts come from one small world (``world``): names with genders,
+jobs, towns (whose region and product the seed decides), pets, colours, foods, ten
+everyday event scripts, seven topics and fifteen ambiguous words. Skills are shared
+between training and held-out clusters, so zero-shot transfer is possible but not free.
+
+Training clusters (train split + a small validation split):
+
+- sentiment / reviews (5 templates, 2 choices: no/yes, negative/positive, thumbs down/up, one/five
+  stars): reviews of a film, restaurant, book or hotel from 2-3 aspect clauses, some negated
+  ("was not boring") or contrasted ("..., but ..."), usually closed by a verdict.
+- topic / news (4 templates, 7 choices: sports, music, animals, money, nature, technology, food):
+  1-3 sentences; half contain an ambiguous word in that topic's sense ("swung the bat" vs "a bat
+  flew out of the cave"). Shares the word usages with word sense.
+- paraphrase / fact_pairs (4 templates, 2 choices): two statements of 1-2 person facts, worded
+  differently ("Anna works as a doctor. Her pet is a cat." / "Anna owns a pet cat. She is a
+  doctor."), or with one value or the person changed. Shares fact wording with NLI.
+- extractive_qa / people_facts (4 templates, generative): a text about two people (pronouns where
+  the genders differ) and a question answered by a value or a name; one template writes the
+  question from the answer. Shares facts and pronoun resolution with NLI and coreference.
+- multiple_choice_qa / people_quiz (4 templates, 4 choices): the same kind of text about 2-3
+  people, with 4 options (near misses from the text first); a quarter ask for the region of the
+  person's town, which only closed-book knowledge gives. Shares facts with NLI.
+- closed_book_qa / world_facts (4 templates, generative): the world's fixed facts: the region of a
+  town and what it is famous for (drawn per seed), where a job is done, what a pet eats. Shares the
+  town-region facts with NLI.
+- structure_to_text / person_records (4 templates, generative): a record (table, key = value
+  pairs, or keywords) of a person with 2-4 facts, written as sentences with she/he. Teaches the
+  genders of names that coreference needs.
+- summarization / daily_stories (4 templates, generative): a six-step everyday story (at a
+  restaurant, on a train, baking a cake...), sometimes with an irrelevant fact, to a one-sentence
+  summary or a title. Shares the event scripts with sentence completion.
+
+Held-out clusters (a train split, the few-shot pool, and a validation split for evaluation;
+labels exactly balanced):
+
+- nli / fact_inference, group NLI (5 templates, 3 choices: yes/maybe/no, true/neither/false,
+  always/sometimes/never): a premise about two people and a hypothesis about one of them,
+  entailed (possibly reworded, through a pronoun, or through the town's region), contradicted
+  (often with a value the premise gives the other person) or neutral (a fact the premise does not
+  give, often with a value it mentions).
+- nli / fact_entailment, group RTE (4 templates, 2 choices: yes/no, true/false): the same,
+  entailed vs not (neutral and contradiction pooled).
+- coreference / pronoun_stories, group Coreference (4 templates, 2 choices: the two names, or
+  no/yes): two people of different genders meet; in the last sentence "she" or "he" refers to one
+  of them (first or second mentioned, balanced); one template blanks the pronoun out so only the
+  other pronoun ("_ gave him a book") decides.
+- completion / script_endings, group Completion (4 templates, 4 choices): the first 2-4 steps of
+  an event script; the next step vs a step of the same script out of order and steps of two other
+  scripts.
+- word_sense / word_usages, group WordSense (4 templates, 2 choices: no/yes, different/same,
+  false/true): two sentences using an ambiguous word in the same or different senses.
+
+Modules: ``world`` (the world), ``tasks`` (one generator and template table per dataset), ``generate``
+(the suite from a seed, written atomically; the LM-adaptation and tokenizer corpora). Readers of a written
+suite need only ``promptability.data.suite_layout``.
+"""
