@@ -25,6 +25,7 @@ import torch
 
 from benchmarks.common import (
     PAD_ID,
+    PairTiming,
     Settings,
     Stat,
     build_model,
@@ -191,32 +192,40 @@ def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
         clear()
         naive_peak = peak_memory(naive, settings.device, model_bytes(model))
         clear()
-        label = "FOMAML" if method == "fomaml" else "Reptile"
-        match = diff <= tolerance
-        rows.append(Row(
+        rows += _rows(method, shape, size.task_batch_size, timing, diff <= tolerance, diff, ours_peak, naive_peak,
+                      mtl_peak)  # fmt: skip
+    return rows
+
+
+def _rows(method: str, shape: str, task_batch_size: int, timing: PairTiming, match: bool, diff: float, ours_peak: float,
+          naive_peak: float, mtl_peak: float) -> list[Row]:  # fmt: skip
+    """The time row and the two memory rows of one meta-learning method."""
+    label = "FOMAML" if method == "fomaml" else "Reptile"
+    ratio = ours_peak / mtl_peak
+    return [
+        Row(
             key=f"meta_{method}_time", pair="3 meta-learning",
             name=f"{label} meta-step, {shape}: time (prompt-only clone vs whole-model deep copy per task)",
             ours=fmt_stat(Stat.of(timing.ours), "s"), baseline=fmt_stat(Stat.of(timing.baseline), "s"),
             ratio=Stat.of(timing.ratios()), ratio_note="speed-up",
             check=f"meta-gradients {'match' if match else 'DIFFER'} (max diff {diff:.1e} of the largest)",
             check_ok=match,
-        ))  # fmt: skip
-        rows.append(Row(
+        ),
+        Row(
             key=f"meta_{method}_memory_vs_copy", pair="3 meta-learning",
             name=f"{label} meta-step: peak memory vs whole-model deep copy",
             ours=_mb(ours_peak), baseline=_mb(naive_peak),
             ratio=Stat.of([naive_peak / ours_peak]), ratio_note="copy/ours",
-        ))  # fmt: skip
-        ratio = ours_peak / mtl_peak
-        rows.append(Row(
+        ),
+        Row(
             key=f"meta_{method}_memory_vs_mtl", pair="3 meta-learning",
             name=f"{label} meta-step: peak memory vs a plain MTL step on its largest batch "
-                 f"({size.task_batch_size} examples)",
+                 f"({task_batch_size} examples)",
             ours=_mb(ours_peak), baseline=f"{_mb(mtl_peak)} (MTL step)",
             ratio=Stat.of([ratio]), ratio_note="ours/MTL, lower is better",
             target=f"<= {MEMORY_TARGET:g}x", met=round(ratio, 2) <= MEMORY_TARGET,
-        ))  # fmt: skip
-    return rows
+        ),
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":  # python -m benchmarks.meta

@@ -13,6 +13,7 @@ so their first-step losses must agree. Target: at least as many tokens/s.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -78,6 +79,36 @@ class _Batches:
         return collate(self.view[idx], PAD_ID)
 
 
+def _peft_steps(baseline, data, settings: Settings) -> Callable[[], tuple[float, list[float]]]:
+    """One rep of the baseline: the same batches through transformers + PEFT, its own loss, the same clipping and
+    Adafactor; returns (tokens, losses)."""
+    from promptability.train.optim import build_optimizer
+
+    size = settings.size
+    params = [p for p in baseline.parameters() if p.requires_grad]
+    opt = build_optimizer(params, LR)
+    batches = _Batches(data, size.batch_size, settings.seed)
+
+    def hf_peft() -> tuple[float, list[float]]:
+        batches.restart()
+        tokens, losses = 0.0, []
+        for _ in range(size.steps_per_rep):
+            batch = {k: v.to(settings.device) for k, v in batches.next().items()}
+            labels = batch["labels"].masked_fill(batch["decoder_attention_mask"] == 0, -100)
+            with settings.autocast():
+                out = baseline(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
+                               decoder_attention_mask=batch["decoder_attention_mask"])  # fmt: skip
+            out.loss.backward()
+            float(torch.nn.utils.clip_grad_norm_(params, CLIP))
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            tokens += float(batch["attention_mask"].sum() + batch["decoder_attention_mask"].sum())
+            losses.append(float(out.loss.detach()))
+        return tokens, losses
+
+    return hf_peft
+
+
 def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
     from promptability.train.mtl import MTLStep
     from promptability.train.optim import build_optimizer
@@ -98,9 +129,7 @@ def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
     wrapped.train()
     ours_params = [p for p in model.parameters() if p.requires_grad]
     ours_opt = build_optimizer(ours_params, LR)
-    base_params = [p for p in baseline.parameters() if p.requires_grad]
-    base_opt = build_optimizer(base_params, LR)
-    batches = _Batches(data, size.batch_size, settings.seed)
+    hf_peft = _peft_steps(baseline, data, settings)
 
     targets: list[float] = []
 
@@ -118,23 +147,6 @@ def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
             tokens += metrics["tokens"]
             targets.append(metrics["target_tokens"])
             losses.append(metrics["loss"])
-        return tokens, losses
-
-    def hf_peft() -> tuple[float, list[float]]:
-        batches.restart()
-        tokens, losses = 0.0, []
-        for _ in range(size.steps_per_rep):
-            batch = {k: v.to(settings.device) for k, v in batches.next().items()}
-            labels = batch["labels"].masked_fill(batch["decoder_attention_mask"] == 0, -100)
-            with settings.autocast():
-                out = baseline(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
-                               decoder_attention_mask=batch["decoder_attention_mask"])  # fmt: skip
-            out.loss.backward()
-            float(torch.nn.utils.clip_grad_norm_(base_params, CLIP))
-            base_opt.step()
-            base_opt.zero_grad(set_to_none=True)
-            tokens += float(batch["attention_mask"].sum() + batch["decoder_attention_mask"].sum())
-            losses.append(float(out.loss.detach()))
         return tokens, losses
 
     timing = time_pair(ours, hf_peft, settings, "MTL-TP step")

@@ -1,0 +1,135 @@
+"""The wording of the offline task suite: every dataset's templates, as promptsource would write them.
+
+A :class:`Template` turns an instance (a dict of fields drawn by a generator in ``promptability.suite.tasks``) into
+a record: ``source`` and ``choices`` are ``str.format`` strings over the instance fields, and the target is the
+labelled choice (or ``target`` for generative templates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from promptability.suite import world as w
+
+Instance = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    source: str
+    choices: tuple[str, ...] = ()  # format strings, in label order; () for generative templates
+    target: str = ""  # generative templates only
+    label: str = "label"  # the instance field indexing ``choices``
+
+    def render(self, task: str, inst: Instance) -> dict[str, Any]:
+        source = self.source.format(**inst)
+        if not self.choices:
+            return {"task": task, "source": source, "target": self.target.format(**inst), "choices": [], "label": -1}
+        choices = [c.format(**inst) for c in self.choices]
+        label = int(inst[self.label])
+        return {"task": task, "source": source, "target": choices[label], "choices": choices, "label": label}
+
+
+# --- template tables ----------------------------------------------------------------------------------
+
+T = Template
+NO_YES = ("no", "yes")
+SENTIMENT_T = (
+    T("is_it_positive", "{review}\nIs this review positive?", NO_YES),
+    T("what_sentiment", "Review: {review}\nWhat is the sentiment of this review?", ("negative", "positive")),
+    T("did_they_like", "{review}\nDid the reviewer like the {item}?", NO_YES),
+    T("thumbs", "{review}\nThumbs up or thumbs down?", ("thumbs down", "thumbs up")),
+    T("stars", "Here is a review: {review}\nWould the writer give it one star or five stars?",
+      ("one star", "five stars")),
+)  # fmt: skip
+TOPIC_T = (
+    T("which_topic", "{text}\nWhich topic is this text about: " + ", ".join(w.TOPICS) + "?", w.TOPICS),
+    T("classify", "Classify the topic of the following text.\n{text}", w.TOPICS),
+    T("section", "{text}\nIn which section of a magazine would you read this?", w.TOPICS),
+    T("about", "What is the following text mostly about? {text}", w.TOPICS),
+)
+PARAPHRASE_T = (
+    T("same_meaning", "Sentence 1: {s1}\nSentence 2: {s2}\nDo these two sentences mean the same thing?", NO_YES),
+    T("is_paraphrase", 'Is "{s2}" a paraphrase of "{s1}"?', NO_YES),
+    T("equivalent", "{s1}\n{s2}\nAre these two texts equivalent or not equivalent?", ("not equivalent", "equivalent")),
+    T("true_false", "Text: {s1}\nRewrite: {s2}\nThe rewrite says the same as the text. True or false?",
+      ("false", "true")),
+)  # fmt: skip
+EXTRACTIVE_T = (
+    T("answer_question", "{context}\nQuestion: {question}\nAnswer:", target="{answer}"),
+    T("read_then_answer", "Read the text and answer the question.\nText: {context}\nQuestion: {question}",
+      target="{answer}"),
+    T("question_first", "{question}\nFind the answer in this text: {context}", target="{answer}"),
+    T("write_question", '{context}\nWrite a question about the text whose answer is "{answer}".', target="{question}"),
+)  # fmt: skip
+OPTIONS4 = ("{o0}", "{o1}", "{o2}", "{o3}")
+MCQA_T = (
+    T("pick_option", "{context}\nQuestion: {question}\nOptions: {options}\nAnswer:", OPTIONS4),
+    T("choose_best", "Read the text and choose the best answer.\n{context}\n{question}\n{options}", OPTIONS4),
+    T("no_options", "{context}\n{question}", OPTIONS4),
+    T("question_first", "Question: {question}\nText: {context}\nPossible answers: {options}", OPTIONS4),
+)
+CLOSED_BOOK_T = (
+    T("plain", "{question}", target="{answer}"),
+    T("qa_format", "Q: {question}\nA:", target="{answer}"),
+    T("trivia", "Answer the following trivia question about the world.\n{question}", target="{answer}"),
+    T("general_knowledge", "Use what you know to answer: {question}", target="{answer}"),
+)
+STRUCT_T = (
+    T("table_to_text", "Turn this table into a short text.\n{table}", target="{text}"),
+    T("describe_person", "Write a short description of {name} from these facts: {pairs}", target="{text}"),
+    T("keywords", "Write a few sentences that use these words: {keywords}", target="{text}"),
+    T("biography", "{table}\nWrite a short biography of the person above.", target="{text}"),
+)
+SUMMARY_T = (
+    T("summarize", "Summarize this story: {story}", target="{summary}"),
+    T("tldr", "{story}\nTL;DR:", target="{summary}"),
+    T("one_sentence", "{story}\nWhat happened in this story, in one sentence?", target="{summary}"),
+    T("title", "{story}\nGive this story a short title.", target="{title}"),
+)
+YES_MAYBE_NO = ("yes", "maybe", "no")
+NLI_T = (
+    T("gpt3_style", "{premise}\nQuestion: {hypothesis} True, false, or neither?\nAnswer:",
+      ("true", "neither", "false")),
+    T("must_be_true", 'Given this text: {premise} Therefore, it must be true that "{hypothesis}" '
+      "Yes, no, or maybe?", YES_MAYBE_NO),
+    T("does_it_follow", '{premise}\nDoes it follow that "{hypothesis}" Yes, no, or maybe?', YES_MAYBE_NO),
+    T("based_on_passage", '{premise} Based on the previous passage, is it true that "{hypothesis}" '
+      "Yes, no, or maybe?", YES_MAYBE_NO),
+    T("always_sometimes_never", 'Suppose that {premise} Then, is "{hypothesis}" always, sometimes, or never true?',
+      ("always", "sometimes", "never")),
+)  # fmt: skip
+RTE_T = (
+    T("does_this_mean", '{premise}\nDoes this mean that "{hypothesis}" Yes or no?', ("yes", "no")),
+    T("gpt3_style", "{premise}\nQuestion: {hypothesis} True or false?\nAnswer:", ("true", "false")),
+    T("premise_entails", "Premise: {premise}\nHypothesis: {hypothesis}\nDoes the premise entail the hypothesis?",
+      ("yes", "no")),
+    T("can_we_infer", "{premise}\nCan we infer the following?\n{hypothesis}", ("yes", "no")),
+)  # fmt: skip
+NAMES2 = ("{a}", "{b}")
+COREF_T = (
+    T("who_is_pronoun", '{text}\nIn the last sentence, who does "{pronoun}" refer to?', NAMES2),
+    T("replace_pronoun", '{text}\nIn the last sentence, "{pronoun}" can be replaced by which name, {a} or {b}?',
+      NAMES2),
+    T("does_refer", '{text}\nHere, does "{pronoun}" stand for {cand}? Yes or no?', NO_YES, label="yn"),
+    T("fill_blank", "{text_blank}\nWho should the _ be, {a} or {b}?", NAMES2),
+)  # fmt: skip
+ENDINGS4 = ("{e0}", "{e1}", "{e2}", "{e3}")
+COMPLETION_T = (
+    T("what_happens_next", "{context}\nWhat happens next?", ENDINGS4),
+    T("most_likely", "{context}\nWhich of these is the most likely next sentence?\n{options}", ENDINGS4),
+    T("complete_story", "Complete the story with the right sentence.\n{context}", ENDINGS4),
+    T("how_continues", "How does this story continue? {context}", ENDINGS4),
+)
+WSD_T = (
+    T("same_sense", 'Sentence A: {s1}\nSentence B: {s2}\nIs the word "{word}" used with the same meaning in both '
+      "sentences?", NO_YES),
+    T("gpt3_style", "{s1}\n{s2}\nQuestion: Is the word '{word}' used in the same sense in the two sentences above?",
+      NO_YES),
+    T("same_or_different", 'Does the word "{word}" have the same or a different meaning in "{s1}" and "{s2}"?',
+      ("different", "same")),
+    T("true_or_false", 'Sentence 1: {s1} Sentence 2: {s2}\n"{word}" means the same thing in sentence 1 and sentence 2. '
+      "True or false?", ("false", "true")),
+)  # fmt: skip
