@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import SIZES, BenchSize, Settings, describe_model, get_size, machine_info
-from benchmarks.report import Results, Row, text_table, write_markdown
+from benchmarks.report import Results, text_table, write_markdown
 
 PAIRS = ("eval", "mtl", "padding", "meta", "fewshot", "flops", "eval-causal")
 

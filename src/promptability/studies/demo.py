@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from promptability.io import write_jsonl_atomic
-from promptability.studies.pipeline import Plan, Stages, run_plan, start, write_tables
+from promptability.studies.pipeline import Plan, run_plan, start, write_tables
 
 if TYPE_CHECKING:
     from promptability.train.config import FewShotConfig, TrainConfig
