@@ -3,7 +3,9 @@
 A YAML file holds any subset of ``TrainConfig``'s fields (nested ``data:`` and
 ``meta:`` sections); unknown keys are errors naming the file and the key, and
 values are converted to the field's type (so ``lr: 1e-3``, which YAML reads as
-a string, is a float here). Command-line flags override the file.
+a string, is a float here). A ``base: other.yaml`` key (relative to the file)
+starts from that file's settings: the file's own keys override the base's,
+sections key by key; bases may have bases. Command-line flags override the file.
 """
 
 from __future__ import annotations
@@ -170,18 +172,56 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
     return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()})
 
 
-def load_config(path: str | os.PathLike) -> TrainConfig:
-    """A TrainConfig from a YAML file (missing fields keep their defaults); validated."""
+def _read_mapping(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of TrainConfig fields at the top level")
+    return data
+
+
+def _merge(base: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` over ``base``; sections (``data:``, ``meta:``) are merged key by key."""
+    merged = dict(base)
+    for key, value in row.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def resolve_config(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The settings of a YAML file with its ``base:`` chain applied (a path relative to the file, recursive).
+
+    Each file is type-checked on its own, so an error names the file that holds the bad key.
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{p}: not valid YAML ({err})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping of TrainConfig fields at the top level")
-    config = from_dict(TrainConfig, data, str(p))
+    chain = (*_chain, p.resolve())
+    data = _read_mapping(p)
+    base = data.pop("base", None)
+    from_dict(TrainConfig, data, str(p))
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{p}: base must be a path to a YAML file, got {base!r}")
+    base_path = p.parent / base
+    if not base_path.is_file():
+        raise ConfigError(f"{p}: base file {base_path} does not exist")
+    if base_path.resolve() in chain:
+        cycle = " -> ".join(str(c) for c in (*chain, base_path.resolve()))
+        raise ConfigError(f"{p}: base files form a cycle: {cycle}")
+    return _merge(resolve_config(base_path, chain), data)
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """A TrainConfig from a YAML file and its ``base:`` chain (missing fields keep their defaults); validated."""
+    p = Path(path)
+    config = from_dict(TrainConfig, resolve_config(p), str(p))
     try:
         return config.validate()
     except ConfigError as err:
