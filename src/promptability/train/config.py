@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from promptability.data.tokenize import MAX_SOURCE_LEN, MAX_TARGET_LEN
+
 METHODS = ("mtl-t", "mtl-p", "mtl-tp", "fomaml", "reptile")
 PROMPTS = ("none", "shallow", "deep")
 PRECISIONS = ("fp32", "bf16")
@@ -38,8 +40,8 @@ class DataConfig:
     tasks: list[str] | str | None = None
     split: str = "train"
     cap: int | None = 500_000  # examples per template (T0's mixing cap)
-    max_source_len: int = 768
-    max_target_len: int = 192
+    max_source_len: int = MAX_SOURCE_LEN
+    max_target_len: int = MAX_TARGET_LEN
     megabatch_mult: int = 50  # length grouping: sort chunks of this many batches
 
 
@@ -228,21 +230,39 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
         raise ConfigError(f"{p}: {err}") from None
 
 
-def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
-    """Sets ``{"field": v, "data.path": v, ...}`` on ``config`` (None values are skipped), converting types."""
-    hints = typing.get_type_hints(TrainConfig)
+def setting_names(cls: type, prefix: str = "") -> list[str]:
+    """The dotted names ``apply_overrides`` accepts for dataclass ``cls``: its fields, sections' fields nested."""
+    hints = typing.get_type_hints(cls)
+    names: list[str] = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        is_section = isinstance(hint, type) and dataclasses.is_dataclass(hint)
+        names += setting_names(hint, f"{prefix}{f.name}.") if is_section else [prefix + f.name]
+    return names
+
+
+def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    """Sets ``{"lr": v, "data.cap": v, "meta.inner_lr": v, ...}`` on dataclass ``config``, converting types.
+
+    Keys are dotted field names (``setting_names``); an unknown one raises ConfigError listing the valid ones.
+    """
     for key, value in overrides.items():
-        if value is None:
-            continue
-        target, name, cls_hints = config, key, hints
-        if "." in key:
-            section, name = key.split(".", 1)
-            target = getattr(config, section)
-            cls_hints = typing.get_type_hints(type(target))
-        if name not in cls_hints:
-            raise ConfigError(f"unknown setting {key!r}")
-        setattr(target, name, _coerce(value, cls_hints[name], key))
+        *sections, name = key.split(".")
+        target = config
+        for section in sections:
+            target = getattr(target, section, None) if section in _field_names(target) else None
+        if target is None or not dataclasses.is_dataclass(target) or name not in _field_names(target):
+            valid = ", ".join(setting_names(type(config)))
+            raise ConfigError(f"unknown setting {key!r}; the settings are: {valid}")
+        hint = typing.get_type_hints(type(target))[name]
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            raise ConfigError(f"{key!r} is a section: set its fields, e.g. {setting_names(hint, key + '.')[0]}")
+        setattr(target, name, _coerce(value, hint, key))
     return config
+
+
+def _field_names(obj: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
 
 
 @dataclass
@@ -263,8 +283,8 @@ class FewShotConfig:
     eval_batch_size: int = 32
     score: str = "mean"
     precision: str = "fp32"
-    max_source_len: int = 768
-    max_target_len: int = 192
+    max_source_len: int = MAX_SOURCE_LEN
+    max_target_len: int = MAX_TARGET_LEN
 
     def validate(self) -> FewShotConfig:
         if self.shots < 1 or self.epochs < 1 or not self.seeds:
