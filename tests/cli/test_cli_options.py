@@ -13,7 +13,7 @@ from promptability.train.config import ConfigError, FewShotConfig, TrainConfig, 
 
 
 @pytest.mark.parametrize(
-    "argv, message",
+    ("argv", "message"),
     [
         (["pretrain", "--out", "x", "--batch-size", "-1"], "argument --batch-size: must be a positive integer, got '-1'"),
         (["pretrain", "--out", "x", "--batch-size", "0"], "argument --batch-size: must be a positive integer, got '0'"),

@@ -103,6 +103,7 @@ def test_cli_help_and_invalid_combinations(capsys, tmp_path, monkeypatch):
     assert "--shots" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_cli_pretrain_and_resume_on_a_saved_model(make_model, tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from promptability.cli.common import fail, given, non_negative_int, positive_int, probability
-
 from promptability.eval.metrics import MetricsError, arg_breakdown, paired_bootstrap
 from promptability.eval.runs import (
     Run,

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 from promptability.cli.common import (
     add_no_progress,
-    help_formatter,
     add_set_option,
     fail,
+    help_formatter,
     learning_rate,
     non_negative_int,
     positive_float,

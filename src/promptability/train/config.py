@@ -133,7 +133,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[-1] if errors else f"{where}: got {value!r}")
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping of {hint.__name__} fields, got {value!r}")
         return from_dict(hint, value, where)
