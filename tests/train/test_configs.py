@@ -41,7 +41,8 @@ def test_base_chains_merge_sections_and_report_cycles_and_missing_files(tmp_path
     assert (c.method, c.prompt, c.lr, c.seed) == ("mtl-p", "shallow", 2e-3, 6)
     assert (c.data.cap, c.data.split, c.data.max_source_len, c.data.max_target_len) == (20, "dev", 64, 192)
     (tmp_path / "bases" / "root.yaml").write_text("base: ../row.yaml\n")
-    with pytest.raises(ConfigError, match=r"root.yaml: base files form a cycle: .*row.yaml -> .*mid.yaml -> .*root.yaml -> .*row.yaml"):
+    cycle = r"root.yaml: base files form a cycle: .*row.yaml -> .*mid.yaml -> .*root.yaml -> .*row.yaml"
+    with pytest.raises(ConfigError, match=cycle):
         load_config(row)
     row.write_text("base: bases/absent.yaml\n")
     with pytest.raises(ConfigError, match=r"row.yaml: base file .*absent.yaml does not exist"):

@@ -74,7 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_no_progress(p)
     add_set_option(p, "data.cap=1000")
     flag = functools.partial(setting_flag, p)
-    flag("--method", key="method", choices=("mtl-t", "mtl-p", "mtl-tp", "fomaml", "reptile"), help="what is trained (see below; no default: give it or a --config)")
+    flag("--method", key="method", choices=("mtl-t", "mtl-p", "mtl-tp", "fomaml", "reptile"),
+         help="what is trained (see below; no default: give it or a --config)")  # fmt: skip
     flag("--prompt", key="prompt", choices=("none", "shallow", "deep"),
          help="soft prompt: shallow (input embeddings) or deep (every attention layer); default none for "
               "mtl-t, shallow otherwise")  # fmt: skip
@@ -96,7 +97,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     flag("--log-every", key="log_every", type=positive_int, help="metrics.jsonl line every N steps")
     flag("--seed", key="seed", type=non_negative_int, help="seed of data order, prompt init and dropout")
     flag("--precision", key="precision", choices=("fp32", "bf16"), help="bf16 autocast on GPUs; fp32 elsewhere")
-    flag("--meta-batch-size", key="meta.meta_batch_size", type=positive_int, help="fomaml/reptile: tasks per outer step")
+    flag("--meta-batch-size", key="meta.meta_batch_size", type=positive_int,
+         help="fomaml/reptile: tasks per outer step")  # fmt: skip
     flag("--inner-steps", key="meta.inner_steps", type=non_negative_int,
          help="fomaml/reptile: support batches = inner prompt steps")  # fmt: skip
     flag("--task-batch-size", key="meta.task_batch_size", type=positive_int,
@@ -133,7 +135,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     flag("--templates-per-step", key="templates_per_step", type=positive_int,
          help="tune this many templates' prompts together in one batch: the same result, fewer and "
               "fuller steps")  # fmt: skip
-    flag("--score", key="score", choices=("mean", "sum"), help="choice score: mean or sum of the choice tokens' log-probs")
+    flag("--score", key="score", choices=("mean", "sum"), help="choice score: mean or sum of token log-probs")
     flag("--precision", key="precision", choices=("fp32", "bf16"), help="bf16 autocast on GPUs")
     f.set_defaults(func=run_fewshot)
 
