@@ -32,6 +32,7 @@ def results():
     return run_benchmarks(replace(MINUSCULE, suite_size=None), reps=1, device="cpu", progress=False, threads=1)
 
 
+@pytest.mark.slow
 def test_every_pair_has_its_rows_and_checks_pass(results):
     assert results.failed == [], results.notes
     keys = [r.key for r in results.rows]
@@ -48,6 +49,7 @@ def test_every_pair_has_its_rows_and_checks_pass(results):
     assert results.info["device"] == "cpu" and results.info["torch"] == torch.__version__
 
 
+@pytest.mark.slow
 def test_markdown_sections_are_replaced_not_duplicated(results, tmp_path):
     from benchmarks import METHODS
     from benchmarks.report import write_markdown
@@ -114,6 +116,7 @@ def test_a_failing_pair_is_reported_and_the_rest_still_run(monkeypatch):
     assert out.partial == "mtl,fewshot,flops"
 
 
+@pytest.mark.slow
 def test_cli_entry_points_parse():
     from benchmarks.runner import add_arguments
 

@@ -4,15 +4,19 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from promptability.cli import main
 
 
+@pytest.mark.slow
 def test_help_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "promptability", "--help"], capture_output=True, text=True, check=True)
     for command in ("demo", "data", "model", "study", "pretrain", "fewshot", "evaluate", "arg", "compare", "report"):
         assert command in out.stdout
 
 
+@pytest.mark.slow
 def test_evaluate_then_arg_on_the_suite(make_model, tmp_path, capsys):
     from promptability.suite.generate import write_suite
 
@@ -32,6 +36,7 @@ def test_evaluate_then_arg_on_the_suite(make_model, tmp_path, capsys):
     assert float(last.split()[-1]) == round((accuracy - 0.5) / 0.5 * 100, 4)
 
 
+@pytest.mark.slow
 def test_evaluate_reads_a_real_p3_score_eval_folder(make_model, tmp_path, p3_samples):
     folder = p3_samples / "hellaswag_complete_first_then_score_eval"
     make_model("shallow").save(tmp_path / "model")

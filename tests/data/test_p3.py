@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from promptability.data.p3 import (
-    fetch_p3,
     group_p3_rows,
     iter_p3_rows,
     p3_format,
@@ -197,11 +196,3 @@ def test_bad_answer_choices_rows(tmp_path):
         list(group_p3_rows([{"inputs": [1], "targets": [2], "targets_pretokenized": "x"}]))
     with pytest.raises(DataError, match="not a P3 template folder"):
         p3_splits(tmp_path)
-
-
-def test_fetch_refuses_unknown_templates_and_offline(monkeypatch, tmp_path):
-    with pytest.raises(DataError, match="unknown P3 template"):
-        fetch_p3(["super_glue_rte_no_such_template"], tmp_path)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(DataError, match="HF_HUB_OFFLINE is set"):
-        fetch_p3(["super_glue_rte_GPT_3_style_score_eval"], tmp_path)

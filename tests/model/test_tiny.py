@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from promptability.model.tiny import build_tokenizer, tiny_t5
 
 SCRIPT = (
@@ -12,6 +14,7 @@ SCRIPT = (
 )
 
 
+@pytest.mark.slow
 def test_tokenizer_is_identical_in_separate_processes():
     runs = {subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True).stdout for _ in range(2)}
     assert len(runs) == 1

@@ -38,6 +38,7 @@ def quick_study(tmp_path_factory):
     return root / "out", table
 
 
+@pytest.mark.slow
 def test_data_dir_follows_the_t0_split_and_keeps_pools_apart(quick_study):
     out, _ = quick_study
     manifest = json.loads((out / "data" / "study.json").read_text())
@@ -61,6 +62,7 @@ def test_data_dir_follows_the_t0_split_and_keeps_pools_apart(quick_study):
         assert all(len(r["source"].split()) <= QUICK.max_source_words for r in rows)
 
 
+@pytest.mark.slow
 def test_toy_run_reports_every_row_and_resumes(quick_study, capsys):
     out, table = quick_study
     for row in ("No continued pretraining", "MTL-T", "MTL-TP"):

@@ -24,6 +24,35 @@ def test_every_shipped_config_loads(path):
     assert config.lr == 1e-3 and isinstance(config.lr, float) and config.clip_norm == 1.0 and config.epochs == 1
 
 
+def test_every_config_resolves_to_its_frozen_settings():
+    """The rows name a base per model size; resolved, each equals the full file it replaced, field for field."""
+    golden = json.loads((Path(__file__).parent / "configs_resolved.json").read_text())
+    resolved = {p.name: load_config(p).to_dict() for p in sorted(CONFIGS.glob("*.yaml"))}
+    assert json.dumps(resolved, indent=1, sort_keys=True) == json.dumps(golden, indent=1, sort_keys=True)
+
+
+def test_base_chains_merge_sections_and_report_cycles_and_missing_files(tmp_path):
+    (tmp_path / "bases").mkdir()
+    (tmp_path / "bases" / "root.yaml").write_text("lr: 2e-3\nseed: 5\ndata:\n  cap: 10\n  split: dev\n")
+    (tmp_path / "bases" / "mid.yaml").write_text("base: root.yaml\nseed: 6\ndata:\n  max_source_len: 64\n")
+    row = tmp_path / "row.yaml"
+    row.write_text("base: bases/mid.yaml\nmethod: mtl-p\ndata:\n  cap: 20\n")
+    c = load_config(row)
+    assert (c.method, c.prompt, c.lr, c.seed) == ("mtl-p", "shallow", 2e-3, 6)
+    assert (c.data.cap, c.data.split, c.data.max_source_len, c.data.max_target_len) == (20, "dev", 64, 192)
+    (tmp_path / "bases" / "root.yaml").write_text("base: ../row.yaml\n")
+    cycle = r"root.yaml: base files form a cycle: .*row.yaml -> .*mid.yaml -> .*root.yaml -> .*row.yaml"
+    with pytest.raises(ConfigError, match=cycle):
+        load_config(row)
+    row.write_text("base: bases/absent.yaml\n")
+    with pytest.raises(ConfigError, match=r"row.yaml: base file .*absent.yaml does not exist"):
+        load_config(row)
+    (tmp_path / "bases" / "root.yaml").write_text("seed: many\n")
+    row.write_text("base: bases/root.yaml\n")
+    with pytest.raises(ConfigError, match=r"root.yaml.seed: expected an integer, got 'many'"):
+        load_config(row)
+
+
 def test_paper_configs_cover_table_1_with_the_paper_hyperparameters():
     rows = {(load_config(p).model, load_config(p).method, load_config(p).prompt) for p in PAPER}
     methods = {("mtl-t", "none")} | {(m, p) for m in ("mtl-p", "mtl-tp", "fomaml", "reptile") for p in ("shallow", "deep")}
@@ -75,6 +104,7 @@ def test_cli_help_and_invalid_combinations(capsys, tmp_path, monkeypatch):
     assert "--shots" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_cli_pretrain_and_resume_on_a_saved_model(make_model, tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()

@@ -48,6 +48,7 @@ def runs(tmp_path_factory, tiny_tokenizer):
     return one, two, losses, proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["mtl-tp", "fomaml"])
 def test_two_processes_equal_one(runs, method):
     one, two, losses, stdout = runs

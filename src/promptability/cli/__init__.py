@@ -1,7 +1,8 @@
 """The `promptability` command: thin subcommands that parse, call the library, print.
 
 Each stage owns one file here with a ``register(subparsers)`` function; adding a
-command is a new file plus a line in ``_MODULES``.
+command is a new file plus a line in ``_MODULES``. ``common.py`` holds what they share: the
+number types every numeric option uses, command groups, ``--set`` and the error line.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections import Counter
 
+from promptability.cli.common import add_group
 from promptability.data import registry
 
 _data_subparsers: argparse._SubParsersAction | None = None
@@ -27,9 +28,8 @@ def add_data_command(name: str, help: str, **kwargs) -> argparse.ArgumentParser:
 def register(subparsers: argparse._SubParsersAction) -> None:
     global _data_subparsers
     about = "List the T0/P3 templates of the registry; build and inspect evaluation data."
-    group = subparsers.add_parser("data", help="list P3 templates; build and inspect data", description=about)
-    group.set_defaults(func=lambda args: group.print_help() or 0)
-    _data_subparsers = group.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    _data_subparsers = add_group(subparsers, "data", "data_command", "DATA_COMMAND",
+                                 help="list P3 templates; build and inspect data", description=about)  # fmt: skip
 
     listing = add_data_command("list", "show the T0/P3 templates of the registry, with counts")
     listing.add_argument(

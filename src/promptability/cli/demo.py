@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from promptability.cli.common import add_no_progress
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -21,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     p.add_argument("--quick", action="store_true", help="a minute-scale run with tiny counts (used by the tests)")
     p.add_argument("--force", action="store_true", help="delete --out and recompute every stage")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(p)
     p.set_defaults(func=run)
 
 

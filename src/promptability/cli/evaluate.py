@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from promptability.cli.common import given, non_negative_int, positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -22,11 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", nargs="+", help="evaluate only these templates")
     p.add_argument("--split", help="split to read (default: validation; test for StoryCloze)")
     p.add_argument("--score", choices=("mean", "sum"), default="mean", help="mean (default) or sum of choice-token log-probs")
-    p.add_argument("--batch-size", type=int, default=32, help="sources per batch (default 32)")
-    p.add_argument("--max-source-len", type=int, default=768)
-    p.add_argument("--max-target-len", type=int, default=192)
+    p.add_argument("--batch-size", type=positive_int, help="sources per batch (default 32)")
+    p.add_argument("--max-source-len", type=positive_int, help="source tokens (default 768)")
+    p.add_argument("--max-target-len", type=positive_int, help="target tokens (default 192)")
     p.add_argument("--method", help="method name recorded in run.json (default: from the model's train.json, else 'none')")
-    p.add_argument("--shots", type=int, help="shot count recorded in run.json (default: from the model, else 0)")
+    p.add_argument("--shots", type=non_negative_int, help="shot count recorded in run.json (default: from the model, else 0)")
     p.add_argument("--model-size", help="size label for the report (default: from the model's train.json, else its name)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPUs)")
@@ -51,10 +53,8 @@ def run(args: argparse.Namespace) -> int:
     rows = evaluate(
         model,
         records,
-        batch_size=args.batch_size,
         score=args.score,
-        max_source_len=args.max_source_len,
-        max_target_len=args.max_target_len,
+        **given(args, "batch_size", "max_source_len", "max_target_len"),
         autocast=torch.bfloat16 if args.bf16 else None,
     )
     run_info = {

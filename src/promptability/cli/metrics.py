@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from promptability.cli.common import fail, given, non_negative_int, positive_int, probability
 from promptability.eval.metrics import MetricsError, arg_breakdown, paired_bootstrap
 from promptability.eval.runs import (
     Run,
@@ -19,11 +19,6 @@ from promptability.eval.runs import (
 )
 
 
-def _fail(err: Exception) -> int:
-    print(f"error: {err}", file=sys.stderr)
-    return 2
-
-
 def _cmd_arg(args: argparse.Namespace) -> int:
     try:
         accuracies, groups = load_accuracies(args.file)
@@ -31,7 +26,7 @@ def _cmd_arg(args: argparse.Namespace) -> int:
             groups = json.loads(Path(args.groups).read_text(encoding="utf-8"))
         result = arg_breakdown(accuracies, groups, partial=args.partial)
     except (RunError, MetricsError, OSError, json.JSONDecodeError) as err:
-        return _fail(err)
+        return fail(err)
     if not args.quiet:
         print(f"{'group':<16}{'templates':>10}{'accuracy':>10}{'gain (%)':>10}")
         for group, gain in result.per_group.items():
@@ -67,11 +62,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         if any(run.arg_groups != groups for run in runs_a + runs_b):
             raise RunError("the runs carry different 'groups' in run.json")
         result = paired_bootstrap(
-            pooled_correctness(runs_a), pooled_correctness(runs_b), groups, args.samples, args.seed,
-            partial=args.partial, confidence=args.confidence,
+            pooled_correctness(runs_a), pooled_correctness(runs_b), groups,
+            partial=args.partial, **given(args, "samples", "seed", "confidence"),
         )
     except (RunError, MetricsError) as err:
-        return _fail(err)
+        return fail(err)
     label = "partial ARG" if result.partial else "ARG"
     print(f"A: {args.run_a} ({_describe(runs_a)})")
     print(f"B: {args.run_b} ({_describe(runs_b)})")
@@ -98,12 +93,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if args.baseline and args.baseline not in {run.method for run in runs}:
             raise RunError(f"--baseline {args.baseline!r} matches no run (methods: {sorted({r.method for r in runs})})")
         report = build_report(
-            runs, baseline=args.baseline or "mtl-t", samples=args.samples, seed=args.seed,
-            alpha=args.alpha, partial=args.partial,
+            runs, baseline=args.baseline or "mtl-t", partial=args.partial, **given(args, "samples", "seed", "alpha"),
         )
         paths = write_report(report, args.out, scale_note=args.scale_note, partial=args.partial)
     except (RunError, MetricsError) as err:
-        return _fail(err)
+        return fail(err)
     print(render_markdown(report, args.scale_note))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
@@ -131,9 +125,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_a", metavar="RUN_A")
     p.add_argument("run_b", metavar="RUN_B")
-    p.add_argument("--samples", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
+    p.add_argument("--samples", type=positive_int, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=non_negative_int, help="random seed (default 0)")
+    p.add_argument("--confidence", type=probability, help="interval level (default 0.95)")
     p.add_argument("--partial", action="store_true", help="allow runs covering only some groups")
     p.add_argument("--out", help="also write the result as JSON here")
     p.set_defaults(func=_cmd_compare)
@@ -149,8 +143,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--baseline", help="method to test against (default mtl-t, when present)")
     p.add_argument("--scale-note", help="free text printed beside the table (model size, examples, steps)")
-    p.add_argument("--samples", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    p.add_argument("--samples", type=positive_int, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=non_negative_int, help="bootstrap seed (default 0)")
+    p.add_argument("--alpha", type=probability, help="significance level (default 0.05)")
     p.add_argument("--partial", action="store_true", help="allow runs covering only some groups")
     p.set_defaults(func=_cmd_report)

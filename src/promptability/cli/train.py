@@ -3,8 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from promptability.cli.common import (
+    add_no_progress,
+    add_set_option,
+    fail,
+    help_formatter,
+    learning_rate,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    setting_flag,
+    settings_of,
+)
+
+if TYPE_CHECKING:
+    from promptability.train.config import TrainConfig
 
 PRETRAIN_EPILOG = """\
 methods (Wu et al. 2022, Table 1):
@@ -21,7 +39,7 @@ Interrupted? Run the same command again with --resume: the result equals an unin
 examples:
   promptability pretrain --config configs/demo-tiny.yaml --data suite/ --out runs/demo-mtl-tp
   promptability pretrain --method mtl-p --prompt deep --model tiny --data suite/ --out runs/p --max-steps 50
-  accelerate launch --num_processes 8 -m promptability pretrain --config configs/t5-large/mtl-tp-shallow.yaml \\
+  accelerate launch --num_processes 8 -m promptability pretrain --config configs/t5-large-mtl-tp-shallow.yaml \\
       --data p3/ --out runs/large-mtl-tp-shallow --precision bf16
 """
 
@@ -35,95 +53,104 @@ tuned prompts under OUT/seed-S/prompts/, and OUT/summary.json (mean and spread o
 """
 
 
+def _tasks(values: list[str]) -> list[str] | str:
+    from promptability.train.config import T0_TRAIN  # here, not at the top: --help stays fast
+
+    return values[0] if values == [T0_TRAIN] else values
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "pretrain",
         help="continued pretraining: mtl-t, mtl-p, mtl-tp, fomaml, reptile",
-        description="Continued multi-task or meta-learning pretraining of a T5 with an optional soft prompt.",
+        description="Continued multi-task or meta-learning pretraining of a T5 with an optional soft prompt. "
+        "Settings: the defaults of TrainConfig, then --config, then --set and the named flags in the order given.",
         epilog=PRETRAIN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=help_formatter("promptability.train.config:TrainConfig"),
     )
     p.add_argument("--config", help="YAML file of settings (configs/*.yaml); flags given here override it")
-    p.add_argument("--method", choices=("mtl-t", "mtl-p", "mtl-tp", "fomaml", "reptile"), help="what is trained (see below)")
-    p.add_argument("--prompt", choices=("none", "shallow", "deep"),
-                   help="soft prompt: shallow (input embeddings) or deep (every attention layer); default none for "
-                        "mtl-t, shallow otherwise")  # fmt: skip
-    p.add_argument("--prompt-length", type=int, help="prompt tokens (default 20)")
-    p.add_argument("--model", help="Hub id, model dir, or 'tiny' (offline tiny T5; default)")
-    p.add_argument("--data", help="training data: P3 folder, suite dir, JSONL/Parquet file or folder")
-    p.add_argument("--tasks", nargs="+", help="templates to train on, or 't0-train' (default: all training templates)")
     p.add_argument("--out", required=True, help="output dir; becomes the trained model dir")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--max-steps", type=int, help="optimizer steps (default: one epoch of the mixture)")
-    p.add_argument("--epochs", type=float, help="passes over the mixture when --max-steps is not given (default 1)")
-    p.add_argument("--batch-size", type=int, help="examples per optimizer step over all processes (paper: 4096)")
-    p.add_argument("--micro-batch-size", type=int, help="examples per forward pass per process (gradient accumulation)")
-    p.add_argument("--lr", type=float, help="Adafactor learning rate, constant (default 1e-3)")
-    p.add_argument("--cap", type=int, help="examples per template in the mixture (default 500000)")
-    p.add_argument("--max-source-len", type=int, help="source tokens (default 768)")
-    p.add_argument("--max-target-len", type=int, help="target tokens (default 192)")
-    p.add_argument("--save-every", type=int, help="checkpoint every N steps (0: only at the end; default 500)")
-    p.add_argument("--log-every", type=int, help="metrics.jsonl line every N steps (default 1)")
-    p.add_argument("--seed", type=int, help="seed of data order, prompt init and dropout (default 0)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), help="bf16 autocast on GPUs; fp32 (default) elsewhere")
-    p.add_argument("--meta-batch-size", type=int, help="fomaml/reptile: tasks per outer step (paper: 128)")
-    p.add_argument("--inner-steps", type=int, help="fomaml/reptile: support batches = inner prompt steps (paper: 7)")
-    p.add_argument("--task-batch-size", type=int, help="fomaml/reptile: examples per support/query batch (paper: 16)")
-    p.add_argument("--inner-lr", type=float, help="fomaml/reptile: inner Adafactor learning rate (paper: 1e-3)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(p)
+    add_set_option(p, "data.cap=1000")
+    flag = functools.partial(setting_flag, p)
+    flag("--method", key="method", choices=("mtl-t", "mtl-p", "mtl-tp", "fomaml", "reptile"),
+         help="what is trained (see below; no default: give it or a --config)")  # fmt: skip
+    flag("--prompt", key="prompt", choices=("none", "shallow", "deep"),
+         help="soft prompt: shallow (input embeddings) or deep (every attention layer); default none for "
+              "mtl-t, shallow otherwise")  # fmt: skip
+    flag("--prompt-length", key="prompt_length", type=positive_int, help="prompt tokens")
+    flag("--model", key="model", help="Hub id, model dir, or 'tiny' (the offline tiny T5)")
+    flag("--data", key="data.path", help="training data: P3 folder, suite dir, JSONL/Parquet file or folder")
+    flag("--tasks", key="data.tasks", nargs="+", convert=_tasks,
+         help="templates to train on, or 't0-train' (default: all training templates)")  # fmt: skip
+    flag("--max-steps", key="max_steps", type=positive_int, help="optimizer steps (default: one epoch of the mixture)")
+    flag("--epochs", key="epochs", type=positive_float, help="passes over the mixture when --max-steps is not given ")
+    flag("--batch-size", key="batch_size", type=positive_int, help="examples per optimizer step over all processes")
+    flag("--micro-batch-size", key="micro_batch_size", type=positive_int,
+         help="examples per forward pass per process (gradient accumulation)")  # fmt: skip
+    flag("--lr", key="lr", type=learning_rate, help="Adafactor learning rate, constant")
+    flag("--cap", key="data.cap", type=positive_int, help="examples per template in the mixture")
+    flag("--max-source-len", key="data.max_source_len", type=positive_int, help="source tokens")
+    flag("--max-target-len", key="data.max_target_len", type=positive_int, help="target tokens")
+    flag("--save-every", key="save_every", type=non_negative_int, help="checkpoint every N steps (0: only at the end)")
+    flag("--log-every", key="log_every", type=positive_int, help="metrics.jsonl line every N steps")
+    flag("--seed", key="seed", type=non_negative_int, help="seed of data order, prompt init and dropout")
+    flag("--precision", key="precision", choices=("fp32", "bf16"), help="bf16 autocast on GPUs; fp32 elsewhere")
+    flag("--meta-batch-size", key="meta.meta_batch_size", type=positive_int,
+         help="fomaml/reptile: tasks per outer step")  # fmt: skip
+    flag("--inner-steps", key="meta.inner_steps", type=non_negative_int,
+         help="fomaml/reptile: support batches = inner prompt steps")  # fmt: skip
+    flag("--task-batch-size", key="meta.task_batch_size", type=positive_int,
+         help="fomaml/reptile: examples per support/query batch")  # fmt: skip
+    flag("--inner-lr", key="meta.inner_lr", type=learning_rate, help="fomaml/reptile: inner Adafactor learning rate")
     p.set_defaults(func=run_pretrain)
 
     f = subparsers.add_parser(
         "fewshot",
         help="16-shot prompt tuning + evaluation on every held-out template",
-        description="Few-shot prompt tuning of a (pretrained) model, as in the paper's 16-shot evaluation.",
+        description="Few-shot prompt tuning of a (pretrained) model, as in the paper's 16-shot evaluation. "
+        "Settings: the defaults of FewShotConfig, then --set and the named flags in the order given.",
         epilog=FEWSHOT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=help_formatter("promptability.train.config:FewShotConfig"),
     )
     f.add_argument("--model", required=True, help="model dir (a pretrain --out), HF dir or Hub id")
     f.add_argument("--data", required=True, help="data with held-out templates: P3 folder, suite dir, JSONL files")
     f.add_argument("--out", required=True, help="output dir: seed-S/ run dirs and summary.json")
-    f.add_argument("--shots", type=int, default=16, help="examples per template (default 16)")
-    f.add_argument("--epochs", type=int, default=100, help="steps on the fixed batch (default 100)")
-    f.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="few-shot samples (default 0 1 2)")
-    f.add_argument("--prompt", choices=("shallow", "deep"),
-                   help="prompt kind for a model without one (default: the model's, else shallow)")  # fmt: skip
-    f.add_argument("--prompt-length", type=int, default=20, help="length of a fresh prompt (default 20)")
-    f.add_argument("--tasks", nargs="+", help="templates (default: every held-out template in --data)")
-    f.add_argument("--lr", type=float, default=1e-3, help="Adafactor learning rate (default 1e-3)")
-    f.add_argument("--eval-batch-size", type=int, default=32, help="sources per evaluation batch (default 32)")
-    f.add_argument("--reference-subsample", action="store_true",
-                   help="P3: use the paper's reference 16-shot subsample of each template (md5-checked) "
-                        "instead of sampling; seeds then vary only a fresh prompt's initialisation")  # fmt: skip
-    f.add_argument("--templates-per-step", type=int, default=1,
-                   help="tune this many templates' prompts together in one batch: the same result, fewer and "
-                        "fuller steps (default 1)")  # fmt: skip
-    f.add_argument("--score", choices=("mean", "sum"), default="mean", help="choice score (default mean log-prob)")
-    f.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 autocast on GPUs")
-    f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(f)
+    add_set_option(f, "max_source_len=512")
+    flag = functools.partial(setting_flag, f)
+    flag("--shots", key="shots", type=positive_int, help="examples per template")
+    flag("--epochs", key="epochs", type=positive_int, help="steps on the fixed batch")
+    flag("--seeds", key="seeds", type=non_negative_int, nargs="+", help="few-shot samples")
+    flag("--prompt", key="prompt", choices=("shallow", "deep"),
+         help="prompt kind for a model without one (default: the model's, else shallow)")  # fmt: skip
+    flag("--prompt-length", key="prompt_length", type=positive_int, help="length of a fresh prompt")
+    flag("--tasks", key="tasks", nargs="+", help="templates (default: every held-out template in --data)")
+    flag("--lr", key="lr", type=learning_rate, help="Adafactor learning rate")
+    flag("--eval-batch-size", key="eval_batch_size", type=positive_int, help="sources per evaluation batch")
+    flag("--reference-subsample", key="reference", action="store_true",
+         help="P3: use the paper's reference 16-shot subsample of each template (md5-checked) "
+              "instead of sampling; seeds then vary only a fresh prompt's initialisation")  # fmt: skip
+    flag("--templates-per-step", key="templates_per_step", type=positive_int,
+         help="tune this many templates' prompts together in one batch: the same result, fewer and "
+              "fuller steps")  # fmt: skip
+    flag("--score", key="score", choices=("mean", "sum"), help="choice score: mean or sum of token log-probs")
+    flag("--precision", key="precision", choices=("fp32", "bf16"), help="bf16 autocast on GPUs")
     f.set_defaults(func=run_fewshot)
 
 
-def build_config(args: argparse.Namespace):
-    """The TrainConfig of ``pretrain`` flags over an optional --config YAML (validated)."""
+def build_config(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of the defaults, an optional --config YAML, then --set and the named flags (validated)."""
     from promptability.train.config import ConfigError, TrainConfig, apply_overrides, load_config
 
-    if not (args.config or args.method):
+    settings = settings_of(args)
+    if not (args.config or "method" in settings):
         raise ConfigError("give --method (mtl-t, mtl-p, mtl-tp, fomaml, reptile) or a --config file")
-    config = load_config(args.config) if args.config else TrainConfig(method=args.method)
-    tasks = args.tasks[0] if args.tasks and args.tasks == ["t0-train"] else args.tasks
-    overrides = {
-        "method": args.method, "prompt": args.prompt, "prompt_length": args.prompt_length, "model": args.model,
-        "data.path": args.data, "data.tasks": tasks, "data.cap": args.cap, "data.max_source_len": args.max_source_len,
-        "data.max_target_len": args.max_target_len, "max_steps": args.max_steps, "epochs": args.epochs,
-        "batch_size": args.batch_size, "micro_batch_size": args.micro_batch_size, "lr": args.lr,
-        "save_every": args.save_every, "log_every": args.log_every, "seed": args.seed, "precision": args.precision,
-        "meta.meta_batch_size": args.meta_batch_size, "meta.inner_steps": args.inner_steps,
-        "meta.task_batch_size": args.task_batch_size, "meta.inner_lr": args.inner_lr,
-    }  # fmt: skip
-    if args.method and args.config and args.prompt is None and config.method != args.method:
+    config = load_config(args.config) if args.config else TrainConfig()
+    if "method" in settings and "prompt" not in settings and config.method != settings["method"]:
         config.prompt = None  # the file's prompt belonged to its method; re-derive for the new one
-    return apply_overrides(config, overrides).validate()
+    return apply_overrides(config, settings).validate()
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
@@ -137,8 +164,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         config = build_config(args)
         result = pretrain(config, args.out, resume=args.resume, progress=not args.no_progress)
     except (ConfigError, DataError, PromptSettingsError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -153,20 +179,14 @@ def run_pretrain(args: argparse.Namespace) -> int:
 def run_fewshot(args: argparse.Namespace) -> int:
     from promptability.data.schema import DataError
     from promptability.model.prompted import PromptSettingsError
-    from promptability.train.config import ConfigError, FewShotConfig
+    from promptability.train.config import ConfigError, FewShotConfig, apply_overrides
     from promptability.train.fewshot import fewshot
 
-    config = FewShotConfig(
-        shots=args.shots, epochs=args.epochs, seeds=list(args.seeds), prompt=args.prompt,
-        prompt_length=args.prompt_length, tasks=args.tasks, lr=args.lr, eval_batch_size=args.eval_batch_size,
-        templates_per_step=args.templates_per_step, reference=args.reference_subsample,
-        score=args.score, precision=args.precision,
-    )  # fmt: skip
     try:
+        config = apply_overrides(FewShotConfig(), settings_of(args))
         summary = fewshot(args.model, args.data, args.out, config, progress=not args.no_progress)
     except (ConfigError, DataError, PromptSettingsError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)
     acc = summary["mean_accuracy"]
     line = f"{summary['templates']} templates x {len(summary['seeds'])} seeds: mean accuracy {acc['mean'] * 100:.2f}"
     line += f" ± {acc['std'] * 100:.2f}"

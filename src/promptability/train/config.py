@@ -3,7 +3,9 @@
 A YAML file holds any subset of ``TrainConfig``'s fields (nested ``data:`` and
 ``meta:`` sections); unknown keys are errors naming the file and the key, and
 values are converted to the field's type (so ``lr: 1e-3``, which YAML reads as
-a string, is a float here). Command-line flags override the file.
+a string, is a float here). A ``base: other.yaml`` key (relative to the file)
+starts from that file's settings: the file's own keys override the base's,
+sections key by key; bases may have bases. Command-line flags override the file.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from promptability.data.tokenize import MAX_SOURCE_LEN, MAX_TARGET_LEN
 
 METHODS = ("mtl-t", "mtl-p", "mtl-tp", "fomaml", "reptile")
 PROMPTS = ("none", "shallow", "deep")
@@ -36,8 +40,8 @@ class DataConfig:
     tasks: list[str] | str | None = None
     split: str = "train"
     cap: int | None = 500_000  # examples per template (T0's mixing cap)
-    max_source_len: int = 768
-    max_target_len: int = 192
+    max_source_len: int = MAX_SOURCE_LEN
+    max_target_len: int = MAX_TARGET_LEN
     megabatch_mult: int = 50  # length grouping: sort chunks of this many batches
 
 
@@ -129,7 +133,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[-1] if errors else f"{where}: got {value!r}")
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping of {hint.__name__} fields, got {value!r}")
         return from_dict(hint, value, where)
@@ -170,39 +174,95 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
     return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()})
 
 
-def load_config(path: str | os.PathLike) -> TrainConfig:
-    """A TrainConfig from a YAML file (missing fields keep their defaults); validated."""
+def _read_mapping(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of TrainConfig fields at the top level")
+    return data
+
+
+def _merge(base: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` over ``base``; sections (``data:``, ``meta:``) are merged key by key."""
+    merged = dict(base)
+    for key, value in row.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def resolve_config(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The settings of a YAML file with its ``base:`` chain applied (a path relative to the file, recursive).
+
+    Each file is type-checked on its own, so an error names the file that holds the bad key.
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{p}: not valid YAML ({err})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping of TrainConfig fields at the top level")
-    config = from_dict(TrainConfig, data, str(p))
+    chain = (*_chain, p.resolve())
+    data = _read_mapping(p)
+    base = data.pop("base", None)
+    from_dict(TrainConfig, data, str(p))
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{p}: base must be a path to a YAML file, got {base!r}")
+    base_path = p.parent / base
+    if not base_path.is_file():
+        raise ConfigError(f"{p}: base file {base_path} does not exist")
+    if base_path.resolve() in chain:
+        cycle = " -> ".join(str(c) for c in (*chain, base_path.resolve()))
+        raise ConfigError(f"{p}: base files form a cycle: {cycle}")
+    return _merge(resolve_config(base_path, chain), data)
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """A TrainConfig from a YAML file and its ``base:`` chain (missing fields keep their defaults); validated."""
+    p = Path(path)
+    config = from_dict(TrainConfig, resolve_config(p), str(p))
     try:
         return config.validate()
     except ConfigError as err:
         raise ConfigError(f"{p}: {err}") from None
 
 
-def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
-    """Sets ``{"field": v, "data.path": v, ...}`` on ``config`` (None values are skipped), converting types."""
-    hints = typing.get_type_hints(TrainConfig)
+def setting_names(cls: type, prefix: str = "") -> list[str]:
+    """The dotted names ``apply_overrides`` accepts for dataclass ``cls``: its fields, sections' fields nested."""
+    hints = typing.get_type_hints(cls)
+    names: list[str] = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        is_section = isinstance(hint, type) and dataclasses.is_dataclass(hint)
+        names += setting_names(hint, f"{prefix}{f.name}.") if is_section else [prefix + f.name]
+    return names
+
+
+def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    """Sets ``{"lr": v, "data.cap": v, "meta.inner_lr": v, ...}`` on dataclass ``config``, converting types.
+
+    Keys are dotted field names (``setting_names``); an unknown one raises ConfigError listing the valid ones.
+    """
     for key, value in overrides.items():
-        if value is None:
-            continue
-        target, name, cls_hints = config, key, hints
-        if "." in key:
-            section, name = key.split(".", 1)
-            target = getattr(config, section)
-            cls_hints = typing.get_type_hints(type(target))
-        if name not in cls_hints:
-            raise ConfigError(f"unknown setting {key!r}")
-        setattr(target, name, _coerce(value, cls_hints[name], key))
+        *sections, name = key.split(".")
+        target = config
+        for section in sections:
+            target = getattr(target, section, None) if section in _field_names(target) else None
+        if target is None or not dataclasses.is_dataclass(target) or name not in _field_names(target):
+            valid = ", ".join(setting_names(type(config)))
+            raise ConfigError(f"unknown setting {key!r}; the settings are: {valid}")
+        hint = typing.get_type_hints(type(target))[name]
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            raise ConfigError(f"{key!r} is a section: set its fields, e.g. {setting_names(hint, key + '.')[0]}")
+        setattr(target, name, _coerce(value, hint, key))
     return config
+
+
+def _field_names(obj: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
 
 
 @dataclass
@@ -223,8 +283,8 @@ class FewShotConfig:
     eval_batch_size: int = 32
     score: str = "mean"
     precision: str = "fp32"
-    max_source_len: int = 768
-    max_target_len: int = 192
+    max_source_len: int = MAX_SOURCE_LEN
+    max_target_len: int = MAX_TARGET_LEN
 
     def validate(self) -> FewShotConfig:
         if self.shots < 1 or self.epochs < 1 or not self.seeds:
