@@ -27,6 +27,7 @@ from typing import Any
 
 from promptability.io import write_json_atomic, write_jsonl_atomic
 from promptability.stages import Stages
+from promptability.train.methods import METHODS, TABLE1_LABELS
 
 
 @dataclass
@@ -66,15 +67,9 @@ QUICK = Scale(
 
 # The rows of the paper's Table 1: (row name, method, prompt kind). "base" is "no continued pretraining".
 ROWS: list[tuple[str, str, str]] = [
-    ("mtl-t", "mtl-t", "none"),
-    ("mtl-p-shallow", "mtl-p", "shallow"),
-    ("mtl-p-deep", "mtl-p", "deep"),
-    ("mtl-tp-shallow", "mtl-tp", "shallow"),
-    ("mtl-tp-deep", "mtl-tp", "deep"),
-    ("fomaml-shallow", "fomaml", "shallow"),
-    ("fomaml-deep", "fomaml", "deep"),
-    ("reptile-shallow", "reptile", "shallow"),
-    ("reptile-deep", "reptile", "deep"),
+    (f"{m.name}-{kind}", m.name, kind) if m.prompted else (m.name, m.name, "none")
+    for m in METHODS.values()
+    for kind in (("shallow", "deep") if m.prompted else ("none",))
 ]
 
 
@@ -102,7 +97,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, force: bool = F
     from promptability.train.config import DataConfig, FewShotConfig, MetaConfig, TrainConfig
     from promptability.train.fewshot import fewshot
     from promptability.train.loop import latest_checkpoint
-    from promptability.train.mtl import pretrain
+    from promptability.train.pretrain import pretrain
     from promptability.data.readers import read_examples
 
     from transformers.utils import logging as hf_logging
@@ -189,7 +184,8 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, force: bool = F
     params = sum(p.numel() for p in load_model(base).parameters())
     note = scale.describe(params)
     start = time.perf_counter()
-    report = build_report([load_run(p) for p in find_runs([runs])], baseline="mtl-t", partial=False)
+    report = build_report([load_run(p) for p in find_runs([runs])], baseline="mtl-t", partial=False,
+                          method_labels=TABLE1_LABELS)
     write_report(report, out / "report", scale_note=note)
     table = render_markdown(report, note)
     stages.record("report", time.perf_counter() - start)

@@ -79,8 +79,8 @@ class _Batches:
 
 
 def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
-    from promptability.train.mtl import MTLStep
-    from promptability.train.optim import build_optimizer
+    from promptability.train.steps.mtl import MTLStep
+    from promptability.train.loop import build_optimizer
 
     size = settings.size
     try:

@@ -36,6 +36,8 @@ tuned prompts under OUT/seed-S/prompts/, and OUT/summary.json (mean and spread o
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from promptability.train.methods import METHODS
+
     p = subparsers.add_parser(
         "pretrain",
         help="continued pretraining: mtl-t, mtl-p, mtl-tp, fomaml, reptile",
@@ -44,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", help="YAML file of settings (configs/*.yaml); flags given here override it")
-    p.add_argument("--method", choices=("mtl-t", "mtl-p", "mtl-tp", "fomaml", "reptile"), help="what is trained (see below)")
+    p.add_argument("--method", choices=tuple(METHODS), help="what is trained (see below)")
     p.add_argument("--prompt", choices=("none", "shallow", "deep"),
                    help="soft prompt: shallow (input embeddings) or deep (every attention layer); default none for "
                         "mtl-t, shallow otherwise")  # fmt: skip
@@ -131,7 +133,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from promptability.model.prompted import PromptSettingsError
     from promptability.train.config import ConfigError
     from promptability.train.loop import NonFiniteLossError
-    from promptability.train.mtl import pretrain
+    from promptability.train.pretrain import pretrain
 
     try:
         config = build_config(args)

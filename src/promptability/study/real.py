@@ -119,7 +119,8 @@ def run_real_study(
     from promptability.train.config import DataConfig, FewShotConfig, TrainConfig
     from promptability.train.fewshot import fewshot
     from promptability.train.loop import latest_checkpoint
-    from promptability.train.mtl import model_size_of, pretrain
+    from promptability.train.methods import TABLE1_LABELS
+    from promptability.train.pretrain import model_size_of, pretrain
 
     hf_logging.disable_progress_bar()
     scale = scale or StudyScale()
@@ -190,7 +191,8 @@ def run_real_study(
     start = time.perf_counter()
     note = scale.describe(model, manifest)
     # 16-shot runs tune one template per dataset group, so their ARG is over those templates (marked partial).
-    report = build_report([load_run(p) for p in find_runs([runs])], baseline="none", partial=True)
+    report = build_report([load_run(p) for p in find_runs([runs])], baseline="none", partial=True,
+                          method_labels=TABLE1_LABELS)
     write_report(report, out / "report", scale_note=note, partial=True)
     write_text_atomic(out / "report" / "scale.md", scale_markdown(scale, manifest, tuned))
     write_text_atomic(out / "report" / "fewshot_gain.md", fewshot_gain_markdown(runs, tuned))
