@@ -5,9 +5,11 @@ template's few-shot pool (its train split; StoryCloze: validation) with the
 readers' ``sample_fewshot``; the prompt is reset to the model's own (or, for a
 model without one such as an MTL-T checkpoint, to a fresh prompt initialised
 from the seed); ``epochs`` optimizer steps on that one fixed batch train the
-prompt alone (Adafactor lr 1e-3, clip 1.0; the shared training loop); and the
-FINAL prompt is evaluated by rank classification on the template's evaluation
-split. No epoch is picked on held-out data.
+prompt alone (Adafactor lr 1e-3, clip 1.0; the shared training loop with
+``steps.fixed_batch``, or ``templates_per_step`` templates at once with
+``steps.multi_prompt``); and the FINAL prompt is evaluated by rank
+classification on the template's evaluation split. No epoch is picked on
+held-out data.
 
 Output, ``OUT/``:
 
@@ -47,7 +49,6 @@ from promptability.train.steps.fixed_batch import FixedBatchStep
 from promptability.train.steps.multi_prompt import tune_prompts_together
 
 logger = logging.getLogger(__name__)
-
 
 PARTIAL_SETTINGS = "settings.json"
 
@@ -161,7 +162,6 @@ def summarize(accuracies: dict[int, dict[str, float]], groups: dict[str, Any] | 
     return out
 
 
-
 # ----- one run: shared setup, then one seed at a time ----------------------------------------------
 @dataclass
 class _Run:
@@ -197,8 +197,15 @@ def _evaluation_records(data: str | os.PathLike, templates: list[str]) -> dict[s
     return evaluation
 
 
-def _settings(model_dir: str | os.PathLike, data: str | os.PathLike, config: FewShotConfig,
-              model: PromptedSeq2SeqLM, fresh: bool, groups: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+def _settings(
+    model_dir: str | os.PathLike,
+    data: str | os.PathLike,
+    config: FewShotConfig,
+    model: PromptedSeq2SeqLM,
+    fresh: bool,
+    groups: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """run.json's fields shared by every seed."""
     info = model_info(model_dir)
     size = info.get("model_size") or Path(str(info.get("base_model") or model_dir)).name
     settings = {"method": config.method or info.get("method") or "none", "prompt": model.prompt_kind,
