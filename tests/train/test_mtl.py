@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from promptability.data.batching import collate
+from promptability.data.readers import read_split
 from promptability.data.registry import heldout_templates
 from promptability.model.loading import load_model
 from promptability.train.config import ConfigError, MetaConfig, TrainConfig
-from promptability.data.readers import read_split
 from promptability.train.methods import build_step
 from promptability.train.pretrain import pretrain, pretraining_tasks
 from promptability.train.steps.mtl import MTLStep
