@@ -117,12 +117,12 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], lr: float = 1e-3) -> A
     return Adafactor(params, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
 
 
-def autocast(accelerator: Any):
+def autocast(accelerator: Any) -> contextlib.AbstractContextManager:
     """The accelerator's autocast context (bf16 when asked for), or none for a stand-in without one."""
     return accelerator.autocast() if hasattr(accelerator, "autocast") else contextlib.nullcontext()
 
 
-def no_sync(accelerator: Any, model: nn.Module, sync: bool):
+def no_sync(accelerator: Any, model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
     """Skips DDP's gradient all-reduce unless ``sync`` (the last micro-batch of a step)."""
     if sync or not hasattr(accelerator, "no_sync"):
         return contextlib.nullcontext()
