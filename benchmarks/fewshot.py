@@ -1,6 +1,6 @@
 """Pair 4: a few-shot prompt-tuning step with the transformer frozen vs the same step training everything.
 
-Both run ``promptability.train.fewshot.FixedBatchStep`` on the same k-shot
+Both run ``promptability.train.steps.fixed_batch.FixedBatchStep`` on the same k-shot
 batch as the shared loop runs it (step, gradient clipping, Adafactor,
 zero_grad), from the same weights; only the freeze preset differs
 (``prompt-only`` vs ``all``). With the transformer frozen, backward still
@@ -25,8 +25,8 @@ TARGET = 1.2
 
 def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
     from promptability.data.batching import fewshot_batch
-    from promptability.train.fewshot import FixedBatchStep
-    from promptability.train.optim import build_optimizer
+    from promptability.train.steps.fixed_batch import FixedBatchStep
+    from promptability.train.loop import build_optimizer
 
     size = settings.size
     data = synthetic_dataset(size.shots * 2, size.source_len, size.target_len, size.vocab_size, tasks=1,

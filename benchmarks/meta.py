@@ -1,6 +1,6 @@
 """Pair 3: a FOMAML and a Reptile meta-step with prompt-only cloning vs a whole-model deep copy per task.
 
-Ours: ``promptability.train.meta.MetaStep`` (the learner clones only the
+Ours: ``promptability.train.steps.meta.MetaStep`` (the learner clones only the
 prompt; the transformer is shared through ``torch.func.functional_call``).
 The baseline is the straightforward implementation: per task,
 ``copy.deepcopy(model)``, the inner prompt-tuning steps on the copy (same
@@ -53,7 +53,7 @@ class CachedEpisodes:
 
 
 def _nll_over_count(model, batch: dict[str, torch.Tensor], settings: Settings) -> torch.Tensor:
-    from promptability.train.mtl import token_nll_sum
+    from promptability.train.losses import token_nll_sum
 
     with settings.autocast():
         logits = model(**batch).logits
@@ -63,7 +63,8 @@ def _nll_over_count(model, batch: dict[str, torch.Tensor], settings: Settings) -
 
 def naive_meta_step(model, episodes: list[Any], method: str, inner_steps: int, settings: Settings) -> None:
     """Meta-gradients into ``model``'s ``.grad``, deep-copying the whole model for every task."""
-    from promptability.train.meta import inner_optimizer, split_episode
+    from promptability.train.loop import build_optimizer
+    from promptability.train.steps.meta import split_episode
 
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     prompt_names = [n for n in trainable if n.startswith("prompt.")]
@@ -75,7 +76,7 @@ def naive_meta_step(model, episodes: list[Any], method: str, inner_steps: int, s
         learned = dict(learner.named_parameters())
         for name, p in learned.items():
             p.requires_grad_(name in prompt_names)
-        optimizer = inner_optimizer([learned[n] for n in prompt_names], INNER_LR)
+        optimizer = build_optimizer([learned[n] for n in prompt_names], INNER_LR)
         for batch in support[:inner_steps]:
             _nll_over_count(learner, batch, settings).backward()
             optimizer.step()
@@ -131,8 +132,8 @@ def _mb(x: float) -> str:
 
 def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
     from promptability.data.batching import TaskBatcher
-    from promptability.train.meta import MetaStep
-    from promptability.train.mtl import MTLStep
+    from promptability.train.steps.meta import MetaStep
+    from promptability.train.steps.mtl import MTLStep
 
     size = settings.size
     model = build_model(settings)

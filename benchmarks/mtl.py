@@ -82,7 +82,7 @@ class _Batches:
 def _peft_steps(baseline, data, settings: Settings) -> Callable[[], tuple[float, list[float]]]:
     """One rep of the baseline: the same batches through transformers + PEFT, its own loss, the same clipping and
     Adafactor; returns (tokens, losses)."""
-    from promptability.train.optim import build_optimizer
+    from promptability.train.loop import build_optimizer
 
     size = settings.size
     params = [p for p in baseline.parameters() if p.requires_grad]
@@ -110,8 +110,8 @@ def _peft_steps(baseline, data, settings: Settings) -> Callable[[], tuple[float,
 
 
 def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
-    from promptability.train.mtl import MTLStep
-    from promptability.train.optim import build_optimizer
+    from promptability.train.steps.mtl import MTLStep
+    from promptability.train.loop import build_optimizer
 
     size = settings.size
     try:

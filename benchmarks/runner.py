@@ -24,17 +24,18 @@ METHODS = """How each pair is measured (details in the docstrings of `benchmarks
 1. **evaluation**: `eval.rank.score_choices` (each source encoded once, its states shared by its choices) vs one
    full forward per (source, choice) pair, as the paper's implementation scores; same `eval_batches` batches, same
    mean-log-probability scoring; synthetic token ids with sources ~10x longer than choices; one rep = one pass.
-2. **MTL step**: `train.mtl.MTLStep` (MTL-TP, shallow prompt) + clipping + Adafactor, as the training loop runs it,
-   vs `peft.get_peft_model(T5ForConditionalGeneration, PromptTuningConfig)` with the transformer unfrozen, its own
+2. **MTL step**: `train.steps.mtl.MTLStep` (MTL-TP, shallow prompt) + clipping + Adafactor, as the training loop runs
+   it, vs `peft.get_peft_model(T5ForConditionalGeneration, PromptTuningConfig)` with the transformer unfrozen, its own
    loss, the same Adafactor and clipping; same start weights and prompt, same batches in the same order.
    Padding fractions: one epoch cut by the training defaults, length-grouped (`LengthGroupedBatchSampler`) vs random.
-3. **meta-learning**: `train.meta.MetaStep` (prompt-only learner) vs a whole-model `copy.deepcopy` per task, both with a
-   fresh inner Adafactor per task, timed over the meta-gradient computation of one outer step. Peak memory: on CUDA
-   `torch.cuda.max_memory_allocated`; on CPU the bytes of parameters, buffers and gradients held at the start plus
+3. **meta-learning**: `train.steps.meta.MetaStep` (prompt-only learner) vs a whole-model `copy.deepcopy` per task, both
+   with a fresh inner Adafactor per task, timed over the meta-gradient computation of one outer step. Peak memory: on
+   CUDA `torch.cuda.max_memory_allocated`; on CPU the bytes of parameters, buffers and gradients held at the start plus
    the peak running sum of all allocations and frees PyTorch's CPU allocator reports to the profiler
    (`torch.profiler`, `profile_memory=True`) during the call: all tensor storage, independent of RSS caching.
    The reference is a plain `MTLStep` (forward + backward) on the largest batch the meta-step forwards.
-4. **few-shot**: `train.fewshot.FixedBatchStep` + clipping + Adafactor with `freeze("prompt-only")` vs `freeze("all")`.
+4. **few-shot**: `train.steps.fixed_batch.FixedBatchStep` + clipping + Adafactor with `freeze("prompt-only")` vs
+   `freeze("all")`.
 5. **FLOP/s**: 6 x parameters x (non-padding) tokens per MTL-TP step / step time, over a square `torch.matmul` in the
    same dtype. The check column also gives a stack-aware count (encoder weights x source tokens + decoder weights
    x target tokens), since in an encoder-decoder each token passes through one stack only.

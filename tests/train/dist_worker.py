@@ -19,7 +19,7 @@ from promptability.model.prompted import PromptedSeq2SeqLM
 from promptability.model.tiny import tiny_t5
 from promptability.train.config import MetaConfig, TrainConfig
 from promptability.train.loop import make_accelerator, train
-from promptability.train.mtl import build_step
+from promptability.train.methods import build_step
 
 SMALL = dict(d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2, num_decoder_layers=2)
 

@@ -13,7 +13,7 @@ from promptability.model.causal import PromptedCausalLM
 from promptability.model.loading import load_model
 from promptability.train.config import FewShotConfig, MetaConfig, TrainConfig
 from promptability.train.fewshot import fewshot
-from promptability.train.mtl import pretrain
+from promptability.train.pretrain import pretrain
 
 WORDS = "the cat sat on the mat a dog ran in the park with a red ball is this review positive yes no".split()
 

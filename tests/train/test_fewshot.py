@@ -11,7 +11,8 @@ import torch
 from promptability.eval.runs import load_run
 from promptability.model.loading import load_model
 from promptability.train.config import ConfigError, FewShotConfig
-from promptability.train.fewshot import FixedBatchStep, fewshot, heldout_tasks
+from promptability.train.fewshot import fewshot, heldout_tasks
+from promptability.train.steps.fixed_batch import FixedBatchStep
 
 from conftest import SENTENCES
 

@@ -13,9 +13,9 @@ from transformers.optimization import Adafactor
 from promptability.model.loading import load_model
 from promptability.train import loop
 from promptability.train.config import TrainConfig
-from promptability.train.loop import NonFiniteLossError, latest_checkpoint, train
-from promptability.train.mtl import build_step
-from promptability.train.optim import build_optimizer, load_state, rng_state, save_state, set_rng_state
+from promptability.train.loop import NonFiniteLossError, build_optimizer, latest_checkpoint, train
+from promptability.train.methods import build_step
+from promptability.train.state import load_state, rng_state, save_state, set_rng_state
 
 
 def _config(method="mtl-tp", prompt="shallow", **kw) -> TrainConfig:

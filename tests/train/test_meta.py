@@ -12,9 +12,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from transformers.optimization import Adafactor
 
 from promptability.data.batching import TaskBatcher
-from promptability.train import meta as M
-from promptability.train.meta import MetaStep
-from promptability.train.optim import load_state, save_state
+from promptability.train.steps import meta as M
+from promptability.train.steps.meta import MetaStep
+from promptability.train.state import load_state, save_state
 
 LR = 0.05  # larger than the paper's 1e-3 so that a wrong inner trajectory shows clearly
 

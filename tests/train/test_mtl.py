@@ -8,10 +8,13 @@ import pytest
 import torch
 
 from promptability.data.batching import collate
+from promptability.data.readers import read_split
 from promptability.data.registry import heldout_templates
 from promptability.model.loading import load_model
 from promptability.train.config import ConfigError, MetaConfig, TrainConfig
-from promptability.train.mtl import MTLStep, build_step, pretrain, pretraining_tasks, read_split
+from promptability.train.methods import build_step
+from promptability.train.pretrain import pretrain, pretraining_tasks
+from promptability.train.steps.mtl import MTLStep
 
 from conftest import make_records
 
@@ -56,7 +59,7 @@ def test_presets_choose_what_trains(make_model, train_data, method, prompt, trai
 
 
 def test_meta_methods_plug_into_the_registry(make_model, train_data):
-    from promptability.train.meta import MetaStep
+    from promptability.train.steps.meta import MetaStep
 
     model = make_model("shallow")
     config = TrainConfig(method="fomaml", meta=MetaConfig(meta_batch_size=2, inner_steps=1, task_batch_size=2))

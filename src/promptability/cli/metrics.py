@@ -85,6 +85,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from promptability.eval.report import build_report, render_markdown, write_report
+    from promptability.train.methods import TABLE1_LABELS
 
     try:
         from tqdm.auto import tqdm
@@ -93,7 +94,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if args.baseline and args.baseline not in {run.method for run in runs}:
             raise RunError(f"--baseline {args.baseline!r} matches no run (methods: {sorted({r.method for r in runs})})")
         report = build_report(
-            runs, baseline=args.baseline or "mtl-t", partial=args.partial, **given(args, "samples", "seed", "alpha"),
+            runs, baseline=args.baseline or "mtl-t", partial=args.partial, method_labels=TABLE1_LABELS,
+            **given(args, "samples", "seed", "alpha"),
         )
         paths = write_report(report, args.out, scale_note=args.scale_note, partial=args.partial)
     except (RunError, MetricsError) as err:

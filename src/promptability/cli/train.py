@@ -60,6 +60,8 @@ def _tasks(values: list[str]) -> list[str] | str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from promptability.train.methods import METHODS
+
     p = subparsers.add_parser(
         "pretrain",
         help="continued pretraining: mtl-t, mtl-p, mtl-tp, fomaml, reptile",
@@ -74,7 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_no_progress(p)
     add_set_option(p, "data.cap=1000")
     flag = functools.partial(setting_flag, p)
-    flag("--method", key="method", choices=("mtl-t", "mtl-p", "mtl-tp", "fomaml", "reptile"),
+    flag("--method", key="method", choices=tuple(METHODS),
          help="what is trained (see below; no default: give it or a --config)")  # fmt: skip
     flag("--prompt", key="prompt", choices=("none", "shallow", "deep"),
          help="soft prompt: shallow (input embeddings) or deep (every attention layer); default none for "
@@ -158,7 +160,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from promptability.model.prompted import PromptSettingsError
     from promptability.train.config import ConfigError
     from promptability.train.loop import NonFiniteLossError
-    from promptability.train.mtl import pretrain
+    from promptability.train.pretrain import pretrain
 
     try:
         config = build_config(args)

@@ -15,6 +15,10 @@ None for each task's evaluation split: "validation", but "test" for StoryCloze, 
 validation split serves as its few-shot training pool (it has no train split).
 ``tasks`` selects templates; naming one the data lacks is an error. Bad data raises
 ``DataError`` naming the file, the row (counting from 0; JSONL: line number - 1) and field.
+
+``read_split`` adds the offline suite's layout (``{root}/{split}/{template}.jsonl`` next to a
+``suite.json``, found by ``suite_meta``); ``available_tasks`` tells a folder's templates from
+its file names alone when the layout allows.
 """
 
 from __future__ import annotations
@@ -234,3 +238,51 @@ def load_examples(
     for record in iter_examples(path, split, tasks):
         out.setdefault(record["task"], []).append(record)
     return out
+
+
+# ----- the offline suite, and templates known without reading records ------------------------------
+def suite_meta(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The offline suite's suite.json when ``path`` is a suite folder, else None."""
+    if not (Path(path) / "suite.json").is_file():
+        return None
+    from promptability.data.suite_layout import read_meta
+
+    return read_meta(path)
+
+
+def read_split(path: str | os.PathLike[str], split: SplitArg, tasks: Iterable[str] | None = None) -> list[Example]:
+    """``read_examples``, plus the offline suite's ``{root}/{split}/{template}.jsonl`` layout."""
+    meta = suite_meta(path)
+    if meta is None:
+        return read_examples(path, split, tasks)
+    split_for = _split_fn(split)
+    names = list(tasks) if tasks is not None else list(meta["templates"])
+    by_split: dict[str, list[str]] = {}
+    for name in names:
+        by_split.setdefault(split_for(name), []).append(name)
+    records = []
+    for name, wanted in by_split.items():
+        folder = Path(path) / name
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{path}: the suite has no '{name}' split folder (needed for {wanted[:3]})")
+        records += read_examples(folder, name, wanted)
+    return records
+
+
+def available_tasks(path: Path) -> set[str] | None:
+    """Template names a data dir offers, when its layout tells without reading records; else None."""
+    if not path.is_dir():
+        return None
+    if p3_format(path) is not None:
+        return {path.name}
+    roots = [path] + ([path / "data"] if (path / "data").is_dir() else [])
+    found: set[str] = set()
+    for root in roots:
+        for entry in root.iterdir():
+            if entry.is_dir() and p3_format(entry) is not None:
+                found.add(entry.name)
+            elif entry.is_file() and entry.suffix in DATA_SUFFIXES:
+                if (m := NAMED_FILE.match(entry.name)) is None:
+                    return None  # records name their tasks inside: must read to know
+                found.add(m["task"])
+    return found

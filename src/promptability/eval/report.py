@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +24,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from promptability.eval.metrics import BootstrapResult, MetricsError, paired_bootstrap, resolve_groups
-from promptability.eval.runs import (
-    METHOD_ORDER, Run, RunError, check_same_instances, group_by_config, pooled_correctness,
-)
+from promptability.eval.runs import Run, RunError, check_same_instances, group_by_config, pooled_correctness
 from promptability.io import atomic_path, write_json_atomic, write_text_atomic
 
 __all__ = ["Cell", "Column", "Report", "build_report", "plot_group_accuracy", "render_markdown", "write_report"]
 
+# Rows in the paper's Table 1 order, with their labels; callers that know a longer list pass it to build_report.
 METHOD_LABELS = {
     "none": "No continued pretraining",
     "mtl-t": "MTL-T",
@@ -94,14 +94,15 @@ class Report:
     samples: int
     seed: int
     notes: list[str] = field(default_factory=list)
+    labels: Mapping[str, str] = field(default_factory=lambda: METHOD_LABELS)  # method -> row label
 
 
 def _size_key(size: str) -> tuple[int, str]:
     return (SIZE_ORDER.index(size.lower()), "") if size.lower() in SIZE_ORDER else (len(SIZE_ORDER), size)
 
 
-def _method_key(method: str) -> tuple[int, str]:
-    return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
+def _method_key(method: str, order: list[str]) -> tuple[int, str]:
+    return (order.index(method), "") if method in order else (len(order), method)
 
 
 def _place(runs: list[Run], partial: bool) -> tuple[list[Column], dict[tuple[str, Column], Cell]]:
@@ -156,13 +157,17 @@ def build_report(
     seed: int = 0,
     alpha: float = 0.05,
     partial: bool = False,
+    method_labels: Mapping[str, str] = METHOD_LABELS,
 ) -> Report:
-    """Place ``runs`` into Table 1 cells and test each cell against ``baseline`` at the same column."""
+    """Place ``runs`` into Table 1 cells and test each cell against ``baseline`` at the same column.
+
+    ``method_labels``: the rows' order and labels (method -> label); other methods sort after them by name.
+    """
     if not runs:
         raise RunError("no runs to report")
     columns, cells = _place(runs, partial)
-    methods = sorted({method for method, _ in cells}, key=_method_key)
-    report = Report(columns, methods, cells, baseline, alpha, samples, seed)
+    methods = sorted({method for method, _ in cells}, key=lambda m: _method_key(m, list(method_labels)))
+    report = Report(columns, methods, cells, baseline, alpha, samples, seed, labels=method_labels)
     if baseline is not None and baseline not in methods:
         report.notes.append(f"baseline {baseline!r} has no runs: no significance marks")
         return report
@@ -188,7 +193,7 @@ def _legend(report: Report) -> list[str]:
     lines = ["Cells: ARG (%) of one run, or mean ± sample std over few-shot seeds."]
     if report.baseline in report.methods:
         lines.append(
-            f"{BETTER} / {WORSE}: significantly above / below {METHOD_LABELS.get(report.baseline, report.baseline)} "
+            f"{BETTER} / {WORSE}: significantly above / below {report.labels.get(report.baseline, report.baseline)} "
             f"in the same column (p < {report.alpha:g}, paired bootstrap over instances, "
             f"{report.samples} resamples, seed {report.seed})."
         )
@@ -209,7 +214,7 @@ def render_markdown(report: Report, scale_note: str | None = None) -> str:
     for method in report.methods:
         row = [report.cells[(method, c)].text(report.alpha) if (method, c) in report.cells else "–"
                for c in report.columns]
-        out.append(f"| {METHOD_LABELS.get(method, method)} | " + " | ".join(row) + " |")
+        out.append(f"| {report.labels.get(method, method)} | " + " | ".join(row) + " |")
     return "\n".join(out + [""] + [f"- {line}" for line in _legend(report)]) + "\n"
 
 
@@ -308,7 +313,7 @@ def plot_group_accuracy(report: Report, path: str | Path, *, partial: bool = Fal
         ax.set_ylabel("accuracy (%)")
         ax.set_title(column.label)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[m]) for m in report.methods]
-    labels = [METHOD_LABELS.get(m, m) for m in report.methods]
+    labels = [report.labels.get(m, m) for m in report.methods]
     handles.append(plt.Line2D([], [], color="black", linestyle="dashed", linewidth=1))
     labels.append("chance")
     top = 1 - 0.5 / fig.get_figheight()
@@ -328,7 +333,7 @@ def write_report(
     data = report_json(report, scale_note, partial)
     wide = [["method"] + [c.label for c in report.columns]]
     for method in report.methods:
-        wide.append([METHOD_LABELS.get(method, method)] + [
+        wide.append([report.labels.get(method, method)] + [
             report.cells[(method, c)].text(report.alpha) if (method, c) in report.cells else ""
             for c in report.columns
         ])

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from promptability.io import write_jsonl_atomic
 from promptability.studies.pipeline import Plan, run_plan, start, write_tables
+from promptability.train.methods import METHODS
 
 if TYPE_CHECKING:
     from promptability.train.config import FewShotConfig, TrainConfig
@@ -64,15 +65,9 @@ QUICK = Scale(
 
 # The rows of the paper's Table 1: (row name, method, prompt kind). "base" is "no continued pretraining".
 ROWS: list[tuple[str, str, str]] = [
-    ("mtl-t", "mtl-t", "none"),
-    ("mtl-p-shallow", "mtl-p", "shallow"),
-    ("mtl-p-deep", "mtl-p", "deep"),
-    ("mtl-tp-shallow", "mtl-tp", "shallow"),
-    ("mtl-tp-deep", "mtl-tp", "deep"),
-    ("fomaml-shallow", "fomaml", "shallow"),
-    ("fomaml-deep", "fomaml", "deep"),
-    ("reptile-shallow", "reptile", "shallow"),
-    ("reptile-deep", "reptile", "deep"),
+    (f"{m.name}-{kind}", m.name, kind) if m.prompted else (m.name, m.name, "none")
+    for m in METHODS.values()
+    for kind in (("shallow", "deep") if m.prompted else ("none",))
 ]
 
 
@@ -125,7 +120,7 @@ def _lm_adapt(out: Path, scale: Scale, progress: bool) -> None:
     from promptability.model import load_model
     from promptability.suite.generate import lm_corpus
     from promptability.train.loop import latest_checkpoint
-    from promptability.train.mtl import pretrain
+    from promptability.train.pretrain import pretrain
 
     lm_dir, target = out / "lm", out / "models" / "base"
     write_jsonl_atomic(lm_dir / "train" / "lm_adaptation.jsonl",

@@ -115,7 +115,7 @@ def run_plan(plan: Plan, out: Path, stages: Stages, progress: bool = True) -> No
     from promptability.eval.groups import groups_for
     from promptability.train.fewshot import fewshot
     from promptability.train.loop import latest_checkpoint
-    from promptability.train.mtl import pretrain
+    from promptability.train.pretrain import pretrain
 
     models, runs = out / "models", out / "runs"
     for row, config in plan.pretrain:
@@ -158,9 +158,11 @@ def write_tables(out: Path, stages: Stages, note: str, *, baseline: str, partial
     ``out/timings.json``; returns the Markdown table."""
     from promptability.eval.report import build_report, render_markdown, write_report
     from promptability.eval.runs import find_runs, load_run
+    from promptability.train.methods import TABLE1_LABELS
 
     start_s = time.perf_counter()
-    report = build_report([load_run(p) for p in find_runs([out / "runs"])], baseline=baseline, partial=partial)
+    report = build_report([load_run(p) for p in find_runs([out / "runs"])], baseline=baseline, partial=partial,
+                          method_labels=TABLE1_LABELS)
     write_report(report, out / "report", scale_note=note, partial=partial)
     if extra is not None:
         extra(out / "report")

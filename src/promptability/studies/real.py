@@ -138,7 +138,7 @@ def _plan(out: Path, model: str, scale: StudyScale, manifest: dict[str, Any], tu
     """The rows of ROWS from ``model``; 0-shot on every held-out template, 16-shot (FEWSHOT) on ``tuned``."""
     import torch
 
-    from promptability.train.mtl import model_size_of
+    from promptability.train.pretrain import model_size_of
 
     data_dir, models = out / "data", out / "models"
     source = {"base": model, **{row: str(models / row) for row, _, _ in ROWS}}

@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 
 from promptability.data.tokenize import MAX_SOURCE_LEN, MAX_TARGET_LEN
+from promptability.train.methods import METHODS
 
-METHODS = ("mtl-t", "mtl-p", "mtl-tp", "fomaml", "reptile")
 PROMPTS = ("none", "shallow", "deep")
 PRECISIONS = ("fp32", "bf16")
 T0_TRAIN = "t0-train"  # data.tasks value: the 313 P3 training templates of the T0 mixture
@@ -79,15 +79,16 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         if self.method not in METHODS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        prompted = METHODS[self.method].prompted
         if self.prompt is None:
-            self.prompt = "none" if self.method == "mtl-t" else "shallow"
+            self.prompt = "shallow" if prompted else "none"
         if self.prompt not in PROMPTS:
             raise ConfigError(f"prompt must be one of {', '.join(PROMPTS)}, got {self.prompt!r}")
-        if self.method == "mtl-t" and self.prompt != "none":
+        if not prompted and self.prompt != "none":
             raise ConfigError(
-                f"method mtl-t trains the transformer without a prompt: use --prompt none (got {self.prompt!r})"
+                f"method {self.method} trains the transformer without a prompt: use --prompt none (got {self.prompt!r})"
             )
-        if self.method != "mtl-t" and self.prompt == "none":
+        if prompted and self.prompt == "none":
             raise ConfigError(f"method {self.method} trains a soft prompt: use --prompt shallow or --prompt deep")
         if self.prompt != "none" and self.prompt_length < 1:
             raise ConfigError(f"prompt_length must be >= 1, got {self.prompt_length}")

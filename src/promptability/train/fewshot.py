@@ -5,9 +5,11 @@ template's few-shot pool (its train split; StoryCloze: validation) with the
 readers' ``sample_fewshot``; the prompt is reset to the model's own (or, for a
 model without one such as an MTL-T checkpoint, to a fresh prompt initialised
 from the seed); ``epochs`` optimizer steps on that one fixed batch train the
-prompt alone (Adafactor lr 1e-3, clip 1.0; the shared training loop); and the
-FINAL prompt is evaluated by rank classification on the template's evaluation
-split. No epoch is picked on held-out data.
+prompt alone (Adafactor lr 1e-3, clip 1.0; the shared training loop with
+``steps.fixed_batch``, or ``templates_per_step`` templates at once with
+``steps.multi_prompt``); and the FINAL prompt is evaluated by rank
+classification on the template's evaluation split. No epoch is picked on
+held-out data.
 
 Output, ``OUT/``:
 
@@ -27,56 +29,26 @@ import logging
 import os
 import shutil
 import statistics
-from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from promptability.data.batching import TRAIN_COLUMNS, collate, task_indices
-from promptability.data.readers import NAMED_FILE
+from promptability.data.readers import available_tasks, read_split, suite_meta, train_split_for
 from promptability.io import safe_name, write_json_atomic, write_jsonl_atomic
 from promptability.model.loading import model_info
 from promptability.model.prompted import CONFIG_FILE, PromptedSeq2SeqLM, attention_sites
 from promptability.model.prompts import ShallowPrompt
 from promptability.train.config import ConfigError, FewShotConfig
 from promptability.train.loop import make_accelerator, train
-from promptability.train.mtl import pad_id_of, read_split, suite_meta, token_nll_sum
-from promptability.train.multiprompt import tune_prompts_together
+from promptability.train.losses import pad_id_of
+from promptability.train.steps.fixed_batch import FixedBatchStep
+from promptability.train.steps.multi_prompt import tune_prompts_together
 
 logger = logging.getLogger(__name__)
-
-
-class FixedBatchStep:
-    """The train step of few-shot tuning: the same batch every step, mean token NLL."""
-
-    def __init__(self, batch: Mapping[str, torch.Tensor]) -> None:
-        self.batch = dict(batch)
-        self.calls = 0
-        self.first_loss: float | None = None  # the loss before any update
-
-    def __call__(self, model: nn.Module, accelerator: Any) -> dict[str, float]:
-        batch = {k: v.to(accelerator.device) for k, v in self.batch.items()}
-        with accelerator.autocast():
-            out = model(**batch, return_loss=False)
-            nll = token_nll_sum(out.logits, batch["labels"], batch["decoder_attention_mask"])
-        n = int(batch["decoder_attention_mask"].sum())
-        accelerator.backward(nll / n)
-        self.calls += 1
-        loss = float(nll.detach()) / n
-        if self.first_loss is None:
-            self.first_loss = loss
-        tokens = n + int(batch["attention_mask"].sum())
-        return {"loss": loss, "tokens": float(tokens), "examples": float(len(batch["labels"]))}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"calls": self.calls}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.calls = int(state["calls"])
-
 
 PARTIAL_SETTINGS = "settings.json"
 
@@ -103,27 +75,6 @@ def _check_partial(partial: Path, settings: dict[str, Any]) -> None:
 
 
 # ----- which templates ----------------------------------------------------------------------------
-def _available_tasks(path: Path) -> set[str] | None:
-    """Template names a data dir offers, when its layout tells without reading records; else None."""
-    from promptability.data.p3 import p3_format
-
-    if not path.is_dir():
-        return None
-    if p3_format(path) is not None:
-        return {path.name}
-    roots = [path] + ([path / "data"] if (path / "data").is_dir() else [])
-    found: set[str] = set()
-    for root in roots:
-        for entry in root.iterdir():
-            if entry.is_dir() and p3_format(entry) is not None:
-                found.add(entry.name)
-            elif entry.is_file() and entry.suffix in (".jsonl", ".parquet"):
-                if (m := NAMED_FILE.match(entry.name)) is None:
-                    return None  # records name their tasks inside: must read to know
-                found.add(m["task"])
-    return found
-
-
 def heldout_tasks(path: str | os.PathLike, tasks: list[str] | None = None) -> tuple[list[str], dict[str, Any] | None]:
     """(templates to tune on, their ARG groups or None for the P3 registry's).
 
@@ -145,7 +96,7 @@ def heldout_tasks(path: str | os.PathLike, tasks: list[str] | None = None) -> tu
     if tasks:
         return list(tasks), None
     registry = list(heldout_templates())
-    available = _available_tasks(Path(path))
+    available = available_tasks(Path(path))
     if available is None:
         available = {r["task"] for r in read_split(path, None)}
     names = [t for t in registry if t in available]
@@ -211,6 +162,173 @@ def summarize(accuracies: dict[int, dict[str, float]], groups: dict[str, Any] | 
     return out
 
 
+# ----- one run: shared setup, then one seed at a time ----------------------------------------------
+@dataclass
+class _Run:
+    """What every seed of a few-shot run shares."""
+
+    config: FewShotConfig
+    data: str | os.PathLike
+    accelerator: Any
+    model: PromptedSeq2SeqLM
+    fresh: bool  # the model had no prompt: each template starts from a fresh one
+    snapshot: dict[str, torch.Tensor]  # the prompt every template starts from (when not fresh)
+    templates: list[str]
+    groups: dict[str, Any] | None
+    pools: list  # the few-shot pools' records
+    evaluation: dict[str, list]  # template -> its evaluation records
+    settings: dict[str, Any]  # run.json's fields shared by every seed
+    progress: bool
+
+    def reset_prompt(self, seed: int) -> None:
+        if self.fresh:
+            init_prompt(self.model, seed)
+        else:
+            self.model.prompt.load_state_dict(self.snapshot)
+
+
+def _evaluation_records(data: str | os.PathLike, templates: list[str]) -> dict[str, list]:
+    evaluation: dict[str, list] = {}
+    for r in read_split(data, None, templates):
+        evaluation.setdefault(r["task"], []).append(r)
+    missing = [t for t in templates if t not in evaluation]
+    if missing:
+        raise ConfigError(f"{data}: no evaluation records for {missing[:5]}")
+    return evaluation
+
+
+def _settings(
+    model_dir: str | os.PathLike,
+    data: str | os.PathLike,
+    config: FewShotConfig,
+    model: PromptedSeq2SeqLM,
+    fresh: bool,
+    groups: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """run.json's fields shared by every seed."""
+    info = model_info(model_dir)
+    size = info.get("model_size") or Path(str(info.get("base_model") or model_dir)).name
+    settings = {"method": config.method or info.get("method") or "none", "prompt": model.prompt_kind,
+                "shots": config.shots, "model": str(model_dir), "model_size": size, "data": str(data),
+                "score": config.score, "epochs": config.epochs, "lr": config.lr, "prompt_length": model.prompt_length,
+                "fresh_prompt": fresh, "tuned": "prompt-only"}  # fmt: skip
+    if groups is not None:
+        settings["groups"] = groups
+    return settings
+
+
+def _finished(run_dir: Path, run: _Run) -> dict[str, float] | None:
+    """The accuracies of a seed finished by an earlier call with the same settings, else None."""
+    if not (run_dir / "run.json").is_file():
+        return None
+    previous = json.loads((run_dir / "run.json").read_text())
+    changed = [k for k in ("shots", "epochs", "lr", "prompt", "model") if previous.get(k) != run.settings[k]]
+    if changed:
+        raise ConfigError(f"{run_dir} holds a run with other settings ({', '.join(changed)}); pick a new --out")
+    done = json.loads((run_dir / "accuracy.json").read_text())
+    return done if sorted(done) == sorted(run.templates) else None
+
+
+def _shots(run: _Run, seed: int) -> tuple[dict[str, Any], Any]:
+    """This seed's k shots per template, tokenized: (template -> row indices, the rows' training columns)."""
+    from promptability.data.fewshot import reference_fewshot_subsample, sample_fewshot
+    from promptability.data.tokenize import tokenize_records
+
+    config = run.config
+    if config.reference:  # the paper's fixed 16-shot subsample (md5-checked); seeds vary the prompt init only
+        shots = {t: reference_fewshot_subsample(t, run.data) for t in run.templates}
+    else:
+        shots = sample_fewshot(run.pools, k=config.shots, seed=seed)
+    tokenized = tokenize_records(
+        [r for t in run.templates for r in shots[t]], run.model.tokenizer, max_source_len=config.max_source_len,
+        max_target_len=config.max_target_len, use_cache=False, progress=False,
+        continuation=getattr(run.model, "is_causal", False),
+    ).dataset  # fmt: skip
+    return task_indices(tokenized), tokenized.select_columns(TRAIN_COLUMNS)
+
+
+def _tune(run: _Run, group: list[str], rows_of: dict[str, Any], view: Any, seed: int) -> dict[str, dict[str, Any]]:
+    """Tunes the (reset) prompt on each template of ``group``: {template: state or None, examples, losses}."""
+    model, config = run.model, run.config
+    if len(group) == 1:  # the shared loop, one template
+        batch = collate(view[rows_of[group[0]].tolist()], pad_id_of(model))
+        step = FixedBatchStep(batch)
+        result = train(model, step, run.accelerator, max_steps=config.epochs, lr=config.lr,
+                       clip_norm=config.clip_norm, seed=seed, progress=False)  # fmt: skip
+        return {group[0]: {"state": None, "first_loss": step.first_loss, "final_loss": result.last.get("loss"),
+                           "examples": len(batch["labels"])}}  # fmt: skip
+    # Several templates in one batch, each exactly as if alone (train/steps/multi_prompt.py).
+    start = {k: v.clone() for k, v in model.prompt.state_dict().items()}
+    tuned = tune_prompts_together(
+        model, {t: [view[int(i)] for i in rows_of[t]] for t in group}, start, epochs=config.epochs,
+        pad_id=pad_id_of(model), lr=config.lr, clip_norm=config.clip_norm, autocast=_autocast_dtype(config),
+        progress=run.progress,
+    )  # fmt: skip
+    for t in group:
+        tuned[t]["examples"] = len(rows_of[t])
+    return tuned
+
+
+def _autocast_dtype(config: FewShotConfig) -> torch.dtype | None:
+    return torch.bfloat16 if config.precision == "bf16" else None
+
+
+def _evaluate_and_save(run: _Run, template: str, tuned: dict[str, Any], run_dir: Path, seed: int) -> float:
+    """Evaluates ``template`` with its tuned prompt; saves the prompt and the partial result. Returns the final loss."""
+    from promptability.eval.rank import evaluate
+
+    config, model = run.config, run.model
+    if tuned["state"] is not None:
+        model.prompt.load_state_dict(tuned["state"])
+    rows = evaluate(model, run.evaluation[template], batch_size=config.eval_batch_size, score=config.score,
+                    max_source_len=config.max_source_len, max_target_len=config.max_target_len,
+                    progress=False, autocast=_autocast_dtype(config))  # fmt: skip
+    losses = {k: tuned[k] for k in ("examples", "first_loss", "final_loss")}
+    extra = {"template": template, "seed": seed, **losses}
+    model.save(run_dir / "prompts" / safe_name(template), prompt_only=True, extra=extra)
+    write_jsonl_atomic(run_dir / "partial" / f"{safe_name(template)}.jsonl", [{"template": template, **losses}] + rows)
+    return losses["final_loss"]
+
+
+def _write_seed(run: _Run, run_dir: Path, seed: int) -> dict[str, float]:
+    """Gathers the seed's partial results into its run dir (eval.rank.write_run); returns its accuracies."""
+    from promptability.eval.rank import write_run
+
+    partial = run_dir / "partial"
+    rows, losses = [], {}
+    for template in run.templates:
+        text = (partial / f"{safe_name(template)}.jsonl").read_text()
+        lines = [json.loads(x) for x in text.splitlines() if x.strip()]
+        losses[template] = {k: v for k, v in lines[0].items() if k != "template"}
+        rows += lines[1:]
+    write_json_atomic(run_dir / "fewshot.json", losses)
+    accuracies = write_run(run_dir, rows, {**run.settings, "seed": seed})
+    shutil.rmtree(partial)
+    return accuracies
+
+
+def _run_seed(run: _Run, run_dir: Path, seed: int) -> dict[str, float]:
+    """Tunes and evaluates every template not finished yet for ``seed``; returns the seed's accuracies."""
+    rows_of, view = _shots(run, seed)
+    partial = run_dir / "partial"
+    _check_partial(partial, {**run.settings, "seed": seed, "reference": run.config.reference})
+    bar = tqdm(total=len(run.templates), desc=f"few-shot seed {seed}", unit="template", disable=not run.progress,
+               dynamic_ncols=True)  # fmt: skip
+    todo = [t for t in run.templates if not (partial / f"{safe_name(t)}.jsonl").is_file()]
+    bar.update(len(run.templates) - len(todo))
+    chunk = max(1, run.config.templates_per_step)
+    for first in range(0, len(todo), chunk):
+        group = todo[first : first + chunk]
+        run.reset_prompt(seed)
+        tuned = _tune(run, group, rows_of, view, seed)
+        for template in group:
+            final_loss = _evaluate_and_save(run, template, tuned[template], run_dir, seed)
+            bar.update(1)
+            bar.set_postfix(template=template[-24:], loss=f"{final_loss:.3f}")
+    bar.close()
+    return _write_seed(run, run_dir, seed)
+
+
 def fewshot(
     model_dir: str | os.PathLike,
     data: str | os.PathLike,
@@ -221,11 +339,6 @@ def fewshot(
     accelerator: Any = None,
 ) -> dict[str, Any]:
     """Few-shot prompt tuning + evaluation for every seed and held-out template; returns the summary."""
-    from promptability.data.fewshot import reference_fewshot_subsample, sample_fewshot
-    from promptability.data.readers import train_split_for
-    from promptability.data.tokenize import tokenize_records
-    from promptability.eval.rank import evaluate, write_run
-
     config = (config or FewShotConfig()).validate()
     out = Path(out_dir)
     accelerator = accelerator if accelerator is not None else make_accelerator(config.precision)
@@ -235,99 +348,15 @@ def fewshot(
     model.to(accelerator.device)
     snapshot = {k: v.clone() for k, v in model.prompt.state_dict().items()}
     pools = read_split(data, train_split_for, templates)
-    evaluation: dict[str, list] = {}
-    for r in read_split(data, None, templates):
-        evaluation.setdefault(r["task"], []).append(r)
-    missing = [t for t in templates if t not in evaluation]
-    if missing:
-        raise ConfigError(f"{data}: no evaluation records for {missing[:5]}")
-    autocast = torch.bfloat16 if config.precision == "bf16" else None
-    info = model_info(model_dir)
-    size = info.get("model_size") or Path(str(info.get("base_model") or model_dir)).name
-    run_base = {"method": config.method or info.get("method") or "none", "prompt": model.prompt_kind, "shots": config.shots,
-                "model": str(model_dir), "model_size": size, "data": str(data), "score": config.score,
-                "epochs": config.epochs, "lr": config.lr, "prompt_length": model.prompt_length,
-                "fresh_prompt": fresh, "tuned": "prompt-only"}  # fmt: skip
-    if groups is not None:
-        run_base["groups"] = groups
+    run = _Run(config, data, accelerator, model, fresh, snapshot, templates, groups, pools,
+               _evaluation_records(data, templates), _settings(model_dir, data, config, model, fresh, groups),
+               progress)  # fmt: skip
     accuracies: dict[int, dict[str, float]] = {}
     for seed in config.seeds:
         run_dir = out / f"seed-{seed}"
-        if (run_dir / "run.json").is_file():
-            previous = json.loads((run_dir / "run.json").read_text())
-            changed = [k for k in ("shots", "epochs", "lr", "prompt", "model") if previous.get(k) != run_base[k]]
-            if changed:
-                raise ConfigError(f"{run_dir} holds a run with other settings ({', '.join(changed)}); pick a new --out")
-            done = json.loads((run_dir / "accuracy.json").read_text())
-            if sorted(done) == sorted(templates):
-                accuracies[seed] = done
-                continue
-        if config.reference:  # the paper's fixed 16-shot subsample (md5-checked); seeds vary the prompt init only
-            shots = {t: reference_fewshot_subsample(t, data) for t in templates}
-        else:
-            shots = sample_fewshot(pools, k=config.shots, seed=seed)
-        tokenized = tokenize_records(
-            [r for t in templates for r in shots[t]], model.tokenizer, max_source_len=config.max_source_len,
-            max_target_len=config.max_target_len, use_cache=False, progress=False,
-            continuation=getattr(model, "is_causal", False),
-        ).dataset  # fmt: skip
-        rows_of = task_indices(tokenized)
-        view = tokenized.select_columns(TRAIN_COLUMNS)
-        partial = run_dir / "partial"
-        _check_partial(partial, {**run_base, "seed": seed, "reference": config.reference})
-        bar = tqdm(total=len(templates), desc=f"few-shot seed {seed}", unit="template", disable=not progress,
-                   dynamic_ncols=True)  # fmt: skip
-        todo = [t for t in templates if not (partial / f"{safe_name(t)}.jsonl").is_file()]
-        bar.update(len(templates) - len(todo))
-        chunk = max(1, config.templates_per_step)
-        for first in range(0, len(todo), chunk):
-            group = todo[first : first + chunk]
-            if fresh:
-                init_prompt(model, seed)
-            else:
-                model.prompt.load_state_dict(snapshot)
-            if len(group) == 1:  # the shared loop, one template
-                batch = collate(view[rows_of[group[0]].tolist()], pad_id_of(model))
-                step = FixedBatchStep(batch)
-                result = train(model, step, accelerator, max_steps=config.epochs, lr=config.lr,
-                               clip_norm=config.clip_norm, seed=seed, progress=False)  # fmt: skip
-                tuned = {group[0]: {"state": None, "first_loss": step.first_loss,
-                                    "final_loss": result.last.get("loss"), "examples": len(batch["labels"])}}  # fmt: skip
-            else:  # several templates in one batch, each exactly as if alone (train/multiprompt.py)
-                start = {k: v.clone() for k, v in model.prompt.state_dict().items()}
-                tuned = tune_prompts_together(
-                    model, {t: [view[int(i)] for i in rows_of[t]] for t in group}, start, epochs=config.epochs,
-                    pad_id=pad_id_of(model), lr=config.lr, clip_norm=config.clip_norm, autocast=autocast,
-                    progress=progress,
-                )  # fmt: skip
-                for t in group:
-                    tuned[t]["examples"] = len(rows_of[t])
-            for template in group:
-                if tuned[template]["state"] is not None:
-                    model.prompt.load_state_dict(tuned[template]["state"])
-                rows = evaluate(model, evaluation[template], batch_size=config.eval_batch_size, score=config.score,
-                                max_source_len=config.max_source_len, max_target_len=config.max_target_len,
-                                progress=False, autocast=autocast)  # fmt: skip
-                losses = {k: tuned[template][k] for k in ("examples", "first_loss", "final_loss")}
-                extra = {"template": template, "seed": seed, **losses}
-                model.save(run_dir / "prompts" / safe_name(template), prompt_only=True, extra=extra)
-                write_jsonl_atomic(partial / f"{safe_name(template)}.jsonl", [{"template": template, **losses}] + rows)
-                bar.update(1)
-                bar.set_postfix(template=template[-24:], loss=f"{losses['final_loss']:.3f}")
-        bar.close()
-        rows, losses = [], {}
-        for template in templates:
-            text = (partial / f"{safe_name(template)}.jsonl").read_text()
-            lines = [json.loads(x) for x in text.splitlines() if x.strip()]
-            losses[template] = {k: v for k, v in lines[0].items() if k != "template"}
-            rows += lines[1:]
-        write_json_atomic(run_dir / "fewshot.json", losses)
-        accuracies[seed] = write_run(run_dir, rows, {**run_base, "seed": seed})
-        shutil.rmtree(partial)
-    if fresh:
-        init_prompt(model, config.seeds[0])
-    else:
-        model.prompt.load_state_dict(snapshot)
-    summary = {**{k: v for k, v in run_base.items() if k != "groups"}, **summarize(accuracies, groups)}
+        done = _finished(run_dir, run)
+        accuracies[seed] = done if done is not None else _run_seed(run, run_dir, seed)
+    run.reset_prompt(config.seeds[0])
+    summary = {**{k: v for k, v in run.settings.items() if k != "groups"}, **summarize(accuracies, groups)}
     write_json_atomic(out / "summary.json", summary)
     return summary

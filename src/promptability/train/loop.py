@@ -25,6 +25,7 @@ an uninterrupted one would have.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -41,10 +42,10 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
+from transformers.optimization import Adafactor
 
 from promptability.io import write_json_atomic, write_jsonl_atomic
-from promptability.train.optim import (
-    build_optimizer,
+from promptability.train.state import (
     load_optimizer_state,
     load_state,
     rng_state,
@@ -103,37 +104,29 @@ def make_accelerator(precision: str = "fp32", cpu: bool | None = None):
     return Accelerator(mixed_precision=want, cpu=cpu)
 
 
-def average_gradients(params: Iterable[nn.Parameter], accelerator: Any = None, bucket_mb: int = 256) -> None:
-    """All-reduces ``.grad`` of ``params`` to its mean over processes (missing grads count as zeros).
+def build_optimizer(params: Iterable[torch.nn.Parameter], lr: float = 1e-3) -> Adafactor:
+    """Adafactor with a constant ``lr``, no parameter scaling, no relative step, no warmup.
 
-    For steps that compute gradients by hand (meta-learning) instead of through DDP.
+    As Wu et al. (2022) use it (and Lester et al. 2021 for prompt tuning); the only place it is built.
     """
-    world = accelerator.num_processes if accelerator is not None else (
-        torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-    )
-    if world == 1:
-        return
-    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+    params = list(params)
+    if not params:
+        raise ValueError("no trainable parameters: freeze the model with a preset that trains something")
+    if lr <= 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+    return Adafactor(params, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
 
-    grads = []
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        grads.append(p.grad)
-    limit = bucket_mb * 2**20
-    buckets: dict[tuple, list[list[torch.Tensor]]] = {}
-    for g in grads:
-        slots = buckets.setdefault((g.dtype, g.device), [[]])
-        if slots[-1] and sum(t.numel() * t.element_size() for t in slots[-1]) + g.numel() * g.element_size() > limit:
-            slots.append([])
-        slots[-1].append(g)
-    for slots in buckets.values():
-        for group in slots:
-            flat = _flatten_dense_tensors(group)
-            torch.distributed.all_reduce(flat)
-            flat.div_(world)
-            for g, avg in zip(group, _unflatten_dense_tensors(flat, group), strict=True):
-                g.copy_(avg)
+
+def autocast(accelerator: Any) -> contextlib.AbstractContextManager:
+    """The accelerator's autocast context (bf16 when asked for), or none for a stand-in without one."""
+    return accelerator.autocast() if hasattr(accelerator, "autocast") else contextlib.nullcontext()
+
+
+def no_sync(accelerator: Any, model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """Skips DDP's gradient all-reduce unless ``sync`` (the last micro-batch of a step)."""
+    if sync or not hasattr(accelerator, "no_sync"):
+        return contextlib.nullcontext()
+    return accelerator.no_sync(model)
 
 
 # ----- checkpoints --------------------------------------------------------------------------------

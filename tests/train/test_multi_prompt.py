@@ -5,9 +5,9 @@ import torch
 
 from promptability.data.batching import TRAIN_COLUMNS, collate
 from promptability.data.tokenize import tokenize_records
-from promptability.train.fewshot import FixedBatchStep
+from promptability.train.steps.fixed_batch import FixedBatchStep
 from promptability.train.loop import make_accelerator, train
-from promptability.train.multiprompt import tune_prompts_together
+from promptability.train.steps.multi_prompt import tune_prompts_together
 
 TEXTS = {
     "a": [("the cat sat on the mat", "yes"), ("a dog ran in the park", "no"), ("the sun was warm", "yes")],

@@ -1,7 +1,4 @@
-"""The paper's optimizer, and pickle-free (de)serialisation of training state.
-
-``build_optimizer``: Adafactor exactly as Wu et al. (2022) use it: fixed
-learning rate 1e-3, no parameter scaling, no relative step, no warmup.
+"""Pickle-free (de)serialisation of training state, and the random generators' state.
 
 ``save_state`` / ``load_state`` store any nested structure of dicts, lists,
 tuples, numbers, strings and tensors as two files: ``NAME.safetensors`` (every
@@ -14,28 +11,17 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from transformers.optimization import Adafactor
 
 from promptability.io import write_json_atomic
 
 _TENSOR, _TUPLE, _ITEMS = "__tensor__", "__tuple__", "__items__"
-
-
-def build_optimizer(params: Iterable[torch.nn.Parameter], lr: float = 1e-3) -> Adafactor:
-    """Adafactor with a constant ``lr`` (Wu et al. 2022; Lester et al. 2021 for prompt tuning)."""
-    params = list(params)
-    if not params:
-        raise ValueError("no trainable parameters: freeze the model with a preset that trains something")
-    if lr <= 0:
-        raise ValueError(f"lr must be positive, got {lr}")
-    return Adafactor(params, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
 
 
 # ----- nested state <-> (tensors, JSON) ------------------------------------------------------------
@@ -99,10 +85,6 @@ def load_state(directory: str | os.PathLike, name: str) -> Any:
 
 
 # ----- optimizer state ----------------------------------------------------------------------------
-def optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    return optimizer.state_dict()
-
-
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> None:
     groups = state["param_groups"]
     if len(groups) != len(optimizer.param_groups) or any(

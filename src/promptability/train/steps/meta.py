@@ -48,24 +48,23 @@ decoder_attention_mask).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from transformers.optimization import Adafactor
 
-from promptability.train.loop import average_gradients
-from promptability.train.mtl import token_nll_sum
+from promptability.data.batching import TaskBatcher
+from promptability.train.distributed import average_gradients, dist_world, gather_ranks, world_of
+from promptability.train.loop import autocast, build_optimizer
+from promptability.train.losses import pad_id_of, token_nll_sum
 
-METHODS = ("fomaml", "reptile")
+if TYPE_CHECKING:
+    from promptability.train.config import TrainConfig
+
+ALGORITHMS = ("fomaml", "reptile")  # the registry's methods built by build_meta_step
 Batch = dict[str, torch.Tensor]
-
-
-def inner_optimizer(params: list[torch.Tensor], lr: float) -> Adafactor:
-    """The paper's prompt-tuning optimizer: Adafactor with a fixed learning rate."""
-    return Adafactor(params, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
 
 
 def split_episode(episode: Any) -> tuple[list[Batch], Batch]:
@@ -73,18 +72,6 @@ def split_episode(episode: Any) -> tuple[list[Batch], Batch]:
         return list(episode.support), episode.query
     support, query = episode
     return list(support), query
-
-
-def _world(accelerator: Any) -> tuple[int, int]:
-    if accelerator is not None:
-        return int(accelerator.num_processes), int(accelerator.process_index)
-    return _dist_world()
-
-
-def _dist_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size(), torch.distributed.get_rank()
-    return 1, 0
 
 
 class MetaStep:
@@ -108,8 +95,8 @@ class MetaStep:
         carry_inner_state: bool = True,
         micro_batch_size: int | None = None,
     ) -> None:
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if method not in ALGORITHMS:
+            raise ValueError(f"method must be one of {ALGORITHMS}, got {method!r}")
         if meta_batch_size < 1:
             raise ValueError(f"meta_batch_size must be at least 1, got {meta_batch_size}")
         if inner_steps < 0:
@@ -176,15 +163,14 @@ class MetaStep:
             return
         self._names = [n for n, _ in named]
         self._learner = [p.detach().clone().requires_grad_(True) for _, p in named]
-        self._optimizer = inner_optimizer(self._learner, self.inner_lr)
+        self._optimizer = build_optimizer(self._learner, self.inner_lr)  # the inner loop's, fixed lr
         if self._pending_inner_state is not None:
             self._load_inner_state(self._pending_inner_state)
             self._pending_inner_state = None
 
     def _nll(self, model: nn.Module, batch: Batch, accelerator: Any) -> torch.Tensor:
         """Summed target-token NLL of the learner (the model with the learner's prompt)."""
-        autocast = accelerator.autocast() if hasattr(accelerator, "autocast") else contextlib.nullcontext()
-        with autocast:
+        with autocast(accelerator):
             params = dict(zip(self._names, self._learner, strict=True))
             logits = torch.func.functional_call(model, params, (), {**batch, "return_loss": False}).logits
             return token_nll_sum(logits, batch["labels"], batch["decoder_attention_mask"])
@@ -193,7 +179,7 @@ class MetaStep:
     def __call__(self, model: nn.Module, accelerator: Any = None) -> dict[str, float]:
         if accelerator is not None and hasattr(accelerator, "unwrap_model"):
             model = accelerator.unwrap_model(model)
-        world, rank = _world(accelerator)
+        world, rank = world_of(accelerator)
         if self.meta_batch_size % world:
             raise ValueError(f"meta_batch_size={self.meta_batch_size} must be divisible by the {world} processes")
         self._setup(model)
@@ -265,7 +251,7 @@ class MetaStep:
                     p.grad = (acc / tasks).to(p.dtype)
         if world > 1:
             average_gradients(trainable, accelerator)
-            if _dist_world()[0] > 1:
+            if dist_world()[0] > 1:
                 torch.distributed.all_reduce(totals)
         n = max(float(totals[6]), 1.0)
         return {
@@ -292,7 +278,7 @@ class MetaStep:
                 local = self._inner_state()
             else:
                 local = dict(self._pending_inner_state or {})
-            state["inner_optimizer"] = _gather_ranks(local)
+            state["inner_optimizer"] = gather_ranks(local)
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -308,7 +294,7 @@ class MetaStep:
             for _ in range(self.episodes_done):
                 next(self._iterator)
         per_rank = state.get("inner_optimizer") or []
-        rank = _dist_world()[1]
+        rank = dist_world()[1]
         inner = per_rank[rank] if self.carry_inner_state and rank < len(per_rank) else {}
         if self._optimizer is None:
             self._pending_inner_state = dict(inner)
@@ -346,26 +332,16 @@ def _count(batch: Batch, totals: torch.Tensor) -> int:
     return max(target, 1)
 
 
-def _gather_ranks(local: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every rank's inner-optimizer state, in rank order (same structure on all ranks: same steps, same prompt)."""
-    world, _ = _dist_world()
-    if world == 1:
-        return [local]
-    out: list[dict[str, Any]] = [{} for _ in range(world)]
-    for key in sorted(local, key=int):
-        for name in sorted(local[key]):
-            value = local[key][name]
-            tensor = value if torch.is_tensor(value) else torch.tensor(float(value), dtype=torch.float64)
-            device = tensor.device if tensor.device.type != "cpu" else _collective_device()
-            parts = [torch.empty_like(tensor, device=device) for _ in range(world)]
-            torch.distributed.all_gather(parts, tensor.to(device).contiguous())
-            for r, part in enumerate(parts):
-                entry = out[r].setdefault(key, {})
-                entry[name] = part.cpu() if torch.is_tensor(value) else type(value)(part.item())
-    return out
-
-
-def _collective_device() -> torch.device:
-    if torch.distributed.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+def build_meta_step(method: str, model: nn.Module, data: Any, config: TrainConfig, accelerator: Any) -> MetaStep:
+    """The ``fomaml``/``reptile`` step over the tokenized ``data``, drawn as episodes by a ``TaskBatcher``."""
+    m = config.meta
+    batcher = TaskBatcher(
+        data, pad_id=pad_id_of(model), support_batches=m.inner_steps, batch_size=m.task_batch_size,
+        seed=config.seed, task_sampling=m.task_sampling,
+    )  # fmt: skip
+    step = MetaStep(method, batcher, meta_batch_size=m.meta_batch_size, inner_steps=m.inner_steps,
+                    inner_lr=m.inner_lr, carry_inner_state=m.carry_inner_state)  # fmt: skip
+    # "One epoch": as many examples drawn as the mixture holds.
+    per_step = m.meta_batch_size * (m.inner_steps + 1) * m.task_batch_size
+    step.steps_per_epoch = max(1, -(-len(data) // per_step))
+    return step

@@ -8,7 +8,7 @@ seam as shared ones: ``functional_call`` swaps in a (batch, ...) tensor). Each
 template keeps its own parameters; its loss term is its own mean token NLL, so
 its gradient is what it would be alone; clipping is per template; Adafactor's
 state and update are per parameter. The result equals sequential tuning up to
-floating-point summation order (test: tests/train/test_multiprompt.py).
+floating-point summation order (test: tests/train/test_multi_prompt.py).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from promptability.data.batching import collate
-from promptability.train.optim import build_optimizer
+from promptability.train.loop import build_optimizer
+from promptability.train.losses import token_nll_per_row
 
 
 def tune_prompts_together(
@@ -62,8 +62,7 @@ def tune_prompts_together(
         swapped = {f"prompt.{n}": torch.stack([params[t][n] for t in templates])[owner] for n in start}
         with cast:
             logits = torch.func.functional_call(model, swapped, args=(), kwargs=batch).logits
-        targets = batch["labels"].masked_fill(mask == 0, -100)
-        per_row = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100, reduction="none").sum(1)
+        per_row = token_nll_per_row(logits, batch["labels"], mask)
         per_template = torch.zeros(len(templates), device=device).index_add_(0, owner, per_row) / tokens
         per_template.sum().backward()
         losses = per_template.detach().cpu()

@@ -1,0 +1,199 @@
+"""The continued-pretraining driver: read and mix the data, build the method's step, run the loop, save.
+
+``pretrain(config, out)`` trains ``config.method`` (a name in the registry,
+``promptability.train.methods.METHODS``) and leaves in ``out`` a loadable model
+dir plus ``train.json`` (what was trained, on what, for how long),
+``train_config.json``, ``metrics.jsonl`` and ``checkpoints/`` for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from promptability.data.readers import iter_examples, read_split, suite_meta
+from promptability.io import write_json_atomic
+from promptability.model.prompted import CONFIG_FILE
+from promptability.train.config import T0_TRAIN, ConfigError, DataConfig, TrainConfig
+from promptability.train.loop import TrainResult, latest_checkpoint, make_accelerator, train
+from promptability.train.methods import build_step
+from promptability.train.state import seed_everything
+
+
+def pretraining_tasks(data: DataConfig) -> list[str] | None:
+    """The templates to pretrain on; None = decided after reading (see ``DataConfig.tasks``)."""
+    if data.tasks == T0_TRAIN:
+        from promptability.data.registry import train_templates
+
+        return train_templates()
+    if isinstance(data.tasks, str):
+        raise ConfigError(f"data.tasks must be a list of templates, '{T0_TRAIN}' or null, got {data.tasks!r}")
+    if data.tasks is None and (meta := suite_meta(data.path)) is not None:
+        return [t for t, info in meta["templates"].items() if info["role"] == "train"]
+    return data.tasks
+
+
+def _iter_records(data: DataConfig) -> Iterator[dict[str, Any]]:
+    """The training records, streamed (the P3 mixture does not fit in memory as Python objects)."""
+    from promptability.data import registry
+
+    tasks = pretraining_tasks(data)
+    if suite_meta(data.path) is not None:
+        source: Any = read_split(data.path, data.split, tasks)
+    else:
+        source = iter_examples(data.path, data.split, tasks)
+    # With templates chosen by default, evaluation templates must never leak into pretraining.
+    excluded = set(registry.heldout_templates()) | set(registry.dev_templates()) if tasks is None else set()
+    count = 0
+    for record in source:
+        if record["task"] not in excluded:
+            count += 1
+            yield record
+    if not count:
+        raise ConfigError(f"no '{data.split}' training records in {data.path} for tasks {data.tasks!r}")
+
+
+def _check_data(data: DataConfig) -> None:
+    if not data.path:
+        raise ConfigError("no training data: pass --data PATH (or data.path in the config)")
+    if not Path(data.path).exists():
+        raise ConfigError(f"training data {data.path} does not exist")
+
+
+def load_pretraining_data(
+    config: TrainConfig, tokenizer: Any, accelerator: Any = None, continuation: bool = False
+) -> tuple[Any, dict[str, Any]]:
+    """Reads, tokenizes (cached, main process first) and mixes the training data; returns (dataset, info).
+
+    ``continuation``: the decoder-only token layout (``tokenize_records``); pass ``model.is_causal``.
+    """
+    from promptability.data.batching import mix
+    from promptability.data.schema import DataError
+    from promptability.data.tokenize import cache_root, tokenize_records
+
+    data = config.data
+    _check_data(data)
+    # The cache key covers the files, not which split/templates were read from them: keep those apart.
+    selection = json.dumps([data.split, data.tasks], sort_keys=True)
+    cache_dir = cache_root() / "tokenized" / hashlib.sha256(selection.encode()).hexdigest()[:12]
+    first = accelerator.main_process_first() if accelerator is not None else contextlib.nullcontext()
+    with first:
+        try:
+            tokenized = tokenize_records(
+                lambda: _iter_records(data), tokenizer, max_source_len=data.max_source_len,
+                max_target_len=data.max_target_len, cache_dir=cache_dir, files=[data.path], continuation=continuation,
+            )  # fmt: skip
+        except Exception as err:  # datasets wraps errors of the record generator: show the data error itself
+            cause = err.__cause__ or err.__context__
+            if isinstance(cause, (DataError, ConfigError)):
+                raise cause from None
+            raise
+    mixture = mix(tokenized.dataset, cap=data.cap, seed=config.seed)
+    info = {"path": str(data.path), "split": data.split, "tasks": len(mixture.counts), "cap": data.cap,
+            "examples": len(mixture.dataset), "examples_before_cap": sum(mixture.original_counts.values()),
+            "per_task": mixture.counts}  # fmt: skip
+    return mixture.dataset, info
+
+
+def _check_resumable(out: Path, config: TrainConfig, resume: bool) -> None:
+    saved = out / "train_config.json"
+    if not resume:
+        if latest_checkpoint(out) is not None:
+            raise ConfigError(f"{out} already holds checkpoints: pass --resume to continue that run, or pick a new --out")
+        return
+    if saved.is_file():
+        old = json.loads(saved.read_text())
+        keys = ("method", "prompt", "prompt_length", "model", "batch_size", "seed", "data")
+        diff = [k for k in keys if old.get(k) != config.to_dict().get(k)]
+        if diff:
+            raise ConfigError(f"--resume with settings that differ from {saved}: {', '.join(diff)}")
+
+
+def model_size_of(name: str) -> str:
+    """A size label for reports: inherited from a trained model dir, else the model's name."""
+    info = Path(name) / "train.json"
+    if info.is_file():
+        return json.loads(info.read_text()).get("model_size") or Path(name).name
+    return Path(name).name
+
+
+def save_final_model(model: nn.Module, out: Path, extra: dict[str, Any]) -> None:
+    """Saves the model INTO ``out`` (which also holds checkpoints/ and logs), file by file atomically."""
+    staging = out / ".final-model"
+    model.save(staging, extra=extra)
+    new = {f.name for f in staging.iterdir()}
+    for old in out.glob("model*.safetensors*"):  # shards of an earlier final save
+        if old.name not in new:
+            old.unlink()
+    # promptability.json last: only then is `out` a (complete) model dir for load_model.
+    for f in sorted(staging.iterdir(), key=lambda f: f.name == CONFIG_FILE):
+        os.replace(f, out / f.name)
+    staging.rmdir()
+
+
+def pretrain(
+    config: TrainConfig,
+    out_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    accelerator: Any = None,
+    model: nn.Module | None = None,
+) -> TrainResult:
+    """Continued pretraining with ``config.method``; ``out_dir`` becomes the trained model dir (+ train.json).
+
+    ``model``: an already built model to train instead of ``load_model(config.model, ...)`` (tests).
+    """
+    from promptability.model.loading import load_model
+
+    config.validate()
+    _check_data(config.data)  # before any model is built or anything written
+    out = Path(out_dir)
+    _check_resumable(out, config, resume)
+    accelerator = accelerator if accelerator is not None else make_accelerator(config.precision)
+    seed_everything(config.seed, deterministic=accelerator.device.type == "cpu")
+    prompt_length = config.prompt_length if config.prompt != "none" else None
+    if model is None:
+        name = config.model
+        if name == "tiny":
+            # Training the tiny tokenizer is not deterministic run to run: build the base model once, so all
+            # processes and every --resume share one tokenizer and one initialisation.
+            name = str(out / "base-model")
+            if accelerator.is_main_process and not (out / "base-model" / CONFIG_FILE).is_file():
+                load_model("tiny", seed=config.seed).save(name)
+            accelerator.wait_for_everyone()
+        model = load_model(name, prompt=config.prompt, prompt_length=prompt_length, seed=config.seed)
+    elif model.prompt_kind != config.prompt:
+        raise ConfigError(f"the given model has a {model.prompt_kind!r} prompt, the config asks for {config.prompt!r}")
+    dataset, data_info = load_pretraining_data(config, model.tokenizer, accelerator, getattr(model, "is_causal", False))
+    step = build_step(config.method, model, dataset, config, accelerator)
+    max_steps = config.max_steps or max(1, math.ceil(config.epochs * step.steps_per_epoch))
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "train_config.json", config.to_dict())
+    result = train(
+        model, step, accelerator, max_steps=max_steps, out_dir=out, lr=config.lr, clip_norm=config.clip_norm,
+        save_every=config.save_every, keep_checkpoints=config.keep_checkpoints, resume=resume, seed=config.seed,
+        log_every=config.log_every, progress=progress, desc=f"pretrain {config.method}",
+    )  # fmt: skip
+    if accelerator.is_main_process:
+        info = {
+            "method": config.method, "prompt": config.prompt, "prompt_length": model.prompt_length,
+            "base_model": config.model, "model_size": model_size_of(config.model), "seed": config.seed,
+            "data": data_info, "steps": result.steps, "max_steps": max_steps,
+            "steps_per_epoch": step.steps_per_epoch, "examples_seen": result.examples, "tokens_seen": result.tokens,
+            "wall_time_s": round(result.wall_time_s, 3), "world_size": accelerator.num_processes,
+            "final_loss": result.last.get("loss"), "resumed_from_step": result.resumed_from, "config": config.to_dict(),
+        }  # fmt: skip
+        save_final_model(model, out, {"method": config.method, "trained_steps": result.steps})
+        write_json_atomic(out / "train.json", info)
+    accelerator.wait_for_everyone()
+    return result

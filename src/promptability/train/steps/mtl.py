@@ -1,0 +1,122 @@
+"""The multi-task step (MTL-T, MTL-P, MTL-TP): one optimizer step over one global batch of the mixture.
+
+The mixture is length-grouped, one epoch = one pass; each global batch is split
+into micro-batches for gradient accumulation and across processes. The loss
+does not depend on that split:
+
+    loss = (sum of token NLLs over the global batch) / (target tokens in the global batch)
+
+The target-token count is all-reduced before any backward pass, each
+micro-batch's summed NLL is scaled by ``world_size / count`` (DDP averages over
+processes), so 2 processes x half a batch give the gradients of 1 process x the
+whole batch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from promptability.data.batching import TRAIN_COLUMNS, LengthGroupedBatchSampler, collate, lengths_of
+from promptability.train.loop import autocast, no_sync
+from promptability.train.losses import pad_id_of, token_nll_sum
+
+if TYPE_CHECKING:
+    from promptability.train.config import TrainConfig
+
+
+class MTLStep:
+    """One optimizer step of multi-task training over a tokenized mixture (see the module docstring).
+
+    ``batch_size`` is global (all processes); each process reads its share
+    ``batch_size / num_replicas`` and runs it in micro-batches of at most
+    ``micro_batch_size``. ``steps_per_epoch`` is one pass over ``dataset``.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        *,
+        pad_id: int,
+        batch_size: int,
+        micro_batch_size: int,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        megabatch_mult: int = 50,
+    ) -> None:
+        if micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size must be >= 1, got {micro_batch_size}")
+        if len(dataset) == 0:
+            raise ValueError("the training mixture is empty")
+        self.sampler = LengthGroupedBatchSampler(
+            lengths_of(dataset), batch_size, seed=seed, megabatch_mult=megabatch_mult,
+            num_replicas=num_replicas, rank=rank,
+        )  # fmt: skip
+        self.view = dataset.select_columns(TRAIN_COLUMNS)
+        self.pad_id = pad_id
+        self.micro_batch_size = micro_batch_size
+        self.steps_per_epoch = len(self.sampler)
+        self._iterator = None
+
+    def prepare(self, model: nn.Module, accelerator: Any) -> nn.Module:
+        return accelerator.prepare(model)  # DDP when several processes run
+
+    def _next_indices(self) -> list[int]:
+        if self._iterator is None:
+            self._iterator = iter(self.sampler)
+        try:
+            return next(self._iterator)
+        except StopIteration:  # end of an epoch: the sampler moved on to the next one
+            self._iterator = iter(self.sampler)
+            return next(self._iterator)
+
+    def __call__(self, model: nn.Module, accelerator: Any) -> dict[str, float]:
+        device = accelerator.device
+        rows = self.view[self._next_indices()]
+        n = len(rows["labels"])
+        counts = torch.tensor(
+            [sum(map(len, rows["labels"])), sum(map(len, rows["input_ids"])), n], dtype=torch.int64, device=device
+        )
+        if accelerator.num_processes > 1:
+            counts = accelerator.reduce(counts, "sum")
+        target_tokens, source_tokens, examples = (int(c) for c in counts.tolist())
+        scale = accelerator.num_processes / target_tokens
+        starts = range(0, n, self.micro_batch_size)
+        nll_total = torch.zeros((), dtype=torch.float64, device=device)
+        for j, start in enumerate(starts):
+            micro = {k: v[start : start + self.micro_batch_size] for k, v in rows.items()}
+            batch = {k: v.to(device) for k, v in collate(micro, self.pad_id).items()}
+            with no_sync(accelerator, model, sync=j == len(starts) - 1), autocast(accelerator):
+                out = model(**batch, return_loss=False)  # the loss is reduced over the global batch below
+                nll = token_nll_sum(out.logits, batch["labels"], batch["decoder_attention_mask"])
+            accelerator.backward(nll * scale)
+            nll_total += nll.detach().double()
+        if accelerator.num_processes > 1:
+            nll_total = accelerator.reduce(nll_total, "sum")
+        return {
+            "loss": float(nll_total) / target_tokens,
+            "tokens": float(target_tokens + source_tokens),
+            "target_tokens": float(target_tokens),
+            "examples": float(examples),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sampler": self.sampler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state["sampler"])
+        self._iterator = None
+
+
+def build_mtl_step(method: str, model: nn.Module, data: Any, config: TrainConfig, accelerator: Any) -> MTLStep:
+    """The step of ``mtl-t``/``mtl-p``/``mtl-tp`` (they differ only in what is frozen) over the tokenized ``data``."""
+    world, rank = (1, 0) if accelerator is None else (accelerator.num_processes, accelerator.process_index)
+    if config.batch_size % world:
+        raise ValueError(f"batch_size={config.batch_size} must be divisible by the {world} processes")
+    return MTLStep(
+        data, pad_id=pad_id_of(model), batch_size=config.batch_size, micro_batch_size=config.micro_batch_size,
+        seed=config.seed, num_replicas=world, rank=rank, megabatch_mult=config.data.megabatch_mult,
+    )  # fmt: skip
