@@ -99,6 +99,8 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, force: bool = F
     from promptability.eval.report import build_report, render_markdown, write_report
     from promptability.eval.runs import find_runs, load_run
     from promptability.model import load_model
+    from promptability.model.loading import model_size
+    from promptability.model.prompts import PROMPT_KINDS
     from promptability.train.config import DataConfig, FewShotConfig, MetaConfig, TrainConfig
     from promptability.train.fewshot import fewshot
     from promptability.train.loop import latest_checkpoint
@@ -164,7 +166,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, force: bool = F
             rows = evaluate(model, evaluation, batch_size=64, max_source_len=scale.max_source_len,
                             max_target_len=scale.max_target_len, progress=progress)  # fmt: skip
             write_run(run_dir, rows, {"method": method, "prompt": model.prompt_kind, "shots": 0,
-                                      "model": str(models / row), "model_size": "tiny", "seed": None,
+                                      "model": str(models / row), "model_size": model_size(models / row), "seed": None,
                                       "score": "mean", "data": str(suite_dir), "groups": groups})  # fmt: skip
 
         stages.run(f"0-shot {row}", run_dir / "run.json", zero)
@@ -174,7 +176,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, force: bool = F
         by_dataset.setdefault(meta["templates"][t]["dataset"], []).append(t)
     fewshot_tasks = [t for ts in by_dataset.values() for t in ts[: scale.fewshot_templates_per_dataset]]
     for row, method in zero_shot:
-        kinds = ["shallow", "deep"] if row in ("base", "mtl-t") else [row.rsplit("-", 1)[1]]
+        kinds = list(PROMPT_KINDS) if row in ("base", "mtl-t") else [row.rsplit("-", 1)[1]]
         for kind in kinds:
             run_dir = runs / "16shot" / f"{row}-{kind}"
             config = FewShotConfig(

@@ -18,12 +18,12 @@ from promptability.data.suite import (
     generate_suite,
     lm_corpus,
     read_meta,
-    suite_groups,
     suite_templates,
     tokenizer_corpus,
     write_suite,
 )
 from promptability.data.suite_world import lexicon
+from promptability.eval.groups import suite_groups
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,8 @@ tuned prompts under OUT/seed-S/prompts/, and OUT/summary.json (mean and spread o
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from promptability.model.prompts import PROMPT_KINDS, prompt_names
+
     p = subparsers.add_parser(
         "pretrain",
         help="continued pretraining: mtl-t, mtl-p, mtl-tp, fomaml, reptile",
@@ -45,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", help="YAML file of settings (configs/*.yaml); flags given here override it")
     p.add_argument("--method", choices=("mtl-t", "mtl-p", "mtl-tp", "fomaml", "reptile"), help="what is trained (see below)")
-    p.add_argument("--prompt", choices=("none", "shallow", "deep"),
+    p.add_argument("--prompt", choices=prompt_names(),
                    help="soft prompt: shallow (input embeddings) or deep (every attention layer); default none for "
                         "mtl-t, shallow otherwise")  # fmt: skip
     p.add_argument("--prompt-length", type=int, help="prompt tokens (default 20)")
@@ -86,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--shots", type=int, default=16, help="examples per template (default 16)")
     f.add_argument("--epochs", type=int, default=100, help="steps on the fixed batch (default 100)")
     f.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="few-shot samples (default 0 1 2)")
-    f.add_argument("--prompt", choices=("shallow", "deep"),
+    f.add_argument("--prompt", choices=tuple(PROMPT_KINDS),
                    help="prompt kind for a model without one (default: the model's, else shallow)")  # fmt: skip
     f.add_argument("--prompt-length", type=int, default=20, help="length of a fresh prompt (default 20)")
     f.add_argument("--tasks", nargs="+", help="templates (default: every held-out template in --data)")

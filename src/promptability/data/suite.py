@@ -266,20 +266,6 @@ def write_suite(
     return suite.meta
 
 
-def suite_groups(
-    meta_or_dir: dict[str, Any] | str | os.PathLike, role: str | None = "heldout"
-) -> dict[str, dict[str, Any]]:
-    """``{template: {"group", "num_choices"}}`` for the metrics (held-out templates by default; None for all)."""
-    meta = meta_or_dir if isinstance(meta_or_dir, dict) else read_meta(meta_or_dir)
-    if "templates" not in meta:
-        raise ValueError("suite metadata has no field 'templates'")
-    return {
-        t: {"group": info["group"], "num_choices": info["num_choices"]}
-        for t, info in meta["templates"].items()
-        if role is None or info["role"] == role
-    }
-
-
 def lm_corpus(seed: int = 0, n: int = 20000) -> Iterator[str]:
     """``n`` plain passages from the world (people, stories, topics, reviews, world facts), for LM adaptation.
 

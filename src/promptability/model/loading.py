@@ -119,3 +119,10 @@ def model_info(path: str | os.PathLike) -> dict:
         if f.is_file():
             info.update(json.loads(f.read_text()))
     return info
+
+
+def model_size(name_or_path: str | os.PathLike, info: dict | None = None) -> str:
+    """The size label reports group runs by: the ``model_size`` a trained model dir records, else the name of the
+    model it starts from (its ``base_model``, or itself). ``info``: its ``model_info``, when already read."""
+    info = model_info(name_or_path) if info is None else info
+    return info.get("model_size") or Path(str(info.get("base_model") or name_or_path)).name

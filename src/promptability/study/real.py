@@ -116,10 +116,11 @@ def run_real_study(
     from promptability.eval.report import build_report, render_markdown, write_report
     from promptability.eval.runs import find_runs, load_run
     from promptability.model import load_model
+    from promptability.model.loading import model_size
     from promptability.train.config import DataConfig, FewShotConfig, TrainConfig
     from promptability.train.fewshot import fewshot
     from promptability.train.loop import latest_checkpoint
-    from promptability.train.mtl import model_size_of, pretrain
+    from promptability.train.mtl import pretrain
 
     hf_logging.disable_progress_bar()
     scale = scale or StudyScale()
@@ -158,7 +159,7 @@ def run_real_study(
 
     evaluation = read_examples(data_dir, tasks=heldout)
     groups = groups_for(evaluation, data_dir)
-    size = model_size_of(model)
+    size = model_size(model)
     for row, method in [("base", "none")] + [(row, method) for row, method, _ in ROWS]:
         run_dir = runs / "0shot" / row
         source = model if row == "base" else str(models / row)

@@ -18,8 +18,9 @@ from typing import Any
 
 import yaml
 
+from promptability.model.prompts import DEFAULT_PROMPT, NO_PROMPT, PROMPT_KINDS, prompt_names
+
 METHODS = ("mtl-t", "mtl-p", "mtl-tp", "fomaml", "reptile")
-PROMPTS = ("none", "shallow", "deep")
 PRECISIONS = ("fp32", "bf16")
 T0_TRAIN = "t0-train"  # data.tasks value: the 313 P3 training templates of the T0 mixture
 
@@ -76,16 +77,17 @@ class TrainConfig:
         if self.method not in METHODS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.prompt is None:
-            self.prompt = "none" if self.method == "mtl-t" else "shallow"
-        if self.prompt not in PROMPTS:
-            raise ConfigError(f"prompt must be one of {', '.join(PROMPTS)}, got {self.prompt!r}")
-        if self.method == "mtl-t" and self.prompt != "none":
+            self.prompt = NO_PROMPT if self.method == "mtl-t" else DEFAULT_PROMPT
+        if self.prompt not in prompt_names():
+            raise ConfigError(f"prompt must be one of {', '.join(prompt_names())}, got {self.prompt!r}")
+        if self.method == "mtl-t" and self.prompt != NO_PROMPT:
             raise ConfigError(
                 f"method mtl-t trains the transformer without a prompt: use --prompt none (got {self.prompt!r})"
             )
-        if self.method != "mtl-t" and self.prompt == "none":
-            raise ConfigError(f"method {self.method} trains a soft prompt: use --prompt shallow or --prompt deep")
-        if self.prompt != "none" and self.prompt_length < 1:
+        if self.method != "mtl-t" and self.prompt == NO_PROMPT:
+            kinds = " or ".join(f"--prompt {k}" for k in PROMPT_KINDS)
+            raise ConfigError(f"method {self.method} trains a soft prompt: use {kinds}")
+        if self.prompt != NO_PROMPT and self.prompt_length < 1:
             raise ConfigError(f"prompt_length must be >= 1, got {self.prompt_length}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
@@ -237,8 +239,9 @@ class FewShotConfig:
             raise ConfigError(f"templates_per_step must be >= 1, got {self.templates_per_step}")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds must be distinct, got {self.seeds}")
-        if self.prompt not in (None, "shallow", "deep"):
-            raise ConfigError(f"few-shot tuning trains a prompt: --prompt must be shallow or deep, got {self.prompt!r}")
+        if self.prompt is not None and self.prompt not in PROMPT_KINDS:
+            kinds = " or ".join(PROMPT_KINDS)
+            raise ConfigError(f"few-shot tuning trains a prompt: --prompt must be {kinds}, got {self.prompt!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.score not in ("mean", "sum"):

@@ -38,9 +38,9 @@ from tqdm.auto import tqdm
 from promptability.data.batching import TRAIN_COLUMNS, collate, task_indices
 from promptability.data.readers import NAMED_FILE
 from promptability.io import safe_name, write_json_atomic, write_jsonl_atomic
-from promptability.model.loading import model_info
-from promptability.model.prompted import CONFIG_FILE, PromptedSeq2SeqLM, attention_sites
-from promptability.model.prompts import ShallowPrompt
+from promptability.model.loading import model_info, model_size
+from promptability.model.prompted import CONFIG_FILE, PromptedModel
+from promptability.model.prompts import DEFAULT_PROMPT, NO_PROMPT
 from promptability.train.config import ConfigError, FewShotConfig
 from promptability.train.loop import make_accelerator, train
 from promptability.train.mtl import pad_id_of, read_split, suite_meta, token_nll_sum
@@ -134,7 +134,7 @@ def heldout_tasks(path: str | os.PathLike, tasks: list[str] | None = None) -> tu
 
     meta = suite_meta(path)
     if meta is not None:
-        from promptability.data.suite import suite_groups
+        from promptability.eval.groups import suite_groups
 
         groups = suite_groups(meta, role=None)
         names = tasks or [t for t, info in meta["templates"].items() if info["role"] == "heldout"]
@@ -157,31 +157,21 @@ def heldout_tasks(path: str | os.PathLike, tasks: list[str] | None = None) -> tu
 
 
 # ----- the prompt ---------------------------------------------------------------------------------
-@torch.no_grad()
-def init_prompt(model: PromptedSeq2SeqLM, seed: int) -> None:
-    """A fresh prompt, initialised as ``PromptedSeq2SeqLM(seed=seed)`` would."""
-    if hasattr(model, "init_prompt"):  # decoder-only models know their own attention sites
-        model.init_prompt(seed)
-        return
-    generator = torch.Generator().manual_seed(seed)
-    embeddings = model.transformer.get_input_embeddings()
-    if isinstance(model.prompt, ShallowPrompt):
-        model.prompt.init_from_embeddings(embeddings, generator)
-    else:
-        _, modules = attention_sites(model.transformer)
-        model.prompt.init_from_projections(modules, embeddings, generator)
+def init_prompt(model: PromptedModel, seed: int) -> None:
+    """A fresh prompt, initialised as the model's constructor with ``seed`` would."""
+    model.init_prompt(seed)
 
 
-def load_for_fewshot(model_dir: str | os.PathLike, config: FewShotConfig) -> tuple[PromptedSeq2SeqLM, bool]:
+def load_for_fewshot(model_dir: str | os.PathLike, config: FewShotConfig) -> tuple[PromptedModel, bool]:
     """The model with a prompt to tune, and whether that prompt is fresh (the model had none)."""
     from promptability.model.loading import load_model
 
     settings_file = Path(model_dir) / CONFIG_FILE
-    saved = json.loads(settings_file.read_text())["prompt"] if settings_file.is_file() else "none"
-    if saved != "none":
+    saved = json.loads(settings_file.read_text())["prompt"] if settings_file.is_file() else NO_PROMPT
+    if saved != NO_PROMPT:
         length = config.prompt_length if config.prompt else None  # None: the saved prompt's length
         return load_model(model_dir, prompt=config.prompt, prompt_length=length), False
-    kind = config.prompt or "shallow"
+    kind = config.prompt or DEFAULT_PROMPT
     return load_model(model_dir, prompt=kind, prompt_length=config.prompt_length, seed=config.seeds[0]), True
 
 
@@ -243,7 +233,7 @@ def fewshot(
         raise ConfigError(f"{data}: no evaluation records for {missing[:5]}")
     autocast = torch.bfloat16 if config.precision == "bf16" else None
     info = model_info(model_dir)
-    size = info.get("model_size") or Path(str(info.get("base_model") or model_dir)).name
+    size = model_size(model_dir, info)
     run_base = {"method": config.method or info.get("method") or "none", "prompt": model.prompt_kind, "shots": config.shots,
                 "model": str(model_dir), "model_size": size, "data": str(data), "score": config.score,
                 "epochs": config.epochs, "lr": config.lr, "prompt_length": model.prompt_length,
@@ -269,7 +259,7 @@ def fewshot(
         tokenized = tokenize_records(
             [r for t in templates for r in shots[t]], model.tokenizer, max_source_len=config.max_source_len,
             max_target_len=config.max_target_len, use_cache=False, progress=False,
-            continuation=getattr(model, "is_causal", False),
+            continuation=model.is_causal,
         ).dataset  # fmt: skip
         rows_of = task_indices(tokenized)
         view = tokenized.select_columns(TRAIN_COLUMNS)
