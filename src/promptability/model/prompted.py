@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from transformers import PreTrainedTokenizerBase, T5ForConditionalGeneration
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
 from promptability.model.prompts import NO_PROMPT, PROMPT_KINDS, Prompt, prompt_names
@@ -55,9 +55,11 @@ class PromptedModel(nn.Module):
 
     is_causal: bool = False  # decoder-only: the token layout and scoring of promptability.data.tokenize / eval.rank
 
+    transformer: PreTrainedModel
+
     def __init__(
         self,
-        transformer: nn.Module,
+        transformer: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase | None,
         prompt: str,
         prompt_length: int,
