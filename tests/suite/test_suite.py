@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from promptability.data.schema import validate
-from promptability.data.suite_layout import read_meta, suite_groups
+from promptability.data.suite_layout import read_meta
+from promptability.eval.groups import suite_groups
 from promptability.suite import generate as suite_mod
 from promptability.suite.generate import (
     SIZES,

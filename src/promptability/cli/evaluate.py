@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from promptability.eval.groups import groups_for
     from promptability.eval.rank import evaluate, write_run
     from promptability.model import load_model
-    from promptability.model.loading import model_info
+    from promptability.model.loading import model_info, model_size
 
     records = read_examples(args.data, split=args.split, tasks=args.tasks)
     if not records:
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         "prompt": model.prompt_kind,
         "shots": args.shots if args.shots is not None else int(info.get("shots", 0)),
         "model": str(args.model),
-        "model_size": args.model_size or info.get("model_size", Path(str(info.get("base_model") or args.model)).name),
+        "model_size": args.model_size or model_size(args.model, info),
         "seed": info.get("seed"),
         "score": args.score,
         "data": str(args.data),

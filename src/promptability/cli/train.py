@@ -61,6 +61,7 @@ def _tasks(values: list[str]) -> list[str] | str:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from promptability.train.methods import METHODS
+    from promptability.model.prompts import PROMPT_KINDS, prompt_names
 
     p = subparsers.add_parser(
         "pretrain",
@@ -78,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     flag = functools.partial(setting_flag, p)
     flag("--method", key="method", choices=tuple(METHODS),
          help="what is trained (see below; no default: give it or a --config)")  # fmt: skip
-    flag("--prompt", key="prompt", choices=("none", "shallow", "deep"),
+    flag("--prompt", key="prompt", choices=prompt_names(),
          help="soft prompt: shallow (input embeddings) or deep (every attention layer); default none for "
               "mtl-t, shallow otherwise")  # fmt: skip
     flag("--prompt-length", key="prompt_length", type=positive_int, help="prompt tokens")
@@ -125,7 +126,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     flag("--shots", key="shots", type=positive_int, help="examples per template")
     flag("--epochs", key="epochs", type=positive_int, help="steps on the fixed batch")
     flag("--seeds", key="seeds", type=non_negative_int, nargs="+", help="few-shot samples")
-    flag("--prompt", key="prompt", choices=("shallow", "deep"),
+    flag("--prompt", key="prompt", choices=tuple(PROMPT_KINDS),
          help="prompt kind for a model without one (default: the model's, else shallow)")  # fmt: skip
     flag("--prompt-length", key="prompt_length", type=positive_int, help="length of a fresh prompt")
     flag("--tasks", key="tasks", nargs="+", help="templates (default: every held-out template in --data)")

@@ -17,7 +17,7 @@ validation split serves as its few-shot training pool (it has no train split).
 ``DataError`` naming the file, the row (counting from 0; JSONL: line number - 1) and field.
 
 ``read_split`` adds the offline suite's layout (``{root}/{split}/{template}.jsonl`` next to a
-``suite.json``, found by ``suite_meta``); ``available_tasks`` tells a folder's templates from
+``suite.json``, found by ``data.suite_layout.find_meta``); ``available_tasks`` tells a folder's templates from
 its file names alone when the layout allows.
 """
 
@@ -33,6 +33,7 @@ from typing import Any
 
 from promptability.data.p3 import p3_format, read_p3
 from promptability.data.schema import DataError, Example, validate
+from promptability.data.suite_layout import find_meta
 
 SplitArg = str | Callable[[str], str] | None
 DATA_SUFFIXES = (".jsonl", ".parquet")
@@ -241,18 +242,9 @@ def load_examples(
 
 
 # ----- the offline suite, and templates known without reading records ------------------------------
-def suite_meta(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The offline suite's suite.json when ``path`` is a suite folder, else None."""
-    if not (Path(path) / "suite.json").is_file():
-        return None
-    from promptability.data.suite_layout import read_meta
-
-    return read_meta(path)
-
-
 def read_split(path: str | os.PathLike[str], split: SplitArg, tasks: Iterable[str] | None = None) -> list[Example]:
     """``read_examples``, plus the offline suite's ``{root}/{split}/{template}.jsonl`` layout."""
-    meta = suite_meta(path)
+    meta = find_meta(path)
     if meta is None:
         return read_examples(path, split, tasks)
     split_for = _split_fn(split)

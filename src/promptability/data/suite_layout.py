@@ -31,15 +31,14 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def suite_groups(
-    meta_or_dir: dict[str, Any] | str | os.PathLike, role: str | None = "heldout"
-) -> dict[str, dict[str, Any]]:
-    """``{template: {"group", "num_choices"}}`` for the metrics (held-out templates by default; None for all)."""
-    meta = meta_or_dir if isinstance(meta_or_dir, dict) else read_meta(meta_or_dir)
-    if "templates" not in meta:
-        raise ValueError("suite metadata has no field 'templates'")
-    return {
-        t: {"group": info["group"], "num_choices": info["num_choices"]}
-        for t, info in meta["templates"].items()
-        if role is None or info["role"] == role
-    }
+def find_meta(path: str | os.PathLike, parents: int = 0) -> dict[str, Any] | None:
+    """suite.json of the suite folder ``path`` is (or lies in, up to ``parents`` levels up), else None.
+
+    The one way to find a suite: readers ask about the folder itself; ARG groups also look above a
+    split folder (``--data suite/validation``).
+    """
+    here = Path(path)
+    for folder in [here, *here.parents][: parents + 1]:
+        if (folder / META_FILE).is_file():
+            return read_meta(folder)
+    return None

@@ -48,9 +48,9 @@ def relative_gain(accuracy: float, num_choices: int) -> float:
 def resolve_groups(groups: GroupSpec | None = None) -> dict[str, tuple[str, int]]:
     """Validate a groups mapping (default: the 116 P3 held-out templates) -> ``{template: (group, k)}``."""
     if groups is None:
-        from promptability.data.registry import heldout_templates
+        from promptability.eval.groups import p3_groups
 
-        groups = heldout_templates()
+        groups = p3_groups()
     out: dict[str, tuple[str, int]] = {}
     for name, info in groups.items():
         if not isinstance(info, Mapping) or "group" not in info or "num_choices" not in info:

@@ -38,7 +38,7 @@ def score_choices(model: Any, batch: dict[str, Any], score: str = "mean") -> tor
     """Scores [B, C_max] for a ``collate_eval`` batch; slots past an instance's choices are -inf."""
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-    if getattr(model, "is_causal", False):
+    if model.is_causal:
         from promptability.eval.rank_causal import score_choices_causal
 
         return score_choices_causal(model, batch, score)
@@ -92,7 +92,7 @@ def evaluate(
         max_target_len=max_target_len,
         use_cache=False,
         progress=progress,
-        continuation=getattr(model, "is_causal", False),
+        continuation=model.is_causal,
     ).dataset
     was_training = model.training
     model.eval()

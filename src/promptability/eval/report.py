@@ -1,7 +1,7 @@
 """Collect evaluated runs into a table shaped like the paper's Table 1, plus a per-group plot.
 
-Rows are methods in the paper's order; columns are model size x prompt (shallow,
-deep) x shots. A cell is the ARG of one run, or mean ± std (sample std) over the
+Rows are methods in the paper's order; columns are model size x prompt (the
+registry's kinds in order: shallow, deep) x shots. A cell is the ARG of one run, or mean ± std (sample std) over the
 few-shot seeds of one configuration. A run with prompt "none" (e.g. 0-shot MTL-T,
 which has no prompt) fills every prompt column of its size and shots, unless a
 run of the same method names that prompt explicitly. Significance against a
@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from promptability.eval.metrics import BootstrapResult, MetricsError, paired_bootstrap, resolve_groups
 from promptability.eval.runs import Run, RunError, check_same_instances, group_by_config, pooled_correctness
 from promptability.io import atomic_path, write_json_atomic, write_text_atomic
+from promptability.model.prompts import NO_PROMPT, PROMPT_KINDS
 
 __all__ = ["Cell", "Column", "Report", "build_report", "plot_group_accuracy", "render_markdown", "write_report"]
 
@@ -39,19 +40,18 @@ METHOD_LABELS = {
     "reptile": "Reptile",
 }
 SIZE_ORDER = ("tiny", "mini", "small", "base", "large", "xl", "xxl")
-PROMPT_COLUMNS = ("shallow", "deep")
 BETTER, WORSE, PARTIAL = "†", "‡", "*"
 
 
 @dataclass(frozen=True, order=True)
 class Column:
     model_size: str
-    prompt: str  # "shallow" or "deep"; "none" only when no run of this size and shots has a prompt
+    prompt: str  # a prompt kind; "none" only when no run of this size and shots has a prompt
     shots: int
 
     @property
     def label(self) -> str:
-        prompt = "no prompt" if self.prompt == "none" else self.prompt
+        prompt = "no prompt" if self.prompt == NO_PROMPT else self.prompt
         return f"{self.model_size} {prompt} {self.shots}-shot"
 
 
@@ -105,20 +105,26 @@ def _method_key(method: str, order: list[str]) -> tuple[int, str]:
     return (order.index(method), "") if method in order else (len(order), method)
 
 
+def _prompt_key(prompt: str) -> int:
+    """Prompt columns in the registry's order, the prompt-less column last."""
+    kinds = list(PROMPT_KINDS)
+    return kinds.index(prompt) if prompt in kinds else len(kinds)
+
+
 def _place(runs: list[Run], partial: bool) -> tuple[list[Column], dict[tuple[str, Column], Cell]]:
     configs = group_by_config(runs)
     used_prompts: dict[tuple[str, int], set[str]] = {}
     for members in configs.values():
-        if members[0].prompt != "none":
+        if members[0].prompt != NO_PROMPT:
             used_prompts.setdefault((members[0].model_size, members[0].shots), set()).add(members[0].prompt)
     cells: dict[tuple[str, Column], Cell] = {}
     # Explicit prompts first, so a prompt-less run only fills the columns left empty.
-    for members in sorted(configs.values(), key=lambda m: m[0].prompt == "none"):
+    for members in sorted(configs.values(), key=lambda m: m[0].prompt == NO_PROMPT):
         first = members[0]
-        shared = first.prompt == "none"
+        shared = first.prompt == NO_PROMPT
         prompts = [first.prompt] if not shared else [
-            p for p in PROMPT_COLUMNS if p in used_prompts.get((first.model_size, first.shots), ())
-        ] or ["none"]
+            p for p in PROMPT_KINDS if p in used_prompts.get((first.model_size, first.shots), ())
+        ] or [NO_PROMPT]
         results = [run.arg(partial=partial) for run in members]
         for prompt in prompts:
             key = (first.method, Column(first.model_size, prompt, first.shots))
@@ -133,8 +139,7 @@ def _place(runs: list[Run], partial: bool) -> tuple[list[Column], dict[tuple[str
                 method=first.method, column=key[1], runs=members, args=[r.value for r in results],
                 partial=any(r.partial for r in results), shared=shared,
             )
-    prompt_order = {"shallow": 0, "deep": 1, "none": 2}
-    columns = sorted({col for _, col in cells}, key=lambda c: (_size_key(c.model_size), prompt_order[c.prompt], c.shots))
+    columns = sorted({col for _, col in cells}, key=lambda c: (_size_key(c.model_size), _prompt_key(c.prompt), c.shots))
     return columns, cells
 
 
@@ -199,7 +204,7 @@ def _legend(report: Report) -> list[str]:
         )
     if any(c.partial for c in report.cells.values()):
         lines.append(f"{PARTIAL}: partial ARG over the dataset groups present.")
-    if any(c.shared and c.column.prompt != "none" for c in report.cells.values()):
+    if any(c.shared and c.column.prompt != NO_PROMPT for c in report.cells.values()):
         lines.append("Prompt-less runs (prompt: none, e.g. 0-shot MTL-T) fill both prompt columns.")
     return lines + report.notes
 

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from promptability.data.registry import heldout_templates
+from promptability.eval.groups import arg_groups as arg_groups_of
 from promptability.eval.metrics import ARGResult, MetricsError, arg_breakdown, resolve_groups
+from promptability.model.prompts import prompt_names
 
 __all__ = [
     "METHOD_ORDER",
-    "PROMPTS",
     "Run",
     "RunError",
     "TaskPredictions",
@@ -38,7 +38,6 @@ __all__ = [
 RUN_FILE, ACCURACY_FILE, PREDICTIONS_FILE = "run.json", "accuracy.json", "predictions.jsonl"
 # The paper's Table 1 order; other method names sort after these.
 METHOD_ORDER = ("none", "mtl-t", "mtl-p", "mtl-tp", "fomaml", "reptile")
-PROMPTS = ("none", "shallow", "deep")
 
 
 class RunError(ValueError):
@@ -76,15 +75,8 @@ class Run:
 
     @property
     def arg_groups(self) -> dict[str, dict[str, Any]] | None:
-        """The groups ARG is taken over: None (all 116 P3 held-out templates) for P3 runs.
-
-        ``evaluate`` records the groups of the templates it saw; when those are all P3
-        held-out templates, the paper's full set is expected, so that a run over a
-        subset is reported as missing templates (or partial) rather than complete.
-        """
-        if self.groups is None or set(self.groups) <= set(heldout_templates()):
-            return None
-        return self.groups
+        """The groups ARG is taken over: None (all 116 P3 held-out templates) for P3 runs (see eval.groups)."""
+        return arg_groups_of(self.groups)
 
     def arg(self, *, partial: bool = False) -> ARGResult:
         try:
@@ -127,8 +119,8 @@ def _parse_meta(path: Path, meta: Any) -> dict[str, Any]:
             raise RunError(f"{path}: missing field {key!r}")
     if not isinstance(meta["method"], str) or not meta["method"]:
         raise RunError(f"{path}: 'method' must be a non-empty string such as 'mtl-tp', got {meta['method']!r}")
-    if meta["prompt"] not in PROMPTS:
-        raise RunError(f"{path}: 'prompt' must be one of {PROMPTS}, got {meta['prompt']!r}")
+    if meta["prompt"] not in prompt_names():
+        raise RunError(f"{path}: 'prompt' must be one of {prompt_names()}, got {meta['prompt']!r}")
     if not _is_int(meta["shots"]) or meta["shots"] < 0:
         raise RunError(f"{path}: 'shots' must be an integer >= 0, got {meta['shots']!r}")
     if meta.get("seed") is not None and not _is_int(meta["seed"]):
@@ -276,9 +268,7 @@ def load_accuracies(path: str | Path) -> tuple[dict[str, float], dict[str, Any] 
     accuracy = _parse_accuracy(path, _read_json(path))
     sibling = path.parent / RUN_FILE
     groups = _parse_meta(sibling, _read_json(sibling))["groups"] if sibling.is_file() else None
-    if groups is not None and set(groups) <= set(heldout_templates()):
-        groups = None  # P3: the full held-out set is expected (see Run.arg_groups)
-    return accuracy, groups
+    return accuracy, arg_groups_of(groups)
 
 
 def check_same_instances(runs: list[Run]) -> None:

@@ -10,7 +10,7 @@ the logits that predict each target token.
 - ``shallow``: ``prompt_length`` vectors prepended to the input embeddings (positions 0..L-1 of the
   sequence, as PEFT's prompt tuning does), initialised from random token embeddings among the first 5,000.
 - ``deep``: per-layer key/value prefixes (with the model's number of key/value heads, so GQA works)
-  in every self-attention layer, entering through the seam in :mod:`promptability.model.prompts`. The
+  in every self-attention layer, entering through the seam in :mod:`promptability.model.prompts.deep`. The
   prefix is added inside the attention function, after rotary embeddings: real tokens keep their
   positions, prefix keys carry no position. Each layer's prefix starts as that layer's own keys and
   values of random tokens (the key/value cache of a forward pass over them).
@@ -26,7 +26,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from promptability.model.prompted import PRESETS, PromptedModel
-from promptability.model.prompts import PREFIX_ATTENTION, DeepPrompt, ShallowPrompt, Site, init_token_ids
+from promptability.model.prompts import NO_PROMPT
+from promptability.model.prompts.deep import AttentionLayout, Site
 
 __all__ = ["PRESETS", "PromptedCausalLM", "self_attention_modules"]
 
@@ -39,41 +40,23 @@ class PromptedCausalLM(PromptedModel):
         self,
         transformer: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase | None = None,
-        prompt: str = "none",
+        prompt: str = NO_PROMPT,
         prompt_length: int = 20,
         seed: int = 0,
         base_model: str | None = None,
     ) -> None:
         if transformer.config.is_encoder_decoder:
             raise ValueError("PromptedCausalLM wraps decoder-only models; use PromptedSeq2SeqLM for encoder-decoders")
-        super().__init__(transformer, tokenizer, prompt, prompt_length, base_model)
         if transformer.config.pad_token_id is None and tokenizer is not None and tokenizer.pad_token_id is not None:
             transformer.config.pad_token_id = tokenizer.pad_token_id
-        embeddings = transformer.get_input_embeddings()
-        if prompt == "shallow":
-            self.prompt = ShallowPrompt(prompt_length, embeddings.embedding_dim)
-        elif prompt == "deep":
-            modules = self_attention_modules(transformer)
-            sites = [Site("decoder_self", i) for i in range(len(modules))]
-            first = modules[0]
-            heads = transformer.config.num_attention_heads // getattr(first, "num_key_value_groups", 1)  # key/value heads
-            self.prompt = DeepPrompt(sites, prompt_length, heads, first.head_dim)
-            self._base_attention = self._attach_deep(modules, sites)
-        self.init_prompt(seed)
-        if prompt == "deep":
-            transformer.set_attn_implementation(PREFIX_ATTENTION)
+        super().__init__(transformer, tokenizer, prompt, prompt_length, seed, base_model)
 
-    @torch.no_grad()
-    def init_prompt(self, seed: int) -> None:
-        """(Re)initialises the prompt exactly as ``PromptedCausalLM(..., seed=seed)`` does (few-shot tuning's fresh prompt)."""
-        generator = torch.Generator().manual_seed(seed)
-        if isinstance(self.prompt, ShallowPrompt):
-            self.prompt.init_from_embeddings(self.transformer.get_input_embeddings(), generator)
-        elif isinstance(self.prompt, DeepPrompt):
-            keys, values = _layer_kv_of_random_tokens(self.transformer, self.prompt.length, generator, self._base_attention)
-            for i in range(len(self.prompt.sites)):
-                self.prompt.keys[i].copy_(keys[i])
-                self.prompt.values[i].copy_(values[i])
+    def attention_layout(self) -> AttentionLayout:
+        modules = self_attention_modules(self.transformer)
+        sites = [Site("decoder_self", i) for i in range(len(modules))]
+        first = modules[0]
+        kv_heads = self.transformer.config.num_attention_heads // getattr(first, "num_key_value_groups", 1)
+        return AttentionLayout(sites, modules, kv_heads, first.head_dim)
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -90,18 +73,6 @@ class PromptedCausalLM(PromptedModel):
         if pad is None and self.tokenizer is not None:
             pad = self.tokenizer.pad_token_id
         return 0 if pad is None else int(pad)
-
-    @property
-    def prepended(self) -> int:
-        """Positions a shallow prompt adds in front of the input (deep prompts add none)."""
-        return self.prompt_length if isinstance(self.prompt, ShallowPrompt) else 0
-
-    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Input embeddings and mask, with a shallow prompt prepended."""
-        embeds = self.transformer.get_input_embeddings()(input_ids)
-        if isinstance(self.prompt, ShallowPrompt):
-            embeds, attention_mask = self.prompt.prepend(embeds, attention_mask)
-        return embeds, attention_mask
 
     def forward(
         self,
@@ -169,26 +140,3 @@ def self_attention_modules(transformer: PreTrainedModel) -> list[nn.Module]:
             f"found {len(found)}; deep prompts do not support this architecture"
         )
     return found
-
-
-@torch.no_grad()
-def _layer_kv_of_random_tokens(
-    transformer: PreTrainedModel, length: int, generator: torch.Generator, base: str
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Each layer's (kv_heads, length, head_dim) keys and values for ``length`` random tokens, without any prefix."""
-    embeddings = transformer.get_input_embeddings()
-    ids = init_token_ids(embeddings.num_embeddings, length, generator).to(embeddings.weight.device)
-    was_training = transformer.training
-    attached = transformer.config._attn_implementation == PREFIX_ATTENTION
-    transformer.eval()
-    try:
-        if attached:  # the model's own keys and values: run it as it was before the prefixes were attached
-            transformer.set_attn_implementation(base)
-        cache = transformer(input_ids=ids[None], use_cache=True).cache
-    finally:
-        transformer.train(was_training)
-        if attached:
-            transformer.set_attn_implementation(PREFIX_ATTENTION)
-    keys = [layer.keys[0].detach().clone() for layer in cache.layers]
-    values = [layer.values[0].detach().clone() for layer in cache.layers]
-    return keys, values

@@ -12,6 +12,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, T5ForC
 from promptability.model.causal import PromptedCausalLM
 from promptability.model.named import installed_path, is_named
 from promptability.model.prompted import CONFIG_FILE, PROMPT_FILE, PromptedSeq2SeqLM, PromptSettingsError
+from promptability.model.prompts import NO_PROMPT
 
 
 def load_model(
@@ -50,18 +51,19 @@ def load_model(
                 transformer = AutoModelForCausalLM.from_pretrained(name, **kwargs)
                 tokenizer = AutoTokenizer.from_pretrained(name)
                 return PromptedCausalLM(
-                    transformer, tokenizer, prompt or "none", prompt_length or 20, seed=seed, base_model=_base_name(name)
+                    transformer, tokenizer, prompt or NO_PROMPT, prompt_length or 20, seed=seed,
+                    base_model=_base_name(name),
                 )
             transformer = T5ForConditionalGeneration.from_pretrained(name, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(name)
         return PromptedSeq2SeqLM(
-            transformer, tokenizer, prompt or "none", prompt_length or 20, seed=seed, base_model=_base_name(name)
+            transformer, tokenizer, prompt or NO_PROMPT, prompt_length or 20, seed=seed, base_model=_base_name(name)
         )
 
     saved_kind, saved_length = settings["prompt"], settings["prompt_length"]
     kind = prompt or saved_kind
-    length = prompt_length or (saved_length if saved_kind != "none" else 20)
-    if saved_kind != "none" and (kind != saved_kind or length != saved_length):
+    length = prompt_length or (saved_length if saved_kind != NO_PROMPT else 20)
+    if saved_kind != NO_PROMPT and (kind != saved_kind or length != saved_length):
         raise PromptSettingsError(
             f"{name} holds a {saved_kind} prompt of length {saved_length}, "
             f"but a {kind} prompt of length {length} was requested"
@@ -79,7 +81,7 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(name)
         wrapper = PromptedCausalLM if causal else PromptedSeq2SeqLM
         model = wrapper(transformer, tokenizer, kind, length, seed=seed, base_model=_base_name(name))
-    if saved_kind != "none":
+    if saved_kind != NO_PROMPT:
         state = load_file(str(path / PROMPT_FILE))
         missing, unexpected = model.prompt.load_state_dict(state, strict=False)
         if missing or unexpected:
@@ -119,3 +121,10 @@ def model_info(path: str | os.PathLike) -> dict:
         if f.is_file():
             info.update(json.loads(f.read_text()))
     return info
+
+
+def model_size(name_or_path: str | os.PathLike, info: dict | None = None) -> str:
+    """The size label reports group runs by: the ``model_size`` a trained model dir records, else the name of the
+    model it starts from (its ``base_model``, or itself). ``info``: its ``model_info``, when already read."""
+    info = model_info(name_or_path) if info is None else info
+    return info.get("model_size") or Path(str(info.get("base_model") or name_or_path)).name

@@ -23,12 +23,12 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from transformers import PreTrainedTokenizerBase, T5ForConditionalGeneration
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
-from promptability.model.prompts import PREFIX_ATTENTION, SITES, DeepPrompt, ShallowPrompt, Site, attach
+from promptability.model.prompts import NO_PROMPT, PROMPT_KINDS, Prompt, prompt_names
+from promptability.model.prompts.deep import SITES, AttentionLayout, Site
 
-PROMPT_KINDS = ("none", "shallow", "deep")
 CONFIG_FILE = "promptability.json"
 PROMPT_FILE = "prompt.safetensors"
 
@@ -47,38 +47,62 @@ class PromptSettingsError(ValueError):
 
 
 class PromptedModel(nn.Module):
-    """What every prompted model shares: its settings, parameter groups, freeze presets and save format.
+    """What every prompted model shares: its settings, prompt, parameter groups, freeze presets and save format.
 
-    Subclasses build ``self.prompt`` for their architecture and define ``forward``.
+    Subclasses say where their attention modules are (``attention_layout``, for deep prompts) and define
+    ``forward``; the prompt itself is built, initialised and attached by its kind (``model.prompts``).
     """
+
+    is_causal: bool = False  # decoder-only: the token layout and scoring of promptability.data.tokenize / eval.rank
+
+    transformer: PreTrainedModel
 
     def __init__(
         self,
-        transformer: nn.Module,
+        transformer: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase | None,
         prompt: str,
         prompt_length: int,
+        seed: int,
         base_model: str | None,
     ) -> None:
         super().__init__()
-        if prompt not in PROMPT_KINDS:
-            raise ValueError(f"prompt must be one of {PROMPT_KINDS}, got {prompt!r}")
-        if prompt != "none" and prompt_length < 1:
+        if prompt not in prompt_names():
+            raise ValueError(f"prompt must be one of {prompt_names()}, got {prompt!r}")
+        if prompt != NO_PROMPT and prompt_length < 1:
             raise ValueError(f"prompt_length must be at least 1, got {prompt_length}")
         self.transformer = transformer
         self.tokenizer = tokenizer
         self.prompt_kind = prompt
-        self.prompt_length = prompt_length if prompt != "none" else 0
+        self.prompt_length = prompt_length if prompt != NO_PROMPT else 0
         self.base_model = base_model
-        self.prompt: nn.Module | None = None
+        self.prompt: Prompt | None = None
+        if prompt != NO_PROMPT:
+            self.prompt = PROMPT_KINDS[prompt].build(self, prompt_length)
+            self.init_prompt(seed)
+            self.prompt.attach(self)
 
-    def _attach_deep(self, modules: list[nn.Module], sites: list[Site]) -> str:
-        """Points ``modules`` at the deep prompt; returns the attention implementation the seam hands over to."""
-        base = self.transformer.config._attn_implementation or "eager"
-        if base == PREFIX_ATTENTION:
-            base = "eager"
-        attach(modules, sites, self.prompt, base)
-        return base
+    @torch.no_grad()
+    def init_prompt(self, seed: int) -> None:
+        """(Re)initialises the prompt exactly as the constructor does with ``seed`` (few-shot tuning's fresh prompt)."""
+        if self.prompt is not None:
+            self.prompt.initialize(self, torch.Generator().manual_seed(seed))
+
+    def attention_layout(self) -> AttentionLayout:
+        """The attention modules a deep prompt extends, one site each, and their key/value shape."""
+        raise NotImplementedError(f"{type(self).__name__} does not support deep prompts")
+
+    @property
+    def prepended(self) -> int:
+        """Positions the prompt adds in front of the input (a deep prompt adds none)."""
+        return 0 if self.prompt is None else self.prompt.prepended
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input embeddings and mask, with the prompt's input positions prepended."""
+        embeds = self.transformer.get_input_embeddings()(input_ids)
+        if self.prompt is not None:
+            embeds, attention_mask = self.prompt.prepend(embeds, attention_mask)
+        return embeds, attention_mask
 
     # ----- parameter groups and freezing -------------------------------------------------------
     def prompt_parameters(self) -> list[nn.Parameter]:
@@ -146,30 +170,22 @@ class PromptedSeq2SeqLM(PromptedModel):
         self,
         transformer: T5ForConditionalGeneration,
         tokenizer: PreTrainedTokenizerBase | None = None,
-        prompt: str = "none",
+        prompt: str = NO_PROMPT,
         prompt_length: int = 20,
         seed: int = 0,
         base_model: str | None = None,
     ) -> None:
-        super().__init__(transformer, tokenizer, prompt, prompt_length, base_model)
-        generator = torch.Generator().manual_seed(seed)
-        config = transformer.config
-        if prompt == "shallow":
-            self.prompt = ShallowPrompt(prompt_length, config.d_model)
-            self.prompt.init_from_embeddings(transformer.get_input_embeddings(), generator)
-        elif prompt == "deep":
-            sites, modules = attention_sites(transformer)
-            self.prompt = DeepPrompt(sites, prompt_length, config.num_heads, config.d_kv)
-            self.prompt.init_from_projections(modules, transformer.get_input_embeddings(), generator)
-            self._attach_deep(modules, sites)
-            transformer.set_attn_implementation(PREFIX_ATTENTION)
+        super().__init__(transformer, tokenizer, prompt, prompt_length, seed, base_model)
+
+    def attention_layout(self) -> AttentionLayout:
+        sites, modules = attention_sites(self.transformer)
+        config = self.transformer.config
+        return AttentionLayout(sites, modules, config.num_heads, config.d_kv)
 
     # ----- forward ----------------------------------------------------------------------------
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder states and the mask the decoder must use (extended by a shallow prompt)."""
-        embeds = self.transformer.get_input_embeddings()(input_ids)
-        if isinstance(self.prompt, ShallowPrompt):
-            embeds, attention_mask = self.prompt.prepend(embeds, attention_mask)
+        embeds, attention_mask = self.embed(input_ids, attention_mask)
         encoder = self.transformer.get_encoder()
         hidden = encoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
         return hidden, attention_mask

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from promptability.io import write_jsonl_atomic
 from promptability.studies.pipeline import Plan, run_plan, start, write_tables
+from promptability.model.prompts import NO_PROMPT, PROMPT_KINDS
 from promptability.train.methods import METHODS
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ QUICK = Scale(
 ROWS: list[tuple[str, str, str]] = [
     (f"{m.name}-{kind}", m.name, kind) if m.prompted else (m.name, m.name, "none")
     for m in METHODS.values()
-    for kind in (("shallow", "deep") if m.prompted else ("none",))
+    for kind in (tuple(PROMPT_KINDS) if m.prompted else (NO_PROMPT,))
 ]
 
 
@@ -148,7 +149,9 @@ def _plan(out: Path, scale: Scale, meta: dict[str, Any]) -> Plan:
     tasks = [t for ts in by_dataset.values() for t in ts[: scale.fewshot_templates_per_dataset]]
     fewshot = []
     for row, method in zero_shot:
-        for kind in ["shallow", "deep"] if row in ("base", "mtl-t") else [row.rsplit("-", 1)[1]]:
+        # rows without a prompt of their own are tuned with a fresh prompt of every kind
+        unprompted = method == NO_PROMPT or not METHODS[method].prompted
+        for kind in list(PROMPT_KINDS) if unprompted else [row.rsplit("-", 1)[1]]:
             fewshot.append((row, models / row, _fewshot_config(scale, kind, method, tasks)))
     return Plan(
         data=suite_dir, heldout=heldout, pretrain=pretrain,

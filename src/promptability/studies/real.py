@@ -138,7 +138,7 @@ def _plan(out: Path, model: str, scale: StudyScale, manifest: dict[str, Any], tu
     """The rows of ROWS from ``model``; 0-shot on every held-out template, 16-shot (FEWSHOT) on ``tuned``."""
     import torch
 
-    from promptability.train.pretrain import model_size_of
+    from promptability.model.loading import model_size
 
     data_dir, models = out / "data", out / "models"
     source = {"base": model, **{row: str(models / row) for row, _, _ in ROWS}}
@@ -149,7 +149,7 @@ def _plan(out: Path, model: str, scale: StudyScale, manifest: dict[str, Any], tu
                   for row, method, prompt in ROWS],
         zero_shot=[(row, methods[row], source[row]) for row in methods],
         fewshot=[(row, source[row], _fewshot_config(scale, kind, methods[row], tuned)) for row, kind in FEWSHOT],
-        model_size=model_size_of(model), eval_batch_size=scale.eval_batch_size, max_source_len=scale.max_source_len,
+        model_size=model_size(model), eval_batch_size=scale.eval_batch_size, max_source_len=scale.max_source_len,
         max_target_len=scale.max_target_len, autocast=torch.bfloat16 if scale.precision == "bf16" else None,
         run_info={"precision": scale.precision},
     )  # fmt: skip

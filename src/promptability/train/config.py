@@ -21,9 +21,9 @@ from typing import Any
 import yaml
 
 from promptability.data.tokenize import MAX_SOURCE_LEN, MAX_TARGET_LEN
+from promptability.model.prompts import DEFAULT_PROMPT, NO_PROMPT, PROMPT_KINDS, prompt_names
 from promptability.train.methods import METHODS
 
-PROMPTS = ("none", "shallow", "deep")
 PRECISIONS = ("fp32", "bf16")
 T0_TRAIN = "t0-train"  # data.tasks value: the 313 P3 training templates of the T0 mixture
 
@@ -81,16 +81,17 @@ class TrainConfig:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         prompted = METHODS[self.method].prompted
         if self.prompt is None:
-            self.prompt = "shallow" if prompted else "none"
-        if self.prompt not in PROMPTS:
-            raise ConfigError(f"prompt must be one of {', '.join(PROMPTS)}, got {self.prompt!r}")
-        if not prompted and self.prompt != "none":
+            self.prompt = DEFAULT_PROMPT if prompted else NO_PROMPT
+        if self.prompt not in prompt_names():
+            raise ConfigError(f"prompt must be one of {', '.join(prompt_names())}, got {self.prompt!r}")
+        if not prompted and self.prompt != NO_PROMPT:
             raise ConfigError(
                 f"method {self.method} trains the transformer without a prompt: use --prompt none (got {self.prompt!r})"
             )
-        if prompted and self.prompt == "none":
-            raise ConfigError(f"method {self.method} trains a soft prompt: use --prompt shallow or --prompt deep")
-        if self.prompt != "none" and self.prompt_length < 1:
+        if prompted and self.prompt == NO_PROMPT:
+            kinds = " or ".join(f"--prompt {k}" for k in PROMPT_KINDS)
+            raise ConfigError(f"method {self.method} trains a soft prompt: use {kinds}")
+        if self.prompt != NO_PROMPT and self.prompt_length < 1:
             raise ConfigError(f"prompt_length must be >= 1, got {self.prompt_length}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
@@ -298,8 +299,9 @@ class FewShotConfig:
             raise ConfigError(f"templates_per_step must be >= 1, got {self.templates_per_step}")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds must be distinct, got {self.seeds}")
-        if self.prompt not in (None, "shallow", "deep"):
-            raise ConfigError(f"few-shot tuning trains a prompt: --prompt must be shallow or deep, got {self.prompt!r}")
+        if self.prompt is not None and self.prompt not in PROMPT_KINDS:
+            kinds = " or ".join(PROMPT_KINDS)
+            raise ConfigError(f"few-shot tuning trains a prompt: --prompt must be {kinds}, got {self.prompt!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.score not in ("mean", "sum"):

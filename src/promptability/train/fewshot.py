@@ -37,11 +37,12 @@ import torch
 from tqdm.auto import tqdm
 
 from promptability.data.batching import TRAIN_COLUMNS, collate, task_indices
-from promptability.data.readers import available_tasks, read_split, suite_meta, train_split_for
+from promptability.data.readers import available_tasks, read_split, train_split_for
+from promptability.data.suite_layout import find_meta
 from promptability.io import safe_name, write_json_atomic, write_jsonl_atomic
-from promptability.model.loading import model_info
-from promptability.model.prompted import CONFIG_FILE, PromptedSeq2SeqLM, attention_sites
-from promptability.model.prompts import ShallowPrompt
+from promptability.model.loading import model_info, model_size
+from promptability.model.prompted import CONFIG_FILE, PromptedModel
+from promptability.model.prompts import DEFAULT_PROMPT, NO_PROMPT
 from promptability.train.config import ConfigError, FewShotConfig
 from promptability.train.loop import make_accelerator, train
 from promptability.train.losses import pad_id_of
@@ -83,9 +84,9 @@ def heldout_tasks(path: str | os.PathLike, tasks: list[str] | None = None) -> tu
     """
     from promptability.data.registry import heldout_templates
 
-    meta = suite_meta(path)
+    meta = find_meta(path)
     if meta is not None:
-        from promptability.data.suite_layout import suite_groups
+        from promptability.eval.groups import suite_groups
 
         groups = suite_groups(meta, role=None)
         names = tasks or [t for t, info in meta["templates"].items() if info["role"] == "heldout"]
@@ -108,31 +109,16 @@ def heldout_tasks(path: str | os.PathLike, tasks: list[str] | None = None) -> tu
 
 
 # ----- the prompt ---------------------------------------------------------------------------------
-@torch.no_grad()
-def init_prompt(model: PromptedSeq2SeqLM, seed: int) -> None:
-    """A fresh prompt, initialised as ``PromptedSeq2SeqLM(seed=seed)`` would."""
-    if hasattr(model, "init_prompt"):  # decoder-only models know their own attention sites
-        model.init_prompt(seed)
-        return
-    generator = torch.Generator().manual_seed(seed)
-    embeddings = model.transformer.get_input_embeddings()
-    if isinstance(model.prompt, ShallowPrompt):
-        model.prompt.init_from_embeddings(embeddings, generator)
-    else:
-        _, modules = attention_sites(model.transformer)
-        model.prompt.init_from_projections(modules, embeddings, generator)
-
-
-def load_for_fewshot(model_dir: str | os.PathLike, config: FewShotConfig) -> tuple[PromptedSeq2SeqLM, bool]:
+def load_for_fewshot(model_dir: str | os.PathLike, config: FewShotConfig) -> tuple[PromptedModel, bool]:
     """The model with a prompt to tune, and whether that prompt is fresh (the model had none)."""
     from promptability.model.loading import load_model
 
     settings_file = Path(model_dir) / CONFIG_FILE
-    saved = json.loads(settings_file.read_text())["prompt"] if settings_file.is_file() else "none"
-    if saved != "none":
+    saved = json.loads(settings_file.read_text())["prompt"] if settings_file.is_file() else NO_PROMPT
+    if saved != NO_PROMPT:
         length = config.prompt_length if config.prompt else None  # None: the saved prompt's length
         return load_model(model_dir, prompt=config.prompt, prompt_length=length), False
-    kind = config.prompt or "shallow"
+    kind = config.prompt or DEFAULT_PROMPT
     return load_model(model_dir, prompt=kind, prompt_length=config.prompt_length, seed=config.seeds[0]), True
 
 
@@ -182,7 +168,7 @@ class _Run:
 
     def reset_prompt(self, seed: int) -> None:
         if self.fresh:
-            init_prompt(self.model, seed)
+            self.model.init_prompt(seed)
         else:
             self.model.prompt.load_state_dict(self.snapshot)
 
@@ -207,7 +193,7 @@ def _settings(
 ) -> dict[str, Any]:
     """run.json's fields shared by every seed."""
     info = model_info(model_dir)
-    size = info.get("model_size") or Path(str(info.get("base_model") or model_dir)).name
+    size = model_size(model_dir, info)
     settings = {"method": config.method or info.get("method") or "none", "prompt": model.prompt_kind,
                 "shots": config.shots, "model": str(model_dir), "model_size": size, "data": str(data),
                 "score": config.score, "epochs": config.epochs, "lr": config.lr, "prompt_length": model.prompt_length,
@@ -242,7 +228,7 @@ def _shots(run: _Run, seed: int) -> tuple[dict[str, Any], Any]:
     tokenized = tokenize_records(
         [r for t in run.templates for r in shots[t]], run.model.tokenizer, max_source_len=config.max_source_len,
         max_target_len=config.max_target_len, use_cache=False, progress=False,
-        continuation=getattr(run.model, "is_causal", False),
+        continuation=run.model.is_causal,
     ).dataset  # fmt: skip
     return task_indices(tokenized), tokenized.select_columns(TRAIN_COLUMNS)
 

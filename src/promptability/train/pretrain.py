@@ -19,7 +19,8 @@ from typing import Any
 
 from torch import nn
 
-from promptability.data.readers import iter_examples, read_split, suite_meta
+from promptability.data.readers import iter_examples, read_split
+from promptability.data.suite_layout import find_meta
 from promptability.io import write_json_atomic
 from promptability.model.prompted import CONFIG_FILE
 from promptability.train.config import T0_TRAIN, ConfigError, DataConfig, TrainConfig
@@ -36,7 +37,7 @@ def pretraining_tasks(data: DataConfig) -> list[str] | None:
         return train_templates()
     if isinstance(data.tasks, str):
         raise ConfigError(f"data.tasks must be a list of templates, '{T0_TRAIN}' or null, got {data.tasks!r}")
-    if data.tasks is None and (meta := suite_meta(data.path)) is not None:
+    if data.tasks is None and (meta := find_meta(data.path)) is not None:
         return [t for t, info in meta["templates"].items() if info["role"] == "train"]
     return data.tasks
 
@@ -46,7 +47,7 @@ def _iter_records(data: DataConfig) -> Iterator[dict[str, Any]]:
     from promptability.data import registry
 
     tasks = pretraining_tasks(data)
-    if suite_meta(data.path) is not None:
+    if find_meta(data.path) is not None:
         source: Any = read_split(data.path, data.split, tasks)
     else:
         source = iter_examples(data.path, data.split, tasks)
@@ -117,14 +118,6 @@ def _check_resumable(out: Path, config: TrainConfig, resume: bool) -> None:
             raise ConfigError(f"--resume with settings that differ from {saved}: {', '.join(diff)}")
 
 
-def model_size_of(name: str) -> str:
-    """A size label for reports: inherited from a trained model dir, else the model's name."""
-    info = Path(name) / "train.json"
-    if info.is_file():
-        return json.loads(info.read_text()).get("model_size") or Path(name).name
-    return Path(name).name
-
-
 def save_final_model(model: nn.Module, out: Path, extra: dict[str, Any]) -> None:
     """Saves the model INTO ``out`` (which also holds checkpoints/ and logs), file by file atomically."""
     staging = out / ".final-model"
@@ -152,7 +145,7 @@ def pretrain(
 
     ``model``: an already built model to train instead of ``load_model(config.model, ...)`` (tests).
     """
-    from promptability.model.loading import load_model
+    from promptability.model.loading import load_model, model_size
 
     config.validate()
     _check_data(config.data)  # before any model is built or anything written
@@ -173,7 +166,7 @@ def pretrain(
         model = load_model(name, prompt=config.prompt, prompt_length=prompt_length, seed=config.seed)
     elif model.prompt_kind != config.prompt:
         raise ConfigError(f"the given model has a {model.prompt_kind!r} prompt, the config asks for {config.prompt!r}")
-    dataset, data_info = load_pretraining_data(config, model.tokenizer, accelerator, getattr(model, "is_causal", False))
+    dataset, data_info = load_pretraining_data(config, model.tokenizer, accelerator, model.is_causal)
     step = build_step(config.method, model, dataset, config, accelerator)
     max_steps = config.max_steps or max(1, math.ceil(config.epochs * step.steps_per_epoch))
     if accelerator.is_main_process:
@@ -187,7 +180,7 @@ def pretrain(
     if accelerator.is_main_process:
         info = {
             "method": config.method, "prompt": config.prompt, "prompt_length": model.prompt_length,
-            "base_model": config.model, "model_size": model_size_of(config.model), "seed": config.seed,
+            "base_model": config.model, "model_size": model_size(config.model), "seed": config.seed,
             "data": data_info, "steps": result.steps, "max_steps": max_steps,
             "steps_per_epoch": step.steps_per_epoch, "examples_seen": result.examples, "tokens_seen": result.tokens,
             "wall_time_s": round(result.wall_time_s, 3), "world_size": accelerator.num_processes,

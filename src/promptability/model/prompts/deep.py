@@ -1,17 +1,16 @@
-"""Soft prompts and the one seam where deep prompts enter attention.
+"""The deep prompt (prefix tuning, Li & Liang 2021) and the one seam where it enters attention.
 
-``ShallowPrompt`` (prompt tuning, Lester et al. 2021) is a (length, d_model)
-matrix prepended to the encoder's input embeddings.
+``DeepPrompt`` holds, for every attention *site* (each encoder self-attention,
+decoder self-attention and decoder cross-attention layer of a T5; each
+self-attention layer of a decoder-only LM), ``length`` key and value vectors
+that are prepended to that layer's keys and values. The relative position bias
+toward prefix positions is zero and prefix positions are never masked. In a
+decoder-only LM the prefix is added after rotary embeddings: real tokens keep
+their positions, prefix keys carry no position.
 
-``DeepPrompt`` (prefix tuning, Li & Liang 2021) holds, for every attention
-*site* (each encoder self-attention, decoder self-attention and decoder
-cross-attention layer), ``length`` key and value vectors that are prepended to
-that layer's keys and values. The relative position bias toward prefix
-positions is zero and prefix positions are never masked.
-
-The seam: transformers (>= 5) routes every T5 attention call through its
-public ``AttentionInterface`` registry, passing the calling module. We register
-one function, ``PREFIX_ATTENTION``, that looks up the module's prefix, extends
+The seam: transformers (>= 5) routes every attention call through its public
+``AttentionInterface`` registry, passing the calling module. We register one
+function, ``PREFIX_ATTENTION``, that looks up the module's prefix, extends
 keys, values, mask and bias, and hands over to the model's original attention
 implementation (eager, sdpa, ...). No Hugging Face attention code is copied; a
 model without a prefix attached runs exactly as before.
@@ -22,46 +21,23 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from transformers import AttentionInterface
+from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from promptability.model.prompts.base import Prompt, init_token_ids
+
+if TYPE_CHECKING:
+    from promptability.model.prompted import PromptedModel
 
 PREFIX_ATTENTION = "promptability_prefix"
 _SLOT = "_promptability_prefix"  # attribute on an attention module: a _PrefixSlot (not an nn.Module)
 
 SITES = ("encoder", "decoder_self", "decoder_cross")
-
-
-def init_token_ids(vocab_size: int, length: int, generator: torch.Generator, top: int = 5000) -> torch.Tensor:
-    """Random token ids among the ``top`` first vocabulary entries (Lester et al.'s sampled-vocab init)."""
-    return torch.randint(0, min(top, vocab_size), (length,), generator=generator)
-
-
-class ShallowPrompt(nn.Module):
-    def __init__(self, length: int, d_model: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(length, d_model))
-
-    @property
-    def length(self) -> int:
-        return self.weight.shape[0]
-
-    @torch.no_grad()
-    def init_from_embeddings(self, embeddings: nn.Embedding, generator: torch.Generator) -> None:
-        ids = init_token_ids(embeddings.num_embeddings, self.length, generator)
-        self.weight.copy_(embeddings.weight[ids.to(embeddings.weight.device)])
-
-    def prepend(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prepends the prompt. A (batch, length, d_model) weight (swapped in with ``functional_call``)
-        gives each example its own prompt, which lets several prompts be tuned in one batch."""
-        batch = inputs_embeds.shape[0]
-        prompt = self.weight.to(inputs_embeds.dtype)
-        prompt = prompt.unsqueeze(0).expand(batch, -1, -1) if prompt.dim() == 2 else prompt
-        ones = attention_mask.new_ones(batch, prompt.shape[1])
-        return torch.cat([prompt, inputs_embeds], dim=1), torch.cat([ones, attention_mask], dim=1)
 
 
 @dataclass(frozen=True)
@@ -72,7 +48,17 @@ class Site:
     layer: int
 
 
-class DeepPrompt(nn.Module):
+@dataclass(frozen=True)
+class AttentionLayout:
+    """What a model tells a deep prompt: its attention modules (one site each) and their key/value shape."""
+
+    sites: list[Site]
+    modules: list[nn.Module]
+    kv_heads: int
+    head_dim: int
+
+
+class DeepPrompt(Prompt):
     """Per-site key/value prefixes, stored flat: ``keys[i]``/``values[i]`` is (heads, length, d_kv) for site i."""
 
     def __init__(self, sites: list[Site], length: int, num_heads: int, d_kv: int) -> None:
@@ -81,22 +67,53 @@ class DeepPrompt(nn.Module):
         self.length = length
         self.keys = nn.ParameterList(nn.Parameter(torch.zeros(num_heads, length, d_kv)) for _ in self.sites)
         self.values = nn.ParameterList(nn.Parameter(torch.zeros(num_heads, length, d_kv)) for _ in self.sites)
+        self.base_attention: str | None = None  # the implementation the seam hands over to, once attached
+
+    @classmethod
+    def build(cls, model: PromptedModel, length: int) -> DeepPrompt:
+        layout = model.attention_layout()
+        return cls(layout.sites, length, layout.kv_heads, layout.head_dim)
+
+    def initialize(self, model: PromptedModel, generator: torch.Generator) -> None:
+        """Each site's prefix starts as that site's keys and values of random tokens.
+
+        This keeps every prefix at the scale that site's keys and values naturally
+        have, which a fixed-variance random init would not. A T5 site projects the
+        tokens' embeddings; a decoder-only layer gets its key/value cache of a
+        forward pass over the tokens.
+        """
+        if model.is_causal:
+            keys, values = _layer_kv_of_random_tokens(model.transformer, self.length, generator, self.base_attention)
+            with torch.no_grad():
+                for i in range(len(self.sites)):
+                    self.keys[i].copy_(keys[i])
+                    self.values[i].copy_(values[i])
+        else:
+            modules = model.attention_layout().modules
+            self.init_from_projections(modules, model.transformer.get_input_embeddings(), generator)
 
     @torch.no_grad()
     def init_from_projections(
         self, modules: list[nn.Module], embeddings: nn.Embedding, generator: torch.Generator
     ) -> None:
-        """Each site's prefix starts as its own k/v projection of randomly chosen token embeddings.
-
-        This keeps every prefix at the scale that site's keys and values
-        naturally have, which a fixed-variance random init would not.
-        """
+        """Each site's prefix starts as its own k/v projection of randomly chosen token embeddings."""
         for i, module in enumerate(modules):
             ids = init_token_ids(embeddings.num_embeddings, self.length, generator)
             hidden = embeddings.weight[ids.to(embeddings.weight.device)]
             heads, _, d_kv = self.keys[i].shape
             self.keys[i].copy_(module.k(hidden).view(self.length, heads, d_kv).transpose(0, 1))
             self.values[i].copy_(module.v(hidden).view(self.length, heads, d_kv).transpose(0, 1))
+
+    def attach(self, model: PromptedModel) -> None:
+        """Points every attention module at its prefix, then routes the model's attention through the seam."""
+        base = model.transformer.config._attn_implementation or "eager"
+        if base == PREFIX_ATTENTION:
+            base = "eager"
+        self.base_attention = base
+        modules = model.attention_layout().modules
+        for index, (module, site) in enumerate(zip(modules, self.sites, strict=True)):
+            setattr(module, _SLOT, _PrefixSlot(self, index, causal=site.kind == "decoder_self", base=base))
+        model.transformer.set_attn_implementation(PREFIX_ATTENTION)
 
     def kv(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.keys[index], self.values[index]
@@ -186,7 +203,27 @@ AttentionInterface.register(PREFIX_ATTENTION, prefix_attention)
 AttentionMaskInterface.register(PREFIX_ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
 
 
-def attach(modules: list[nn.Module], sites: list[Site], prompt: DeepPrompt, base: str) -> None:
-    """Points each attention module at its prefix in ``prompt``."""
-    for index, (module, site) in enumerate(zip(modules, sites, strict=True)):
-        setattr(module, _SLOT, _PrefixSlot(prompt, index, causal=site.kind == "decoder_self", base=base))
+@torch.no_grad()
+def _layer_kv_of_random_tokens(
+    transformer: PreTrainedModel, length: int, generator: torch.Generator, base: str | None
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Each layer's (kv_heads, length, head_dim) keys and values for ``length`` random tokens, without any prefix.
+
+    ``base``: the attention implementation the model ran before its prefixes were attached (None: not attached).
+    """
+    embeddings = transformer.get_input_embeddings()
+    ids = init_token_ids(embeddings.num_embeddings, length, generator).to(embeddings.weight.device)
+    was_training = transformer.training
+    attached = transformer.config._attn_implementation == PREFIX_ATTENTION
+    transformer.eval()
+    try:
+        if attached:  # the model's own keys and values: run it as it was before the prefixes were attached
+            transformer.set_attn_implementation(base or "eager")
+        cache = transformer(input_ids=ids[None], use_cache=True).cache
+    finally:
+        transformer.train(was_training)
+        if attached:
+            transformer.set_attn_implementation(PREFIX_ATTENTION)
+    keys = [layer.keys[0].detach().clone() for layer in cache.layers]
+    values = [layer.values[0].detach().clone() for layer in cache.layers]
+    return keys, values

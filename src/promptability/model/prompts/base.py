@@ -1,0 +1,49 @@
+"""What every prompt kind provides, and the token sampling their initialisations share."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from promptability.model.prompted import PromptedModel
+
+
+def init_token_ids(vocab_size: int, length: int, generator: torch.Generator, top: int = 5000) -> torch.Tensor:
+    """Random token ids among the ``top`` first vocabulary entries (Lester et al.'s sampled-vocab init)."""
+    return torch.randint(0, min(top, vocab_size), (length,), generator=generator)
+
+
+class Prompt(nn.Module, ABC):
+    """A soft prompt kind: its tensors, how they start, and how the model reads them.
+
+    The model calls ``build`` (shapes from the model's architecture), then ``initialize``
+    with a generator seeded by the model's seed, then ``attach``. Few-shot tuning calls
+    ``initialize`` again on an attached prompt (``PromptedModel.init_prompt``), so it must
+    give the same tensors whether or not ``attach`` already ran. Its parameters are the
+    model's ``prompt`` group and are saved as ``prompt.safetensors`` (their state dict).
+    """
+
+    @classmethod
+    @abstractmethod
+    def build(cls, model: PromptedModel, length: int) -> Prompt:
+        """A prompt of ``length`` positions shaped for ``model`` (its tensors not yet initialised)."""
+
+    @abstractmethod
+    def initialize(self, model: PromptedModel, generator: torch.Generator) -> None:
+        """Sets the tensors' starting values, drawing random numbers from ``generator`` only."""
+
+    def attach(self, model: PromptedModel) -> None:
+        """Hooks the prompt into ``model.transformer``; a prompt that only changes the input needs none."""
+
+    def prepend(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The input embeddings and mask the transformer receives; a prompt that is not in the input keeps them."""
+        return inputs_embeds, attention_mask
+
+    @property
+    def prepended(self) -> int:
+        """Positions ``prepend`` puts in front of the input."""
+        return 0
