@@ -91,6 +91,7 @@ def test_residual_prompt_trains_saves_and_loads(residual, make_model, batch, tmp
 
 def test_configs_cli_and_report_read_the_registry(residual):
     from promptability.cli import build_parser
+    from promptability.cli.common import settings_of
     from promptability.eval.report import _prompt_key
     from promptability.eval.runs import _parse_meta
     from promptability.train.config import FewShotConfig, TrainConfig
@@ -98,7 +99,7 @@ def test_configs_cli_and_report_read_the_registry(residual):
     assert TrainConfig(method="mtl-tp", prompt="residual").validate().prompt == "residual"
     assert FewShotConfig(prompt="residual").validate().prompt == "residual"
     args = build_parser().parse_args(["fewshot", "--model", "m", "--data", "d", "--out", "o", "--prompt", "residual"])
-    assert args.prompt == "residual"
+    assert settings_of(args)["prompt"] == "residual"
     meta = {"method": "mtl-tp", "prompt": "residual", "shots": 0, "model": "m"}
     assert _parse_meta(Path("run.json"), meta)["prompt"] == "residual"
     assert [_prompt_key(p) for p in ("shallow", "deep", "residual", "none")] == [0, 1, 2, 3]

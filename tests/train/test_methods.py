@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from promptability.cli import build_parser
-from promptability.demo import ROWS
+from promptability.studies.demo import ROWS
 from promptability.train.config import ConfigError, TrainConfig
 from promptability.train.methods import METHODS, TABLE1_LABELS, Method, build_step
 
