@@ -42,3 +42,98 @@ def test_arg_chance_of_fixed_choices_is_exactly_one_over_n():
     for n in (2, 3, 4, 7):
         assert chance_level([n] * 9) == 1.0 / n
         assert relative_gain(0.61, chance=chance_level([n] * 9)) == relative_gain(0.61, n)
+
+
+# ----- results: nothing finished is overwritten by nothing ------------------------------------------
+RECORDS = [
+    {"task": t, "source": f"the cat sat on the mat {i}", "target": c[i % len(c)], "choices": c, "label": i % len(c)}
+    for t, c in (("t_yn", ["yes", "no"]), ("t_nli", ["true", "false", "neither"]), ("t_ab", ["a dog", "the sun"]))
+    for i in range(4)
+]
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_write_run_refuses_to_replace_a_finished_result_with_an_empty_one(tmp_path):
+    from promptability.eval.runs import RunError
+
+    rows = _rows("t", [2, 2], [True, False])
+    write_run(tmp_path, rows, {"method": "none", "prompt": "none", "shots": 0, "model": "m"})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(RunError, match=r"no predictions to write.*kept"):
+        write_run(tmp_path, [], {"method": "none", "prompt": "none", "shots": 0, "model": "m"})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.parametrize("batch_size", [0, -1])
+def test_evaluate_refuses_a_batch_size_below_one(make_model, batch_size):
+    from promptability.eval.rank import evaluate
+
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        evaluate(make_model(), RECORDS, batch_size=batch_size, progress=False)
+
+
+@pytest.fixture
+def cli_inputs(make_model, tmp_path):
+    model = make_model("shallow").save(tmp_path / "model")
+    return str(model), str(_jsonl(tmp_path / "data.jsonl", RECORDS))
+
+
+def test_evaluate_checks_out_is_writable_before_loading_a_model(cli_inputs, tmp_path, monkeypatch, capsys):
+    import promptability.model as model_pkg
+    from promptability.cli import main
+
+    monkeypatch.setattr(model_pkg, "load_model", lambda *a, **k: pytest.fail("model loaded before --out was checked"))
+    (tmp_path / "file").write_text("not a folder")
+    model, data = cli_inputs
+    assert main(["evaluate", "--model", model, "--data", data, "--out", str(tmp_path / "file" / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "file" in err and "Traceback" not in err
+
+
+def test_interrupted_evaluate_resumes_with_the_tasks_left(cli_inputs, tmp_path, monkeypatch):
+    from promptability.cli import main
+    from promptability.eval import rank
+
+    model, data = cli_inputs
+    out = tmp_path / "run"
+    argv = ["evaluate", "--model", model, "--data", data, "--out", str(out), "--batch-size", "2"]
+    assert main(argv) == 0
+    expected = (out / "predictions.jsonl").read_text()
+    assert not (out / "partial").exists()  # the finished files replace the partial ones
+
+    other = tmp_path / "other"
+    save = rank.PartialResults.save
+    seen: list[str] = []
+
+    def interrupt_after_first(self, task, rows):
+        if seen:
+            raise KeyboardInterrupt
+        seen.append(task)
+        save(self, task, rows)
+
+    monkeypatch.setattr(rank.PartialResults, "save", interrupt_after_first)
+    assert main([*argv[:-3], str(other), "--batch-size", "2"]) == 130
+    assert [p.name for p in (other / "partial").glob("*.jsonl")] == [f"{seen[0]}.jsonl"]
+    monkeypatch.setattr(rank.PartialResults, "save", save)
+    scored: list[str] = []
+    original = rank.evaluate
+    monkeypatch.setattr(rank, "evaluate", lambda m, recs, **k: scored.extend(r["task"] for r in recs) or original(m, recs, **k))
+    assert main([*argv[:-3], str(other), "--batch-size", "2"]) == 0
+    assert seen[0] not in scored and len(set(scored)) == 2  # only the tasks left were scored again
+    assert (other / "predictions.jsonl").read_text() == expected
+
+
+def test_evaluate_refuses_to_resume_unfinished_results_made_with_other_settings(cli_inputs, tmp_path, capsys):
+    from promptability.cli import main
+
+    model, data = cli_inputs
+    partial = tmp_path / "run" / "partial"
+    partial.mkdir(parents=True)
+    (partial / "settings.json").write_text(json.dumps({"model": "another-model"}))
+    assert main(["evaluate", "--model", model, "--data", data, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "other settings" in err and "model" in err

@@ -18,7 +18,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["safe_name", "atomic_path", "write_bytes_atomic", "write_json_atomic", "write_jsonl_atomic", "write_text_atomic"]
+__all__ = [
+    "safe_name",
+    "atomic_path",
+    "ensure_writable_dir",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_jsonl_atomic",
+    "write_text_atomic",
+]
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -36,6 +44,27 @@ def safe_name(name: str) -> str:
     if clean == name and clean:
         return clean
     return f"{clean or 'name'}-{hashlib.sha1(name.encode('utf-8')).hexdigest()[:10]}"
+
+
+def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
+    """Create ``path`` (and parents) and prove a file can be written there; returns it.
+
+    Called before any long work, so that a read-only or full output folder fails in a
+    second rather than after hours of compute. The error names the folder.
+    """
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=folder)
+        try:
+            os.write(fd, b"ok")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write to output folder ({err.strerror})", str(folder)) from None
+    return folder
 
 
 def _umask() -> int:

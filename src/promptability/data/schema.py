@@ -7,6 +7,7 @@ batching layer tokenizes them, the evaluator scores ``choices`` against
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any, TypedDict
 
@@ -23,6 +24,17 @@ class Example(TypedDict, total=False):
 
 class DataError(ValueError):
     """Bad input data: the message names the file, row and field."""
+
+
+def not_utf8(path: str | os.PathLike[str], err: UnicodeDecodeError) -> DataError:
+    """A ``DataError`` naming the file and the first line of it that is not UTF-8."""
+    with open(path, "rb") as f:
+        for row, raw in enumerate(f):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return DataError(f"{path}, row {row} (line {row + 1}): not UTF-8 text (byte {raw[bad.start]:#04x})")
+    return DataError(f"{path}: not UTF-8 text ({err.reason})")
 
 
 def where(origin: str | None, row: int | None) -> str:
