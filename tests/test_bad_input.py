@@ -137,3 +137,61 @@ def test_evaluate_refuses_to_resume_unfinished_results_made_with_other_settings(
     assert main(["evaluate", "--model", model, "--data", data, "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "other settings" in err and "model" in err
+
+
+# ----- errors name the file, and every command reports them the same way -----------------------------
+def test_non_utf8_jsonl_is_a_data_error_naming_file_and_line(tmp_path):
+    from promptability.data.readers import read_examples
+    from promptability.data.schema import DataError
+
+    path = tmp_path / "bad.jsonl"
+    good = json.dumps(RECORDS[0]).encode()
+    path.write_bytes(good + b"\n" + good.replace(b"cat", b"c\xe9t") + b"\n")
+    with pytest.raises(DataError, match=r"bad\.jsonl, row 1 \(line 2\): not UTF-8 text \(byte 0xe9\)"):
+        read_examples(path)
+
+
+@pytest.fixture
+def saved_model(make_model, tmp_path):
+    return make_model("shallow").save(tmp_path / "model")
+
+
+@pytest.mark.parametrize(
+    ("name", "corrupt", "match"),
+    [
+        ("promptability.json", lambda p: p.write_text("garbage{"), "not a valid model settings file"),
+        ("promptability.json", lambda p: p.write_text("{}"), "lacks field"),
+        ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[:100]), "corrupted or truncated"),
+        ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "corrupted or truncated"),
+        ("prompt.safetensors", lambda p: p.write_bytes(p.read_bytes()[:50]), "corrupted or truncated"),
+    ],
+)
+def test_broken_model_files_are_named(saved_model, name, corrupt, match):
+    from promptability.io import BadFileError
+    from promptability.model import load_model
+
+    corrupt(saved_model / name)
+    with pytest.raises(BadFileError, match=rf"{name}: .*{match}"):
+        load_model(saved_model)
+
+
+def test_every_command_reports_user_errors_as_error_lines_with_rc_2(saved_model, tmp_path, capsys):
+    from promptability.cli import main
+
+    (saved_model / "promptability.json").write_text("garbage{")
+    data = _jsonl(tmp_path / "data.jsonl", RECORDS)
+    assert main(["evaluate", "--model", str(saved_model), "--data", str(data), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "promptability.json" in err and "Traceback" not in err
+    assert main(["evaluate", "--model", str(saved_model), "--data", str(tmp_path / "nowhere.jsonl"),
+                 "--out", str(tmp_path / "run")]) == 2  # fmt: skip
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_the_user_error_table_names_real_exception_classes():
+    import importlib
+
+    from promptability.cli import USER_ERRORS
+
+    for module, name in USER_ERRORS:
+        assert issubclass(getattr(importlib.import_module(module), name), Exception), (module, name)

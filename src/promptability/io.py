@@ -1,4 +1,4 @@
-"""Atomic file writes shared by every stage.
+"""Atomic file writes shared by every stage, and reads that name the file at fault.
 
 A reader (or a resumed run) must never see half a file: everything is written to a
 temporary file in the destination's own directory (so the final rename stays on one
@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "BadFileError",
+    "blame_file",
+    "read_json_file",
     "safe_name",
     "atomic_path",
     "ensure_writable_dir",
@@ -27,6 +30,38 @@ __all__ = [
     "write_jsonl_atomic",
     "write_text_atomic",
 ]
+
+
+class BadFileError(ValueError):
+    """A file is there but is not what it should be (garbage JSON, truncated tensors); the message names it."""
+
+
+def read_json_file(path: str | os.PathLike[str], what: str, fields: Iterable[str] = ()) -> dict[str, Any]:
+    """The JSON object in ``path`` with ``fields`` present, else ``BadFileError`` naming the file and ``what`` it is."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BadFileError(f"{path}: not a valid {what} file ({err})") from None
+    if not isinstance(data, dict):
+        raise BadFileError(f"{path}: a {what} file holds a JSON object, got {type(data).__name__}")
+    missing = [name for name in fields if name not in data]
+    if missing:
+        raise BadFileError(f"{path}: {what} file lacks field(s) {', '.join(map(repr, missing))}")
+    return data
+
+
+@contextlib.contextmanager
+def blame_file(path: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Inside, a library's error about a truncated or corrupted file becomes ``BadFileError`` naming ``path``.
+
+    For readers that fail with errors that do not say which file (safetensors, ``json``).
+    """
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BadFileError(f"{path}: cannot read {what}, the file is corrupted or truncated ({err})") from None
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")

@@ -16,6 +16,7 @@ _MODULES = ("data", "model", "evaluate", "metrics", "train", "study", "demo", "b
 # exit code 2 and no traceback, by every command. Named by module so that the CLI does not
 # import torch to start; a class is only matched when its module was imported (it raised).
 USER_ERRORS = (
+    ("promptability.io", "BadFileError"),
     ("promptability.data.schema", "DataError"),
     ("promptability.data.promptsource", "TemplateError"),
     ("promptability.data.realdata", "RealDataError"),
