@@ -195,3 +195,15 @@ def test_the_user_error_table_names_real_exception_classes():
 
     for module, name in USER_ERRORS:
         assert issubclass(getattr(importlib.import_module(module), name), Exception), (module, name)
+
+
+def test_tokenized_cache_is_keyed_on_content_not_size_and_mtime(tmp_path):
+    import os
+
+    from promptability.data.tokenize import files_fingerprint
+
+    data = _jsonl(tmp_path / "data.jsonl", RECORDS)
+    before, stat = files_fingerprint([data]), data.stat()
+    data.write_text(data.read_text().replace("cat", "hat"))  # same size
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same mtime
+    assert data.stat().st_size == stat.st_size and files_fingerprint([data]) != before

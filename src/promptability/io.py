@@ -9,12 +9,15 @@ Windows. If writing fails, the old file is left untouched and the temporary remo
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,9 @@ __all__ = [
     "read_json_file",
     "safe_name",
     "atomic_path",
+    "is_stale",
+    "pid_suffix",
+    "remove_stale",
     "ensure_writable_dir",
     "write_bytes_atomic",
     "write_json_atomic",
@@ -102,6 +108,78 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
     return folder
 
 
+def _started(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), from /proc; None where that is unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def is_stale(path: str | os.PathLike[str], pid: int) -> bool:
+    """True when process ``pid``, which made the temporary ``path``, is gone.
+
+    Gone: no process has that pid, or the one that has it started after ``path`` was last
+    changed (the pid was reused). This process's own temporaries are never stale: another
+    thread may be writing them.
+    """
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by another user
+        pass
+    except (OverflowError, ValueError):  # not a pid at all: a name we did not make
+        return False
+    started = _started(pid)
+    try:
+        changed = os.lstat(path).st_mtime
+    except FileNotFoundError:
+        return False
+    # /proc's boot time has one-second resolution: a margin keeps a live writer's files.
+    return started is not None and changed < min(started, time.time()) - 2.0
+
+
+def pid_suffix(path: str | os.PathLike[str]) -> int | None:
+    """The pid in a ``<name>.tmp-<pid>`` name, else None."""
+    _, sep, tail = Path(path).name.rpartition(".tmp-")
+    return int(tail) if sep and tail.isdigit() else None
+
+
+def remove_stale(candidates: Iterable[Path], pid_of: Callable[[Path], int | None] = pid_suffix) -> list[Path]:
+    """Removes the temporaries (files or folders) among ``candidates`` whose maker is gone; returns them.
+
+    For the start of a run: what a killed run of the same kind left behind. Names without
+    a pid (``pid_of`` gives None) are not ours to judge and are kept.
+    """
+    removed = []
+    for path in candidates:
+        pid = pid_of(path)
+        if pid is None or not is_stale(path, pid):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        removed.append(path)
+    return removed
+
+
+def _atomic_pid(target: Path) -> Callable[[Path], int | None]:
+    prefix = f".{target.name}."
+
+    def pid_of(path: Path) -> int | None:
+        middle = path.name[len(prefix) :].split(".", 1)[0] if path.name.startswith(prefix) else ""
+        return int(middle) if middle.isdigit() else None
+
+    return pid_of
+
+
 def _umask() -> int:
     # os.umask can only be read by setting it; restore it at once.
     mask = os.umask(0)
@@ -119,7 +197,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    # The pid in the name lets the next write of this file remove what a killed writer left.
+    remove_stale(target.parent.glob(f".{glob.escape(target.name)}.*.tmp"), _atomic_pid(target))
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -25,11 +25,12 @@ source is cut from the left (the question sits at the end), and each target or
 choice is tokenized with a leading space, as the continuation of the text before it.
 
 The result is cached under ``cache_root()/tokenized/<key>`` where the key
-hashes the data (record content, or paths+sizes+mtimes of the given files), the
+hashes the data (record content, or the given files' paths and contents), the
 tokenizer (class, name, size, hash of its serialized vocabulary) and the
 lengths. A cache entry is written to ``<key>.tmp-<pid>`` and only renamed to
 ``<key>`` once complete (``os.replace``), so an interrupted run leaves nothing
-a later run trusts; stale tmp directories of dead processes are removed.
+a later run trusts; tmp directories of processes that are gone are removed
+(``io.remove_stale``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from datasets import Dataset, Features, List, Value, load_from_disk
 from tqdm.auto import tqdm
 
 from promptability.data.schema import validate_all
+from promptability.io import remove_stale
 
 logger = logging.getLogger(__name__)
 
@@ -150,17 +152,28 @@ def records_fingerprint(records: Iterable[dict[str, Any]]) -> str:
     return digest.hexdigest()
 
 
+def _file_sha(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def files_fingerprint(files: Sequence[str | os.PathLike]) -> str:
-    """Hash of absolute paths, sizes and mtimes (directories are walked, e.g. save_to_disk folders)."""
+    """Hash of absolute paths and contents (directories are walked, e.g. save_to_disk folders).
+
+    Content, not size and mtime: an edit that keeps both (a copy with ``cp -p``, a
+    same-length fix) must not reuse stale tokens. Paths stay in: a JSONL file's name can
+    be its records' task.
+    """
     entries = []
     for given in files:
         path = Path(given).resolve()
         if not path.exists():
             raise FileNotFoundError(f"data file {path} does not exist (named in files=)")
         found = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for p in found:
-            st = p.stat()
-            entries.append([str(p), st.st_size, st.st_mtime_ns])
+        entries += [[str(p), _file_sha(p)] for p in found]
     return _sha(json.dumps(entries))
 
 
@@ -280,28 +293,6 @@ def _rows(
     stats.per_task = dict(sorted(positions.items()))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def _clean_stale(root: Path, key: str) -> None:
-    """Removes ``<key>.tmp-<pid>`` directories left by processes that no longer run."""
-    for tmp in root.glob(f"{key}.tmp-*"):
-        try:
-            pid = int(tmp.name.rsplit("-", 1)[1])
-        except ValueError:
-            pid = -1
-        if pid == os.getpid() or pid < 0 or not _pid_alive(pid):
-            logger.info("removing stale partial cache %s", tmp)
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _read_entry(path: Path) -> tuple[Dataset, TokenizeStats] | None:
     meta_file = path / "meta.json"
     if not meta_file.is_file():
@@ -326,8 +317,8 @@ def tokenize_records(
     """Tokenizes records (or reads them from the cache); see the module docstring.
 
     ``records`` is an iterable of records or a zero-argument callable returning
-    one. With ``files`` the cache key uses those files' paths, sizes and
-    mtimes and ``records`` is only consumed on a cache miss (pass a callable
+    one. With ``files`` the cache key uses those files' paths and contents
+    and ``records`` is only consumed on a cache miss (pass a callable
     to read lazily); otherwise the records' content is hashed. ``continuation``: the
     decoder-only layout (see the module docstring); pass ``model.is_causal``.
     """
@@ -361,7 +352,8 @@ def tokenize_records(
     root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root() / "tokenized"
     root.mkdir(parents=True, exist_ok=True)
     final = root / key
-    _clean_stale(root, key)
+    for stale in remove_stale(root.glob("*.tmp-*")):  # what killed runs left, whatever their key
+        logger.info("removed stale partial cache %s", stale)
     if final.exists():
         entry = _read_entry(final)
         if entry is not None:
