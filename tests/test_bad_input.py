@@ -207,3 +207,32 @@ def test_tokenized_cache_is_keyed_on_content_not_size_and_mtime(tmp_path):
     data.write_text(data.read_text().replace("cat", "hat"))  # same size
     os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same mtime
     assert data.stat().st_size == stat.st_size and files_fingerprint([data]) != before
+
+
+# ----- records: refused at read time, naming the file, the row and the choice ------------------------
+@pytest.mark.parametrize(
+    ("choices", "label", "message"),
+    [
+        (["yes"], 0, r"bad.jsonl, row 1: field 'choices' has one choice \('yes'\)"),
+        (["yes", "no", "yes"], 2, r"bad.jsonl, row 1: field 'choices' holds 'yes' more than once and 'label' 2 points "
+                                  r"at a later copy"),  # fmt: skip
+    ],
+)
+def test_one_choice_records_and_unreachable_labels_are_refused(tmp_path, choices, label, message):
+    from promptability.data.readers import read_examples
+    from promptability.data.schema import DataError
+
+    bad = dict(RECORDS[0], choices=choices, target=choices[label], label=label)
+    with pytest.raises(DataError, match=message):
+        read_examples(_jsonl(tmp_path / "bad.jsonl", [RECORDS[0], bad]))
+
+
+def test_repeated_choices_are_refused_in_the_projects_own_records_only():
+    """Real P3 templates (trec fine_grained_*, social_i_qa, commonsense_qa, dream) repeat choices, labelled at
+    the first copy: accepted there; ``distinct_choices=True`` refuses them in the project's own records."""
+    from promptability.data.schema import DataError, validate
+
+    repeated = dict(RECORDS[0], choices=["no", "yes", "no"], target="no", label=0)
+    assert validate(repeated)["choices"] == ["no", "yes", "no"]
+    with pytest.raises(DataError, match=r"suite.jsonl, row 3: field 'choices' holds 'no' more than once"):
+        validate(repeated, "suite.jsonl", 3, distinct_choices=True)
