@@ -121,7 +121,12 @@ def test_interrupted_evaluate_resumes_with_the_tasks_left(cli_inputs, tmp_path, 
     monkeypatch.setattr(rank.PartialResults, "save", save)
     scored: list[str] = []
     original = rank.evaluate
-    monkeypatch.setattr(rank, "evaluate", lambda m, recs, **k: scored.extend(r["task"] for r in recs) or original(m, recs, **k))
+
+    def counting(model, recs, **kwargs):
+        scored.extend(r["task"] for r in recs)
+        return original(model, recs, **kwargs)
+
+    monkeypatch.setattr(rank, "evaluate", counting)
     assert main([*argv[:-3], str(other), "--batch-size", "2"]) == 0
     assert seen[0] not in scored and len(set(scored)) == 2  # only the tasks left were scored again
     assert (other / "predictions.jsonl").read_text() == expected
@@ -162,7 +167,7 @@ def saved_model(make_model, tmp_path):
         ("promptability.json", lambda p: p.write_text("garbage{"), "not a valid model settings file"),
         ("promptability.json", lambda p: p.write_text("{}"), "lacks field"),
         ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[:100]), "corrupted or truncated"),
-        ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "corrupted or truncated"),
+        ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "truncated"),
         ("prompt.safetensors", lambda p: p.write_bytes(p.read_bytes()[:50]), "corrupted or truncated"),
     ],
 )

@@ -29,8 +29,7 @@ hashes the data (record content, or the given files' paths and contents), the
 tokenizer (class, name, size, hash of its serialized vocabulary) and the
 lengths. A cache entry is written to ``<key>.tmp-<pid>`` and only renamed to
 ``<key>`` once complete (``os.replace``), so an interrupted run leaves nothing
-a later run trusts; tmp directories of processes that are gone are removed
-(``io.remove_stale``).
+a later run trusts; tmp directories of gone processes are removed (``io.remove_stale``).
 """
 
 from __future__ import annotations
@@ -59,18 +58,11 @@ FORMAT_VERSION = 1
 MAX_SOURCE_LEN = 768
 MAX_TARGET_LEN = 192
 
-FEATURES = Features(
-    {
-        "task": Value("string"),
-        "index": Value("int64"),
-        "input_ids": List(Value("int32")),
-        "labels": List(Value("int32")),
-        "choice_ids": List(List(Value("int32"))),
-        "label": Value("int64"),
-        "source_len": Value("int32"),
-        "target_len": Value("int32"),
-    }
-)
+FEATURES = Features({
+    "task": Value("string"), "index": Value("int64"), "input_ids": List(Value("int32")), "labels": List(Value("int32")),
+    "choice_ids": List(List(Value("int32"))), "label": Value("int64"), "source_len": Value("int32"),
+    "target_len": Value("int32"),
+})  # fmt: skip
 
 Records = Iterable[dict[str, Any]] | Callable[[], Iterable[dict[str, Any]]]
 
@@ -301,6 +293,40 @@ def _read_entry(path: Path) -> tuple[Dataset, TokenizeStats] | None:
     return load_from_disk(str(path / "data")), TokenizeStats(**meta["stats"])
 
 
+def _write_entry(
+    final: Path, rows: Callable[[], Iterator[dict[str, Any]]], stats: TokenizeStats, data_fp: str, tokenizer: Any,
+    files: Any,
+) -> None:
+    """Builds the cache entry ``final`` in ``<key>.tmp-<pid>`` and renames it into place once complete."""
+    key = final.name
+    tmp = final.with_name(f"{key}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        try:
+            built = Dataset.from_generator(rows, features=FEATURES, cache_dir=str(tmp / "build"), fingerprint=key)
+        except ValueError:
+            if stats.num_examples == 0:  # datasets refuses an empty split with an obscure message
+                raise ValueError(f"no records to tokenize (files={files!r})") from None
+            raise
+        built.save_to_disk(str(tmp / "data"))
+        del built
+        shutil.rmtree(tmp / "build", ignore_errors=True)
+        meta = {"key": key, "format": FORMAT_VERSION, "data": data_fp, "stats": asdict(stats),
+                "tokenizer": tokenizer_fingerprint(tokenizer)}  # fmt: skip
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if _read_entry(final) is None:
+                raise
+            # Another process finished the same entry first: theirs is as good as ours.
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def tokenize_records(
     records: Records,
     tokenizer: Any,
@@ -362,32 +388,7 @@ def tokenize_records(
         logger.warning("cache entry %s is incomplete (no meta.json); rebuilding it", final)
         shutil.rmtree(final)
 
-    tmp = root / f"{key}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir()
-        try:
-            built = Dataset.from_generator(rows, features=FEATURES, cache_dir=str(tmp / "build"), fingerprint=key)
-        except ValueError:
-            if stats.num_examples == 0:  # datasets refuses an empty split with an obscure message
-                raise ValueError(f"no records to tokenize (files={files!r})") from None
-            raise
-        built.save_to_disk(str(tmp / "data"))
-        del built
-        shutil.rmtree(tmp / "build", ignore_errors=True)
-        meta = {"key": key, "format": FORMAT_VERSION, "data": data_fp, "stats": asdict(stats)}
-        meta["tokenizer"] = tokenizer_fingerprint(tokenizer)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if _read_entry(final) is None:
-                raise
-            # Another process finished the same entry first: theirs is as good as ours.
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    _write_entry(final, rows, stats, data_fp, tokenizer, files)
     entry = _read_entry(final)
     assert entry is not None
     logger.info("tokenized %s (cached at %s)", entry[1].summary(), final)

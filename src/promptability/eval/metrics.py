@@ -171,7 +171,7 @@ def _check_chance(chance: Mapping[str, float] | None, used: list[str]) -> dict[s
         return None
     for name in used:
         r = chance.get(name)
-        if r is not None and (isinstance(r, bool) or not isinstance(r, numbers.Real) or not 0 < r <= 0.5):
+        if r is not None and (isinstance(r, bool) or not isinstance(r, numbers.Real) or not 0 < float(r) <= 0.5):
             raise MetricsError(f"chance of {name!r} must be in (0, 0.5] (instances have >= 2 choices), got {r!r}")
     return {name: float(chance[name]) for name in used if chance.get(name) is not None}
 
