@@ -156,6 +156,20 @@ def test_non_utf8_jsonl_is_a_data_error_naming_file_and_line(tmp_path):
         read_examples(path)
 
 
+def test_non_utf8_training_data_is_the_same_data_error_inside_the_tokenized_cache(tmp_path, tiny_tokenizer):
+    """pretrain reads its files lazily inside ``datasets``; its wrapper error must not hide the file and line."""
+    from promptability.data.readers import iter_examples
+    from promptability.data.schema import DataError
+    from promptability.data.tokenize import tokenize_records
+
+    path = tmp_path / "train.jsonl"
+    good = json.dumps(RECORDS[0]).encode()
+    path.write_bytes(good + b"\n" + good.replace(b"cat", b"c\xe9t") + b"\n")
+    with pytest.raises(DataError, match=r"train\.jsonl, row 1 \(line 2\): not UTF-8"):
+        tokenize_records(lambda: iter_examples(path), tiny_tokenizer, files=[path], cache_dir=tmp_path / "c", progress=False)
+    assert list((tmp_path / "c").iterdir()) == []
+
+
 @pytest.fixture
 def saved_model(make_model, tmp_path):
     return make_model("shallow").save(tmp_path / "model")

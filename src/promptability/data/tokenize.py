@@ -46,9 +46,10 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, Features, List, Value, load_from_disk
+from datasets.exceptions import DatasetGenerationError
 from tqdm.auto import tqdm
 
-from promptability.data.schema import validate_all
+from promptability.data.schema import DataError, validate_all
 from promptability.io import remove_stale
 
 logger = logging.getLogger(__name__)
@@ -305,6 +306,10 @@ def _write_entry(
         tmp.mkdir()
         try:
             built = Dataset.from_generator(rows, features=FEATURES, cache_dir=str(tmp / "build"), fingerprint=key)
+        except DatasetGenerationError as err:
+            if isinstance(err.__cause__, DataError):  # the reader's error names the file and row: show it
+                raise err.__cause__ from None
+            raise
         except ValueError:
             if stats.num_examples == 0:  # datasets refuses an empty split with an obscure message
                 raise ValueError(f"no records to tokenize (files={files!r})") from None
