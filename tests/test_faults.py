@@ -119,7 +119,7 @@ def test_stale_temporaries_are_removed_only_when_their_maker_is_gone(tmp_path):
     import os
     import time
 
-    from promptability.io import is_stale, remove_stale
+    from promptability.io import is_stale, pid_suffix, remove_stale
 
     dead, alive = tmp_path / f"x.tmp-{_dead_pid()}", tmp_path / f"y.tmp-{os.getppid()}"
     mine, foreign = tmp_path / f"z.tmp-{os.getpid()}", tmp_path / "w.tmp-notapid"
@@ -131,6 +131,8 @@ def test_stale_temporaries_are_removed_only_when_their_maker_is_gone(tmp_path):
     old = time.time() - 10 * 365 * 86400
     os.utime(reused, (old, old))
     assert is_stale(reused, os.getppid()) and not is_stale(alive, os.getppid())
+    names = ("a.tmp-12", ".m.tmp-12-x1y2", "a.tmp", "a.tmp-x", "a.tmp-12.json")
+    assert [pid_suffix(n) for n in names] == [12, 12, None, None, None]
     assert sorted(remove_stale(tmp_path.iterdir())) == sorted([dead, reused])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (alive, mine, foreign))
 

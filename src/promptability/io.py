@@ -145,10 +145,13 @@ def is_stale(path: str | os.PathLike[str], pid: int) -> bool:
     return started is not None and changed < min(started, time.time()) - 2.0
 
 
+_PID_SUFFIX = re.compile(r"\.tmp-(\d+)(?:-[^.]*)?$")
+
+
 def pid_suffix(path: str | os.PathLike[str]) -> int | None:
-    """The pid in a ``<name>.tmp-<pid>`` name, else None."""
-    _, sep, tail = Path(path).name.rpartition(".tmp-")
-    return int(tail) if sep and tail.isdigit() else None
+    """The pid in a ``<name>.tmp-<pid>`` name (or ``<name>.tmp-<pid>-<random>``, from ``mkdtemp``), else None."""
+    found = _PID_SUFFIX.search(Path(path).name)
+    return int(found.group(1)) if found else None
 
 
 def remove_stale(candidates: Iterable[Path], pid_of: Callable[[Path], int | None] = pid_suffix) -> list[Path]:
