@@ -104,3 +104,57 @@ def test_templates_cannot_run_code(payload, tmp_path, monkeypatch):
     with pytest.raises(TemplateError, match="unsafe|render"):
         template.render({"text": "x"})
     assert not (tmp_path / "PWNED").exists()
+
+
+# ----- what killed runs leave behind --------------------------------------------------------------
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)  # fmt: skip
+
+
+def test_stale_temporaries_are_removed_only_when_their_maker_is_gone(tmp_path):
+    import os
+    import time
+
+    from promptability.io import is_stale, pid_suffix, remove_stale
+
+    dead, alive = tmp_path / f"x.tmp-{_dead_pid()}", tmp_path / f"y.tmp-{os.getppid()}"
+    mine, foreign = tmp_path / f"z.tmp-{os.getpid()}", tmp_path / "w.tmp-notapid"
+    for folder in (dead, alive, mine, foreign):
+        folder.mkdir()
+    # a live pid whose process started after the folder was last changed: the pid was reused
+    reused = tmp_path / f"r.tmp-{os.getppid()}"
+    reused.mkdir()
+    old = time.time() - 10 * 365 * 86400
+    os.utime(reused, (old, old))
+    assert is_stale(reused, os.getppid()) and not is_stale(alive, os.getppid())
+    names = ("a.tmp-12", ".m.tmp-12-x1y2", "a.tmp", "a.tmp-x", "a.tmp-12.json")
+    assert [pid_suffix(n) for n in names] == [12, 12, None, None, None]
+    assert sorted(remove_stale(tmp_path.iterdir())) == sorted([dead, reused])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (alive, mine, foreign))
+
+
+def test_atomic_writes_remove_what_a_killed_writer_left(tmp_path):
+    from promptability.io import write_json_atomic
+
+    left = tmp_path / f".result.json.{_dead_pid()}.abc123.tmp"
+    left.write_text("half a file")
+    other = tmp_path / ".other.json.1.abc.tmp"  # another file's: not this write's business
+    other.write_text("x")
+    write_json_atomic(tmp_path / "result.json", {"a": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "result.json"]
+
+
+def test_tokenize_removes_stale_caches_of_any_key(tmp_path):
+    from promptability.data.tokenize import tokenize_records
+    from promptability.model.tiny import build_tokenizer
+
+    stale = tmp_path / f"{'0' * 32}.tmp-{_dead_pid()}"  # another key's, from a killed run
+    (stale / "data").mkdir(parents=True)
+    tokenizer = build_tokenizer(["the cat sat on the mat"] * 20, vocab_size=60)
+    records = [{"task": "t", "source": "the cat", "target": "mat", "choices": ["mat", "cat"], "label": 0}]
+    out = tokenize_records(records, tokenizer, cache_dir=tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.key]

@@ -1,4 +1,4 @@
-"""Atomic file writes shared by every stage.
+"""Atomic file writes shared by every stage, and reads that name the file at fault.
 
 A reader (or a resumed run) must never see half a file: everything is written to a
 temporary file in the destination's own directory (so the final rename stays on one
@@ -9,16 +9,65 @@ Windows. If writing fails, the old file is left untouched and the temporary remo
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["safe_name", "atomic_path", "write_bytes_atomic", "write_json_atomic", "write_jsonl_atomic", "write_text_atomic"]
+__all__ = [
+    "BadFileError",
+    "blame_file",
+    "read_json_file",
+    "safe_name",
+    "atomic_path",
+    "is_stale",
+    "pid_suffix",
+    "remove_stale",
+    "ensure_writable_dir",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_jsonl_atomic",
+    "write_text_atomic",
+]
+
+
+class BadFileError(ValueError):
+    """A file is there but is not what it should be (garbage JSON, truncated tensors); the message names it."""
+
+
+def read_json_file(path: str | os.PathLike[str], what: str, fields: Iterable[str] = ()) -> dict[str, Any]:
+    """The JSON object in ``path`` with ``fields`` present, else ``BadFileError`` naming the file and ``what`` it is."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BadFileError(f"{path}: not a valid {what} file ({err})") from None
+    if not isinstance(data, dict):
+        raise BadFileError(f"{path}: a {what} file holds a JSON object, got {type(data).__name__}")
+    missing = [name for name in fields if name not in data]
+    if missing:
+        raise BadFileError(f"{path}: {what} file lacks field(s) {', '.join(map(repr, missing))}")
+    return data
+
+
+@contextlib.contextmanager
+def blame_file(path: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Inside, a library's error about a truncated or corrupted file becomes ``BadFileError`` naming ``path``.
+
+    For readers that fail with errors that do not say which file (safetensors, ``json``).
+    """
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BadFileError(f"{path}: cannot read {what}, the file is corrupted or truncated ({err})") from None
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -38,6 +87,103 @@ def safe_name(name: str) -> str:
     return f"{clean or 'name'}-{hashlib.sha1(name.encode('utf-8')).hexdigest()[:10]}"
 
 
+def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
+    """Create ``path`` (and parents) and prove a file can be written there; returns it.
+
+    Called before any long work, so that a read-only or full output folder fails in a
+    second rather than after hours of compute. The error names the folder.
+    """
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=folder)
+        try:
+            os.write(fd, b"ok")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write to output folder ({err.strerror})", str(folder)) from None
+    return folder
+
+
+def _started(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), from /proc; None where that is unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        lines = Path("/proc/stat").read_text().splitlines()
+        boot = next(float(line.split()[1]) for line in lines if line.startswith("btime"))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def is_stale(path: str | os.PathLike[str], pid: int) -> bool:
+    """True when process ``pid``, which made the temporary ``path``, is gone.
+
+    Gone: no process has that pid, or the one that has it started after ``path`` was last
+    changed (the pid was reused). This process's own temporaries are never stale: another
+    thread may be writing them.
+    """
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by another user
+        pass
+    except (OverflowError, ValueError):  # not a pid at all: a name we did not make
+        return False
+    started = _started(pid)
+    try:
+        changed = os.lstat(path).st_mtime
+    except FileNotFoundError:
+        return False
+    # /proc's boot time has one-second resolution: a margin keeps a live writer's files.
+    return started is not None and changed < min(started, time.time()) - 2.0
+
+
+_PID_SUFFIX = re.compile(r"\.tmp-(\d+)(?:-[^.]*)?$")
+
+
+def pid_suffix(path: str | os.PathLike[str]) -> int | None:
+    """The pid in a ``<name>.tmp-<pid>`` name (or ``<name>.tmp-<pid>-<random>``, from ``mkdtemp``), else None."""
+    found = _PID_SUFFIX.search(Path(path).name)
+    return int(found.group(1)) if found else None
+
+
+def remove_stale(candidates: Iterable[Path], pid_of: Callable[[Path], int | None] = pid_suffix) -> list[Path]:
+    """Removes the temporaries (files or folders) among ``candidates`` whose maker is gone; returns them.
+
+    For the start of a run: what a killed run of the same kind left behind. Names without
+    a pid (``pid_of`` gives None) are not ours to judge and are kept.
+    """
+    removed = []
+    for path in candidates:
+        pid = pid_of(path)
+        if pid is None or not is_stale(path, pid):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        removed.append(path)
+    return removed
+
+
+def _atomic_pid(target: Path) -> Callable[[Path], int | None]:
+    prefix = f".{target.name}."
+
+    def pid_of(path: Path) -> int | None:
+        middle = path.name[len(prefix) :].split(".", 1)[0] if path.name.startswith(prefix) else ""
+        return int(middle) if middle.isdigit() else None
+
+    return pid_of
+
+
 def _umask() -> int:
     # os.umask can only be read by setting it; restore it at once.
     mask = os.umask(0)
@@ -55,7 +201,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    # The pid in the name lets the next write of this file remove what a killed writer left.
+    remove_stale(target.parent.glob(f".{glob.escape(target.name)}.*.tmp"), _atomic_pid(target))
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

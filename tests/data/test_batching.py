@@ -173,9 +173,13 @@ def test_files_key_reads_records_only_on_miss(byt5, tmp_path):
     first = T.tokenize_records(read, byt5, files=[data], cache_dir=cache)
     second = T.tokenize_records(read, byt5, files=[data], cache_dir=cache)
     assert len(reads) == 1 and second.from_cache and second.dataset.num_rows == 4
-    os.utime(data, ns=(1, 1))  # a changed mtime means changed data
+    stat = data.stat()
+    data.write_text("placeholdeR\n")  # same size and mtime, other content: changed data
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     third = T.tokenize_records(read, byt5, files=[data], cache_dir=cache)
     assert len(reads) == 2 and third.key != first.key and not third.from_cache
+    os.utime(data, ns=(1, 1))  # only touched: the same data
+    assert T.tokenize_records(read, byt5, files=[data], cache_dir=cache).key == third.key
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):
         T.tokenize_records(read, byt5, files=[tmp_path / "missing.jsonl"], cache_dir=cache)
 

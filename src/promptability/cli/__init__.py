@@ -13,6 +13,33 @@ import sys
 
 _MODULES = ("data", "model", "evaluate", "metrics", "train", "study", "demo")
 
+# Errors that mean "your input is wrong", not "the program is": printed as ``error: ...`` with
+# exit code 2 and no traceback, by every command. Named by module so that the CLI does not
+# import torch to start; a class is only matched when its module was imported (it raised).
+USER_ERRORS = (
+    ("promptability.io", "BadFileError"),
+    ("promptability.data.schema", "DataError"),
+    ("promptability.data.promptsource", "TemplateError"),
+    ("promptability.data.realdata", "RealDataError"),
+    ("promptability.train.config", "ConfigError"),
+    ("promptability.eval.runs", "RunError"),
+    ("promptability.eval.metrics", "MetricsError"),
+    ("promptability.model.prompted", "PromptSettingsError"),
+    ("promptability.model.named", "NamedModelError"),
+    ("promptability.study.real", "StudySettingsError"),
+)
+
+
+def is_user_error(err: BaseException) -> bool:
+    """One of ``USER_ERRORS``, a missing file, or an OS error that names its file (permission, disk full...)."""
+    if isinstance(err, FileNotFoundError) or (isinstance(err, OSError) and err.filename is not None):
+        return True
+    for module, name in USER_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(err, cls):
+            return True
+    return False
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -39,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: finished stages and checkpoints are kept; run again to continue", file=sys.stderr)
         return 130
+    except Exception as err:
+        if not is_user_error(err):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -39,24 +39,41 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from promptability.data.readers import read_examples
+    from promptability.data.schema import DataError
+    from promptability.data.tokenize import records_fingerprint
     from promptability.eval.groups import groups_for
-    from promptability.eval.rank import evaluate, write_run
+    from promptability.eval.rank import PartialResults, evaluate, write_run
+    from promptability.io import ensure_writable_dir
     from promptability.model import load_model
     from promptability.model.loading import model_info, model_size
 
+    ensure_writable_dir(args.out)  # before any scoring: a read-only --out must not cost the evaluation
     records = read_examples(args.data, split=args.split, tasks=args.tasks)
     if not records:
-        raise SystemExit(f"no records in {args.data}")
+        raise DataError(f"{args.data}: no records to evaluate")
+    # What the scores depend on; finished tasks in --out/partial are reused only if these match.
+    settings = {
+        "model": str(args.model), "data": str(args.data), "split": args.split, "tasks": args.tasks,
+        "score": args.score, "max_source_len": args.max_source_len, "max_target_len": args.max_target_len,
+        "bf16": args.bf16, "records": records_fingerprint(records),
+    }  # fmt: skip
+    partial = PartialResults(args.out, settings)
+    todo = [r for r in records if r["task"] not in partial.done]
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_model(args.model).to(device)
     info = model_info(args.model)
+    if len(todo) < len(records):
+        print(f"resuming: {len(partial.done)} finished templates kept from {partial.dir}")
     rows = evaluate(
         model,
-        records,
+        todo,
         score=args.score,
         **given(args, "batch_size", "max_source_len", "max_target_len"),
         autocast=torch.bfloat16 if args.bf16 else None,
+        on_task=partial.save,
     )
+    if len(todo) < len(records):
+        rows = sorted(partial.rows(), key=lambda r: (r["task"], r["index"]))
     run_info = {
         "method": args.method or info.get("method", "none"),
         "prompt": model.prompt_kind,
@@ -69,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         "groups": groups_for(records, args.data),
     }
     accuracy = write_run(args.out, rows, run_info)
+    partial.clear()
     print((Path(args.out) / "summary.txt").read_text(), end="")
     mean = sum(accuracy.values()) / len(accuracy)
     print(f"{len(rows)} instances, {len(accuracy)} templates, mean accuracy {mean * 100:.2f}% -> {args.out}")

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from promptability.data.p3 import p3_format, read_p3
-from promptability.data.schema import DataError, Example, validate
+from promptability.data.schema import DataError, Example, not_utf8, validate
 from promptability.data.suite_layout import find_meta
 
 SplitArg = str | Callable[[str], str] | None
@@ -107,15 +107,18 @@ def _with_task(record: Any, task: str | None, origin: str, row: int) -> Any:
 def read_jsonl(path: str | os.PathLike[str], task: str | None = None) -> Iterator[Example]:
     """Records of a JSONL file; ``task`` fills records without one (and must match the others)."""
     p, origin = Path(path), str(path)
-    with p.open(encoding="utf-8") as f:
-        for row, line in enumerate(f):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{origin}, row {row} (line {row + 1}): not valid JSON ({err.msg})") from None
-            yield validate(_with_task(record, task, origin, row), origin, row)
+    try:
+        with p.open(encoding="utf-8") as f:
+            for row, line in enumerate(f):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{origin}, row {row} (line {row + 1}): not valid JSON ({err.msg})") from None
+                yield validate(_with_task(record, task, origin, row), origin, row)
+    except UnicodeDecodeError as err:
+        raise not_utf8(p, err) from None
 
 
 def read_parquet(path: str | os.PathLike[str], task: str | None = None) -> Iterator[Example]:

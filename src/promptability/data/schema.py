@@ -7,6 +7,7 @@ batching layer tokenizes them, the evaluator scores ``choices`` against
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any, TypedDict
 
@@ -25,6 +26,17 @@ class DataError(ValueError):
     """Bad input data: the message names the file, row and field."""
 
 
+def not_utf8(path: str | os.PathLike[str], err: UnicodeDecodeError) -> DataError:
+    """A ``DataError`` naming the file and the first line of it that is not UTF-8."""
+    with open(path, "rb") as f:
+        for row, raw in enumerate(f):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return DataError(f"{path}, row {row} (line {row + 1}): not UTF-8 text (byte {raw[bad.start]:#04x})")
+    return DataError(f"{path}: not UTF-8 text ({err.reason})")
+
+
 def where(origin: str | None, row: int | None) -> str:
     parts = [origin or "<data>"]
     if row is not None:
@@ -32,11 +44,18 @@ def where(origin: str | None, row: int | None) -> str:
     return ", ".join(parts)
 
 
-def validate(record: dict[str, Any], origin: str | None = None, row: int | None = None) -> Example:
+def validate(
+    record: dict[str, Any], origin: str | None = None, row: int | None = None, *, distinct_choices: bool = False
+) -> Example:
     """Checks one record and returns it normalised (choices a list, label an int).
 
     Training records may omit ``choices``/``label``; evaluation records need
-    both, with ``label`` indexing ``choices``.
+    both, with ``label`` indexing ``choices``. A record with choices needs at least two
+    (one choice is always "right"), and its label may not point at a second copy of an
+    earlier choice (rank classification gives ties to the first copy, so the instance
+    could never be right). ``distinct_choices`` refuses any repeated choice: on for the
+    project's own record files, off by default because real P3 templates repeat choices
+    (trec ``fine_grained_*``, social_i_qa, commonsense_qa, dream), labelled at the first copy.
     """
     at = where(origin, row)
     if not isinstance(record, dict):
@@ -57,17 +76,27 @@ def validate(record: dict[str, Any], origin: str | None = None, row: int | None 
         raise DataError(f"{at}: field 'choices' must be a list of strings")
     if len(choices) == 0:
         raise DataError(f"{at}: field 'choices' is empty")
+    if len(choices) == 1:
+        raise DataError(f"{at}: field 'choices' has one choice ({choices[0]!r}); ranking needs at least two")
     if label is None:
         raise DataError(f"{at}: missing field 'label' (records with choices need the index of the correct one)")
     if isinstance(label, bool) or not isinstance(label, int):
         raise DataError(f"{at}: field 'label' must be an integer, got {label!r}")
     if not 0 <= label < len(choices):
         raise DataError(f"{at}: field 'label' is {label}, outside the {len(choices)} choices")
+    first = list(choices).index(choices[label])
+    if first != label or (distinct_choices and len(set(choices)) < len(choices)):
+        repeated = choices[label] if first != label else next(c for i, c in enumerate(choices) if c in choices[:i])
+        raise DataError(f"{at}: field 'choices' holds {repeated!r} more than once" + (
+            f" and 'label' {label} points at a later copy (ties go to the first, so it could never be right)"
+            if first != label else ""))  # fmt: skip
     return Example(
         task=record["task"], source=record["source"], target=record["target"], choices=list(choices), label=int(label)
     )
 
 
-def validate_all(records: Iterable[dict[str, Any]], origin: str | None = None) -> Iterator[Example]:
+def validate_all(
+    records: Iterable[dict[str, Any]], origin: str | None = None, *, distinct_choices: bool = False
+) -> Iterator[Example]:
     for row, record in enumerate(records):
-        yield validate(record, origin, row)
+        yield validate(record, origin, row, distinct_choices=distinct_choices)

@@ -25,11 +25,11 @@ source is cut from the left (the question sits at the end), and each target or
 choice is tokenized with a leading space, as the continuation of the text before it.
 
 The result is cached under ``cache_root()/tokenized/<key>`` where the key
-hashes the data (record content, or paths+sizes+mtimes of the given files), the
+hashes the data (record content, or the given files' paths and contents), the
 tokenizer (class, name, size, hash of its serialized vocabulary) and the
 lengths. A cache entry is written to ``<key>.tmp-<pid>`` and only renamed to
 ``<key>`` once complete (``os.replace``), so an interrupted run leaves nothing
-a later run trusts; stale tmp directories of dead processes are removed.
+a later run trusts; tmp directories of gone processes are removed (``io.remove_stale``).
 """
 
 from __future__ import annotations
@@ -46,9 +46,11 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, Features, List, Value, load_from_disk
+from datasets.exceptions import DatasetGenerationError
 from tqdm.auto import tqdm
 
-from promptability.data.schema import validate_all
+from promptability.data.schema import DataError, validate_all
+from promptability.io import remove_stale
 
 logger = logging.getLogger(__name__)
 
@@ -57,18 +59,11 @@ FORMAT_VERSION = 1
 MAX_SOURCE_LEN = 768
 MAX_TARGET_LEN = 192
 
-FEATURES = Features(
-    {
-        "task": Value("string"),
-        "index": Value("int64"),
-        "input_ids": List(Value("int32")),
-        "labels": List(Value("int32")),
-        "choice_ids": List(List(Value("int32"))),
-        "label": Value("int64"),
-        "source_len": Value("int32"),
-        "target_len": Value("int32"),
-    }
-)
+FEATURES = Features({
+    "task": Value("string"), "index": Value("int64"), "input_ids": List(Value("int32")), "labels": List(Value("int32")),
+    "choice_ids": List(List(Value("int32"))), "label": Value("int64"), "source_len": Value("int32"),
+    "target_len": Value("int32"),
+})  # fmt: skip
 
 Records = Iterable[dict[str, Any]] | Callable[[], Iterable[dict[str, Any]]]
 
@@ -150,17 +145,28 @@ def records_fingerprint(records: Iterable[dict[str, Any]]) -> str:
     return digest.hexdigest()
 
 
+def _file_sha(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def files_fingerprint(files: Sequence[str | os.PathLike]) -> str:
-    """Hash of absolute paths, sizes and mtimes (directories are walked, e.g. save_to_disk folders)."""
+    """Hash of absolute paths and contents (directories are walked, e.g. save_to_disk folders).
+
+    Content, not size and mtime: an edit that keeps both (a copy with ``cp -p``, a
+    same-length fix) must not reuse stale tokens. Paths stay in: a JSONL file's name can
+    be its records' task.
+    """
     entries = []
     for given in files:
         path = Path(given).resolve()
         if not path.exists():
             raise FileNotFoundError(f"data file {path} does not exist (named in files=)")
         found = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for p in found:
-            st = p.stat()
-            entries.append([str(p), st.st_size, st.st_mtime_ns])
+        entries += [[str(p), _file_sha(p)] for p in found]
     return _sha(json.dumps(entries))
 
 
@@ -280,34 +286,50 @@ def _rows(
     stats.per_task = dict(sorted(positions.items()))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def _clean_stale(root: Path, key: str) -> None:
-    """Removes ``<key>.tmp-<pid>`` directories left by processes that no longer run."""
-    for tmp in root.glob(f"{key}.tmp-*"):
-        try:
-            pid = int(tmp.name.rsplit("-", 1)[1])
-        except ValueError:
-            pid = -1
-        if pid == os.getpid() or pid < 0 or not _pid_alive(pid):
-            logger.info("removing stale partial cache %s", tmp)
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _read_entry(path: Path) -> tuple[Dataset, TokenizeStats] | None:
     meta_file = path / "meta.json"
     if not meta_file.is_file():
         return None
     meta = json.loads(meta_file.read_text())
     return load_from_disk(str(path / "data")), TokenizeStats(**meta["stats"])
+
+
+def _write_entry(
+    final: Path, rows: Callable[[], Iterator[dict[str, Any]]], stats: TokenizeStats, data_fp: str, tokenizer: Any,
+    files: Any,
+) -> None:
+    """Builds the cache entry ``final`` in ``<key>.tmp-<pid>`` and renames it into place once complete."""
+    key = final.name
+    tmp = final.with_name(f"{key}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        try:
+            built = Dataset.from_generator(rows, features=FEATURES, cache_dir=str(tmp / "build"), fingerprint=key)
+        except DatasetGenerationError as err:
+            if isinstance(err.__cause__, DataError):  # the reader's error names the file and row: show it
+                raise err.__cause__ from None
+            raise
+        except ValueError:
+            if stats.num_examples == 0:  # datasets refuses an empty split with an obscure message
+                raise ValueError(f"no records to tokenize (files={files!r})") from None
+            raise
+        built.save_to_disk(str(tmp / "data"))
+        del built
+        shutil.rmtree(tmp / "build", ignore_errors=True)
+        meta = {"key": key, "format": FORMAT_VERSION, "data": data_fp, "stats": asdict(stats),
+                "tokenizer": tokenizer_fingerprint(tokenizer)}  # fmt: skip
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if _read_entry(final) is None:
+                raise
+            # Another process finished the same entry first: theirs is as good as ours.
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def tokenize_records(
@@ -326,8 +348,8 @@ def tokenize_records(
     """Tokenizes records (or reads them from the cache); see the module docstring.
 
     ``records`` is an iterable of records or a zero-argument callable returning
-    one. With ``files`` the cache key uses those files' paths, sizes and
-    mtimes and ``records`` is only consumed on a cache miss (pass a callable
+    one. With ``files`` the cache key uses those files' paths and contents
+    and ``records`` is only consumed on a cache miss (pass a callable
     to read lazily); otherwise the records' content is hashed. ``continuation``: the
     decoder-only layout (see the module docstring); pass ``model.is_causal``.
     """
@@ -361,7 +383,8 @@ def tokenize_records(
     root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root() / "tokenized"
     root.mkdir(parents=True, exist_ok=True)
     final = root / key
-    _clean_stale(root, key)
+    for stale in remove_stale(root.glob("*.tmp-*")):  # what killed runs left, whatever their key
+        logger.info("removed stale partial cache %s", stale)
     if final.exists():
         entry = _read_entry(final)
         if entry is not None:
@@ -370,32 +393,7 @@ def tokenize_records(
         logger.warning("cache entry %s is incomplete (no meta.json); rebuilding it", final)
         shutil.rmtree(final)
 
-    tmp = root / f"{key}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir()
-        try:
-            built = Dataset.from_generator(rows, features=FEATURES, cache_dir=str(tmp / "build"), fingerprint=key)
-        except ValueError:
-            if stats.num_examples == 0:  # datasets refuses an empty split with an obscure message
-                raise ValueError(f"no records to tokenize (files={files!r})") from None
-            raise
-        built.save_to_disk(str(tmp / "data"))
-        del built
-        shutil.rmtree(tmp / "build", ignore_errors=True)
-        meta = {"key": key, "format": FORMAT_VERSION, "data": data_fp, "stats": asdict(stats)}
-        meta["tokenizer"] = tokenizer_fingerprint(tokenizer)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if _read_entry(final) is None:
-                raise
-            # Another process finished the same entry first: theirs is as good as ours.
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    _write_entry(final, rows, stats, data_fp, tokenizer, files)
     entry = _read_entry(final)
     assert entry is not None
     logger.info("tokenized %s (cached at %s)", entry[1].summary(), final)

@@ -2,9 +2,15 @@
 
 ARG (average relative gain) exactly as Wu et al. (2022) compute it: for each
 held-out template, the relative gain over random guessing is ``(acc - r) / r``
-with ``r = 1 / num_choices``; gains are averaged over the templates of a dataset
-group, then over the groups (ANLI R1-R3 pooled into one group, so 9 groups for the
-P3 held-out set), and reported in percent.
+with ``r`` the template's chance accuracy; gains are averaged over the templates of
+a dataset group, then over the groups (ANLI R1-R3 pooled into one group, so 9 groups
+for the P3 held-out set), and reported in percent.
+
+Chance is the mean of ``1 / n`` over the template's instances, ``n`` being each
+instance's number of choices (``chance_level``): a template whose instances have 2, 3
+and 5 choices is not held to 1/5. Callers that know the instances (a run's
+``predictions.jsonl``) pass it as ``chance``; where only accuracies are known, ``r`` is
+``1 / num_choices`` from the groups, exact when every instance has that many choices.
 
 The group of every template comes from the T0 registry by default, or from a
 ``groups`` mapping ``{template: {"group": str, "num_choices": int}}`` (what a run's
@@ -15,7 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +33,8 @@ __all__ = [
     "MetricsError",
     "arg_breakdown",
     "average_relative_gain",
+    "chance_level",
+    "chance_levels",
     "paired_bootstrap",
     "relative_gain",
     "resolve_groups",
@@ -39,9 +47,40 @@ class MetricsError(ValueError):
     """Inputs to ARG or the bootstrap do not fit the templates they claim to cover."""
 
 
-def relative_gain(accuracy: float, num_choices: int) -> float:
-    """``(accuracy - r) / r`` with ``r = 1 / num_choices`` (a fraction, not percent)."""
-    chance = 1.0 / num_choices
+def chance_level(num_choices: Iterable[int]) -> float:
+    """Accuracy of random guessing over instances with these numbers of choices: the mean of ``1 / n``.
+
+    When every instance has the same ``n`` this is exactly ``1.0 / n``, so templates with a fixed
+    number of choices keep the gains that ``1 / num_choices`` gives, to the last bit.
+    """
+    counts = [int(n) for n in num_choices]
+    if not counts:
+        raise MetricsError("chance_level needs the number of choices of at least one instance")
+    if min(counts) < 2:
+        raise MetricsError(f"every instance needs >= 2 choices for a chance level, got {min(counts)}")
+    if len(set(counts)) == 1:
+        return 1.0 / counts[0]
+    return math.fsum(1.0 / n for n in counts) / len(counts)
+
+
+def chance_levels(predictions: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """``{task: chance_level}`` from prediction rows (``evaluate``'s: ``task`` and one score per choice)."""
+    counts: dict[str, list[int]] = {}
+    for row in predictions:
+        counts.setdefault(row["task"], []).append(len(row["scores"]))
+    return {task: chance_level(n) for task, n in counts.items()}
+
+
+def relative_gain(accuracy: Any, num_choices: int | None = None, *, chance: float | None = None) -> Any:
+    """``(accuracy - r) / r`` (a fraction, not percent) with ``r = chance``, else ``1 / num_choices``.
+
+    ``chance`` is the template's ``chance_level`` when its instances are known; ``num_choices``
+    alone is exact only when every instance has that many choices.
+    """
+    if chance is None:
+        if num_choices is None:
+            raise MetricsError("relative_gain needs num_choices or chance")
+        chance = 1.0 / num_choices
     return (accuracy - chance) / chance
 
 
@@ -89,12 +128,14 @@ def _select(
     return used, missing, unknown
 
 
-def _arg(values: Mapping[str, Any], spec: dict[str, tuple[str, int]]) -> tuple[Any, dict[str, Any]]:
-    """ARG in percent from per-template accuracies (floats or equal-shape arrays)."""
+def _arg(
+    values: Mapping[str, Any], spec: dict[str, tuple[str, int]], chance: Mapping[str, float] | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """ARG in percent from per-template accuracies (floats or equal-shape arrays); ``chance`` overrides 1/k."""
     by_group: dict[str, list[Any]] = {}
     for name, acc in values.items():
         group, k = spec[name]
-        by_group.setdefault(group, []).append(relative_gain(acc, k))
+        by_group.setdefault(group, []).append(relative_gain(acc, k, chance=(chance or {}).get(name)))
     per_group = {g: sum(gains) / len(gains) * 100.0 for g, gains in by_group.items()}
     return sum(per_group.values()) / len(per_group), per_group
 
@@ -134,26 +175,45 @@ def _check_accuracy(name: str, acc: Any) -> float:
     return float(acc)
 
 
+def _check_chance(chance: Mapping[str, float] | None, used: list[str]) -> dict[str, float] | None:
+    if chance is None:
+        return None
+    for name in used:
+        r = chance.get(name)
+        if r is not None and (isinstance(r, bool) or not isinstance(r, numbers.Real) or not 0 < float(r) <= 0.5):
+            raise MetricsError(f"chance of {name!r} must be in (0, 0.5] (instances have >= 2 choices), got {r!r}")
+    return {name: float(chance[name]) for name in used if chance.get(name) is not None}
+
+
 def arg_breakdown(
-    accuracies: Mapping[str, float], groups: GroupSpec | None = None, *, partial: bool = False
+    accuracies: Mapping[str, float],
+    groups: GroupSpec | None = None,
+    *,
+    partial: bool = False,
+    chance: Mapping[str, float] | None = None,
 ) -> ARGResult:
     """ARG of ``{template: accuracy}`` with per-group and per-template gains.
 
     Without ``groups`` the 116 P3 held-out templates are expected. Missing or unknown
     templates raise ``MetricsError`` listing them; with ``partial=True`` the ARG is
     taken over the groups present (unknown templates ignored) and marked partial.
+    ``chance`` (``{template: chance_level(...)}``, from the instances' numbers of
+    choices) replaces ``1 / num_choices`` for the templates it lists; without it,
+    chance is ``1 / num_choices`` from the groups, exact only when every instance of a
+    template has that many choices.
     """
     spec = resolve_groups(groups)
     used, missing, unknown = _select(list(accuracies), spec, partial, "the accuracies")
     acc = {name: _check_accuracy(name, accuracies[name]) for name in used}
-    value, per_group = _arg(acc, spec)
+    checked = _check_chance(chance, used)
+    value, per_group = _arg(acc, spec, checked)
     group_acc: dict[str, list[float]] = {}
     for name in used:
         group_acc.setdefault(spec[name][0], []).append(acc[name])
     return ARGResult(
         value=float(value),
         per_group={g: float(v) for g, v in per_group.items()},
-        per_template={n: relative_gain(acc[n], spec[n][1]) * 100.0 for n in used},
+        per_template={n: relative_gain(acc[n], spec[n][1], chance=(checked or {}).get(n)) * 100.0 for n in used},
         group_accuracy={g: sum(v) / len(v) for g, v in group_acc.items()},
         templates_per_group={g: len(v) for g, v in group_acc.items()},
         partial=bool(missing or unknown),
@@ -164,10 +224,14 @@ def arg_breakdown(
 
 
 def average_relative_gain(
-    accuracies: Mapping[str, float], groups: GroupSpec | None = None, *, partial: bool = False
+    accuracies: Mapping[str, float],
+    groups: GroupSpec | None = None,
+    *,
+    partial: bool = False,
+    chance: Mapping[str, float] | None = None,
 ) -> float:
-    """ARG in percent of ``{template: accuracy}``; see ``arg_breakdown`` for the details."""
-    return arg_breakdown(accuracies, groups, partial=partial).value
+    """ARG in percent of ``{template: accuracy}``; see ``arg_breakdown`` for the details (and ``chance``)."""
+    return arg_breakdown(accuracies, groups, partial=partial, chance=chance).value
 
 
 @dataclass(frozen=True)
@@ -211,6 +275,7 @@ def paired_bootstrap(
     partial: bool = False,
     confidence: float = 0.95,
     max_cells: int = 4_000_000,
+    chance: Mapping[str, float] | None = None,
 ) -> BootstrapResult:
     """Paired bootstrap over instances of the ARG difference between runs A and B.
 
@@ -219,7 +284,8 @@ def paired_bootstrap(
     both runs must list the same templates with the same instances in the same order.
     Each resample draws, within every template, ``n`` instance indices with
     replacement and applies them to both runs, so the pairing is kept. ``p_value``
-    is the fraction of resamples where B's ARG is not above A's.
+    is the fraction of resamples where B's ARG is not above A's. ``chance`` is as in
+    ``arg_breakdown``.
     """
     if samples < 1:
         raise MetricsError(f"samples must be >= 1, got {samples}")
@@ -251,10 +317,11 @@ def paired_bootstrap(
             out_a[lo : lo + len(idx)] = a[idx].mean(axis=1)
             out_b[lo : lo + len(idx)] = b[idx].mean(axis=1)
         acc_a[name], acc_b[name] = out_a, out_b
-    arg_a, _ = _arg(point_a, spec)
-    arg_b, _ = _arg(point_b, spec)
-    boot_a, _ = _arg(acc_a, spec)
-    boot_b, _ = _arg(acc_b, spec)
+    checked = _check_chance(chance, used)
+    arg_a, _ = _arg(point_a, spec, checked)
+    arg_b, _ = _arg(point_b, spec, checked)
+    boot_a, _ = _arg(acc_a, spec, checked)
+    boot_b, _ = _arg(acc_b, spec, checked)
     diff = boot_b - boot_a
     # Ties count against B, so identical runs give p = 1; a tiny tolerance absorbs
     # float noise from summing the same numbers in a different order.

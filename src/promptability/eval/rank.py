@@ -12,14 +12,20 @@ instance with fewer choices than the batch's widest) are never decoded.
 Decoder-only models (``model.is_causal``) are scored by
 :mod:`promptability.eval.rank_causal`: each source runs once with a key/value
 cache that its choices share.
+
+A long evaluation keeps each task's rows in ``OUT/partial/`` as soon as the task is
+scored (``PartialResults``), so an interrupted run resumes with the tasks left; the
+finished run files replace them, and a finished result is never replaced by an empty one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import shutil
 import time
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +35,8 @@ from tqdm.auto import tqdm
 from promptability.data.batching import eval_batches
 from promptability.data.schema import Example
 from promptability.data.tokenize import MAX_SOURCE_LEN, MAX_TARGET_LEN, tokenize_records
-from promptability.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from promptability.eval.runs import ACCURACY_FILE, PREDICTIONS_FILE, RUN_FILE, RunError
+from promptability.io import safe_name, write_json_atomic, write_jsonl_atomic, write_text_atomic
 
 SCORES = ("mean", "sum")
 
@@ -73,12 +80,16 @@ def evaluate(
     max_target_len: int = MAX_TARGET_LEN,
     progress: bool = True,
     autocast: torch.dtype | None = None,
+    on_task: Callable[[str, list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Rank-classifies ``records`` (each with choices and label) and returns one row per instance.
 
     Rows: ``task``, ``index`` (position of the instance in its task, in input order), ``scores``,
-    ``prediction``, ``label``; sorted by task, then index.
+    ``prediction``, ``label``; sorted by task, then index. ``on_task(task, rows)`` is called as
+    soon as every instance of a task is scored (rows sorted by index), e.g. to keep them on disk.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     records = list(records)
     for i, r in enumerate(records):
         if not r.get("choices"):
@@ -99,6 +110,8 @@ def evaluate(
     device = next(model.parameters()).device
     cast = torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
     rows: list[dict[str, Any]] = []
+    left = Counter(r["task"] for r in records)
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     bar = tqdm(total=len(records), desc="evaluate", unit="ex", disable=not progress, dynamic_ncols=True)
     start = time.perf_counter()
     try:
@@ -108,15 +121,20 @@ def evaluate(
                 for i in range(scores.shape[0]):
                     n = int(batch["num_choices"][i])
                     row_scores = scores[i, :n].tolist()
-                    rows.append(
-                        {
-                            "task": batch["task"][i],
-                            "index": int(batch["index"][i]),
-                            "scores": row_scores,
-                            "prediction": int(max(range(n), key=row_scores.__getitem__)),
-                            "label": int(batch["label"][i]),
-                        }
-                    )
+                    task = batch["task"][i]
+                    row = {
+                        "task": task,
+                        "index": int(batch["index"][i]),
+                        "scores": row_scores,
+                        "prediction": int(max(range(n), key=row_scores.__getitem__)),
+                        "label": int(batch["label"][i]),
+                    }
+                    rows.append(row)
+                    if on_task is not None:
+                        by_task[task].append(row)
+                        left[task] -= 1
+                        if not left[task]:
+                            on_task(task, sorted(by_task.pop(task), key=lambda r: r["index"]))
                 bar.update(scores.shape[0])
                 bar.set_postfix(ex_per_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.1f}")
     finally:
@@ -147,8 +165,16 @@ def summary_text(accuracy: dict[str, float], groups: dict[str, dict[str, Any]] |
 
 
 def write_run(out_dir: str | Path, predictions: Sequence[dict[str, Any]], run_info: dict[str, Any]) -> dict[str, float]:
-    """Writes predictions.jsonl, accuracy.json, run.json and summary.txt (each atomically); returns accuracies."""
+    """Writes predictions.jsonl, accuracy.json, run.json and summary.txt (each atomically); returns accuracies.
+
+    Zero predictions are refused (``RunError``): an empty run is never a result, and must
+    not replace a finished one.
+    """
     out = Path(out_dir)
+    if not predictions:
+        finished = [name for name in (PREDICTIONS_FILE, ACCURACY_FILE, RUN_FILE) if (out / name).is_file()]
+        kept = f"; the finished result there ({', '.join(finished)}) is kept" if finished else ""
+        raise RunError(f"{out}: no predictions to write{kept}")
     out.mkdir(parents=True, exist_ok=True)
     accuracy = accuracies(predictions)
     write_jsonl_atomic(out / "predictions.jsonl", predictions)
@@ -157,3 +183,48 @@ def write_run(out_dir: str | Path, predictions: Sequence[dict[str, Any]], run_in
     # run.json last: a run directory with it is complete.
     write_json_atomic(out / "run.json", run_info)
     return accuracy
+
+
+class PartialResults:
+    """Per-task rows of an unfinished evaluation in ``OUT/partial/``, reused only with the same settings.
+
+    ``settings`` is everything the scores depend on (model, data, lengths, score...); a rerun
+    with other settings is refused rather than mixed with the old rows.
+    """
+
+    SETTINGS = "settings.json"
+
+    def __init__(self, out: str | Path, settings: dict[str, Any]) -> None:
+        self.dir = Path(out) / "partial"
+        wanted = json.loads(json.dumps(settings))  # as it reads back: tuples become lists
+        record = self.dir / self.SETTINGS
+        if self.dir.is_dir():
+            try:
+                previous = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                previous = None
+            if previous != wanted:
+                old = previous if isinstance(previous, dict) else {}
+                changed = sorted(k for k in set(wanted) | set(old) if old.get(k) != wanted.get(k))
+                raise RunError(
+                    f"{self.dir} holds unfinished results made with other settings ({', '.join(changed) or 'unknown'});"
+                    " rerun with the same settings to resume, or remove it to start over"
+                )
+        else:
+            self.dir.mkdir(parents=True)
+            write_json_atomic(record, wanted)
+        self.done: dict[str, list[dict[str, Any]]] = {}
+        for path in sorted(self.dir.glob("*.jsonl")):
+            lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+            self.done[lines[0]["task"]] = lines[1:]
+
+    def save(self, task: str, rows: list[dict[str, Any]]) -> None:
+        """Keeps one finished task (a header line with the real name, then its rows)."""
+        write_jsonl_atomic(self.dir / f"{safe_name(task)}.jsonl", [{"task": task}, *rows])
+        self.done[task] = rows
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [row for rows in self.done.values() for row in rows]
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from promptability.eval.groups import arg_groups as arg_groups_of
-from promptability.eval.metrics import ARGResult, MetricsError, arg_breakdown, resolve_groups
+from promptability.eval.metrics import ARGResult, MetricsError, arg_breakdown, chance_level, resolve_groups
 from promptability.model.prompts import prompt_names
 
 __all__ = [
@@ -46,11 +46,12 @@ class RunError(ValueError):
 
 @dataclass(frozen=True)
 class TaskPredictions:
-    """One task's instances, sorted by ``index``."""
+    """One task's instances, sorted by ``index``; ``num_choices`` is each instance's (``len(scores)``)."""
 
     index: np.ndarray
     label: np.ndarray
     correct: np.ndarray
+    num_choices: np.ndarray
 
 
 @dataclass
@@ -78,9 +79,17 @@ class Run:
         """The groups ARG is taken over: None (all 116 P3 held-out templates) for P3 runs (see eval.groups)."""
         return arg_groups_of(self.groups)
 
+    @property
+    def chance(self) -> dict[str, float] | None:
+        """Each task's chance accuracy, the mean of 1/n over its instances (None without predictions)."""
+        if self.predictions is None:
+            return None
+        return {task: chance_level(p.num_choices.tolist()) for task, p in self.predictions.items()}
+
     def arg(self, *, partial: bool = False) -> ARGResult:
+        """ARG with chance from the predictions' per-instance choices; from ``num_choices`` without them."""
         try:
-            return arg_breakdown(self.accuracy, self.arg_groups, partial=partial)
+            return arg_breakdown(self.accuracy, self.arg_groups, partial=partial, chance=self.chance)
         except MetricsError as err:
             raise MetricsError(f"run {self.path}: {err}") from None
 
@@ -154,7 +163,7 @@ def _parse_accuracy(path: Path, data: Any) -> dict[str, float]:
 
 
 def _parse_predictions(path: Path, choices: dict[str, int]) -> dict[str, TaskPredictions]:
-    rows: dict[str, list[tuple[int, int, bool]]] = {}
+    rows: dict[str, list[tuple[int, int, bool, int]]] = {}
     seen: set[tuple[str, int]] = set()
     with open(path, encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, 1):
@@ -184,12 +193,14 @@ def _parse_predictions(path: Path, choices: dict[str, int]) -> dict[str, TaskPre
             if (task, index) in seen:
                 raise RunError(f"{where}: duplicate instance (task {task!r}, index {index})")
             seen.add((task, index))
-            rows.setdefault(task, []).append((index, row["label"], row["prediction"] == row["label"]))
+            rows.setdefault(task, []).append((index, row["label"], row["prediction"] == row["label"], len(scores)))
     out = {}
     for task, items in rows.items():
         items.sort()
-        arr = np.array(items, dtype=np.int64).reshape(-1, 3)
-        out[task] = TaskPredictions(index=arr[:, 0], label=arr[:, 1], correct=arr[:, 2].astype(bool))
+        arr = np.array(items, dtype=np.int64).reshape(-1, 4)
+        out[task] = TaskPredictions(
+            index=arr[:, 0], label=arr[:, 1], correct=arr[:, 2].astype(bool), num_choices=arr[:, 3]
+        )
     return out
 
 

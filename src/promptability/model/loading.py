@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, T5ForConditionalGeneration
 
+from promptability.io import blame_file, read_json_file
 from promptability.model.causal import PromptedCausalLM
 from promptability.model.named import installed_path, is_named
 from promptability.model.prompted import CONFIG_FILE, PROMPT_FILE, PromptedSeq2SeqLM, PromptSettingsError
@@ -40,7 +40,8 @@ def load_model(
     if is_named(name) and not Path(name).exists():
         name = str(installed_path(name))
     path = Path(name)
-    settings = json.loads((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).is_file() else None
+    config_file = path / CONFIG_FILE
+    settings = read_json_file(config_file, "model settings", ("prompt", "prompt_length")) if config_file.is_file() else None
     if settings is None:
         if name == "tiny":
             transformer, tokenizer = _tiny(seed, **kwargs)
@@ -77,12 +78,14 @@ def load_model(
     else:
         causal = settings.get("architecture") == "causal"
         auto = AutoModelForCausalLM if causal else T5ForConditionalGeneration
-        transformer = auto.from_pretrained(name, **kwargs)
+        with blame_file(path / "model.safetensors", "the model's weights"):
+            transformer = auto.from_pretrained(name, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(name)
         wrapper = PromptedCausalLM if causal else PromptedSeq2SeqLM
         model = wrapper(transformer, tokenizer, kind, length, seed=seed, base_model=_base_name(name))
     if saved_kind != NO_PROMPT:
-        state = load_file(str(path / PROMPT_FILE))
+        with blame_file(path / PROMPT_FILE, "the prompt"):
+            state = load_file(str(path / PROMPT_FILE))
         missing, unexpected = model.prompt.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise PromptSettingsError(f"{path / PROMPT_FILE} does not fit the model: missing {missing}, unexpected {unexpected}")
@@ -119,7 +122,7 @@ def model_info(path: str | os.PathLike) -> dict:
     for name in (CONFIG_FILE, "train.json"):
         f = Path(path) / name
         if f.is_file():
-            info.update(json.loads(f.read_text()))
+            info.update(read_json_file(f, "model description"))
     return info
 
 

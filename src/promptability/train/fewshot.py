@@ -156,7 +156,7 @@ class _Run:
     config: FewShotConfig
     data: str | os.PathLike
     accelerator: Any
-    model: PromptedSeq2SeqLM
+    model: PromptedModel
     fresh: bool  # the model had no prompt: each template starts from a fresh one
     snapshot: dict[str, torch.Tensor]  # the prompt every template starts from (when not fresh)
     templates: list[str]
@@ -187,7 +187,7 @@ def _settings(
     model_dir: str | os.PathLike,
     data: str | os.PathLike,
     config: FewShotConfig,
-    model: PromptedSeq2SeqLM,
+    model: PromptedModel,
     fresh: bool,
     groups: dict[str, Any] | None,
 ) -> dict[str, Any]:
