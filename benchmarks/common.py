@@ -324,9 +324,10 @@ def peak_memory(fn: Callable[[], Any], device: torch.device, resident: int) -> i
 # ----- the machine ---------------------------------------------------------------------------------
 def cpu_model() -> str:
     try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo", encoding="utf-8") as lines:
+            for line in lines:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or platform.machine()
@@ -358,8 +359,6 @@ def machine_info(settings: Settings) -> dict[str, str]:
     else:
         info["device"] = "cpu"
     info["precision"] = settings.dtype_name
-    try:
+    with contextlib.suppress(OSError):
         info["load average"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        pass
     return info

@@ -54,7 +54,9 @@ def score_one_source_at_a_time(model, batch: dict) -> torch.Tensor:
         if width > 1:
             out.cache.batch_repeat_interleave(c)
             rest_mask = torch.cat([source_mask.expand(c, -1), mask[:, :-1]], dim=1)
-            rest = model.transformer(input_ids=choices[:, :-1], attention_mask=rest_mask, cache=out.cache, use_cache=True)
+            rest = model.transformer(
+                input_ids=choices[:, :-1], attention_mask=rest_mask, cache=out.cache, use_cache=True
+            )
             logits = torch.cat([logits, rest.logits], dim=1)
         logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, choices.unsqueeze(-1)).squeeze(-1) * mask
         scores[i, :c] = logp.sum(-1) / mask.sum(-1).clamp(min=1)
@@ -81,7 +83,9 @@ def run(settings: Settings) -> list[Row]:
 
     timing = time_pair(batched, one_by_one, settings, "causal evaluation, 4 choices")
     ours_scores, base_scores = timing.first
-    same = bool(torch.equal(torch.cat([s.argmax(-1) for s in ours_scores]), torch.cat([s.argmax(-1) for s in base_scores])))
+    same = bool(
+        torch.equal(torch.cat([s.argmax(-1) for s in ours_scores]), torch.cat([s.argmax(-1) for s in base_scores]))
+    )
     diff = max(float((a.float() - b.float()).abs().max()) for a, b in zip(ours_scores, base_scores, strict=True))
     n = size.eval_examples
     layers, hidden = shape["num_hidden_layers"], shape["hidden_size"]

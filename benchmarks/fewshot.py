@@ -25,8 +25,8 @@ TARGET = 1.2
 
 def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
     from promptability.data.batching import fewshot_batch
-    from promptability.train.steps.fixed_batch import FixedBatchStep
     from promptability.train.loop import build_optimizer
+    from promptability.train.steps.fixed_batch import FixedBatchStep
 
     size = settings.size
     data = synthetic_dataset(size.shots * 2, size.source_len, size.target_len, size.vocab_size, tasks=1,

@@ -140,7 +140,9 @@ def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
     model.freeze("mtl-tp")
     model.train()
     accelerator = make_accelerator(settings)
-    data = synthetic_dataset(size.train_examples, size.source_len, size.target_len, size.vocab_size, seed=settings.seed + 7)
+    data = synthetic_dataset(
+        size.train_examples, size.source_len, size.target_len, size.vocab_size, seed=settings.seed + 7
+    )
     batcher = TaskBatcher(data, pad_id=PAD_ID, support_batches=size.inner_steps, batch_size=size.task_batch_size,
                           seed=settings.seed)  # fmt: skip
     episodes = []

@@ -110,8 +110,8 @@ def _peft_steps(baseline, data, settings: Settings) -> Callable[[], tuple[float,
 
 
 def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
-    from promptability.train.steps.mtl import MTLStep
     from promptability.train.loop import build_optimizer
+    from promptability.train.steps.mtl import MTLStep
 
     size = settings.size
     try:
@@ -124,7 +124,9 @@ def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
     baseline = peft_baseline(model, settings)  # before any step: same weights, same prompt
     accelerator = make_accelerator(settings)
     model.freeze("mtl-tp")
-    step = MTLStep(data, pad_id=PAD_ID, batch_size=size.batch_size, micro_batch_size=size.batch_size, seed=settings.seed)
+    step = MTLStep(
+        data, pad_id=PAD_ID, batch_size=size.batch_size, micro_batch_size=size.batch_size, seed=settings.seed
+    )
     wrapped = step.prepare(model, accelerator)
     wrapped.train()
     ours_params = [p for p in model.parameters() if p.requires_grad]

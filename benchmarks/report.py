@@ -129,8 +129,8 @@ def section_key(results: Results) -> str:
 
 def section(results: Results, methods: str) -> str:
     key = section_key(results)
-    lines = [f"<!-- bench:{key} -->", f"## {results.info.get('device', 'cpu')}, size `{results.size}`, "
-             f"{results.info.get('precision', 'fp32')}", ""]  # fmt: skip
+    lines = [f"<!-- bench:{key} -->", (f"## {results.info.get('device', 'cpu')}, size `{results.size}`, "
+             f"{results.info.get('precision', 'fp32')}"), ""]  # fmt: skip
     lines += ["Machine: " + "; ".join(f"{k} {v}" for k, v in results.info.items()), ""]
     lines += ["Run: " + "; ".join(f"{k} {v}" for k, v in results.settings.items())
               + f"; whole run {results.elapsed_s:.0f} s", ""]  # fmt: skip

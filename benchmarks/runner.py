@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib
 import os
@@ -124,10 +125,8 @@ def _run(size, reps, device, bf16, only, warmup, progress, seed) -> Results:
             results.notes.append(f"pair '{pair}' FAILED: {type(err).__name__}: {err}")
             results.failed.append(pair)
     results.elapsed_s = time.perf_counter() - start
-    try:
+    with contextlib.suppress(KeyError, OSError):
         results.info["load average"] += f" at the start, {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end"
-    except (KeyError, OSError):
-        pass
     noisy = [r.key for r in results.rows if r.ratio is not None and r.ratio.n > 1 and r.ratio.max > 2 * r.ratio.min]
     if noisy:
         results.notes.append(
@@ -165,16 +164,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--size", default="tiny", choices=list(SIZES),
                         help="model shape and workload: tiny (default; minutes on 2 CPU cores) or T5 1.1 small/base/large "
                              "shapes (random weights, vocabulary 32128; for a GPU)")  # fmt: skip
-    parser.add_argument("--reps", type=int, default=5,
-                        help="timed repetitions per measurement, after 1 warm-up (default 5)")
-    parser.add_argument("--out", default="BENCHMARKS.md",
-                        help="Markdown file to add this run's section to (default BENCHMARKS.md)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None,
-                        help="default: cuda when available, else cpu")
-    parser.add_argument("--bf16", action="store_true",
-                        help="bf16 autocast on both sides of every pair (parameters stay fp32)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's own choice); fewer than the cores on a shared machine")
+    parser.add_argument(
+        "--reps", type=int, default=5, help="timed repetitions per measurement, after 1 warm-up (default 5)"
+    )
+    parser.add_argument(
+        "--out", default="BENCHMARKS.md", help="Markdown file to add this run's section to (default BENCHMARKS.md)"
+    )
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available, else cpu"
+    )
+    parser.add_argument(
+        "--bf16", action="store_true", help="bf16 autocast on both sides of every pair (parameters stay fp32)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's own choice); fewer than the cores on a shared machine",
+    )
     parser.add_argument("--only", nargs="+", choices=PAIRS, metavar="PAIR",
                         help=f"run only these pairs ({', '.join(PAIRS)}); the file section then holds only them")  # fmt: skip
     parser.add_argument("--no-write", action="store_true", help="print the table but do not touch --out")
@@ -194,7 +201,9 @@ def run_command(args: argparse.Namespace) -> int:
     for note in results.notes:
         print(f"note: {note}")
     if results.failed:
-        print(f"python -m benchmarks: {len(results.failed)} pair(s) failed: {', '.join(results.failed)}", file=sys.stderr)
+        print(
+            f"python -m benchmarks: {len(results.failed)} pair(s) failed: {', '.join(results.failed)}", file=sys.stderr
+        )
     if not args.no_write:
         path = write_markdown(Path(args.out), results, METHODS)
         print(f"wrote {path}")
@@ -207,7 +216,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Side-by-side benchmarks of promptability against the straightforward implementations.",
     ))  # fmt: skip
     return run_command(parser.parse_args(argv))
-
 
 
 def pair_main(pairs: Sequence[str], argv: Sequence[str] | None = None) -> int:

@@ -166,7 +166,9 @@ def test_non_utf8_training_data_is_the_same_data_error_inside_the_tokenized_cach
     good = json.dumps(RECORDS[0]).encode()
     path.write_bytes(good + b"\n" + good.replace(b"cat", b"c\xe9t") + b"\n")
     with pytest.raises(DataError, match=r"train\.jsonl, row 1 \(line 2\): not UTF-8"):
-        tokenize_records(lambda: iter_examples(path), tiny_tokenizer, files=[path], cache_dir=tmp_path / "c", progress=False)
+        tokenize_records(
+            lambda: iter_examples(path), tiny_tokenizer, files=[path], cache_dir=tmp_path / "c", progress=False
+        )
     assert list((tmp_path / "c").iterdir()) == []
 
 
@@ -219,7 +221,7 @@ def test_the_user_error_table_names_real_exception_classes():
 def test_tokenized_cache_is_keyed_on_content_not_size_and_mtime(tmp_path):
     import os
 
-    from promptability.data.tokenize import files_fingerprint
+    from promptability.data.fingerprint import files_fingerprint
 
     data = _jsonl(tmp_path / "data.jsonl", RECORDS)
     before, stat = files_fingerprint([data]), data.stat()
@@ -233,8 +235,14 @@ def test_tokenized_cache_is_keyed_on_content_not_size_and_mtime(tmp_path):
     ("choices", "label", "message"),
     [
         (["yes"], 0, r"bad.jsonl, row 1: field 'choices' has one choice \('yes'\)"),
-        (["yes", "no", "yes"], 2, r"bad.jsonl, row 1: field 'choices' holds 'yes' more than once and 'label' 2 points "
-                                  r"at a later copy"),  # fmt: skip
+        (
+            ["yes", "no", "yes"],
+            2,
+            (
+                r"bad.jsonl, row 1: field 'choices' holds 'yes' more than once and 'label' 2 points "
+                r"at a later copy"
+            ),
+        ),  # fmt: skip
     ],
 )
 def test_one_choice_records_and_unreachable_labels_are_refused(tmp_path, choices, label, message):

@@ -39,7 +39,7 @@ def test_every_pair_has_its_rows_and_checks_pass(results):
     for key in EXPECTED:
         assert key in keys
     assert results.checks["eval_2choices"] is True and results.checks["eval_4choices"] is True  # same predictions
-    assert results.checks == {k: True for k in results.checks}
+    assert results.checks == dict.fromkeys(results.checks, True)
     assert {"mtl_tokens_per_s", "meta_fomaml_time", "meta_reptile_time", "fewshot_step_time"} <= set(results.checks)
     for key in ("eval_4choices", "mtl_tokens_per_s", "fewshot_step_time", "meta_fomaml_memory_vs_mtl"):
         row = results.row(key)
@@ -62,13 +62,16 @@ def test_markdown_sections_are_replaced_not_duplicated(results, tmp_path):
     write_markdown(out, results, METHODS)
     text = out.read_text()
     assert text.startswith("# Benchmarks") and "old text" not in text
-    assert text.count("<!-- bench:cpu-minuscule-fp32 -->") == 1 and text.count("<!-- bench:cuda-minuscule-fp32 -->") == 1
+    assert (
+        text.count("<!-- bench:cpu-minuscule-fp32 -->") == 1 and text.count("<!-- bench:cuda-minuscule-fp32 -->") == 1
+    )
     assert text.index("bench:cpu-") < text.index("bench:cuda-")
     assert "| 1 evaluation | rank classification, 4 choices" in text and "predictions identical" in text
 
 
 def test_padding_fraction_from_lengths_matches_collated_batches():
     from benchmarks.padding import fractions, padding_from_lengths
+
     from promptability.data.batching import collate, padding_fraction
 
     rng = np.random.default_rng(0)

@@ -15,6 +15,7 @@ from promptability.io import safe_name
 from promptability.train.config import ConfigError, FewShotConfig
 from promptability.train.fewshot import fewshot
 
+
 @pytest.fixture(scope="module")
 def accelerator():
     from promptability.train.loop import make_accelerator
@@ -45,8 +46,13 @@ def evil_suite(tmp_path):
         n: {"role": "heldout", "group": "G", "num_choices": 2, "cluster": "c"} for n in names}}  # fmt: skip
     (root / "suite.json").write_text(json.dumps(meta))
     rows = [
-        {"task": n, "source": f"the cat sat on the mat {i}", "target": ["yes", "no"][i % 2], "choices": ["yes", "no"],
-         "label": i % 2}  # fmt: skip
+        {
+            "task": n,
+            "source": f"the cat sat on the mat {i}",
+            "target": ["yes", "no"][i % 2],
+            "choices": ["yes", "no"],
+            "label": i % 2,
+        }  # fmt: skip
         for n in names
         for i in range(6)
     ]

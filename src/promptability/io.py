@@ -219,11 +219,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; returns the path."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
     return Path(path)
 
 
@@ -248,11 +247,10 @@ def write_jsonl_atomic(path: str | os.PathLike[str], rows: Iterable[Any]) -> Pat
     Rows are streamed to the temporary file, so large outputs need no extra memory;
     an error mid-way (a bad row, an exception in the generator) keeps the old file.
     """
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False))
-                handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False))
+            handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
     return Path(path)

@@ -15,7 +15,10 @@ from promptability.train.config import ConfigError, FewShotConfig, TrainConfig, 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["pretrain", "--out", "x", "--batch-size", "-1"], "argument --batch-size: must be a positive integer, got '-1"),
+        (
+            ["pretrain", "--out", "x", "--batch-size", "-1"],
+            "argument --batch-size: must be a positive integer, got '-1",
+        ),
         (["pretrain", "--out", "x", "--batch-size", "0"], "argument --batch-size: must be a positive integer, got '0'"),
         (["pretrain", "--out", "x", "--max-steps", "2.5"], "argument --max-steps: must be a positive integer"),
         (["pretrain", "--out", "x", "--lr", "1e3"], "argument --lr: '1e3' is not a plausible learning rate (above 10"),

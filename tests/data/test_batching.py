@@ -83,8 +83,11 @@ def test_tokenize_counts_truncation_and_single_eos(byt5, tmp_path):
     assert ds["index"] == [0, 1, 2, 0, 1] and ds["label"] == [0, -1, -1, -1, -1]
     assert ds["source_len"] == [4, 10, 10, 4, 9]
     assert ds[0]["input_ids"] == [ord("x") + 3] * 3 + [EOS]
-    assert ds[0]["choice_ids"] == [[ord(c) + 3 for c in "yes"] + [EOS], [ord(c) + 3 for c in "no"] + [EOS],
-                                   [ord("z") + 3] * 4 + [EOS]]
+    assert ds[0]["choice_ids"] == [
+        [ord(c) + 3 for c in "yes"] + [EOS],
+        [ord(c) + 3 for c in "no"] + [EOS],
+        [ord("z") + 3] * 4 + [EOS],
+    ]
     assert ds[3]["input_ids"] == [ord(c) + 3 for c in "abc"] + [EOS]
     assert ds[3]["labels"] == [ord("d") + 3, EOS]
     assert ds[1]["choice_ids"] == []
@@ -283,8 +286,10 @@ def test_sampler_deterministic_covers_epoch_and_resumes():
 def test_sampler_replicas_slice_global_batches():
     lengths = np.arange(50)
     single = list(B.LengthGroupedBatchSampler(lengths, 8, seed=1, megabatch_mult=2))
-    ranks = [list(B.LengthGroupedBatchSampler(lengths, 8, seed=1, megabatch_mult=2, num_replicas=4, rank=r))
-             for r in range(4)]
+    ranks = [
+        list(B.LengthGroupedBatchSampler(lengths, 8, seed=1, megabatch_mult=2, num_replicas=4, rank=r))
+        for r in range(4)
+    ]
     assert all(len(r) == len(single) == 7 for r in ranks)
     for i, batch in enumerate(single[:-1]):
         assert [len(r[i]) for r in ranks] == [2, 2, 2, 2]
@@ -309,8 +314,11 @@ def test_length_grouping_pads_less(mixed_data):
     rand = B.padding_fraction(B.iterate_batches(mixed_data, random_batches(45, 5), PAD))
     assert grouped < 0.5 * rand
     # The documented DataLoader use gives the same batches (HF datasets fetch rows via __getitems__).
-    loader = DataLoader(mixed_data, batch_sampler=B.LengthGroupedBatchSampler(B.lengths_of(mixed_data), 5, seed=0),
-                        collate_fn=partial(B.collate, pad_id=PAD))
+    loader = DataLoader(
+        mixed_data,
+        batch_sampler=B.LengthGroupedBatchSampler(B.lengths_of(mixed_data), 5, seed=0),
+        collate_fn=partial(B.collate, pad_id=PAD),
+    )
     direct = list(B.iterate_batches(mixed_data, B.LengthGroupedBatchSampler(B.lengths_of(mixed_data), 5), PAD))
     assert len(direct) == 9
     assert all(torch.equal(x["labels"], y["labels"]) for x, y in zip(loader, direct, strict=True))
@@ -357,8 +365,13 @@ def test_collate_shapes_and_padding():
 def test_collate_eval_and_sorted_eval_batches(byt5, tmp_path):
     rows = [
         {"task": "t", "index": 0, "input_ids": [5, 1], "choice_ids": [[7, 1], [8, 9, 1]], "label": 1},
-        {"task": "t", "index": 1, "input_ids": [5, 6, 7, 1], "choice_ids": [[7, 1], [8, 1], [9, 9, 9, 9, 1]],
-         "label": 2},
+        {
+            "task": "t",
+            "index": 1,
+            "input_ids": [5, 6, 7, 1],
+            "choice_ids": [[7, 1], [8, 1], [9, 9, 9, 9, 1]],
+            "label": 2,
+        },
     ]
     b = B.collate_eval(rows, pad_id=PAD)
     assert b["input_ids"].shape == (2, 4) and b["attention_mask"].tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]

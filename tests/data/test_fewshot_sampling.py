@@ -110,9 +110,17 @@ def test_md5_of_answer_choice_instances_real(monkeypatch):
 def cb_rows(n_instances: int) -> list[dict]:
     """Synthetic CB-like _score_eval rows: 3 rows per instance, instance i's answer is i % 3."""
     return [
-        {"idx": [i, j], "inputs": [1000 + i, 1], "inputs_pretokenized": f"instance {i}", "is_correct": j == i % 3,
-         "targets": [10 + j, 1], "targets_pretokenized": ["Always", "Sometimes", "Never"][j], "weight": 1.0}
-        for i in range(n_instances) for j in range(3)
+        {
+            "idx": [i, j],
+            "inputs": [1000 + i, 1],
+            "inputs_pretokenized": f"instance {i}",
+            "is_correct": j == i % 3,
+            "targets": [10 + j, 1],
+            "targets_pretokenized": ["Always", "Sometimes", "Never"][j],
+            "weight": 1.0,
+        }
+        for i in range(n_instances)
+        for j in range(3)
     ]
 
 
@@ -137,8 +145,10 @@ def test_reference_selection_on_synthetic_folder(monkeypatch, tmp_path):
     assert [e["source"] for e in examples] == [f"instance {i}" for i in ref["indices"]]
     assert [e["label"] for e in examples] == [i % 3 for i in ref["indices"]]
     assert examples[0]["choices"] == ["Always", "Sometimes", "Never"] and examples[0]["task"] == CB
-    assert fewshot_md5([{"inputs": [1000 + i, 1], "targets": [[10, 1], [11, 1], [12, 1]]} for i in ref["indices"]]) \
+    assert (
+        fewshot_md5([{"inputs": [1000 + i, 1], "targets": [[10, 1], [11, 1], [12, 1]]} for i in ref["indices"]])
         == hashlib.md5(text.encode()).hexdigest()
+    )
 
     small = save(cb_rows(200), tmp_path / "small" / CB)
     with pytest.raises(DataError, match=r"indices \[201, 212, 206\] are outside its train split, which has 200 inst"):

@@ -77,11 +77,17 @@ def scored_rows(choice_counts: list[int], correct: list[int]) -> list[dict]:
     rows = []
     for i, (n, c) in enumerate(zip(choice_counts, correct)):
         for j in range(n):
-            rows.append({
-                "idx": [i, j], "inputs": [100 + i, 1], "inputs_pretokenized": f"question {i}\n",
-                "is_correct": j == c, "targets": [200 + j, 1], "targets_pretokenized": f" answer {j}\n",
-                "weight": 1.0,
-            })
+            rows.append(
+                {
+                    "idx": [i, j],
+                    "inputs": [100 + i, 1],
+                    "inputs_pretokenized": f"question {i}\n",
+                    "is_correct": j == c,
+                    "targets": [200 + j, 1],
+                    "targets_pretokenized": f" answer {j}\n",
+                    "weight": 1.0,
+                }
+            )
     return rows
 
 
@@ -160,12 +166,23 @@ def test_native_tfrecord_synthetic(tmp_path):
     assert instances[2]["row"] == 6 and instances[0]["source"] == "question 0\n"
 
     # without info.json the shapes come from P3's field names
-    plain = [{"inputs": [5, 1], "inputs_pretokenized": "Q?", "targets": [7, 1], "targets_pretokenized": "\nYes",
-              "answer_choices": ["No", "Yes", "Maybe"]}]
+    plain = [
+        {
+            "inputs": [5, 1],
+            "inputs_pretokenized": "Q?",
+            "targets": [7, 1],
+            "targets_pretokenized": "\nYes",
+            "answer_choices": ["No", "Yes", "Maybe"],
+        }
+    ]
     nofile = write_native(tmp_path / "plain", "train", plain * 2, info=False)
     records = read_p3(nofile, "train")
     assert len(records) == 2 and records[0] == {
-        "task": "plain", "source": "Q?", "target": "Yes", "choices": ["No", "Yes", "Maybe"], "label": 1,
+        "task": "plain",
+        "source": "Q?",
+        "target": "Yes",
+        "choices": ["No", "Yes", "Maybe"],
+        "label": 1,
     }
 
 
@@ -187,8 +204,13 @@ def test_bad_score_eval_rows(change, message):
 
 
 def test_bad_answer_choices_rows(tmp_path):
-    row = {"inputs": [1], "inputs_pretokenized": "Q", "targets": [2], "targets_pretokenized": "\nblue",
-           "answer_choices": ["red", "green"]}
+    row = {
+        "inputs": [1],
+        "inputs_pretokenized": "Q",
+        "targets": [2],
+        "targets_pretokenized": "\nblue",
+        "answer_choices": ["red", "green"],
+    }
     folder = write_native(tmp_path / "t", "validation", [dict(row, targets_pretokenized="red"), row])
     with pytest.raises(DataError, match=r"t \[validation\], row 1: field 'targets_pretokenized' \('blue'\) is not one"):
         read_p3(folder, "validation")

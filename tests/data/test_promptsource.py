@@ -26,78 +26,164 @@ ROWS = {
     ("super_glue", "rte"): RTE_ROW,
     ("super_glue", "cb"): {"premise": "It rained.", "hypothesis": "The road is wet.", "idx": 0, "label": 2},
     ("super_glue", "copa"): {
-        "premise": "The man broke his toe.", "choice1": "He dropped a hammer on his foot.",
-        "choice2": "He got a hole in his sock.", "question": "cause", "idx": 0, "label": 0,
+        "premise": "The man broke his toe.",
+        "choice1": "He dropped a hammer on his foot.",
+        "choice2": "He got a hole in his sock.",
+        "question": "cause",
+        "idx": 0,
+        "label": 0,
     },
     ("super_glue", "wic"): {
-        "word": "place", "sentence1": "Do you want to come over to my place later?",
+        "word": "place",
+        "sentence1": "Do you want to come over to my place later?",
         "sentence2": "A political system with no place for the less prominent groups.",
-        "start1": 31, "start2": 27, "end1": 36, "end2": 32, "idx": 0, "label": 0,
+        "start1": 31,
+        "start2": 27,
+        "end1": 36,
+        "end2": 32,
+        "idx": 0,
+        "label": 0,
     },
     ("super_glue", "wsc.fixed"): {
         "text": "Mark told Pete many lies about himself, which Pete included in his book. He should have been more truthful.",
-        "span1_index": 0, "span2_index": 13, "span1_text": "Mark", "span2_text": "He", "idx": 0, "label": 1,
+        "span1_index": 0,
+        "span2_index": 13,
+        "span1_text": "Mark",
+        "span2_text": "He",
+        "idx": 0,
+        "label": 1,
     },
     ("anli", None): {"uid": "x", "premise": "The cat sat.", "hypothesis": "A cat exists.", "label": 0, "reason": ""},
     ("hellaswag", None): {
-        "ind": 4, "activity_label": "Removing ice from car", "source_id": "x", "split": "train", "split_type": "indomain",
-        "ctx_a": "Then, the man writes over the snow covering the window of a car.", "ctx_b": "then",
+        "ind": 4,
+        "activity_label": "Removing ice from car",
+        "source_id": "x",
+        "split": "train",
+        "split_type": "indomain",
+        "ctx_a": "Then, the man writes over the snow covering the window of a car.",
+        "ctx_b": "then",
         "ctx": "Then, the man writes over the snow covering the window of a car. then",
-        "endings": [", the man adds wax.", ", a person boards a lift.", ", the man sings.", ", the man removes the snow."],
+        "endings": [
+            ", the man adds wax.",
+            ", a person boards a lift.",
+            ", the man sings.",
+            ", the man removes the snow.",
+        ],
         "label": "3",
     },
     ("story_cloze", "2016"): {
-        "story_id": "x", "input_sentence_1": "Ann was hungry.", "input_sentence_2": "She opened the fridge.",
-        "input_sentence_3": "It was empty.", "input_sentence_4": "She went to the store.",
-        "sentence_quiz1": "She bought food.", "sentence_quiz2": "She flew to Mars.", "answer_right_ending": 1,
+        "story_id": "x",
+        "input_sentence_1": "Ann was hungry.",
+        "input_sentence_2": "She opened the fridge.",
+        "input_sentence_3": "It was empty.",
+        "input_sentence_4": "She went to the store.",
+        "sentence_quiz1": "She bought food.",
+        "sentence_quiz2": "She flew to Mars.",
+        "answer_right_ending": 1,
     },
     ("winogrande", "winogrande_xl"): {
         "sentence": "The trophy did not fit in the suitcase because the _ was too big.",
-        "option1": "trophy", "option2": "suitcase", "answer": "1",
+        "option1": "trophy",
+        "option2": "suitcase",
+        "answer": "1",
     },
     ("dream", None): {
-        "id": 0, "dialogue_id": "5-510", "dialogue": ["M: Hi, how are you?", "W: Fine, thanks.", "M: Good."],
-        "question": "How is the woman?", "choice": ["Fine.", "Sick.", "Tired."], "answer": "Fine.",
+        "id": 0,
+        "dialogue_id": "5-510",
+        "dialogue": ["M: Hi, how are you?", "W: Fine, thanks.", "M: Good."],
+        "question": "How is the woman?",
+        "choice": ["Fine.", "Sick.", "Tired."],
+        "answer": "Fine.",
     },
     ("social_i_qa", None): {
-        "context": "Tracy didn't go home that evening.", "question": "What does Tracy need to do before this?",
-        "answerA": "make a new plan", "answerB": "Go home and see Riley", "answerC": "Find somewhere to go", "label": "3",
+        "context": "Tracy didn't go home that evening.",
+        "question": "What does Tracy need to do before this?",
+        "answerA": "make a new plan",
+        "answerB": "Go home and see Riley",
+        "answerC": "Find somewhere to go",
+        "label": "3",
     },
     ("cosmos_qa", None): {
-        "id": "x", "context": "Good Old War and person L: I saw both of these bands Wednesday night.",
+        "id": "x",
+        "context": "Good Old War and person L: I saw both of these bands Wednesday night.",
         "question": "In the future, will this person go to see other bands play?",
-        "answer0": "None of the above choices .", "answer1": "This person likes music and will go.",
-        "answer2": "This person only likes Good Old War.", "answer3": "Other bands are not good.", "label": 1,
+        "answer0": "None of the above choices .",
+        "answer1": "This person likes music and will go.",
+        "answer2": "This person only likes Good Old War.",
+        "answer3": "Other bands are not good.",
+        "label": 1,
     },
     ("commonsense_qa", None): {
-        "id": "x", "question": "Where would you find a seat?", "question_concept": "seat",
+        "id": "x",
+        "question": "Where would you find a seat?",
+        "question_concept": "seat",
         "choices": {"label": ["A", "B", "C", "D", "E"], "text": ["bus", "sky", "ocean", "cloud", "moon"]},
         "answerKey": "A",
     },
     ("cos_e", "v1.11"): {
-        "id": "x", "question": "Where would you find a seat?", "choices": ["bus", "sky", "ocean", "cloud", "moon"],
-        "answer": "bus", "abstractive_explanation": "buses have seats", "extractive_explanation": "seat",
+        "id": "x",
+        "question": "Where would you find a seat?",
+        "choices": ["bus", "sky", "ocean", "cloud", "moon"],
+        "answer": "bus",
+        "abstractive_explanation": "buses have seats",
+        "extractive_explanation": "seat",
     },
     ("quail", None): {
-        "id": "x", "context_id": "c", "question_id": "q", "domain": "fiction",
-        "metadata": {"author": "a", "title": "t", "url": "u"}, "context": "Bob walked to town. He bought bread.",
-        "question": "What did Bob buy?", "question_type": "Factual",
-        "answers": ["bread", "milk", "eggs", "not enough information"], "correct_answer_id": 0,
+        "id": "x",
+        "context_id": "c",
+        "question_id": "q",
+        "domain": "fiction",
+        "metadata": {"author": "a", "title": "t", "url": "u"},
+        "context": "Bob walked to town. He bought bread.",
+        "question": "What did Bob buy?",
+        "question_type": "Factual",
+        "answers": ["bread", "milk", "eggs", "not enough information"],
+        "correct_answer_id": 0,
     },
-    ("common_gen", None): {"concept_set_idx": 0, "concepts": ["ski", "mountain", "skier"], "target": "A skier skis down the mountain."},
+    ("common_gen", None): {
+        "concept_set_idx": 0,
+        "concepts": ["ski", "mountain", "skier"],
+        "target": "A skier skis down the mountain.",
+    },
     ("wiki_qa", None): {
-        "question_id": "Q1", "question": "how are glacier caves formed?", "document_title": "Glacier cave",
-        "answer": "A glacier cave is a cave formed within the ice of a glacier.", "label": 1,
+        "question_id": "Q1",
+        "question": "how are glacier caves formed?",
+        "document_title": "Glacier cave",
+        "answer": "A glacier cave is a cave formed within the ice of a glacier.",
+        "label": 1,
     },
     ("rotten_tomatoes", None): {"text": "a gorgeous, witty, seductive movie.", "label": 1},
     ("ag_news", None): {"text": "Wall St. Bears Claw Back Into the Black.", "label": 2},
     ("trec", None): {"text": "What does NASA stand for?", "coarse_label": 0, "fine_label": 1},
-    ("glue", "mrpc"): {"sentence1": "He said the food was good.", "sentence2": "The food was good, he said.", "label": 1, "idx": 0},
+    ("glue", "mrpc"): {
+        "sentence1": "He said the food was good.",
+        "sentence2": "The food was good, he said.",
+        "label": 1,
+        "idx": 0,
+    },
 }
 COUNTS = {  # templates per file in the 2023 revision
-    "rte": 10, "cb": 15, "copa": 12, "wic": 10, "wsc.fixed": 10, "anli": 15, "hellaswag": 11, "2016": 6,
-    "winogrande_xl": 6, "dream": 5, "social_i_qa": 6, "cosmos_qa": 13, "commonsense_qa": 5, "v1.11": 11,
-    "quail": 13, "common_gen": 9, "wiki_qa": 11, "rotten_tomatoes": 10, "ag_news": 7, "trec": 18, "mrpc": 7,
+    "rte": 10,
+    "cb": 15,
+    "copa": 12,
+    "wic": 10,
+    "wsc.fixed": 10,
+    "anli": 15,
+    "hellaswag": 11,
+    "2016": 6,
+    "winogrande_xl": 6,
+    "dream": 5,
+    "social_i_qa": 6,
+    "cosmos_qa": 13,
+    "commonsense_qa": 5,
+    "v1.11": 11,
+    "quail": 13,
+    "common_gen": 9,
+    "wiki_qa": 11,
+    "rotten_tomatoes": 10,
+    "ag_news": 7,
+    "trec": 18,
+    "mrpc": 7,
 }
 # Templates that rightly give no example for the rows above: COPA's effect-only prompts on a
 # "cause" question, and TREC's fine-grained ones whose coarse class is not ABBR (coarse_label 0).
@@ -163,7 +249,9 @@ def test_pipe_protection(promptsource_root):
 
 
 def test_hyphenated_keys_and_filters():
-    t = Template("t", "0", "{{ label_coarse }} {{ xs | most_frequent | join(',') }} ||| {{ (xs | choice) }}", None, None, None)
+    t = Template(
+        "t", "0", "{{ label_coarse }} {{ xs | most_frequent | join(',') }} ||| {{ (xs | choice) }}", None, None, None
+    )
     row = {"label-coarse": 3, "xs": ["a", "b", "b", "c", "c"]}
     assert t.render(row)[0] == "3 b,c"
     draws = {t.render(row, seed=s)[1] for s in range(30)}
@@ -223,12 +311,16 @@ def test_render_records(promptsource_root):
     assert record == {
         "task": "common_gen_Given_concepts_type_1",
         "source": "Given the list of concepts: ski, mountain, skier; \nGenerate a sentence with all the concepts :",
-        "target": "A skier skis down the mountain.", "choices": [], "label": -1,
+        "target": "A skier skis down the mountain.",
+        "choices": [],
+        "label": -1,
     }
 
     # A target outside the choices is skipped and counted (here a label the choices do not cover).
     rte = load_templates(promptsource_root, "super_glue", "rte")["GPT-3 style"]
-    hacked = Template(rte.name, rte.id, rte.jinja.replace("answer_choices[label]", "'maybe'"), rte.answer_choices, True, True)
+    hacked = Template(
+        rte.name, rte.id, rte.jinja.replace("answer_choices[label]", "'maybe'"), rte.answer_choices, True, True
+    )
     assert render_records(hacked, [RTE_ROW], "t", counts=counts) == [] and counts["not_in_choices"] == 1
 
     # Row i seeds `choice` with (seed, i): reproducible, and rows differ.
@@ -248,10 +340,23 @@ def test_template_for_resolves_heldout_and_training(promptsource_root):
         assert template.name == info["template_name"].removesuffix("_score_eval")
         assert template.answer_choices is not None, name  # rank classification needs choices
     assert template_for(promptsource_root, "anli_GPT_3_style_r2_score_eval").name == "GPT-3 style"
-    assert template_for(promptsource_root, "super_glue_rte_GPT_3_style_score_eval").jinja.startswith("{{premise}}\nQuestion:")
+    assert template_for(promptsource_root, "super_glue_rte_GPT_3_style_score_eval").jinja.startswith(
+        "{{premise}}\nQuestion:"
+    )
 
-    wanted = {"dream", "social_i_qa", "cosmos_qa", "commonsense_qa", "quail", "common_gen", "wiki_qa",
-              "rotten_tomatoes", "ag_news", "trec", "glue"}
+    wanted = {
+        "dream",
+        "social_i_qa",
+        "cosmos_qa",
+        "commonsense_qa",
+        "quail",
+        "common_gen",
+        "wiki_qa",
+        "rotten_tomatoes",
+        "ag_news",
+        "trec",
+        "glue",
+    }
     found: Counter[str] = Counter()
     for name in registry.train_templates():
         info = registry.template_info(name)
@@ -259,8 +364,18 @@ def test_template_for_resolves_heldout_and_training(promptsource_root):
             assert template_for(promptsource_root, name).name == info["template_name"]
             found[info["dataset_name"]] += 1
     # CommonsenseQA is not in T0's training mixture (T0 trains on CoS-E, its explained version).
-    assert found == {"dream": 5, "social_i_qa": 6, "cosmos_qa": 13, "quail": 13, "common_gen": 9, "wiki_qa": 11,
-                     "rotten_tomatoes": 10, "ag_news": 7, "trec": 18, "glue": 7}
+    assert found == {
+        "dream": 5,
+        "social_i_qa": 6,
+        "cosmos_qa": 13,
+        "quail": 13,
+        "common_gen": 9,
+        "wiki_qa": 11,
+        "rotten_tomatoes": 10,
+        "ag_news": 7,
+        "trec": 18,
+        "glue": 7,
+    }
 
 
 def test_template_for_normalises_and_reports_candidates(promptsource_root, monkeypatch):
@@ -294,8 +409,11 @@ def test_story_cloze_matches_p3(p3_samples, promptsource_root, split):
     for inst in instances:
         lines = inst["source"].split("\n")
         row = {f"input_sentence_{k}": lines[k + 1] for k in range(1, 5)}
-        row.update(sentence_quiz1=inst["choices"][0], sentence_quiz2=inst["choices"][1],
-                   answer_right_ending=inst["choices"].index(inst["target"]) + 1)
+        row.update(
+            sentence_quiz1=inst["choices"][0],
+            sentence_quiz2=inst["choices"][1],
+            answer_right_ending=inst["choices"].index(inst["target"]) + 1,
+        )
         assert template.render(row) == (inst["source"].strip(), inst["target"], inst["choices"])
 
 
@@ -304,12 +422,19 @@ def test_story_cloze_first_story_from_realdata(p3_samples, promptsource_root, re
     with open(realdata_root / "story_cloze__2016__cloze_valid.csv", newline="", encoding="utf-8") as f:
         raw = next(csv.DictReader(f))
     row = {f"input_sentence_{k}": raw[f"InputSentence{k}"] for k in range(1, 5)}
-    row.update(sentence_quiz1=raw["RandomFifthSentenceQuiz1"], sentence_quiz2=raw["RandomFifthSentenceQuiz2"],
-               answer_right_ending=int(raw["AnswerRightEnding"]))
+    row.update(
+        sentence_quiz1=raw["RandomFifthSentenceQuiz1"],
+        sentence_quiz2=raw["RandomFifthSentenceQuiz2"],
+        answer_right_ending=int(raw["AnswerRightEnding"]),
+    )
     name = "story_cloze_2016_Story_Continuation_and_Options_score_eval"
     p3 = _p3(p3_samples, name, "test")[0]
     assert row["input_sentence_1"] == "Rick grew up in a troubled household."
-    assert template_for(promptsource_root, name).render(row) == (p3["source"].strip(), "He is happy now.", p3["choices"])
+    assert template_for(promptsource_root, name).render(row) == (
+        p3["source"].strip(),
+        "He is happy now.",
+        p3["choices"],
+    )
     records = render_records(template_for(promptsource_root, name), [row], name)
     assert records[0]["label"] == p3["label"] == 0
 
@@ -340,13 +465,20 @@ def test_training_templates_match_p3(p3_samples, promptsource_root):
     for inst in _p3(p3_samples, "openbookqa_main_choices", "validation"):
         stem = inst["source"].split("\n\nChoices:\n", 1)[0]
         texts = inst["choices"]
-        row = {"question_stem": stem, "choices": {"text": texts, "label": list("ABCD")},
-               "answerKey": "ABCD"[texts.index(inst["target"])]}
+        row = {
+            "question_stem": stem,
+            "choices": {"text": texts, "label": list("ABCD")},
+            "answerKey": "ABCD"[texts.index(inst["target"])],
+        }
         assert obqa.render(row) == (inst["source"].strip(), inst["target"], texts)
     based_on = load_templates(promptsource_root, "adversarial_qa", "dbert")["based_on"]
     for inst in _p3(p3_samples, "adversarial_qa_dbert_based_on", "train"):
         question, context = inst["source"].split("\nQuestion: ", 1)[1].split("\nContext: ", 1)
-        row = {"question": question, "context": context, "answers": {"text": [inst["target"]]},
-               "metadata": {"split": "train"}}
+        row = {
+            "question": question,
+            "context": context,
+            "answers": {"text": [inst["target"]]},
+            "metadata": {"split": "train"},
+        }
         assert based_on.render(row) == (inst["source"].strip(), inst["target"], [])
     assert based_on.render({**row, "metadata": {"split": "test"}}) is None

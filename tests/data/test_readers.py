@@ -53,21 +53,33 @@ def write_native(folder: Path, split: str, rows: list[dict]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     writer = TFRecordWriter(str(folder / f"{split}.tfrecord-00000-of-00001"))
     for row in rows:
-        writer.write({
-            "idx": (row["idx"], "int"), "inputs": (row["inputs"], "int"), "is_correct": (int(row["is_correct"]), "int"),
-            "inputs_pretokenized": (row["inputs_pretokenized"].encode(), "byte"),
-            "targets": (row["targets"], "int"), "targets_pretokenized": (row["targets_pretokenized"].encode(), "byte"),
-            "weight": (1.0, "float"),
-        })
+        writer.write(
+            {
+                "idx": (row["idx"], "int"),
+                "inputs": (row["inputs"], "int"),
+                "is_correct": (int(row["is_correct"]), "int"),
+                "inputs_pretokenized": (row["inputs_pretokenized"].encode(), "byte"),
+                "targets": (row["targets"], "int"),
+                "targets_pretokenized": (row["targets_pretokenized"].encode(), "byte"),
+                "weight": (1.0, "float"),
+            }
+        )
     writer.close()
     return folder
 
 
 def scored_rows(n_instances: int, n_choices: int) -> list[dict]:
     return [
-        {"idx": [i, j], "inputs": [i + 3, 1], "inputs_pretokenized": f"premise {i}", "is_correct": j == i % n_choices,
-         "targets": [j + 3, 1], "targets_pretokenized": f"\nchoice {j}"}
-        for i in range(n_instances) for j in range(n_choices)
+        {
+            "idx": [i, j],
+            "inputs": [i + 3, 1],
+            "inputs_pretokenized": f"premise {i}",
+            "is_correct": j == i % n_choices,
+            "targets": [j + 3, 1],
+            "targets_pretokenized": f"\nchoice {j}",
+        }
+        for i in range(n_instances)
+        for j in range(n_choices)
     ]
 
 
@@ -85,7 +97,11 @@ def test_jsonl_and_parquet_files(tmp_path):
     from_jsonl = read_examples(jsonl)
     assert len(from_jsonl) == 3
     assert from_jsonl[0] == {
-        "task": "rte", "source": "rte source 0", "target": "no", "choices": ["yes", "no"], "label": 1
+        "task": "rte",
+        "source": "rte source 0",
+        "target": "no",
+        "choices": ["yes", "no"],
+        "label": 1,
     }
     assert from_jsonl[2]["choices"] == [] and from_jsonl[2]["label"] == -1
     assert read_examples(parquet) == from_jsonl
@@ -104,7 +120,10 @@ def test_directory_of_named_files(tmp_path):
     counts = {t: len(v) for t, v in load_examples(tmp_path).items()}
     assert counts == {"rte": 2, STORY: 5, "wic": 1, "cb": 1}  # files without a split are always read
     assert {t: len(v) for t, v in load_examples(tmp_path, split=train_split_for).items()} == {
-        "rte": 3, STORY: 4, "wic": 1, "cb": 1
+        "rte": 3,
+        STORY: 4,
+        "wic": 1,
+        "cb": 1,
     }
     assert {t: len(v) for t, v in load_examples(tmp_path, split="train").items()} == {"rte": 3, "wic": 1, "cb": 1}
     assert [r["label"] for r in read_examples(tmp_path, tasks=["rte"])] == [0, 1]
@@ -151,10 +170,16 @@ def test_native_folder_and_hub_snapshot(tmp_path):
     records = read_examples(folder)
     assert len(records) == 5
     assert [r["label"] for r in records] == [0, 1, 2, 0, 1]
-    assert records[2] == {"task": name, "source": "premise 2", "target": "choice 2",
-                          "choices": ["choice 0", "choice 1", "choice 2"], "label": 2}
+    assert records[2] == {
+        "task": name,
+        "source": "premise 2",
+        "target": "choice 2",
+        "choices": ["choice 0", "choice 1", "choice 2"],
+        "label": 2,
+    }
     assert {t: len(v) for t, v in load_examples(tmp_path / "snap").items()} == {
-        name: 5, "super_glue_cb_x_score_eval": 2
+        name: 5,
+        "super_glue_cb_x_score_eval": 2,
     }
 
 
@@ -210,8 +235,11 @@ def test_cli_data_list(capsys):
     assert "super_glue_rte_GPT_3_style_score_eval" in out[2] and out[2].split()[:3] == ["RTE", "2", "277"]
     assert main(["data", "list"]) == 0
     heads = [line for line in capsys.readouterr().out.splitlines() if line and not line.startswith(" ")]
-    assert heads == ["train: 313 templates from 38 datasets", "heldout: 116 templates in 9 groups",
-                     "dev: 42 templates from 8 datasets"]
+    assert heads == [
+        "train: 313 templates from 38 datasets",
+        "heldout: 116 templates in 9 groups",
+        "dev: 42 templates from 8 datasets",
+    ]
     assert main(["data", "list", "--group", "nope"]) == 2
     assert "unknown group 'nope'" in capsys.readouterr().err
 

@@ -12,26 +12,40 @@ import pytest
 from promptability.data.realdata import DATASETS, RealDataError, available, read_raw
 
 COUNTS = {
-    ("super_glue/rte", "validation"): 277, ("super_glue/rte", "train"): 2490,
-    ("super_glue/cb", "validation"): 56, ("super_glue/cb", "train"): 250,
-    ("super_glue/copa", "validation"): 100, ("super_glue/copa", "train"): 64,
-    ("super_glue/wic", "validation"): 638, ("super_glue/wic", "train"): 64,
-    ("super_glue/wsc.fixed", "validation"): 104, ("super_glue/wsc.fixed", "train"): 64,
-    ("anli/r1", "dev"): 1000, ("anli/r2", "dev"): 1000, ("anli/r3", "dev"): 1198,
+    ("super_glue/rte", "validation"): 277,
+    ("super_glue/rte", "train"): 2490,
+    ("super_glue/cb", "validation"): 56,
+    ("super_glue/cb", "train"): 250,
+    ("super_glue/copa", "validation"): 100,
+    ("super_glue/copa", "train"): 64,
+    ("super_glue/wic", "validation"): 638,
+    ("super_glue/wic", "train"): 64,
+    ("super_glue/wsc.fixed", "validation"): 104,
+    ("super_glue/wsc.fixed", "train"): 64,
+    ("anli/r1", "dev"): 1000,
+    ("anli/r2", "dev"): 1000,
+    ("anli/r3", "dev"): 1198,
     ("hellaswag", "validation"): 10042,
     ("winogrande/winogrande_xl", "validation"): 1267,
-    ("story_cloze/2016", "validation"): 1871, ("story_cloze/2016", "test"): 1871,
-    ("dream", "train"): 6116, ("dream", "validation"): 2040,
-    ("social_i_qa", "train"): 33410, ("social_i_qa", "validation"): 1954,
+    ("story_cloze/2016", "validation"): 1871,
+    ("story_cloze/2016", "test"): 1871,
+    ("dream", "train"): 6116,
+    ("dream", "validation"): 2040,
+    ("social_i_qa", "train"): 33410,
+    ("social_i_qa", "validation"): 1954,
     ("cosmos_qa", "validation"): 2985,
     ("commonsense_qa", "validation"): 1221,
     ("quail", "challenge"): 556,
-    ("common_gen", "train"): 39069, ("common_gen", "validation"): 4018,  # 993 concept sets
-    ("wiki_qa", "validation"): 1130, ("wiki_qa", "test"): 2351,
+    ("common_gen", "train"): 39069,
+    ("common_gen", "validation"): 4018,  # 993 concept sets
+    ("wiki_qa", "validation"): 1130,
+    ("wiki_qa", "test"): 2351,
     ("rotten_tomatoes", "all"): 10662,
     ("ag_news", "test"): 7600,
-    ("trec", "train"): 5452, ("trec", "test"): 500,
-    ("glue/mrpc", "train"): 4076, ("glue/mrpc", "test"): 1725,
+    ("trec", "train"): 5452,
+    ("trec", "test"): 500,
+    ("glue/mrpc", "train"): 4076,
+    ("glue/mrpc", "test"): 1725,
 }
 
 # dataset -> {label field: (type, the full set of values in every split)}
@@ -102,19 +116,34 @@ def test_super_glue_first_rows(read):
     }
     assert read("super_glue/cb", "validation")[1]["label"] == 2  # neutral
     assert read("super_glue/copa", "validation")[0] == {
-        "premise": "The man turned on the faucet.", "choice1": "The toilet filled with water.",
-        "choice2": "Water flowed from the spout.", "question": "effect", "idx": 0, "label": 1,
+        "premise": "The man turned on the faucet.",
+        "choice1": "The toilet filled with water.",
+        "choice2": "Water flowed from the spout.",
+        "question": "effect",
+        "idx": 0,
+        "label": 1,
     }
     wic = read("super_glue/wic", "validation")[0]
     assert wic == {
-        "word": "class", "sentence1": "An emerging professional class.",
+        "word": "class",
+        "sentence1": "An emerging professional class.",
         "sentence2": "Apologizing for losing your temper, even though you were badly provoked, showed real class.",
-        "start1": 25, "start2": 85, "end1": 30, "end2": 90, "idx": 0, "label": 0,
+        "start1": 25,
+        "start2": 85,
+        "end1": 30,
+        "end2": 90,
+        "idx": 0,
+        "label": 0,
     }
     assert wic["sentence1"][wic["start1"] : wic["end1"]] == "class"
     wsc = read("super_glue/wsc.fixed", "validation")[0]
     assert {k: wsc[k] for k in ("span1_index", "span2_index", "span1_text", "span2_text", "idx", "label")} == {
-        "span1_index": 32, "span2_index": 47, "span1_text": "anyone", "span2_text": "him", "idx": 0, "label": 0,
+        "span1_index": 32,
+        "span2_index": 47,
+        "span1_text": "anyone",
+        "span2_text": "him",
+        "idx": 0,
+        "label": 0,
     }
     assert wsc["text"].split()[wsc["span2_index"]] == "him"
     # train = FewGLUE train then dev32
@@ -130,20 +159,40 @@ def test_anli_hellaswag_winogrande_story_cloze_first_rows(read):
     assert anli["reason"].startswith("The second album was released by Risk Records")
 
     assert read("hellaswag", "validation")[0] == {
-        "ind": 0, "activity_label": "Roof shingle removal", "ctx_a": "A man is sitting on a roof. he", "ctx_b": "",
+        "ind": 0,
+        "activity_label": "Roof shingle removal",
+        "ctx_a": "A man is sitting on a roof. he",
+        "ctx_b": "",
         "ctx": "A man is sitting on a roof. he",
-        "endings": ["is using wrap to wrap a pair of skis.", "is ripping level tiles off.",
-                    "is holding a rubik's cube.", "starts pulling up roofing on a roof."],
-        "source_id": "", "split": "val", "split_type": "", "label": "3",
+        "endings": [
+            "is using wrap to wrap a pair of skis.",
+            "is ripping level tiles off.",
+            "is holding a rubik's cube.",
+            "starts pulling up roofing on a roof.",
+        ],
+        "source_id": "",
+        "split": "val",
+        "split_type": "",
+        "label": "3",
     }
     wino = read("winogrande/winogrande_xl", "validation")
-    assert wino[0] == {"sentence": "Sarah was a much better surgeon than Maria so _ always got the easier cases.",
-                       "option1": "Sarah", "option2": "Maria", "answer": "2"}
-    assert wino[2] == {"sentence": "They were worried the wine would ruin the bed and the blanket, but the _ was't ruined.",
-                       "option1": "blanket", "option2": "bed", "answer": "2"}
+    assert wino[0] == {
+        "sentence": "Sarah was a much better surgeon than Maria so _ always got the easier cases.",
+        "option1": "Sarah",
+        "option2": "Maria",
+        "answer": "2",
+    }
+    assert wino[2] == {
+        "sentence": "They were worried the wine would ruin the bed and the blanket, but the _ was't ruined.",
+        "option1": "blanket",
+        "option2": "bed",
+        "answer": "2",
+    }
     # no space after the blank where the continuation starts with punctuation
     assert wino[129]["sentence"].endswith("more safe to work at the _.")
-    assert wino[589]["sentence"] == "Research came easy to Monica as compared to Erin because _'s father was a landscaper."
+    assert (
+        wino[589]["sentence"] == "Research came easy to Monica as compared to Erin because _'s father was a landscaper."
+    )
 
     story = read("story_cloze/2016", "validation")
     assert story[0]["input_sentence_1"].startswith("Rick grew up")
@@ -152,7 +201,10 @@ def test_anli_hellaswag_winogrande_story_cloze_first_rows(read):
     assert {r["story_id"] for r in story[1486:]} == {""}, "cloze_test.csv has no ids"
     test = read("story_cloze/2016", "test")[0]
     assert (test["story_id"], test["sentence_quiz2"], test["answer_right_ending"]) == (
-        "b929f263-1dcd-4a0b-b267-5d5ff2fe65bb", "The next weekend, I was asked to please stay home.", 2)
+        "b929f263-1dcd-4a0b-b267-5d5ff2fe65bb",
+        "The next weekend, I was asked to please stay home.",
+        2,
+    )
 
 
 def test_winogrande_every_row_rebuilds(realdata_root, read):
@@ -171,9 +223,12 @@ def test_winogrande_every_row_rebuilds(realdata_root, read):
 
 def test_training_datasets_first_rows(read):
     assert read("dream", "train")[0] == {
-        "id": 0, "dialogue_id": "5-510",
-        "dialogue": ["M: I am considering dropping my dancing class. I am not making any progress.",
-                     "W: If I were you, I stick with it. It's definitely worth time and effort."],
+        "id": 0,
+        "dialogue_id": "5-510",
+        "dialogue": [
+            "M: I am considering dropping my dancing class. I am not making any progress.",
+            "W: If I were you, I stick with it. It's definitely worth time and effort.",
+        ],
         "question": "What does the man suggest the woman do?",
         "choice": ["Consult her dancing teacher.", "Take a more interesting class.", "Continue her dancing class."],
         "answer": "Continue her dancing class.",
@@ -181,33 +236,52 @@ def test_training_datasets_first_rows(read):
     assert all(r["answer"] in r["choice"] for r in read("dream", "validation"))
     assert read("social_i_qa", "train")[0] == {
         "context": "Cameron decided to have a barbecue and gathered her friends together.",
-        "question": "How would Others feel as a result?", "answerA": "like attending",
-        "answerB": "like staying home", "answerC": "a good friend to have", "label": "1",
+        "question": "How would Others feel as a result?",
+        "answerA": "like attending",
+        "answerB": "like staying home",
+        "answerC": "a good friend to have",
+        "label": "1",
     }
     assert read("social_i_qa", "validation")[0]["label"] == "3"
     assert read("cosmos_qa", "validation")[0]["label"] == 1
     assert read("commonsense_qa", "validation")[0] == {
-        "id": "", "question_concept": "", "answerKey": "A",
+        "id": "",
+        "question_concept": "",
+        "answerKey": "A",
         "question": "A revolving door is convenient for two direction travel, but it also serves as a security "
         "measure at a what?",
         "choices": {"label": ["A", "B", "C", "D"], "text": ["bank", "department store", "mall", "new york"]},
     }
     quail = read("quail", "challenge")[0]
-    assert (quail["id"], quail["question_id"], quail["context_id"], quail["correct_answer_id"]) == ("f171_0", "0", "f171", 0)
+    assert (quail["id"], quail["question_id"], quail["context_id"], quail["correct_answer_id"]) == (
+        "f171_0",
+        "0",
+        "f171",
+        0,
+    )
     assert quail["answers"][0] == "That she is a little nuts."
     assert read("common_gen", "train")[:2] == [
-        {"concept_set_idx": 0, "concepts": ["chicken", "cheese", "pizza", "broccoli"],
-         "target": "A grilled pizza with chicken, broccoli and cheese."},
-        {"concept_set_idx": 0, "concepts": ["chicken", "cheese", "pizza", "broccoli"],
-         "target": "The pan pizza topped with broccoli, chicken, and cheese, is ready for the oven"},
+        {
+            "concept_set_idx": 0,
+            "concepts": ["chicken", "cheese", "pizza", "broccoli"],
+            "target": "A grilled pizza with chicken, broccoli and cheese.",
+        },
+        {
+            "concept_set_idx": 0,
+            "concepts": ["chicken", "cheese", "pizza", "broccoli"],
+            "target": "The pan pizza topped with broccoli, chicken, and cheese, is ready for the oven",
+        },
     ]
     assert read("common_gen", "validation")[0] == {
-        "concept_set_idx": 0, "concepts": ["field", "look", "stand"],
+        "concept_set_idx": 0,
+        "concepts": ["field", "look", "stand"],
         "target": "The player stood in the field looking at the batter.",
     }
     assert read("common_gen", "validation")[-1]["concept_set_idx"] == 992
     assert read("wiki_qa", "validation")[0] == {
-        "question_id": "Q11", "question": "how big is bmc software in houston, tx", "document_title": "BMC Software",
+        "question_id": "Q11",
+        "question": "how big is bmc software in houston, tx",
+        "document_title": "BMC Software",
         "answer": "BMC Software, Inc. is an American company specializing in Business Service Management (BSM) software.",
         "label": 0,
     }
@@ -215,7 +289,7 @@ def test_training_datasets_first_rows(read):
 
 def test_classification_datasets_first_rows(read):
     rt = read("rotten_tomatoes", "all")
-    assert rt[0]["text"].startswith("the rock is destined to be the 21st century's new \" conan \"")
+    assert rt[0]["text"].startswith('the rock is destined to be the 21st century\'s new " conan "')
     assert rt[0]["text"].endswith("steven segal .") and rt[0]["label"] == 1
     assert rt[5331]["text"] == "simplistic , silly and tedious ." and rt[5331]["label"] == 0
     assert not any("\x80" <= ch <= "\x9f" for r in rt for ch in r["text"]), "cp1252, not latin-1 control chars"
@@ -226,11 +300,19 @@ def test_classification_datasets_first_rows(read):
         "label": 2,  # Class Index 3, Business
     }
     trec = read("trec", "train")
-    assert trec[0] == {"text": "How did serfdom develop in and then leave Russia ?", "coarse_label": 2, "fine_label": 26}
-    assert read("trec", "test")[0] == {"text": "How far is it from Denver to Aspen ?", "coarse_label": 5, "fine_label": 40}
+    assert trec[0] == {
+        "text": "How did serfdom develop in and then leave Russia ?",
+        "coarse_label": 2,
+        "fine_label": 26,
+    }
+    assert read("trec", "test")[0] == {
+        "text": "How far is it from Denver to Aspen ?",
+        "coarse_label": 5,
+        "fine_label": 40,
+    }
     assert any("sister city" in r["text"] for r in trec) and not any("\ufffd" in r["text"] for r in trec)
     mrpc = read("glue/mrpc", "train")
-    assert mrpc[0]["sentence1"].startswith("Amrozi accused his brother, whom he called \"the witness\"")
+    assert mrpc[0]["sentence1"].startswith('Amrozi accused his brother, whom he called "the witness"')
     assert (mrpc[0]["label"], mrpc[0]["idx"], mrpc[-1]["idx"]) == (1, 0, 4075)
     assert not any("green apples" in r["sentence1"] for r in mrpc), "the repo's 4 toy pairs are dropped"
 
@@ -254,8 +336,17 @@ def test_errors_name_names_paths_and_rows(tmp_path):
     path.write_text(json.dumps(good) + "\n{not json\n")
     with pytest.raises(RealDataError, match=r"super_glue__rte__val.jsonl: line 2: invalid JSON"):
         read_raw(tmp_path, "super_glue/rte", "validation")
-    wic = {"word": "w", "sentence1": "a", "sentence2": "b", "idx": 0, "label": "true",
-           "start1": 0, "start2": 0, "end1": 1, "end2": 1}
+    wic = {
+        "word": "w",
+        "sentence1": "a",
+        "sentence2": "b",
+        "idx": 0,
+        "label": "true",
+        "start1": 0,
+        "start2": 0,
+        "end1": 1,
+        "end2": 1,
+    }
     (tmp_path / "super_glue__wic__val.jsonl").write_text(json.dumps(wic) + "\n")
     with pytest.raises(RealDataError, match=r"super_glue__wic__val.jsonl: row 0 .*not a bool"):
         read_raw(tmp_path, "super_glue/wic", "validation")
@@ -280,7 +371,7 @@ def test_every_template_renders(read, promptsource_root, dataset, split):
         for i, row in enumerate(rows[:3]):
             try:
                 out = template.render(row, seed=i)
-            except Exception as err:  # noqa: BLE001 - collect them all for the message
+            except Exception as err:
                 failures.append(f"{name} row {i}: {type(err).__name__}: {err}")
                 continue
             if out is not None and out[2]:

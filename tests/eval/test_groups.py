@@ -34,7 +34,9 @@ def test_groups_for_prefers_registry_then_suite_then_records(tmp_path):
     import json
 
     p3 = next(iter(heldout_templates()))
-    (tmp_path / "suite.json").write_text(json.dumps({"format": "promptability-suite/1", "templates": {"s": {"group": "NLI", "num_choices": 3}}}))
+    (tmp_path / "suite.json").write_text(
+        json.dumps({"format": "promptability-suite/1", "templates": {"s": {"group": "NLI", "num_choices": 3}}})
+    )
     records = [{"task": p3, "choices": ["a", "b"]}, {"task": "s", "choices": ["a", "b"]},
                {"task": "own", "choices": ["a", "b"]}, {"task": "own", "choices": ["a", "b", "c"]}]  # fmt: skip
     groups = groups_for(records, tmp_path)

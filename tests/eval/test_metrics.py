@@ -20,8 +20,15 @@ from promptability.eval.metrics import (
 # Per-group accuracy chosen so each relative gain is a round number:
 # gain = (acc - 1/k) / (1/k) = acc * k - 1.
 GROUP_ACC = {"CB": 0.6, "HellaSwag": 0.3, "RTE": 0.6, "WiC": 0.5, "WSC": 0.55, "StoryCloze": 0.9, "Winogrande": 0.52}
-GROUP_GAIN = {"CB": 80.0, "HellaSwag": 20.0, "RTE": 20.0, "WiC": 0.0, "WSC": 10.0, "StoryCloze": 80.0,
-              "Winogrande": 4.0}
+GROUP_GAIN = {
+    "CB": 80.0,
+    "HellaSwag": 20.0,
+    "RTE": 20.0,
+    "WiC": 0.0,
+    "WSC": 10.0,
+    "StoryCloze": 80.0,
+    "Winogrande": 4.0,
+}
 # ANLI rounds differ (gains 50, 20, 80 %); pooled over its 45 templates (15 per round) the gain is 50 %.
 ANLI_ACC = {"r1": 0.5, "r2": 0.4, "r3": 0.6}
 ANLI_GAIN = {"r1": 50.0, "r2": 20.0, "r3": 80.0}

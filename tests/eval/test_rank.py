@@ -8,14 +8,35 @@ import torch
 from promptability.eval.rank import evaluate, score_choices, write_run
 
 RECORDS = [
-    {"task": "t_nli", "source": "premise : anna is tall . hypothesis : anna is short", "target": "false",
-     "choices": ["true", "false", "neither"], "label": 1},
-    {"task": "t_nli", "source": "the cat sat on the mat", "target": "true", "choices": ["true", "false", "neither"], "label": 0},
-    {"task": "t_yn", "source": "is this review positive ? the sun was warm and the dog ran in the park", "target": "yes",
-     "choices": ["yes", "no"], "label": 0},
+    {
+        "task": "t_nli",
+        "source": "premise : anna is tall . hypothesis : anna is short",
+        "target": "false",
+        "choices": ["true", "false", "neither"],
+        "label": 1,
+    },
+    {
+        "task": "t_nli",
+        "source": "the cat sat on the mat",
+        "target": "true",
+        "choices": ["true", "false", "neither"],
+        "label": 0,
+    },
+    {
+        "task": "t_yn",
+        "source": "is this review positive ? the sun was warm and the dog ran in the park",
+        "target": "yes",
+        "choices": ["yes", "no"],
+        "label": 0,
+    },
     {"task": "t_yn", "source": "a dog", "target": "no", "choices": ["yes", "no"], "label": 1},
-    {"task": "t_4", "source": "where is the book ?", "target": "on the table",
-     "choices": ["on the table", "in the park", "the red ball is on the mat", "sun"], "label": 0},
+    {
+        "task": "t_4",
+        "source": "where is the book ?",
+        "target": "on the table",
+        "choices": ["on the table", "in the park", "the red ball is on the mat", "sun"],
+        "label": 0,
+    },
 ]
 
 
@@ -86,4 +107,6 @@ def test_write_run_files(make_model, tmp_path):
 
 def test_records_without_choices_are_refused(make_model):
     with pytest.raises(ValueError, match="no choices"):
-        evaluate(make_model(), [{"task": "x", "source": "a", "target": "b", "choices": [], "label": -1}], progress=False)
+        evaluate(
+            make_model(), [{"task": "x", "source": "a", "target": "b", "choices": [], "label": -1}], progress=False
+        )

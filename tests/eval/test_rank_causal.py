@@ -8,14 +8,35 @@ from promptability.eval.rank import evaluate, score_choices
 from promptability.model.causal import PromptedCausalLM
 
 RECORDS = [
-    {"task": "t_nli", "source": "premise : anna is tall . hypothesis : anna is short", "target": "false",
-     "choices": ["true", "false", "neither"], "label": 1},
-    {"task": "t_nli", "source": "the cat sat on the mat", "target": "true", "choices": ["true", "false", "neither"], "label": 0},
-    {"task": "t_yn", "source": "is this review positive ? the sun was warm and the dog ran in the park", "target": "yes",
-     "choices": ["yes", "no"], "label": 0},
+    {
+        "task": "t_nli",
+        "source": "premise : anna is tall . hypothesis : anna is short",
+        "target": "false",
+        "choices": ["true", "false", "neither"],
+        "label": 1,
+    },
+    {
+        "task": "t_nli",
+        "source": "the cat sat on the mat",
+        "target": "true",
+        "choices": ["true", "false", "neither"],
+        "label": 0,
+    },
+    {
+        "task": "t_yn",
+        "source": "is this review positive ? the sun was warm and the dog ran in the park",
+        "target": "yes",
+        "choices": ["yes", "no"],
+        "label": 0,
+    },
     {"task": "t_yn", "source": "a dog", "target": "no", "choices": ["yes", "no"], "label": 1},
-    {"task": "t_4", "source": "where is the book ?", "target": "on the table",
-     "choices": ["on the table", "in the park", "the red ball is on the mat", "sun"], "label": 0},
+    {
+        "task": "t_4",
+        "source": "where is the book ?",
+        "target": "on the table",
+        "choices": ["on the table", "in the park", "the red ball is on the mat", "sun"],
+        "label": 0,
+    },
 ]
 
 
@@ -23,8 +44,16 @@ def tiny_causal(arch, vocab_size, seed=0):
     torch.manual_seed(seed)
     ids = dict(vocab_size=vocab_size, pad_token_id=0, eos_token_id=1, bos_token_id=1)
     if arch == "llama":
-        return LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                            num_attention_heads=4, num_key_value_heads=2, **ids))
+        return LlamaForCausalLM(
+            LlamaConfig(
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                **ids,
+            )
+        )
     return GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=128, **ids))
 
 
@@ -78,7 +107,12 @@ def test_sources_run_once_per_batch_and_choices_share_their_cache(make_causal, t
     calls = []
 
     def hook(module, args, kwargs):
-        calls.append(("choices" if kwargs.get("cache") is not None else "source", kwargs.get("input_ids", kwargs.get("inputs_embeds")).shape[0]))
+        calls.append(
+            (
+                "choices" if kwargs.get("cache") is not None else "source",
+                kwargs.get("input_ids", kwargs.get("inputs_embeds")).shape[0],
+            )
+        )
 
     ds = tokenize_records(RECORDS, tiny_tokenizer, use_cache=False, progress=False, continuation=True).dataset
     handle = model.transformer.register_forward_pre_hook(hook, with_kwargs=True)

@@ -39,8 +39,15 @@ def make_run(path, *, method, prompt, shots, correct, seed=None, size="large", g
             rows.append({"task": task, "index": i, "scores": scores, "prediction": pred, "label": label})
     write_jsonl_atomic(path / "predictions.jsonl", rows)
     write_json_atomic(path / "accuracy.json", {t: float(np.mean(c)) for t, c in correct.items()})
-    meta = {"method": method, "prompt": prompt, "shots": shots, "model": f"t5-{size}-lm", "model_size": size,
-            "seed": seed, "score": "mean"}
+    meta = {
+        "method": method,
+        "prompt": prompt,
+        "shots": shots,
+        "model": f"t5-{size}-lm",
+        "model_size": size,
+        "seed": seed,
+        "score": "mean",
+    }
     if groups is not None:
         meta["groups"] = groups
     write_json_atomic(path / "run.json", meta)
@@ -74,10 +81,15 @@ def runs_root(tmp_path):
     make_run(root / "mtl-tp-0-deep", method="mtl-tp", prompt="deep", shots=0, correct=_better(base0, 3))
     for seed in range(3):
         few = _base(10 + seed, p=0.55)
-        make_run(root / "mtl-t-16" / f"seed{seed}", method="mtl-t", prompt="shallow", shots=16, seed=seed,
-                 correct=few)
-        make_run(root / "mtl-tp-16" / f"seed{seed}", method="mtl-tp", prompt="shallow", shots=16, seed=seed,
-                 correct=_better(few, 20 + seed))
+        make_run(root / "mtl-t-16" / f"seed{seed}", method="mtl-t", prompt="shallow", shots=16, seed=seed, correct=few)
+        make_run(
+            root / "mtl-tp-16" / f"seed{seed}",
+            method="mtl-tp",
+            prompt="shallow",
+            shots=16,
+            seed=seed,
+            correct=_better(few, 20 + seed),
+        )
     return root
 
 
@@ -129,8 +141,14 @@ def test_p3_run_dir_arg(tmp_path, capsys):
 
     # A P3 run over a subset lists only those templates in its groups, yet is incomplete for ARG.
     subset = dict(list(correct.items())[:50])
-    path = make_run(tmp_path / "p3-subset", method="mtl-tp", prompt="deep", shots=0, correct=subset,
-                    groups={t: groups[t] for t in subset})
+    path = make_run(
+        tmp_path / "p3-subset",
+        method="mtl-tp",
+        prompt="deep",
+        shots=0,
+        correct=subset,
+        groups={t: groups[t] for t in subset},
+    )
     assert main(["arg", str(path)]) == 2
     assert "66 missing template(s)" in capsys.readouterr().err
     assert main(["arg", str(path), "--partial"]) == 0
@@ -182,7 +200,11 @@ def test_report_values_and_marks(runs_root):
     runs = [load_run(p) for p in find_runs([runs_root])]
     assert len(runs) == 11
     report = build_report(runs, samples=300, seed=0)
-    shallow0, shallow16, deep0 = Column("large", "shallow", 0), Column("large", "shallow", 16), Column("large", "deep", 0)
+    shallow0, shallow16, deep0 = (
+        Column("large", "shallow", 0),
+        Column("large", "shallow", 16),
+        Column("large", "deep", 0),
+    )
     assert report.columns == [shallow0, shallow16, deep0]
     assert report.methods == ["none", "mtl-t", "mtl-tp", "fomaml"]
     arg = {p.relative_to(runs_root).as_posix(): load_run(p).arg().value for p in find_runs([runs_root])}
@@ -313,18 +335,47 @@ def test_real_evaluate_output_loads_and_reports(make_model, tmp_path):
 
     records = []
     for i in range(6):
-        records.append({"task": "t_nli", "source": f"premise : anna is tall {i} . hypothesis : anna is short",
-                        "target": "false", "choices": ["true", "false", "neither"], "label": i % 3})
-        records.append({"task": "t_yn", "source": f"is this review positive ? {'the dog ran ' * (i + 1)}",
-                        "target": "yes", "choices": ["yes", "no"], "label": i % 2})
+        records.append(
+            {
+                "task": "t_nli",
+                "source": f"premise : anna is tall {i} . hypothesis : anna is short",
+                "target": "false",
+                "choices": ["true", "false", "neither"],
+                "label": i % 3,
+            }
+        )
+        records.append(
+            {
+                "task": "t_yn",
+                "source": f"is this review positive ? {'the dog ran ' * (i + 1)}",
+                "target": "yes",
+                "choices": ["yes", "no"],
+                "label": i % 2,
+            }
+        )
     groups = groups_for(records)
     for name, (method, kind) in {"a": ("mtl-t", "none"), "b": ("mtl-tp", "deep")}.items():
         rows = evaluate(make_model(kind), records, progress=False)
-        write_run(tmp_path / name, rows, {"method": method, "prompt": kind, "shots": 0, "model": "tiny",
-                                          "model_size": "tiny", "seed": None, "score": "mean", "groups": groups})
+        write_run(
+            tmp_path / name,
+            rows,
+            {
+                "method": method,
+                "prompt": kind,
+                "shots": 0,
+                "model": "tiny",
+                "model_size": "tiny",
+                "seed": None,
+                "score": "mean",
+                "groups": groups,
+            },
+        )
     run = load_run(tmp_path / "a", require_predictions=True)
-    assert run.arg_groups == groups == {"t_nli": {"group": "t_nli", "num_choices": 3},
-                                        "t_yn": {"group": "t_yn", "num_choices": 2}}
+    assert (
+        run.arg_groups
+        == groups
+        == {"t_nli": {"group": "t_nli", "num_choices": 3}, "t_yn": {"group": "t_yn", "num_choices": 2}}
+    )
     acc = run.accuracy
     assert run.arg().value == pytest.approx(((acc["t_nli"] * 3 - 1) + (acc["t_yn"] * 2 - 1)) / 2 * 100)
     report = build_report([run, load_run(tmp_path / "b")], samples=100)

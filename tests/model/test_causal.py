@@ -18,8 +18,14 @@ def tiny_causal(arch: str, vocab_size: int, seed: int = 0):
     torch.manual_seed(seed)
     ids = dict(vocab_size=vocab_size, pad_token_id=0, eos_token_id=1, bos_token_id=1)
     if arch == "llama":
-        config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                             num_key_value_heads=2, **ids)
+        config = LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            **ids,
+        )
         return LlamaForCausalLM(config)
     config = GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=128, **ids)
     return GPT2LMHeadModel(config)

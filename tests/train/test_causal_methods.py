@@ -15,7 +15,30 @@ from promptability.train.config import FewShotConfig, MetaConfig, TrainConfig
 from promptability.train.fewshot import fewshot
 from promptability.train.pretrain import pretrain
 
-WORDS = "the cat sat on the mat a dog ran in the park with a red ball is this review positive yes no".split()
+WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "the",
+    "mat",
+    "a",
+    "dog",
+    "ran",
+    "in",
+    "the",
+    "park",
+    "with",
+    "a",
+    "red",
+    "ball",
+    "is",
+    "this",
+    "review",
+    "positive",
+    "yes",
+    "no",
+]
 
 
 def tiny_llama(tokenizer, prompt: str, length: int = 4) -> PromptedCausalLM:
@@ -43,7 +66,7 @@ def write(path, rows) -> None:
 
 
 @pytest.mark.parametrize(
-    "method,prompt,transformer_trains,prompt_trains",
+    ("method", "prompt", "transformer_trains", "prompt_trains"),
     [("mtl-t", "none", True, None), ("mtl-p", "shallow", False, True), ("mtl-tp", "deep", True, True),
      ("fomaml", "shallow", True, True), ("reptile", "deep", True, True)],
 )  # fmt: skip

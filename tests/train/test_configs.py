@@ -55,8 +55,12 @@ def test_base_chains_merge_sections_and_report_cycles_and_missing_files(tmp_path
 
 def test_paper_configs_cover_table_1_with_the_paper_hyperparameters():
     rows = {(load_config(p).model, load_config(p).method, load_config(p).prompt) for p in PAPER}
-    methods = {("mtl-t", "none")} | {(m, p) for m in ("mtl-p", "mtl-tp", "fomaml", "reptile") for p in ("shallow", "deep")}
-    assert rows == {(model, m, p) for model in ("google/t5-large-lm-adapt", "google/t5-xl-lm-adapt") for m, p in methods}
+    methods = {("mtl-t", "none")} | {
+        (m, p) for m in ("mtl-p", "mtl-tp", "fomaml", "reptile") for p in ("shallow", "deep")
+    }
+    assert rows == {
+        (model, m, p) for model in ("google/t5-large-lm-adapt", "google/t5-xl-lm-adapt") for m, p in methods
+    }
     for path in PAPER:
         c = load_config(path)
         assert (c.prompt_length, c.data.max_source_len, c.data.max_target_len, c.data.cap) == (20, 768, 192, 500_000)
@@ -110,7 +114,10 @@ def test_cli_pretrain_and_resume_on_a_saved_model(make_model, tmp_path, capsys):
     data.mkdir()
     base = make_model("none").save(tmp_path / "base")
     (data / "bad.train.jsonl").write_text(json.dumps(make_records(1, prefix="other")[0]) + "\n")
-    assert main(["pretrain", "--method", "mtl-t", "--model", str(base), "--data", str(data), "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(["pretrain", "--method", "mtl-t", "--model", str(base), "--data", str(data), "--out", str(tmp_path / "x")])
+        == 2
+    )
     assert "bad.train.jsonl, row 0: field 'task' is 'other_0' but the file name says 'bad'" in capsys.readouterr().err
     (data / "bad.train.jsonl").unlink()
     (data / "t_0.train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in make_records(12, tasks=1, prefix="t")))

@@ -23,8 +23,13 @@ CHOICES = {"suite_h_yes_no": ["yes", "no"], "suite_h_colour": ["red", "blue", "t
 def _records(task: str, n: int, offset: int = 0) -> list[dict]:
     choices = CHOICES[task]
     return [
-        {"task": task, "source": f"{SENTENCES[(i + offset) % len(SENTENCES)]} ? {i}", "target": choices[i % len(choices)],
-         "choices": choices, "label": i % len(choices)}  # fmt: skip
+        {
+            "task": task,
+            "source": f"{SENTENCES[(i + offset) % len(SENTENCES)]} ? {i}",
+            "target": choices[i % len(choices)],
+            "choices": choices,
+            "label": i % len(choices),
+        }  # fmt: skip
         for i in range(n)
     ]
 

@@ -35,7 +35,12 @@ def test_adafactor_as_in_the_paper(make_model):
     opt = build_optimizer(model.freeze("mtl-p"))
     assert isinstance(opt, Adafactor)
     group = opt.param_groups[0]
-    assert (group["lr"], group["scale_parameter"], group["relative_step"], group["warmup_init"]) == (1e-3, False, False, False)
+    assert (group["lr"], group["scale_parameter"], group["relative_step"], group["warmup_init"]) == (
+        1e-3,
+        False,
+        False,
+        False,
+    )
     assert [p.shape for p in group["params"]] == [torch.Size([4, 32])]
     with pytest.raises(ValueError, match="no trainable parameters"):
         build_optimizer([])

@@ -12,15 +12,16 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from transformers.optimization import Adafactor
 
 from promptability.data.batching import TaskBatcher
+from promptability.train.state import load_state, save_state
 from promptability.train.steps import meta as M
 from promptability.train.steps.meta import MetaStep
-from promptability.train.state import load_state, save_state
 
 LR = 0.05  # larger than the paper's 1e-3 so that a wrong inner trajectory shows clearly
 
 
 def make_batch(gen: torch.Generator, vocab: int, size: int = 2) -> dict[str, torch.Tensor]:
     """Random ids with ragged lengths (right padding, pad id 0, EOS 1 at each end)."""
+
     def ragged(max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         lens = torch.randint(2, max_len + 1, (size,), generator=gen)
         ids = torch.randint(3, vocab, (size, max_len), generator=gen)
@@ -31,8 +32,12 @@ def make_batch(gen: torch.Generator, vocab: int, size: int = 2) -> dict[str, tor
 
     input_ids, attention_mask = ragged(7)
     labels, decoder_attention_mask = ragged(4)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
-            "decoder_attention_mask": decoder_attention_mask}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": labels,
+        "decoder_attention_mask": decoder_attention_mask,
+    }
 
 
 def make_episodes(n: int, k: int, vocab: int, seed: int = 0) -> list[tuple[list[dict], dict]]:
@@ -51,8 +56,9 @@ def naive_meta_grads(model, method, episodes, inner_steps, lr, carry) -> dict[st
     carried = None
     for support, query in episodes:
         learner = copy.deepcopy(model)
-        opt = Adafactor(learner.prompt_parameters(), lr=lr, scale_parameter=False, relative_step=False,
-                        warmup_init=False)
+        opt = Adafactor(
+            learner.prompt_parameters(), lr=lr, scale_parameter=False, relative_step=False, warmup_init=False
+        )
         if carry and carried is not None:
             opt.load_state_dict(carried)
         for b in support[:inner_steps]:
@@ -80,8 +86,14 @@ def assert_close(actual: dict, expected: dict, atol: float = 1e-6, rtol: float =
 
 
 def run(model, method, episodes, inner_steps=2, lr=LR, carry=True, meta_batch_size=None, accelerator=None):
-    step = MetaStep(method, episodes, meta_batch_size=meta_batch_size or len(episodes), inner_steps=inner_steps,
-                    inner_lr=lr, carry_inner_state=carry)
+    step = MetaStep(
+        method,
+        episodes,
+        meta_batch_size=meta_batch_size or len(episodes),
+        inner_steps=inner_steps,
+        inner_lr=lr,
+        carry_inner_state=carry,
+    )
     metrics = step(model, accelerator)
     return grads(model), metrics, step
 
@@ -131,7 +143,7 @@ def first_adafactor_update(g: torch.Tensor, lr: float) -> torch.Tensor:
 
 def test_hand_calculation_reptile_zero_steps_and_fomaml_one_step(make_model, tiny_tokenizer):
     model = make_model("shallow")
-    (support, query), = make_episodes(1, 1, len(tiny_tokenizer), seed=3)
+    ((support, query),) = make_episodes(1, 1, len(tiny_tokenizer), seed=3)
 
     # Reptile, k = 0: the learner takes just the full step from θ: transformer by SGD, prompt by Adafactor.
     got, _, _ = run(model, "reptile", [(support, query)], inner_steps=0)
@@ -172,8 +184,13 @@ def test_meta_batch_is_averaged(make_model, tiny_tokenizer):
 class CopyWatch(TorchDispatchMode):
     """Records every operator call that copies the storage of one of the given tensors."""
 
-    COPIES = {torch.ops.aten.clone.default, torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default,
-              torch.ops.aten.copy.default, torch.ops.aten.detach_copy.default}
+    COPIES = {
+        torch.ops.aten.clone.default,
+        torch.ops.aten._to_copy.default,
+        torch.ops.aten.copy_.default,
+        torch.ops.aten.copy.default,
+        torch.ops.aten.detach_copy.default,
+    }
 
     def __init__(self, tensors) -> None:
         super().__init__()
@@ -254,16 +271,26 @@ def test_state_dict_round_trip_gives_the_same_next_meta_gradient(make_model, tas
     step(model, None)
     want = grads(model)
 
-    fresh = MetaStep(method, TaskBatcher(task_data, pad_id=0, support_batches=2, batch_size=4, seed=0),
-                     meta_batch_size=3, inner_steps=2, inner_lr=LR)
+    fresh = MetaStep(
+        method,
+        TaskBatcher(task_data, pad_id=0, support_batches=2, batch_size=4, seed=0),
+        meta_batch_size=3,
+        inner_steps=2,
+        inner_lr=LR,
+    )
     fresh.load_state_dict(load_state(tmp_path, "train_step"))
     fresh(model, None)
     assert_close(grads(model), want, atol=0)
     assert fresh.task_batcher.state_dict() == {"episode": 6, "seed": 0}
 
     # Without the inner state (only the data position) the result differs: the state matters.
-    partial = MetaStep(method, TaskBatcher(task_data, pad_id=0, support_batches=2, batch_size=4, seed=0),
-                       meta_batch_size=3, inner_steps=2, inner_lr=LR)
+    partial = MetaStep(
+        method,
+        TaskBatcher(task_data, pad_id=0, support_batches=2, batch_size=4, seed=0),
+        meta_batch_size=3,
+        inner_steps=2,
+        inner_lr=LR,
+    )
     partial.load_state_dict({"method": method, "episodes_done": 3, "task_batcher": {"episode": 3, "seed": 0}})
     partial(model, None)
     assert (grads(model)["prompt.weight"] - want["prompt.weight"]).abs().max() > 1e-5
@@ -401,7 +428,7 @@ def test_two_processes_average_and_resume_exactly(make_model, task_data, tmp_pat
     assert len(saved["inner_optimizer"]) == 2  # each rank's carried inner state
     for key in ranks[0]:
         assert torch.equal(ranks[0][key], ranks[1][key]), key  # all-reduced: the same on both ranks
-    names = [k[len("first."):] for k in ranks[0] if k.startswith("first.")]
+    names = [k[len("first.") :] for k in ranks[0] if k.startswith("first.")]
     assert_close({n: ranks[0][f"resumed.{n}"] for n in names}, {n: ranks[0][f"second.{n}"] for n in names}, atol=0)
 
     # The first step is the mean of what each rank computes on its share (emulated in this process).

@@ -47,7 +47,11 @@ def test_loss_is_the_global_token_mean_however_the_batch_is_split(make_model, tr
 
 @pytest.mark.parametrize(
     ("method", "prompt", "trained"),
-    [("mtl-t", "none", {"transformer"}), ("mtl-p", "deep", {"prompt"}), ("mtl-tp", "shallow", {"transformer", "prompt"})],
+    [
+        ("mtl-t", "none", {"transformer"}),
+        ("mtl-p", "deep", {"prompt"}),
+        ("mtl-tp", "shallow", {"transformer", "prompt"}),
+    ],
 )
 def test_presets_choose_what_trains(make_model, train_data, method, prompt, trained):
     model = make_model(prompt)
@@ -103,7 +107,12 @@ def test_pretrain_writes_a_model_dir_and_never_trains_on_heldout_templates(make_
     assert info["data"]["per_task"] == {"task_0": 10, "task_1": 10}  # the held-out template was left out
     assert result.steps == info["steps"] == 3 == info["steps_per_epoch"]  # one epoch of 20 examples, 8 per step
     assert info["examples_seen"] == 20  # each example once: the last, short batch is kept
-    assert (info["method"], info["prompt"], info["prompt_length"], info["base_model"]) == ("mtl-tp", "shallow", 4, "tiny-test")
+    assert (info["method"], info["prompt"], info["prompt_length"], info["base_model"]) == (
+        "mtl-tp",
+        "shallow",
+        4,
+        "tiny-test",
+    )
     assert info["wall_time_s"] > 0 and info["final_loss"] == pytest.approx(result.last["loss"])
     loaded = load_model(out)
     assert loaded.prompt_kind == "shallow"
@@ -140,7 +149,9 @@ def test_suite_layout_and_task_selection(tmp_path):
     (suite / "train").mkdir(parents=True)
     (suite / "suite.json").write_text(json.dumps(meta))
     for t in templates:
-        (suite / "train" / f"{t}.jsonl").write_text("".join(json.dumps(dict(r, task=t)) + "\n" for r in make_records(3)))
+        (suite / "train" / f"{t}.jsonl").write_text(
+            "".join(json.dumps(dict(r, task=t)) + "\n" for r in make_records(3))
+        )
     config = TrainConfig(method="mtl-t")
     config.data.path = str(suite)
     assert pretraining_tasks(config.data) == ["suite_a_x", "suite_a_y"]

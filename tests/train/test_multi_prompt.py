@@ -5,8 +5,8 @@ import torch
 
 from promptability.data.batching import TRAIN_COLUMNS, collate
 from promptability.data.tokenize import tokenize_records
-from promptability.train.steps.fixed_batch import FixedBatchStep
 from promptability.train.loop import make_accelerator, train
+from promptability.train.steps.fixed_batch import FixedBatchStep
 from promptability.train.steps.multi_prompt import tune_prompts_together
 
 TEXTS = {
@@ -55,14 +55,25 @@ def test_fewshot_with_templates_per_step_gives_the_same_runs(tmp_path, make_mode
     write_suite(tmp_path / "suite", seed=0, size="quick", progress=False)
     model = make_model("shallow")
     model.save(tmp_path / "model")
-    tasks = ["suite_coreference_pronoun_stories_does_refer", "suite_coreference_pronoun_stories_fill_blank",
-             "suite_coreference_pronoun_stories_who_is_pronoun"]
+    tasks = [
+        "suite_coreference_pronoun_stories_does_refer",
+        "suite_coreference_pronoun_stories_fill_blank",
+        "suite_coreference_pronoun_stories_who_is_pronoun",
+    ]
     summaries = []
     for per_step in (1, 2):
-        config = FewShotConfig(seeds=[0], epochs=3, tasks=tasks, templates_per_step=per_step, max_source_len=64,
-                               max_target_len=16, prompt_length=4)
-        summaries.append(fewshot(tmp_path / "model", tmp_path / "suite", tmp_path / f"out{per_step}", config,
-                                 progress=False))
+        config = FewShotConfig(
+            seeds=[0],
+            epochs=3,
+            tasks=tasks,
+            templates_per_step=per_step,
+            max_source_len=64,
+            max_target_len=16,
+            prompt_length=4,
+        )
+        summaries.append(
+            fewshot(tmp_path / "model", tmp_path / "suite", tmp_path / f"out{per_step}", config, progress=False)
+        )
     assert summaries[0]["accuracy"] == summaries[1]["accuracy"]
     assert set(summaries[1]["accuracy"]) == set(tasks)
 

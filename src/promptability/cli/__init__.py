@@ -26,7 +26,7 @@ USER_ERRORS = (
     ("promptability.eval.metrics", "MetricsError"),
     ("promptability.model.prompted", "PromptSettingsError"),
     ("promptability.model.named", "NamedModelError"),
-    ("promptability.study.real", "StudySettingsError"),
+    ("promptability.studies.pipeline", "StudySettingsError"),
 )
 
 

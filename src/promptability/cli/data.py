@@ -32,9 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                  help="list P3 templates; build and inspect data", description=about)  # fmt: skip
 
     listing = add_data_command("list", "show the T0/P3 templates of the registry, with counts")
-    listing.add_argument(
-        "--split", choices=("train", "heldout", "dev"), help="one split only (default: all three)"
-    )
+    listing.add_argument("--split", choices=("train", "heldout", "dev"), help="one split only (default: all three)")
     listing.add_argument("--group", help="held-out dataset group only, e.g. RTE or ANLI (implies --split heldout)")
     listing.set_defaults(func=cmd_list)
     from promptability.suite.generate import add_suite_command

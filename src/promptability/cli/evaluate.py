@@ -18,18 +18,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "accuracy.json, summary.txt and run.json into --out."
         ),
     )
-    p.add_argument("--model", required=True, help="model directory (pretrain output, prompt-only save, HF dir) or Hub id")
-    p.add_argument("--data", required=True, help="JSONL/Parquet file or folder, P3 save_to_disk or TFRecord folder, suite dir")
+    p.add_argument(
+        "--model", required=True, help="model directory (pretrain output, prompt-only save, HF dir) or Hub id"
+    )
+    p.add_argument(
+        "--data", required=True, help="JSONL/Parquet file or folder, P3 save_to_disk or TFRecord folder, suite dir"
+    )
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--tasks", nargs="+", help="evaluate only these templates")
     p.add_argument("--split", help="split to read (default: validation; test for StoryCloze)")
-    p.add_argument("--score", choices=("mean", "sum"), default="mean", help="mean (default) or sum of choice-token log-probs")
+    p.add_argument(
+        "--score", choices=("mean", "sum"), default="mean", help="mean (default) or sum of choice-token log-probs"
+    )
     p.add_argument("--batch-size", type=positive_int, help="sources per batch (default 32)")
     p.add_argument("--max-source-len", type=positive_int, help="source tokens (default 768)")
     p.add_argument("--max-target-len", type=positive_int, help="target tokens (default 192)")
-    p.add_argument("--method", help="method name recorded in run.json (default: from the model's train.json, else 'none')")
-    p.add_argument("--shots", type=non_negative_int, help="shot count recorded in run.json (default: from the model, else 0)")
-    p.add_argument("--model-size", help="size label for the report (default: from the model's train.json, else its name)")
+    p.add_argument(
+        "--method", help="method name recorded in run.json (default: from the model's train.json, else 'none')"
+    )
+    p.add_argument(
+        "--shots", type=non_negative_int, help="shot count recorded in run.json (default: from the model, else 0)"
+    )
+    p.add_argument(
+        "--model-size", help="size label for the report (default: from the model's train.json, else its name)"
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPUs)")
     p.set_defaults(func=run)
@@ -38,9 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from promptability.data.fingerprint import records_fingerprint
     from promptability.data.readers import read_examples
     from promptability.data.schema import DataError
-    from promptability.data.tokenize import records_fingerprint
     from promptability.eval.groups import groups_for
     from promptability.eval.rank import PartialResults, evaluate, write_run
     from promptability.io import ensure_writable_dir

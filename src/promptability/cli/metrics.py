@@ -30,7 +30,9 @@ def _cmd_arg(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"{'group':<16}{'templates':>10}{'accuracy':>10}{'gain (%)':>10}")
         for group, gain in result.per_group.items():
-            print(f"{group:<16}{result.templates_per_group[group]:>10}{result.group_accuracy[group] * 100:>10.2f}{gain:>10.2f}")
+            print(
+                f"{group:<16}{result.templates_per_group[group]:>10}{result.group_accuracy[group] * 100:>10.2f}{gain:>10.2f}"
+            )
         if result.missing:
             print(f"missing templates ({len(result.missing)}): {', '.join(result.missing)}")
         if result.ignored:
@@ -62,8 +64,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         if any(run.arg_groups != groups for run in runs_a + runs_b):
             raise RunError("the runs carry different 'groups' in run.json")
         result = paired_bootstrap(
-            pooled_correctness(runs_a), pooled_correctness(runs_b), groups,
-            partial=args.partial, **given(args, "samples", "seed", "confidence"),
+            pooled_correctness(runs_a),
+            pooled_correctness(runs_b),
+            groups,
+            partial=args.partial,
+            **given(args, "samples", "seed", "confidence"),
         )
     except (RunError, MetricsError) as err:
         return fail(err)
@@ -94,7 +99,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if args.baseline and args.baseline not in {run.method for run in runs}:
             raise RunError(f"--baseline {args.baseline!r} matches no run (methods: {sorted({r.method for r in runs})})")
         report = build_report(
-            runs, baseline=args.baseline or "mtl-t", partial=args.partial, method_labels=TABLE1_LABELS,
+            runs,
+            baseline=args.baseline or "mtl-t",
+            partial=args.partial,
+            method_labels=TABLE1_LABELS,
             **given(args, "samples", "seed", "alpha"),
         )
         paths = write_report(report, args.out, scale_note=args.scale_note, partial=args.partial)
@@ -107,7 +115,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "arg", help="average relative gain (ARG, %%) of an accuracy.json or run directory",
+        "arg",
+        help="average relative gain (ARG, %%) of an accuracy.json or run directory",
         description="Prints per-group gains, then the ARG as the last line. ANLI R1-R3 are pooled as one group.",
     )
     p.add_argument("file", help="accuracy.json-style file {template: accuracy} or a run directory")
@@ -117,7 +126,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_arg)
 
     p = subparsers.add_parser(
-        "compare", help="paired bootstrap of the ARG difference between two runs",
+        "compare",
+        help="paired bootstrap of the ARG difference between two runs",
         description=(
             "Resamples instances with replacement within each template, the same draws for both runs. "
             "A side may be several few-shot seeds (a folder of run dirs, or comma-separated run dirs): "
@@ -135,7 +145,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_compare)
 
     p = subparsers.add_parser(
-        "report", help="Table 1 (Markdown, CSV, JSON) and a per-group accuracy plot from run directories",
+        "report",
+        help="Table 1 (Markdown, CSV, JSON) and a per-group accuracy plot from run directories",
         description=(
             "Rows: methods; columns: model size x prompt x shots; cells: ARG (mean ± std over seeds), "
             "marked † / ‡ when significantly above / below the baseline in the same column."

@@ -40,5 +40,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from promptability.model.named import NAMED_MODELS, status
 
     for name, folder in status().items():
-        print(f"{name:16s} {'installed: ' + folder if folder else 'not installed'}\n{'':16s} {NAMED_MODELS[name].description}")
+        print(
+            f"{name:16s} {'installed: ' + folder if folder else 'not installed'}\n{'':16s} {NAMED_MODELS[name].description}"
+        )
     return 0

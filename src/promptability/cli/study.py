@@ -31,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     real.add_argument("--force", action="store_true", help="start over instead of reusing finished stages")
     real.add_argument("--eval-instances", type=positive_int, help="instances per held-out template (default 16)")
     real.add_argument("--mtl-steps", type=positive_int, help="continued-pretraining steps per row (default 40)")
-    real.add_argument("--lr", type=learning_rate, help="continued-pretraining learning rate (default 1e-4; the paper: 1e-3)")
+    real.add_argument(
+        "--lr", type=learning_rate, help="continued-pretraining learning rate (default 1e-4; the paper: 1e-3)"
+    )
     real.add_argument("--fewshot-epochs", type=positive_int, help="few-shot prompt-tuning epochs (default 6)")
     real.add_argument("--fewshot-lr", type=learning_rate, help="few-shot prompt-tuning learning rate (default 1e-2)")
     real.add_argument("--precision", choices=("fp32", "bf16"), help="autocast precision (default bf16)")

@@ -60,8 +60,13 @@ def _tasks(values: list[str]) -> list[str] | str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_pretrain(subparsers)
+    _register_fewshot(subparsers)
+
+
+def _register_pretrain(subparsers: argparse._SubParsersAction) -> None:
+    from promptability.model.prompts import prompt_names
     from promptability.train.methods import METHODS
-    from promptability.model.prompts import PROMPT_KINDS, prompt_names
 
     p = subparsers.add_parser(
         "pretrain",
@@ -108,6 +113,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
          help="fomaml/reptile: examples per support/query batch")  # fmt: skip
     flag("--inner-lr", key="meta.inner_lr", type=learning_rate, help="fomaml/reptile: inner Adafactor learning rate")
     p.set_defaults(func=run_pretrain)
+
+
+def _register_fewshot(subparsers: argparse._SubParsersAction) -> None:
+    from promptability.model.prompts import PROMPT_KINDS
 
     f = subparsers.add_parser(
         "fewshot",
@@ -174,7 +183,9 @@ def run_pretrain(args: argparse.Namespace) -> int:
     loss = result.last.get("loss")
     print(
         f"{config.method} ({config.prompt} prompt): {result.steps} steps, {result.examples} examples, "
-        f"{result.wall_time_s:.1f}s" + (f", final loss {loss:.4f}" if loss is not None else "") + f" -> {Path(args.out)}"
+        f"{result.wall_time_s:.1f}s"
+        + (f", final loss {loss:.4f}" if loss is not None else "")
+        + f" -> {Path(args.out)}"
     )
     return 0
 

@@ -283,7 +283,9 @@ def eval_batches(
         yield collate_eval(view[order[start : start + batch_size].tolist()], pad_id)
 
 
-def iterate_batches(dataset: Dataset, batches: Iterable[Sequence[int]], pad_id: int) -> Iterator[dict[str, torch.Tensor]]:
+def iterate_batches(
+    dataset: Dataset, batches: Iterable[Sequence[int]], pad_id: int
+) -> Iterator[dict[str, torch.Tensor]]:
     """Collated training batches for index batches (e.g. from a sampler), without a DataLoader."""
     view = dataset.select_columns(TRAIN_COLUMNS)
     for idx in batches:

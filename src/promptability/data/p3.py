@@ -51,7 +51,7 @@ class P3Instance(TypedDict):
 
 
 def p3_format(path: str | os.PathLike[str]) -> str | None:
-    """"arrow" for a save_to_disk template folder, "tfrecord" for the Hub layout, else None."""
+    """ "arrow" for a save_to_disk template folder, "tfrecord" for the Hub layout, else None."""
     p = Path(path)
     if not p.is_dir():
         return None

@@ -189,7 +189,11 @@ def template_for(root: str | Path, p3_name: str) -> Template:
 
 
 def render_records(
-    template: Template, rows: Iterable[Mapping[str, Any]], task: str, seed: int = 0, counts: dict[str, int] | None = None
+    template: Template,
+    rows: Iterable[Mapping[str, Any]],
+    task: str,
+    seed: int = 0,
+    counts: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """Project records (``schema.validate``d) for the rows that the template gives a target.
 

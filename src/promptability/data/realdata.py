@@ -88,6 +88,8 @@ def _lines(path: Path) -> list[str]:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+# fmt: off
+# One converter per dataset schema, each a row of the dataset table: kept one record per line.
 def _label(value: Any, names: tuple[Any, ...]) -> int:
     """An index into ``names``, given as the index or as the name; anything else is an error."""
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
@@ -321,10 +323,15 @@ DATASETS: dict[str, dict[str, Split]] = {
 }
 
 
+# fmt: on
+
+
 def available(root: str | Path) -> dict[str, list[str]]:
     """Dataset key -> the splits whose files are all present under ``root`` (datasets with none are left out)."""
-    found = {key: [s for s, spec in splits.items() if all(Path(root, f).is_file() for f in spec.files)]
-             for key, splits in DATASETS.items()}
+    found = {
+        key: [s for s, spec in splits.items() if all(Path(root, f).is_file() for f in spec.files)]
+        for key, splits in DATASETS.items()
+    }
     return {key: splits for key, splits in found.items() if splits}
 
 

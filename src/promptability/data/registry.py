@@ -8,12 +8,12 @@ choices and evaluation-instance count) and 42 dev templates, as in Sanh et al.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
 
-@lru_cache(maxsize=None)
+@cache
 def _registry() -> dict[str, Any]:
     return json.loads(resources.files("promptability.assets").joinpath("t0_registry.json").read_text())
 
@@ -44,7 +44,7 @@ def template_info(name: str) -> dict[str, str]:
         raise KeyError(f"unknown P3 template '{name}'; `promptability data list` shows the known ones") from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def reference_fewshot(kind: str = "heldout") -> dict[str, dict[str, Any]]:
     """The reference 16-shot subsamples: ``{template: {"indices": [...], "md5": hex}}``.
 

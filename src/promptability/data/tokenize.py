@@ -34,7 +34,6 @@ a later run trusts; tmp directories of gone processes are removed (``io.remove_s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -49,6 +48,7 @@ from datasets import Dataset, Features, List, Value, load_from_disk
 from datasets.exceptions import DatasetGenerationError
 from tqdm.auto import tqdm
 
+from promptability.data.fingerprint import files_fingerprint, records_fingerprint, sha256_hex, tokenizer_fingerprint
 from promptability.data.schema import DataError, validate_all
 from promptability.io import remove_stale
 
@@ -102,74 +102,6 @@ def cache_root() -> Path:
     return Path(os.environ.get("PROMPTABILITY_CACHE") or "~/.cache/promptability").expanduser()
 
 
-def _sha(text: str | bytes) -> str:
-    return hashlib.sha256(text.encode("utf-8") if isinstance(text, str) else text).hexdigest()
-
-
-def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
-    """What identifies a tokenizer's output: class, name, size, special ids and a vocab hash."""
-    info: dict[str, Any] = {
-        "class": f"{type(tokenizer).__module__}.{type(tokenizer).__qualname__}",
-        "name": str(getattr(tokenizer, "name_or_path", "") or ""),
-        "size": len(tokenizer),
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        # tokenizer.json holds the model, normalizer and added tokens: all that changes ids.
-        info["tokenizer_json"] = _sha(backend.to_str())
-    else:
-        vocab = json.dumps(tokenizer.get_vocab(), sort_keys=True, ensure_ascii=False)
-        kwargs = json.dumps(getattr(tokenizer, "init_kwargs", {}), sort_keys=True, default=str)
-        info["vocab"] = _sha(vocab)
-        info["init_kwargs"] = _sha(kwargs)
-        vocab_file = getattr(tokenizer, "vocab_file", None)
-        if isinstance(vocab_file, (str, os.PathLike)) and os.path.isfile(vocab_file):
-            info["vocab_file"] = _sha(Path(vocab_file).read_bytes())
-    return info
-
-
-def _record_line(record: dict[str, Any]) -> str:
-    return json.dumps(
-        [record["task"], record["source"], record["target"], record["choices"], record["label"]], ensure_ascii=False
-    )
-
-
-def records_fingerprint(records: Iterable[dict[str, Any]]) -> str:
-    """Hash of the (validated, normalised) record content, in order."""
-    digest = hashlib.sha256()
-    for record in validate_all(records):
-        digest.update(_record_line(record).encode("utf-8"))
-        digest.update(b"\n")
-    return digest.hexdigest()
-
-
-def _file_sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def files_fingerprint(files: Sequence[str | os.PathLike]) -> str:
-    """Hash of absolute paths and contents (directories are walked, e.g. save_to_disk folders).
-
-    Content, not size and mtime: an edit that keeps both (a copy with ``cp -p``, a
-    same-length fix) must not reuse stale tokens. Paths stay in: a JSONL file's name can
-    be its records' task.
-    """
-    entries = []
-    for given in files:
-        path = Path(given).resolve()
-        if not path.exists():
-            raise FileNotFoundError(f"data file {path} does not exist (named in files=)")
-        found = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        entries += [[str(p), _file_sha(p)] for p in found]
-    return _sha(json.dumps(entries))
-
-
 def cache_key(
     data_fp: str, tokenizer_fp: dict[str, Any], max_source_len: int, max_target_len: int, continuation: bool = False
 ) -> str:
@@ -182,7 +114,7 @@ def cache_key(
     }
     if continuation:  # only when set, so that the seq2seq keys of existing caches stay valid
         payload["continuation"] = True
-    return _sha(json.dumps(payload, sort_keys=True))[:32]
+    return sha256_hex(json.dumps(payload, sort_keys=True))[:32]
 
 
 def finish_ids(ids: list[int], max_len: int, eos_id: int) -> tuple[list[int], bool]:
@@ -239,11 +171,10 @@ def _rows(
         if continuation:
             return continuation_ids(ids, max_len, eos, keep_end=is_source)
         return finish_ids(ids, max_len, eos)
+
     positions: Counter[str] = Counter()
     chunk: list[dict[str, Any]] = []
-    bar = tqdm(
-        validate_all(records), total=total, desc="tokenizing", unit="ex", mininterval=2.0, disable=not progress
-    )
+    bar = tqdm(validate_all(records), total=total, desc="tokenizing", unit="ex", mininterval=2.0, disable=not progress)
 
     def flush() -> Iterator[dict[str, Any]]:
         sources = _encode(tokenizer, [r["source"] for r in chunk])
@@ -295,7 +226,11 @@ def _read_entry(path: Path) -> tuple[Dataset, TokenizeStats] | None:
 
 
 def _write_entry(
-    final: Path, rows: Callable[[], Iterator[dict[str, Any]]], stats: TokenizeStats, data_fp: str, tokenizer: Any,
+    final: Path,
+    rows: Callable[[], Iterator[dict[str, Any]]],
+    stats: TokenizeStats,
+    data_fp: str,
+    tokenizer: Any,
     files: Any,
 ) -> None:
     """Builds the cache entry ``final`` in ``<key>.tmp-<pid>`` and renames it into place once complete."""
@@ -354,7 +289,9 @@ def tokenize_records(
     decoder-only layout (see the module docstring); pass ``model.is_causal``.
     """
     if getattr(tokenizer, "eos_token_id", None) is None:
-        raise ValueError(f"tokenizer {type(tokenizer).__name__} has no eos_token_id; T5-family tokenizers define '</s>'")
+        raise ValueError(
+            f"tokenizer {type(tokenizer).__name__} has no eos_token_id; T5-family tokenizers define '</s>'"
+        )
     for name, value in (("max_source_len", max_source_len), ("max_target_len", max_target_len)):
         if not isinstance(value, int) or value < 2:
             raise ValueError(f"{name} must be an integer >= 2 (room for one token and the EOS), got {value!r}")

@@ -119,7 +119,8 @@ def _select(
         if unknown:
             parts.append(f"{len(unknown)} unknown template(s) (not in the groups): {', '.join(unknown)}")
         raise MetricsError(
-            f"{what} does not cover the expected {len(spec)} templates: " + "; ".join(parts)
+            f"{what} does not cover the expected {len(spec)} templates: "
+            + "; ".join(parts)
             + ". Pass partial=True (CLI: --partial) for an ARG over the groups present."
         )
     used = sorted(present & spec.keys())
@@ -259,7 +260,9 @@ class BootstrapResult:
 def _as_correct(name: str, side: str, values: Any) -> np.ndarray:
     arr = np.asarray(values)
     if arr.ndim != 1 or arr.size == 0:
-        raise MetricsError(f"correctness of {name!r} in run {side} must be a non-empty 1-D array, got shape {arr.shape}")
+        raise MetricsError(
+            f"correctness of {name!r} in run {side} must be a non-empty 1-D array, got shape {arr.shape}"
+        )
     if arr.dtype != bool and (not np.issubdtype(arr.dtype, np.number) or not np.all((arr >= 0) & (arr <= 1))):
         raise MetricsError(f"correctness of {name!r} in run {side} must be bools or fractions in [0, 1]")
     return arr.astype(np.float64)

@@ -122,9 +122,11 @@ def _place(runs: list[Run], partial: bool) -> tuple[list[Column], dict[tuple[str
     for members in sorted(configs.values(), key=lambda m: m[0].prompt == NO_PROMPT):
         first = members[0]
         shared = first.prompt == NO_PROMPT
-        prompts = [first.prompt] if not shared else [
-            p for p in PROMPT_KINDS if p in used_prompts.get((first.model_size, first.shots), ())
-        ] or [NO_PROMPT]
+        prompts = (
+            [first.prompt]
+            if not shared
+            else [p for p in PROMPT_KINDS if p in used_prompts.get((first.model_size, first.shots), ())] or [NO_PROMPT]
+        )
         results = [run.arg(partial=partial) for run in members]
         for prompt in prompts:
             key = (first.method, Column(first.model_size, prompt, first.shots))
@@ -136,8 +138,12 @@ def _place(runs: list[Run], partial: bool) -> tuple[list[Column], dict[tuple[str
                     f"{cells[key].runs[0].path} and {first.path} (different models of the same size?)"
                 )
             cells[key] = Cell(
-                method=first.method, column=key[1], runs=members, args=[r.value for r in results],
-                partial=any(r.partial for r in results), shared=shared,
+                method=first.method,
+                column=key[1],
+                runs=members,
+                args=[r.value for r in results],
+                partial=any(r.partial for r in results),
+                shared=shared,
             )
     columns = sorted({col for _, col in cells}, key=lambda c: (_size_key(c.model_size), _prompt_key(c.prompt), c.shots))
     return columns, cells
@@ -217,8 +223,9 @@ def render_markdown(report: Report, scale_note: str | None = None) -> str:
     out.append("| Method | " + " | ".join(c.label for c in report.columns) + " |")
     out.append("|---|" + "---:|" * len(report.columns))
     for method in report.methods:
-        row = [report.cells[(method, c)].text(report.alpha) if (method, c) in report.cells else "–"
-               for c in report.columns]
+        row = [
+            report.cells[(method, c)].text(report.alpha) if (method, c) in report.cells else "–" for c in report.columns
+        ]
         out.append(f"| {report.labels.get(method, method)} | " + " | ".join(row) + " |")
     return "\n".join(out + [""] + [f"- {line}" for line in _legend(report)]) + "\n"
 
@@ -258,10 +265,7 @@ def _cell_record(cell: Cell, report: Report) -> dict[str, Any]:
 def _group_stats(cell: Cell, partial: bool) -> dict[str, tuple[float, float]]:
     """Per dataset group: (mean, std over seeds) of the mean accuracy of its templates."""
     per_run = [run.arg(partial=partial).group_accuracy for run in cell.runs]
-    return {
-        g: (float(np.mean([r[g] for r in per_run])), float(np.std([r[g] for r in per_run])))
-        for g in per_run[0]
-    }
+    return {g: (float(np.mean([r[g] for r in per_run])), float(np.std([r[g] for r in per_run]))) for g in per_run[0]}
 
 
 def report_json(report: Report, scale_note: str | None = None, partial: bool = False) -> dict[str, Any]:
@@ -280,8 +284,9 @@ def report_json(report: Report, scale_note: str | None = None, partial: bool = F
         "alpha": report.alpha,
         "bootstrap": {"samples": report.samples, "seed": report.seed},
         "methods": report.methods,
-        "columns": [{"model_size": c.model_size, "prompt": c.prompt, "shots": c.shots, "label": c.label}
-                    for c in report.columns],
+        "columns": [
+            {"model_size": c.model_size, "prompt": c.prompt, "shots": c.shots, "label": c.label} for c in report.columns
+        ],
         "cells": cells,
         "legend": _legend(report),
     }
@@ -338,10 +343,13 @@ def write_report(
     data = report_json(report, scale_note, partial)
     wide = [["method"] + [c.label for c in report.columns]]
     for method in report.methods:
-        wide.append([report.labels.get(method, method)] + [
-            report.cells[(method, c)].text(report.alpha) if (method, c) in report.cells else ""
-            for c in report.columns
-        ])
+        wide.append(
+            [report.labels.get(method, method)]
+            + [
+                report.cells[(method, c)].text(report.alpha) if (method, c) in report.cells else ""
+                for c in report.columns
+            ]
+        )
     keys = [k for k in data["cells"][0] if k != "group_accuracy"]
     long = [keys] + [[_csv_value(rec[k]) for k in keys] for rec in data["cells"]]
     return {

@@ -101,9 +101,7 @@ class Run:
     def instances(self) -> set[tuple[str, int, int]]:
         """The set of (task, index, label) the run was evaluated on."""
         return {
-            (task, int(i), int(y))
-            for task, p in self.require_predictions().items()
-            for i, y in zip(p.index, p.label)
+            (task, int(i), int(y)) for task, p in self.require_predictions().items() for i, y in zip(p.index, p.label)
         }
 
 

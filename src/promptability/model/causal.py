@@ -91,7 +91,9 @@ class PromptedCausalLM(PromptedModel):
         target_mask = target_mask * (labels != -100)
         src_len = attention_mask.long().sum(-1)
         if self.prepended == 0 and bool((src_len == 0).any()):
-            raise ValueError("every source needs at least one token: a causal LM cannot predict the first target token from nothing")
+            raise ValueError(
+                "every source needs at least one token: a causal LM cannot predict the first target token from nothing"
+            )
         ids, mask = _pack(input_ids, attention_mask.long(), target_ids, target_mask, self.pad_token_id)
         embeds, mask = self.embed(ids, mask)
         logits = self.transformer(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits

@@ -41,25 +41,11 @@ def load_model(
         name = str(installed_path(name))
     path = Path(name)
     config_file = path / CONFIG_FILE
-    settings = read_json_file(config_file, "model settings", ("prompt", "prompt_length")) if config_file.is_file() else None
+    settings = (
+        read_json_file(config_file, "model settings", ("prompt", "prompt_length")) if config_file.is_file() else None
+    )
     if settings is None:
-        if name == "tiny":
-            transformer, tokenizer = _tiny(seed, **kwargs)
-        else:
-            if not path.exists() and (name.startswith((".", "/", "~")) or os.sep in name and not _looks_like_hub_id(name)):
-                raise FileNotFoundError(f"model path {name} does not exist")
-            if _is_causal(name):
-                transformer = AutoModelForCausalLM.from_pretrained(name, **kwargs)
-                tokenizer = AutoTokenizer.from_pretrained(name)
-                return PromptedCausalLM(
-                    transformer, tokenizer, prompt or NO_PROMPT, prompt_length or 20, seed=seed,
-                    base_model=_base_name(name),
-                )
-            transformer = T5ForConditionalGeneration.from_pretrained(name, **kwargs)
-            tokenizer = AutoTokenizer.from_pretrained(name)
-        return PromptedSeq2SeqLM(
-            transformer, tokenizer, prompt or NO_PROMPT, prompt_length or 20, seed=seed, base_model=_base_name(name)
-        )
+        return _load_plain(name, prompt or NO_PROMPT, prompt_length or 20, seed, **kwargs)
 
     saved_kind, saved_length = settings["prompt"], settings["prompt_length"]
     kind = prompt or saved_kind
@@ -88,8 +74,29 @@ def load_model(
             state = load_file(str(path / PROMPT_FILE))
         missing, unexpected = model.prompt.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise PromptSettingsError(f"{path / PROMPT_FILE} does not fit the model: missing {missing}, unexpected {unexpected}")
+            raise PromptSettingsError(
+                f"{path / PROMPT_FILE} does not fit the model: missing {missing}, unexpected {unexpected}"
+            )
     return model
+
+
+def _load_plain(
+    name: str, prompt: str, prompt_length: int, seed: int, **kwargs
+) -> PromptedSeq2SeqLM | PromptedCausalLM:
+    """A model that is not a promptability folder: "tiny", a Hugging Face folder or a Hub id."""
+    if name == "tiny":
+        transformer, tokenizer = _tiny(seed, **kwargs)
+        return PromptedSeq2SeqLM(transformer, tokenizer, prompt, prompt_length, seed=seed, base_model=_base_name(name))
+    if not Path(name).exists() and (
+        name.startswith((".", "/", "~")) or os.sep in name and not _looks_like_hub_id(name)
+    ):
+        raise FileNotFoundError(f"model path {name} does not exist")
+    causal = _is_causal(name)
+    auto = AutoModelForCausalLM if causal else T5ForConditionalGeneration
+    transformer = auto.from_pretrained(name, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    wrapper = PromptedCausalLM if causal else PromptedSeq2SeqLM
+    return wrapper(transformer, tokenizer, prompt, prompt_length, seed=seed, base_model=_base_name(name))
 
 
 def _is_causal(name: str) -> bool:

@@ -132,9 +132,15 @@ class PromptedModel(nn.Module):
         return {"prompt": self.prompt_kind, "prompt_length": self.prompt_length, "base_model": self.base_model}
 
     def prompt_state(self) -> dict[str, torch.Tensor]:
-        return {} if self.prompt is None else {k: v.detach().cpu().contiguous() for k, v in self.prompt.state_dict().items()}
+        return (
+            {}
+            if self.prompt is None
+            else {k: v.detach().cpu().contiguous() for k, v in self.prompt.state_dict().items()}
+        )
 
-    def save(self, directory: str | os.PathLike, prompt_only: bool = False, extra: dict[str, Any] | None = None) -> Path:
+    def save(
+        self, directory: str | os.PathLike, prompt_only: bool = False, extra: dict[str, Any] | None = None
+    ) -> Path:
         """Writes the model (or just its prompt) to ``directory`` atomically: a temp dir renamed into place."""
         directory = Path(directory)
         if prompt_only and self.prompt is None:
@@ -199,7 +205,9 @@ class PromptedSeq2SeqLM(PromptedModel):
         return_loss: bool = True,
     ) -> Seq2SeqLMOutput:
         """Teacher-forced decoder pass over ``labels`` (padded positions ignored by the loss)."""
-        loss_labels = labels if decoder_attention_mask is None else labels.masked_fill(decoder_attention_mask == 0, -100)
+        loss_labels = (
+            labels if decoder_attention_mask is None else labels.masked_fill(decoder_attention_mask == 0, -100)
+        )
         return self.transformer(
             encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden),
             attention_mask=encoder_mask,

@@ -198,7 +198,8 @@ def _write_train(source: _Source, out: Path, manifest: dict[str, Any], train_per
             continue
         if not records:
             manifest["skipped"][name] = (
-                f"all {rendered} rendered examples have sources longer than {max_source_words} words" if rendered
+                f"all {rendered} rendered examples have sources longer than {max_source_words} words"
+                if rendered
                 else f"no {key} row renders with a target (the template needs fields these rows lack)"
             )
             continue

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from promptability.io import write_jsonl_atomic
-from promptability.studies.pipeline import Plan, run_plan, start, write_tables
 from promptability.model.prompts import NO_PROMPT, PROMPT_KINDS
+from promptability.studies.pipeline import Plan, run_plan, start, write_tables
 from promptability.train.methods import METHODS
 
 if TYPE_CHECKING:

@@ -161,8 +161,12 @@ def write_tables(out: Path, stages: Stages, note: str, *, baseline: str, partial
     from promptability.train.methods import TABLE1_LABELS
 
     start_s = time.perf_counter()
-    report = build_report([load_run(p) for p in find_runs([out / "runs"])], baseline=baseline, partial=partial,
-                          method_labels=TABLE1_LABELS)
+    report = build_report(
+        [load_run(p) for p in find_runs([out / "runs"])],
+        baseline=baseline,
+        partial=partial,
+        method_labels=TABLE1_LABELS,
+    )
     write_report(report, out / "report", scale_note=note, partial=partial)
     if extra is not None:
         extra(out / "report")

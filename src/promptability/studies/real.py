@@ -199,8 +199,8 @@ def fewshot_gain_markdown(runs: Path, tuned: list[str], samples: int = 1000) -> 
     from promptability.eval.runs import load_run, pooled_correctness
 
     lines = ["# 16-shot prompt tuning vs 0-shot, on the tuned templates", "",
-             f"Templates: {', '.join(tuned)}. ARG (%) over their dataset groups; paired bootstrap over instances "
-             f"({samples} resamples); p = fraction of resamples where 16-shot is not above 0-shot.", "",
+             (f"Templates: {', '.join(tuned)}. ARG (%) over their dataset groups; paired bootstrap over instances "
+             f"({samples} resamples); p = fraction of resamples where 16-shot is not above 0-shot."), "",
              "| row | prompt | 0-shot | 16-shot | difference | 95% interval | p |", "|---|---|---:|---:|---:|---|---:|"]  # fmt: skip
     for row, kind in FEWSHOT:
         zero_dir, few_dir = runs / "0shot" / row, runs / "16shot" / f"{row}-{kind}"

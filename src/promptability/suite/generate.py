@@ -43,7 +43,10 @@ class SuiteSize:
     def counts(self, role: str, n_train_templates: int) -> dict[str, int]:
         if role == "heldout":
             return {"train": self.heldout_train, "validation": self.heldout_validation}
-        return {"train": min(self.train, self.max_train_total // n_train_templates), "validation": self.train_validation}
+        return {
+            "train": min(self.train, self.max_train_total // n_train_templates),
+            "validation": self.train_validation,
+        }
 
 
 SIZES: dict[str, SuiteSize] = {

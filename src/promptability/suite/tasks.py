@@ -51,6 +51,7 @@ class Dataset:
 
 # --- training clusters --------------------------------------------------------------------------------
 
+
 def _clause(rng: random.Random, aspect: str, positive: int) -> str:
     if rng.random() < 0.2:  # negating the opposite word, so single words do not decide the label
         return f"{aspect} was not {rng.choice(w.ADJECTIVES[1 - positive])}"

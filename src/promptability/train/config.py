@@ -158,7 +158,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return int(number)
             return float(number)
         except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected {'an integer' if hint is int else 'a number'}, got {value!r}") from None
+            raise ConfigError(
+                f"{where}: expected {'an integer' if hint is int else 'a number'}, got {value!r}"
+            ) from None
     if hint is str:
         if isinstance(value, str):
             return value

@@ -28,8 +28,10 @@ def average_gradients(params: Iterable[nn.Parameter], accelerator: Any = None, b
 
     For steps that compute gradients by hand (meta-learning) instead of through DDP.
     """
-    world = accelerator.num_processes if accelerator is not None else (
-        torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    world = (
+        accelerator.num_processes
+        if accelerator is not None
+        else (torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1)
     )
     if world == 1:
         return

@@ -135,7 +135,9 @@ def checkpoint_dirs(out_dir: str | os.PathLike) -> list[Path]:
     root = Path(out_dir) / CHECKPOINTS
     if not root.is_dir():
         return []
-    found = [(int(m[1]), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and (p / "trainer.json").is_file()]
+    found = [
+        (int(m[1]), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and (p / "trainer.json").is_file()
+    ]
     return [p for _, p in sorted(found)]
 
 

@@ -108,7 +108,9 @@ def _check_resumable(out: Path, config: TrainConfig, resume: bool) -> None:
     saved = out / "train_config.json"
     if not resume:
         if latest_checkpoint(out) is not None:
-            raise ConfigError(f"{out} already holds checkpoints: pass --resume to continue that run, or pick a new --out")
+            raise ConfigError(
+                f"{out} already holds checkpoints: pass --resume to continue that run, or pick a new --out"
+            )
         return
     if saved.is_file():
         old = json.loads(saved.read_text())

@@ -110,8 +110,13 @@ def rng_state() -> dict[str, Any]:
     version, internal, py_gauss = random.getstate()
     state: dict[str, Any] = {
         "python": {"version": version, "state": list(internal), "gauss": py_gauss},
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
-                  "has_gauss": has_gauss, "gauss": gauss},  # fmt: skip
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "gauss": gauss,
+        },  # fmt: skip
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():

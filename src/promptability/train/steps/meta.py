@@ -157,8 +157,10 @@ class MetaStep:
         if getattr(model, "prompt", None) is None:
             raise ValueError("meta-learning adapts the soft prompt, but the model has prompt='none'")
         named = list(model.prompt.named_parameters(prefix="prompt"))
-        if self._learner is not None and [n for n, _ in named] == self._names and all(
-            t.shape == p.shape and t.device == p.device for t, (_, p) in zip(self._learner, named, strict=True)
+        if (
+            self._learner is not None
+            and [n for n, _ in named] == self._names
+            and all(t.shape == p.shape and t.device == p.device for t, (_, p) in zip(self._learner, named, strict=True))
         ):
             return
         self._names = [n for n, _ in named]
