@@ -91,7 +91,7 @@ class MTLStep:
             batch = {k: v.to(device) for k, v in collate(micro, self.pad_id).items()}
             with no_sync(accelerator, model, sync=j == len(starts) - 1), autocast(accelerator):
                 out = model(**batch, return_loss=False)  # the loss is reduced over the global batch below
-                nll = token_nll_sum(out.logits, batch["labels"], batch["decoder_attention_mask"])
+                nll = self.token_loss(out.logits, batch["labels"], batch["decoder_attention_mask"])
             accelerator.backward(nll * scale)
             nll_total += nll.detach().double()
         if accelerator.num_processes > 1:
@@ -103,6 +103,10 @@ class MTLStep:
             "examples": float(examples),
         }
 
+    def token_loss(self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The summed per-token loss of a micro-batch; the step divides it by the global target-token count."""
+        return token_nll_sum(logits, labels, mask)
+
     def state_dict(self) -> dict[str, Any]:
         return {"sampler": self.sampler.state_dict()}
 
@@ -111,12 +115,17 @@ class MTLStep:
         self._iterator = None
 
 
-def build_mtl_step(method: str, model: nn.Module, data: Any, config: TrainConfig, accelerator: Any) -> MTLStep:
-    """The step of ``mtl-t``/``mtl-p``/``mtl-tp`` (they differ only in what is frozen) over the tokenized ``data``."""
+def mtl_step_options(model: nn.Module, config: TrainConfig, accelerator: Any) -> dict[str, Any]:
+    """``MTLStep``'s keyword arguments for ``config`` on this process (for steps built on MTLStep)."""
     world, rank = (1, 0) if accelerator is None else (accelerator.num_processes, accelerator.process_index)
     if config.batch_size % world:
         raise ValueError(f"batch_size={config.batch_size} must be divisible by the {world} processes")
-    return MTLStep(
-        data, pad_id=pad_id_of(model), batch_size=config.batch_size, micro_batch_size=config.micro_batch_size,
+    return dict(
+        pad_id=pad_id_of(model), batch_size=config.batch_size, micro_batch_size=config.micro_batch_size,
         seed=config.seed, num_replicas=world, rank=rank, megabatch_mult=config.data.megabatch_mult,
     )  # fmt: skip
+
+
+def build_mtl_step(method: str, model: nn.Module, data: Any, config: TrainConfig, accelerator: Any) -> MTLStep:
+    """The step of ``mtl-t``/``mtl-p``/``mtl-tp`` (they differ only in what is frozen) over the tokenized ``data``."""
+    return MTLStep(data, **mtl_step_options(model, config, accelerator))
