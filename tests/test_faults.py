@@ -164,3 +164,25 @@ def test_tokenize_removes_stale_caches_of_any_key(tmp_path):
     records = [{"task": "t", "source": "the cat", "target": "mat", "choices": ["mat", "cat"], "label": 0}]
     out = tokenize_records(records, tokenizer, cache_dir=tmp_path, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.key]
+
+
+def test_a_diverging_run_stops_keeping_the_last_good_checkpoint(make_model, accelerator, tmp_path, tiny_tokenizer):
+    """--lr far too high: the loss can stay finite while the weights blow up; the run must stop, not save."""
+    from promptability.data.tokenize import tokenize_records
+    from promptability.train.loop import DivergenceError, latest_checkpoint, train
+    from promptability.train.steps.mtl import MTLStep
+
+    records = [
+        {"task": "t", "source": f"the cat sat on the mat {i}", "target": "yes", "choices": [], "label": -1}
+        for i in range(8)
+    ]
+    data = tokenize_records(records, tiny_tokenizer, use_cache=False, progress=False).dataset
+    model = make_model("shallow")
+    model.freeze("mtl-tp")
+    step = MTLStep(data, pad_id=tiny_tokenizer.pad_token_id, batch_size=4, micro_batch_size=4)
+    out = tmp_path / "run"
+    train(model, step, accelerator, max_steps=2, lr=1e-3, out_dir=out, save_every=1, progress=False)
+    good = latest_checkpoint(out)
+    with pytest.raises(DivergenceError, match=f"diverged.*{good.name}"):
+        train(model, step, accelerator, max_steps=6, lr=1e6, out_dir=out, save_every=1, resume=True, progress=False)
+    assert latest_checkpoint(out) == good  # nothing after the blow-up was saved

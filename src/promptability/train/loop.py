@@ -75,6 +75,16 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss or gradient; parameters were not updated with it."""
 
 
+class DivergenceError(NonFiniteLossError):
+    """An update blew the trained parameters up (see ``DIVERGENCE_FACTOR``); nothing after it was saved."""
+
+
+# A run stops when the trained parameters' L2 norm leaves [0, DIVERGENCE_FACTOR x max(its norm at the start, 1)]
+# or stops being finite. Healthy runs change that norm by a few times at most; a learning rate far too high
+# (the loss can stay finite while the weights reach 1e7 and the gradients vanish) crosses it in one step.
+DIVERGENCE_FACTOR = 100.0
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -267,6 +277,20 @@ def _finite(x: float) -> bool:
     return math.isfinite(x)
 
 
+def _norm(params: list[torch.Tensor]) -> float:
+    return float(torch.nn.utils.get_total_norm([p.detach() for p in params])) if params else 0.0
+
+
+def _check_divergence(params: list[torch.Tensor], start_norm: float, step: int, last_good: Path | None) -> None:
+    norm, limit = _norm(params), DIVERGENCE_FACTOR * max(start_norm, 1.0)
+    if not (_finite(norm) and norm <= limit):
+        where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+        raise DivergenceError(
+            f"step {step}: the trained parameters' norm went from {start_norm:.4g} to {norm:.4g} (limit {limit:.4g}): "
+            f"training diverged and stopped without saving; {where}. Try a lower --lr."
+        )
+
+
 def train(
     model: nn.Module,
     step: TrainStep,
@@ -313,6 +337,7 @@ def train(
     main = accelerator.is_main_process
     log = MetricsLog(out, resumed_from) if out is not None and main else None
 
+    start_norm = _norm(params)
     was_training = base.training
     wrapped.train()
     bar = tqdm(total=max_steps, initial=state["step"], desc=desc, unit="step", dynamic_ncols=True,
@@ -339,6 +364,7 @@ def train(
                 )
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            _check_divergence(params, start_norm, state["step"] + 1, last_good)
             state["step"] += 1
             state["examples"] += int(metrics.get("examples", 0))
             state["tokens"] += int(metrics.get("tokens", 0))
