@@ -263,3 +263,21 @@ def test_repeated_choices_are_refused_in_the_projects_own_records_only():
     assert validate(repeated)["choices"] == ["no", "yes", "no"]
     with pytest.raises(DataError, match=r"suite.jsonl, row 3: field 'choices' holds 'no' more than once"):
         validate(repeated, "suite.jsonl", 3, distinct_choices=True)
+
+
+def test_evaluate_on_a_suite_folder_takes_its_held_out_templates(cli_inputs, tmp_path, capsys):
+    """A suite's training templates have no choices; `evaluate --data SUITE` must not trip over them."""
+    from promptability.cli import main
+
+    model, _ = cli_inputs
+    suite = tmp_path / "suite"
+    (suite / "validation").mkdir(parents=True)
+    meta = {"format": "promptability-suite/1", "templates": {
+        "held": {"role": "heldout", "group": "G", "num_choices": 2},
+        "trained": {"role": "train", "group": "T", "num_choices": 0}}}  # fmt: skip
+    (suite / "suite.json").write_text(json.dumps(meta))
+    _jsonl(suite / "validation" / "held.jsonl", [{**r, "task": "held"} for r in RECORDS])
+    _jsonl(suite / "validation" / "trained.jsonl", [{"task": "trained", "source": "a b", "target": "c"}])
+    assert main(["evaluate", "--model", model, "--data", str(suite), "--out", str(tmp_path / "run")]) == 0
+    accuracy = json.loads((tmp_path / "run" / "accuracy.json").read_text())
+    assert list(accuracy) == ["held"]

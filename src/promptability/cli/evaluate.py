@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from promptability.data.fingerprint import records_fingerprint
     from promptability.data.readers import read_examples
     from promptability.data.schema import DataError
+    from promptability.data.suite_layout import find_meta
     from promptability.eval.groups import groups_for
     from promptability.eval.rank import PartialResults, evaluate, write_run
     from promptability.io import ensure_writable_dir
@@ -60,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
     from promptability.model.loading import model_info, model_size
 
     ensure_writable_dir(args.out)  # before any scoring: a read-only --out must not cost the evaluation
-    records = read_examples(args.data, split=args.split, tasks=args.tasks)
+    tasks = args.tasks
+    if tasks is None and (suite := find_meta(args.data)) is not None:  # a suite: its held-out templates
+        tasks = [t for t, info in suite["templates"].items() if info["role"] == "heldout"]
+    records = read_examples(args.data, split=args.split, tasks=tasks)
     if not records:
         raise DataError(f"{args.data}: no records to evaluate")
     # What the scores depend on; finished tasks in --out/partial are reused only if these match.

@@ -68,6 +68,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             pooled_correctness(runs_b),
             groups,
             partial=args.partial,
+            chance=runs_a[0].chance,  # the same instances on both sides (checked above)
             **given(args, "samples", "seed", "confidence"),
         )
     except (RunError, MetricsError) as err:

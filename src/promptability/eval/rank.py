@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from promptability.data.batching import eval_batches
-from promptability.data.schema import Example
+from promptability.data.schema import DataError, Example
 from promptability.data.tokenize import MAX_SOURCE_LEN, MAX_TARGET_LEN, tokenize_records
 from promptability.eval.runs import ACCURACY_FILE, PREDICTIONS_FILE, RUN_FILE, RunError
 from promptability.io import safe_name, write_json_atomic, write_jsonl_atomic, write_text_atomic
@@ -93,7 +93,10 @@ def evaluate(
     records = list(records)
     for i, r in enumerate(records):
         if not r.get("choices"):
-            raise ValueError(f"record {i} of task {r.get('task')!r} has no choices; rank classification needs them")
+            raise DataError(
+                f"record {i} of task {r.get('task')!r} has no choices: rank classification needs them "
+                "(a training template? name the held-out ones with --tasks)"
+            )
     if not records:
         return []
     tokenized = tokenize_records(

@@ -156,8 +156,9 @@ def _compare(base: Cell, cell: Cell, samples: int, seed: int, partial: bool) -> 
         raise RunError(f"runs {base.runs[0].path} and {cell.runs[0].path} use different 'groups' in run.json")
     check_same_instances(everyone)
     return paired_bootstrap(
-        pooled_correctness(base.runs), pooled_correctness(cell.runs), groups[0], samples, seed, partial=partial
-    )
+        pooled_correctness(base.runs), pooled_correctness(cell.runs), groups[0], samples, seed, partial=partial,
+        chance=base.runs[0].chance,  # the same instances on both sides (checked above)
+    )  # fmt: skip
 
 
 def build_report(
