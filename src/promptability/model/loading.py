@@ -8,10 +8,17 @@ from pathlib import Path
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, T5ForConditionalGeneration
 
-from promptability.io import blame_file, read_json_file
+from promptability.io import BadFileError, blame_file, read_json_file
 from promptability.model.causal import PromptedCausalLM
 from promptability.model.named import installed_path, is_named
-from promptability.model.prompted import CONFIG_FILE, PROMPT_FILE, PromptedSeq2SeqLM, PromptSettingsError
+from promptability.model.prompted import (
+    CONFIG_FILE,
+    PROMPT_FILE,
+    STAGING,
+    STAGING_COMPLETE,
+    PromptedSeq2SeqLM,
+    PromptSettingsError,
+)
 from promptability.model.prompts import NO_PROMPT
 
 
@@ -40,6 +47,11 @@ def load_model(
     if is_named(name) and not Path(name).exists():
         name = str(installed_path(name))
     path = Path(name)
+    if (path / STAGING / STAGING_COMPLETE).is_file():
+        raise BadFileError(
+            f"{path}: its final save was interrupted half-way; run the same `promptability pretrain ... --resume` "
+            "to finish it"
+        )
     config_file = path / CONFIG_FILE
     settings = (
         read_json_file(config_file, "model settings", ("prompt", "prompt_length")) if config_file.is_file() else None

@@ -31,6 +31,10 @@ from promptability.model.prompts.deep import SITES, AttentionLayout, Site
 
 CONFIG_FILE = "promptability.json"
 PROMPT_FILE = "prompt.safetensors"
+# A model folder that also holds a run (pretrain's --out) is replaced file by file from STAGING; while
+# STAGING holds STAGING_COMPLETE the move is unfinished and the folder is not loadable.
+STAGING = ".final-model"
+STAGING_COMPLETE = "complete.json"
 
 # Which groups each preset trains. "prompt-only" is few-shot tuning: same groups as mtl-p, but it names the intent.
 PRESETS: dict[str, tuple[str, ...]] = {

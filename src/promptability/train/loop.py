@@ -335,6 +335,9 @@ def train(
         resumed_from, last_good = int(state["step"]), ckpt
         logger.info("resumed from %s (step %d)", ckpt, state["step"])
     main = accelerator.is_main_process
+    if out is not None and main:  # temporaries of checkpoints a killed run was writing
+        for stale in (out / CHECKPOINTS).glob(".step-*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
     log = MetricsLog(out, resumed_from) if out is not None and main else None
 
     start_norm = _norm(params)

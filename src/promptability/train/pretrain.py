@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from torch import nn
 from promptability.data.readers import iter_examples, read_split
 from promptability.data.suite_layout import find_meta
 from promptability.io import write_json_atomic
-from promptability.model.prompted import CONFIG_FILE
+from promptability.model.prompted import CONFIG_FILE, STAGING, STAGING_COMPLETE
 from promptability.train.config import T0_TRAIN, ConfigError, DataConfig, TrainConfig
 from promptability.train.loop import TrainResult, latest_checkpoint, make_accelerator, train
 from promptability.train.methods import build_step
@@ -121,17 +122,43 @@ def _check_resumable(out: Path, config: TrainConfig, resume: bool) -> None:
 
 
 def save_final_model(model: nn.Module, out: Path, extra: dict[str, Any]) -> None:
-    """Saves the model INTO ``out`` (which also holds checkpoints/ and logs), file by file atomically."""
-    staging = out / ".final-model"
+    """Saves the model INTO ``out`` (which also holds checkpoints/ and logs) as one unit.
+
+    ``out`` cannot be renamed as a whole, so the files are moved one by one, which a kill can
+    interrupt half-way (new weights beside an old prompt). The staging folder is therefore marked
+    complete before the first move; while it is, ``load_model`` refuses ``out`` and the next
+    ``pretrain`` on it finishes the moves (``finish_final_save``).
+    """
+    staging = out / STAGING
+    shutil.rmtree(staging, ignore_errors=True)  # an incomplete one from a killed save: never moved from
     model.save(staging, extra=extra)
-    new = {f.name for f in staging.iterdir()}
+    write_json_atomic(staging / STAGING_COMPLETE, {"files": sorted(f.name for f in staging.iterdir())})
+    finish_final_save(out)
+
+
+def finish_final_save(out: Path) -> None:
+    """Completes a final save whose staging folder is marked complete; nothing to do otherwise."""
+    staging = out / STAGING
+    if not (staging / STAGING_COMPLETE).is_file():
+        return
+    new = set(json.loads((staging / STAGING_COMPLETE).read_text())["files"])
     for old in out.glob("model*.safetensors*"):  # shards of an earlier final save
         if old.name not in new:
             old.unlink()
     # promptability.json last: only then is `out` a (complete) model dir for load_model.
     for f in sorted(staging.iterdir(), key=lambda f: f.name == CONFIG_FILE):
-        os.replace(f, out / f.name)
+        if f.name != STAGING_COMPLETE:
+            os.replace(f, out / f.name)
+    (staging / STAGING_COMPLETE).unlink()
     staging.rmdir()
+
+
+def _final_loss(result_loss: float | None, out: Path) -> float | None:
+    """This session's last loss; a resumed run that had no step left keeps the loss its log ends with."""
+    if result_loss is not None or not (out / "metrics.jsonl").is_file():
+        return result_loss
+    losses = [json.loads(line).get("loss") for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+    return next((x for x in reversed(losses) if x is not None), None)
 
 
 def pretrain(
@@ -154,6 +181,8 @@ def pretrain(
     out = Path(out_dir)
     _check_resumable(out, config, resume)
     accelerator = accelerator if accelerator is not None else make_accelerator(config.precision)
+    if accelerator.is_main_process:
+        finish_final_save(out)  # a final save that a kill interrupted
     seed_everything(config.seed, deterministic=accelerator.device.type == "cpu")
     prompt_length = config.prompt_length if config.prompt != "none" else None
     if model is None:
@@ -186,7 +215,7 @@ def pretrain(
             "data": data_info, "steps": result.steps, "max_steps": max_steps,
             "steps_per_epoch": step.steps_per_epoch, "examples_seen": result.examples, "tokens_seen": result.tokens,
             "wall_time_s": round(result.wall_time_s, 3), "world_size": accelerator.num_processes,
-            "final_loss": result.last.get("loss"), "resumed_from_step": result.resumed_from, "config": config.to_dict(),
+            "final_loss": _final_loss(result.last.get("loss"), out), "resumed_from_step": result.resumed_from, "config": config.to_dict(),
         }  # fmt: skip
         save_final_model(model, out, {"method": config.method, "trained_steps": result.steps})
         write_json_atomic(out / "train.json", info)
