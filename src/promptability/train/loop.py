@@ -79,9 +79,8 @@ class DivergenceError(NonFiniteLossError):
     """An update blew the trained parameters up (see ``DIVERGENCE_FACTOR``); nothing after it was saved."""
 
 
-# A run stops when the trained parameters' L2 norm leaves [0, DIVERGENCE_FACTOR x max(its norm at the start, 1)]
-# or stops being finite. Healthy runs change that norm by a few times at most; a learning rate far too high
-# (the loss can stay finite while the weights reach 1e7 and the gradients vanish) crosses it in one step.
+# A run stops when the trained parameters' L2 norm exceeds DIVERGENCE_FACTOR x max(its start, 1) or is not finite:
+# healthy runs change it a few times at most; an lr far too high crosses it at once (the loss may stay finite).
 DIVERGENCE_FACTOR = 100.0
 
 
