@@ -186,3 +186,17 @@ def test_a_diverging_run_stops_keeping_the_last_good_checkpoint(make_model, acce
     with pytest.raises(DivergenceError, match=f"diverged.*{good.name}"):
         train(model, step, accelerator, max_steps=6, lr=1e6, out_dir=out, save_every=1, resume=True, progress=False)
     assert latest_checkpoint(out) == good  # nothing after the blow-up was saved
+
+
+def test_saved_model_files_follow_the_umask(make_model, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        folder = make_model("shallow").save(tmp_path / "model")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [folder, *folder.iterdir()]}
+    assert modes.pop("model") == 0o755
+    assert set(modes.values()) == {0o644}, modes

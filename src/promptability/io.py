@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "with_umask",
     "BadFileError",
     "blame_file",
     "read_json_file",
@@ -189,6 +190,17 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def with_umask(folder: str | os.PathLike[str]) -> None:
+    """Give ``folder`` and everything in it the permissions plain ``open``/``mkdir`` would have.
+
+    Temporary folders (``mkdtemp``, 0700) and some library writers (0600 files) ignore the umask;
+    a model folder renamed into place from one must still be readable as the user's umask says.
+    """
+    mask = _umask()
+    for path in [Path(folder), *Path(folder).rglob("*")]:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 @contextlib.contextmanager

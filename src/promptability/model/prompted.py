@@ -26,6 +26,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
+from promptability.io import with_umask
 from promptability.model.prompts import NO_PROMPT, PROMPT_KINDS, Prompt, prompt_names
 from promptability.model.prompts.deep import SITES, AttentionLayout, Site
 
@@ -162,6 +163,7 @@ class PromptedModel(nn.Module):
                 save_file(self.prompt_state(), str(tmp / PROMPT_FILE))
             settings = {**self.settings(), "prompt_only": prompt_only, **(extra or {})}
             (tmp / CONFIG_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+            with_umask(tmp)
             if directory.exists():
                 old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
                 os.replace(directory, old)
