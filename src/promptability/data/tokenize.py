@@ -154,7 +154,7 @@ def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
 
 
 def _rows(
-    records: Iterable[dict[str, Any]],
+    records: Iterable[Mapping[str, Any]],
     tokenizer: Any,
     max_source_len: int,
     max_target_len: int,
