@@ -141,7 +141,8 @@ class LengthGroupedBatchSampler:
         rng = np.random.default_rng([self.seed, epoch])
         perm = rng.permutation(n) if self.shuffle else np.arange(n)
         mega = self.batch_size * self.megabatch_mult
-        full, rest = [], []
+        full: list[np.ndarray] = []
+        rest: list[np.ndarray] = []
         for start in range(0, n, mega):
             chunk = perm[start : start + mega]
             lens = self.lengths[chunk]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +44,13 @@ def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
     return info
 
 
-def _record_line(record: dict[str, Any]) -> str:
+def _record_line(record: Mapping[str, Any]) -> str:
     return json.dumps(
         [record["task"], record["source"], record["target"], record["choices"], record["label"]], ensure_ascii=False
     )
 
 
-def records_fingerprint(records: Iterable[dict[str, Any]]) -> str:
+def records_fingerprint(records: Iterable[Mapping[str, Any]]) -> str:
     """Hash of the (validated, normalised) record content, in order."""
     digest = hashlib.sha256()
     for record in validate_all(records):

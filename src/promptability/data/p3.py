@@ -264,7 +264,7 @@ def read_p3_instances(path: str | os.PathLike[str], split: str) -> list[P3Instan
 
 def instance_to_example(inst: P3Instance, task: str, origin: str | None = None) -> Example:
     """The schema record of one instance (validated)."""
-    record = {"task": task, "source": inst["source"], "target": inst["target"]}
+    record: dict[str, Any] = {"task": task, "source": inst["source"], "target": inst["target"]}
     record.update(choices=inst["choices"], label=inst["label"])
     return validate(record, origin, inst["row"])
 

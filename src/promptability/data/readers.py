@@ -90,7 +90,7 @@ def _unknown_tasks(missing: set[str], available: Iterable[str], where: str) -> D
 def _missing_path(p: Path) -> DataError:
     parent = p.parent if p.parent.is_dir() else None
     close = difflib.get_close_matches(p.name, os.listdir(parent), n=1) if parent else []
-    hint = f" (did you mean {parent / close[0]}?)" if close else ""
+    hint = f" (did you mean {parent / close[0]}?)" if parent and close else ""  # close is [] without a parent
     return DataError(f"{p}: no such file or directory{hint}")
 
 

@@ -29,7 +29,7 @@ import os
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 Row = dict[str, Any]
 Reader = Callable[[list[Path]], list[Row]]
@@ -75,7 +75,7 @@ def _jsonl(path: Path) -> list[Any]:
 def _csv(path: Path, delimiter: str = ",") -> list[dict[str, str]]:
     # The TSVs have bare quotes inside sentences, so only the CSVs get quote handling;
     # utf-8-sig because the MSRP files start with a BOM.
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    quoting: Literal[0, 3] = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     with path.open(encoding="utf-8-sig", newline="") as f:
         return list(csv.DictReader(f, delimiter=delimiter, quoting=quoting))
 

@@ -8,7 +8,7 @@ batching layer tokenizes them, the evaluator scores ``choices`` against
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypedDict
 
 FIELDS = ("task", "source", "target", "choices", "label")
@@ -45,7 +45,7 @@ def where(origin: str | None, row: int | None) -> str:
 
 
 def validate(
-    record: dict[str, Any], origin: str | None = None, row: int | None = None, *, distinct_choices: bool = False
+    record: Mapping[str, Any], origin: str | None = None, row: int | None = None, *, distinct_choices: bool = False
 ) -> Example:
     """Checks one record and returns it normalised (choices a list, label an int).
 
@@ -96,7 +96,7 @@ def validate(
 
 
 def validate_all(
-    records: Iterable[dict[str, Any]], origin: str | None = None, *, distinct_choices: bool = False
+    records: Iterable[Mapping[str, Any]], origin: str | None = None, *, distinct_choices: bool = False
 ) -> Iterator[Example]:
     for row, record in enumerate(records):
         yield validate(record, origin, row, distinct_choices=distinct_choices)

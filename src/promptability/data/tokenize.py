@@ -39,10 +39,10 @@ import logging
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from datasets import Dataset, Features, List, Value, load_from_disk
 from datasets.exceptions import DatasetGenerationError
@@ -65,7 +65,7 @@ FEATURES = Features({
     "target_len": Value("int32"),
 })  # fmt: skip
 
-Records = Iterable[dict[str, Any]] | Callable[[], Iterable[dict[str, Any]]]
+Records = Iterable[Mapping[str, Any]] | Callable[[], Iterable[Mapping[str, Any]]]
 
 
 @dataclass
@@ -154,7 +154,7 @@ def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
 
 
 def _rows(
-    records: Iterable[dict[str, Any]],
+    records: Iterable[Mapping[str, Any]],
     tokenizer: Any,
     max_source_len: int,
     max_target_len: int,
@@ -297,7 +297,7 @@ def tokenize_records(
             raise ValueError(f"{name} must be an integer >= 2 (room for one token and the EOS), got {value!r}")
 
     stats = TokenizeStats(max_source_len=max_source_len, max_target_len=max_target_len)
-    get_records: Callable[[], Iterable[dict[str, Any]]]
+    get_records: Callable[[], Iterable[Mapping[str, Any]]]
     if files is not None:
         data_fp = "files:" + files_fingerprint(files)
         get_records = records if callable(records) else (lambda: records)
@@ -309,7 +309,7 @@ def tokenize_records(
 
     def rows() -> Iterator[dict[str, Any]]:
         recs = get_records()
-        total = len(recs) if hasattr(recs, "__len__") else None
+        total = len(cast(Sized, recs)) if hasattr(recs, "__len__") else None
         return _rows(recs, tokenizer, max_source_len, max_target_len, stats, chunk_size, total, progress, continuation)
 
     if not use_cache:

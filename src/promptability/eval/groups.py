@@ -49,7 +49,7 @@ def suite_groups(
     return {t: _group(info) for t, info in meta["templates"].items() if role is None or info["role"] == role}
 
 
-def groups_for(records: Iterable[dict[str, Any]], data_path: str | Path | None = None) -> dict[str, dict[str, Any]]:
+def groups_for(records: Iterable[Mapping[str, Any]], data_path: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """``{template: {"group", "num_choices"}}`` for every template in ``records``."""
     registry = heldout_templates()
     suite = find_meta(data_path, parents=2) if data_path is not None else None

@@ -23,7 +23,7 @@ import math
 import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -171,7 +171,12 @@ class ARGResult:
 
 
 def _check_accuracy(name: str, acc: Any) -> float:
-    if isinstance(acc, bool) or not isinstance(acc, numbers.Real) or not math.isfinite(acc) or not 0 <= acc <= 1:
+    if (
+        isinstance(acc, bool)
+        or not isinstance(acc, numbers.Real)
+        or not math.isfinite(acc)
+        or not 0 <= cast(float, acc) <= 1
+    ):
         raise MetricsError(f"accuracy of {name!r} must be a fraction in [0, 1], got {acc!r}")
     return float(acc)
 

@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -27,6 +27,9 @@ from promptability.eval.metrics import BootstrapResult, MetricsError, paired_boo
 from promptability.eval.runs import Run, RunError, check_same_instances, group_by_config, pooled_correctness
 from promptability.io import atomic_path, write_json_atomic, write_text_atomic
 from promptability.model.prompts import NO_PROMPT, PROMPT_KINDS
+
+if TYPE_CHECKING:
+    from matplotlib.artist import Artist
 
 __all__ = ["Cell", "Column", "Report", "build_report", "plot_group_accuracy", "render_markdown", "write_report"]
 
@@ -186,14 +189,16 @@ def build_report(
     cache: dict[tuple[tuple[Path, ...], tuple[Path, ...]], BootstrapResult | str] = {}
     todo = [(key, cell) for key, cell in cells.items() if key[0] != baseline and (baseline, key[1]) in cells]
     for (method, column), cell in tqdm(todo, desc="paired bootstrap", unit="cell", disable=None):
+        assert baseline is not None  # todo is empty without a baseline
         base = cells[(baseline, column)]
         key = (tuple(r.path for r in base.runs), tuple(r.path for r in cell.runs))
         if key not in cache:
             try:
                 cache[key] = _compare(base, cell, samples, seed, partial)
             except (RunError, MetricsError) as err:
-                cache[key] = f"no significance test for {method} at {column.label}: {err}"
-                report.notes.append(cache[key])
+                note = f"no significance test for {method} at {column.label}: {err}"
+                cache[key] = note
+                report.notes.append(note)
         if isinstance(cache[key], str):
             cell.note = cache[key]
         else:
@@ -323,7 +328,7 @@ def plot_group_accuracy(report: Report, path: str | Path, *, partial: bool = Fal
         ax.set_xticks(np.arange(len(groups)), groups)
         ax.set_ylabel("accuracy (%)")
         ax.set_title(column.label)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[m]) for m in report.methods]
+    handles: list[Artist] = [plt.Rectangle((0, 0), 1, 1, color=colours[m]) for m in report.methods]
     labels = [report.labels.get(m, m) for m in report.methods]
     handles.append(plt.Line2D([], [], color="black", linestyle="dashed", linewidth=1))
     labels.append("chance")

@@ -14,7 +14,7 @@ import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -155,7 +155,12 @@ def _parse_accuracy(path: Path, data: Any) -> dict[str, float]:
     if not isinstance(data, dict) or not data:
         raise RunError(f"{path}: expected a non-empty object {{task: accuracy}}")
     for task, acc in data.items():
-        if isinstance(acc, bool) or not isinstance(acc, numbers.Real) or not math.isfinite(acc) or not 0 <= acc <= 1:
+        if (
+            isinstance(acc, bool)
+            or not isinstance(acc, numbers.Real)
+            or not math.isfinite(acc)
+            or not 0 <= cast(float, acc) <= 1
+        ):
             raise RunError(f"{path}: accuracy of {task!r} must be a fraction in [0, 1], got {acc!r}")
     return {str(task): float(acc) for task, acc in data.items()}
 

@@ -18,7 +18,7 @@ the logits that predict each target token.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -56,7 +56,7 @@ class PromptedCausalLM(PromptedModel):
         sites = [Site("decoder_self", i) for i in range(len(modules))]
         first = modules[0]
         kv_heads = self.transformer.config.num_attention_heads // getattr(first, "num_key_value_groups", 1)
-        return AttentionLayout(sites, modules, kv_heads, first.head_dim)
+        return AttentionLayout(sites, modules, kv_heads, first.head_dim)  # type: ignore[arg-type]  # nn.Module.__getattr__ types dynamic attributes as Tensor | Module
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -134,7 +134,7 @@ def self_attention_modules(transformer: PreTrainedModel) -> list[nn.Module]:
         for m in transformer.modules()
         if getattr(m, "is_causal", False) is True and isinstance(getattr(m, "layer_idx", None), int)
     ]
-    found.sort(key=lambda m: m.layer_idx)
+    found.sort(key=lambda m: cast(int, m.layer_idx))  # an int: filtered above
     layers = transformer.config.num_hidden_layers
     if len(found) != layers or [m.layer_idx for m in found] != list(range(layers)):
         raise ValueError(

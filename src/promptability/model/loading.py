@@ -80,10 +80,13 @@ def load_model(
             transformer = auto.from_pretrained(name, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(name)
         wrapper = PromptedCausalLM if causal else PromptedSeq2SeqLM
-        model = wrapper(transformer, tokenizer, kind, length, seed=seed, base_model=_base_name(name))
+        # transformers types the Auto class's from_pretrained as _BaseModelWithGenerate, so mypy pairs each
+        # wrapper with a union of both; ``causal`` picks the wrapper and the class that built the transformer together
+        model = wrapper(transformer, tokenizer, kind, length, seed=seed, base_model=_base_name(name))  # type: ignore[arg-type]
     if saved_kind != NO_PROMPT:
         with blame_file(path / PROMPT_FILE, "the prompt"):
             state = load_file(str(path / PROMPT_FILE))
+        assert model.prompt is not None  # a saved prompt kind builds a prompt
         missing, unexpected = model.prompt.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise PromptSettingsError(
@@ -108,7 +111,9 @@ def _load_plain(
     transformer = auto.from_pretrained(name, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(name)
     wrapper = PromptedCausalLM if causal else PromptedSeq2SeqLM
-    return wrapper(transformer, tokenizer, prompt, prompt_length, seed=seed, base_model=_base_name(name))
+    # transformers types the Auto class's from_pretrained as _BaseModelWithGenerate, so mypy pairs each
+    # wrapper with a union of both; ``causal`` picks the wrapper and the class that built the transformer together
+    return wrapper(transformer, tokenizer, prompt, prompt_length, seed=seed, base_model=_base_name(name))  # type: ignore[arg-type]
 
 
 def _is_causal(name: str) -> bool:

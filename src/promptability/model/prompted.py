@@ -178,6 +178,8 @@ class PromptedModel(nn.Module):
 
 
 class PromptedSeq2SeqLM(PromptedModel):
+    transformer: T5ForConditionalGeneration
+
     def __init__(
         self,
         transformer: T5ForConditionalGeneration,

@@ -68,7 +68,8 @@ def tiny_t5(vocab_size: int, seed: int = 0, **overrides) -> T5ForConditionalGene
     """A randomly initialised tiny T5 whose vocabulary matches the tokenizer's."""
     import torch
 
-    config = T5Config(
+    # transformers 5 declares T5Config as a dataclass without decoder_start_token_id; it is accepted as a kwarg
+    config = T5Config(  # type: ignore[call-arg]
         vocab_size=vocab_size, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, **{**TINY_CONFIG, **overrides}
     )
     torch.manual_seed(seed)

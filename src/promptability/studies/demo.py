@@ -147,7 +147,7 @@ def _plan(out: Path, scale: Scale, meta: dict[str, Any]) -> Plan:
     for t in heldout:
         by_dataset.setdefault(meta["templates"][t]["dataset"], []).append(t)
     tasks = [t for ts in by_dataset.values() for t in ts[: scale.fewshot_templates_per_dataset]]
-    fewshot = []
+    fewshot: list[tuple[str, str | Path, FewShotConfig]] = []
     for row, method in zero_shot:
         # rows without a prompt of their own are tuned with a fresh prompt of every kind
         unprompted = method == NO_PROMPT or not METHODS[method].prompted

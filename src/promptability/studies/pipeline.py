@@ -28,6 +28,7 @@ from promptability.io import write_json_atomic
 if TYPE_CHECKING:
     import torch
 
+    from promptability.data.schema import Example
     from promptability.train.config import FewShotConfig, TrainConfig
 
 
@@ -133,13 +134,13 @@ def run_plan(plan: Plan, out: Path, stages: Stages, progress: bool = True) -> No
         zero = partial(_zero_shot, plan, method, model, run_dir, evaluation, groups, progress)
         stages.run(f"0-shot {row}", run_dir / "run.json", zero)
 
-    for row, model, config in plan.fewshot:
-        run_dir = runs / "16shot" / f"{row}-{config.prompt}"
-        tune = partial(fewshot, model, plan.data, run_dir, config, progress=progress)
-        stages.run(f"16-shot {row} ({config.prompt})", run_dir / "summary.json", tune)
+    for row, tuned_model, fewshot_config in plan.fewshot:
+        run_dir = runs / "16shot" / f"{row}-{fewshot_config.prompt}"
+        tune = partial(fewshot, tuned_model, plan.data, run_dir, fewshot_config, progress=progress)
+        stages.run(f"16-shot {row} ({fewshot_config.prompt})", run_dir / "summary.json", tune)
 
 
-def _zero_shot(plan: Plan, method: str, source: str, run_dir: Path, evaluation: list[dict[str, Any]],
+def _zero_shot(plan: Plan, method: str, source: str, run_dir: Path, evaluation: list[Example],
                groups: dict[str, Any], progress: bool) -> None:  # fmt: skip
     from promptability.eval.rank import evaluate, write_run
     from promptability.model import load_model

@@ -170,6 +170,7 @@ class _Run:
         if self.fresh:
             self.model.init_prompt(seed)
         else:
+            assert self.model.prompt is not None  # few-shot models always carry a prompt (load_for_fewshot)
             self.model.prompt.load_state_dict(self.snapshot)
 
 
@@ -244,6 +245,7 @@ def _tune(run: _Run, group: list[str], rows_of: dict[str, Any], view: Any, seed:
         return {group[0]: {"state": None, "first_loss": step.first_loss, "final_loss": result.last.get("loss"),
                            "examples": len(batch["labels"])}}  # fmt: skip
     # Several templates in one batch, each exactly as if alone (train/steps/multi_prompt.py).
+    assert model.prompt is not None  # few-shot models always carry a prompt (load_for_fewshot)
     start = {k: v.clone() for k, v in model.prompt.state_dict().items()}
     tuned = tune_prompts_together(
         model, {t: [view[int(i)] for i in rows_of[t]] for t in group}, start, epochs=config.epochs,
@@ -265,6 +267,7 @@ def _evaluate_and_save(run: _Run, template: str, tuned: dict[str, Any], run_dir:
 
     config, model = run.config, run.model
     if tuned["state"] is not None:
+        assert model.prompt is not None  # few-shot models always carry a prompt (load_for_fewshot)
         model.prompt.load_state_dict(tuned["state"])
     rows = evaluate(model, run.evaluation[template], batch_size=config.eval_batch_size, score=config.score,
                     max_source_len=config.max_source_len, max_target_len=config.max_target_len,
@@ -332,6 +335,7 @@ def fewshot(
     model, fresh = load_for_fewshot(model_dir, config)
     model.freeze("prompt-only")
     model.to(accelerator.device)
+    assert model.prompt is not None  # few-shot models always carry a prompt (load_for_fewshot)
     snapshot = {k: v.clone() for k, v in model.prompt.state_dict().items()}
     pools = read_split(data, train_split_for, templates)
     run = _Run(config, data, accelerator, model, fresh, snapshot, templates, groups, pools,

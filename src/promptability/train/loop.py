@@ -113,7 +113,7 @@ def make_accelerator(precision: str = "fp32", cpu: bool | None = None):
     return Accelerator(mixed_precision=want, cpu=cpu)
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], lr: float = 1e-3) -> Adafactor:
+def build_optimizer(params: Iterable[torch.Tensor], lr: float = 1e-3) -> Adafactor:
     """Adafactor with a constant ``lr``, no parameter scaling, no relative step, no warmup.
 
     As Wu et al. (2022) use it (and Lester et al. 2021 for prompt tuning); the only place it is built.
@@ -156,7 +156,7 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
 
 
 def _transformer_frozen(model: nn.Module) -> bool:
-    params = model.transformer_parameters() if hasattr(model, "transformer_parameters") else []
+    params = model.transformer_parameters() if hasattr(model, "transformer_parameters") else []  # type: ignore[operator]  # nn.Module.__getattr__ types dynamic attributes as Tensor | Module
     return bool(params) and not any(p.requires_grad for p in params)
 
 
@@ -182,7 +182,7 @@ def save_checkpoint(
     step_state = step.state_dict()
     if main:
         prompt_only = _transformer_frozen(model) and getattr(model, "base_model", None) is not None
-        model.save(tmp / "model", prompt_only=prompt_only)
+        model.save(tmp / "model", prompt_only=prompt_only)  # type: ignore[operator]  # nn.Module.__getattr__ types dynamic attributes as Tensor | Module
         save_state(tmp, "optimizer", optimizer.state_dict())
         save_state(tmp, "train_step", step_state)
         write_json_atomic(tmp / "trainer.json", {**trainer_state, "world_size": accelerator.num_processes})

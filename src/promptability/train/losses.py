@@ -17,7 +17,7 @@ def pad_id_of(model: nn.Module) -> int:
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is not None and tokenizer.pad_token_id is not None:
         return int(tokenizer.pad_token_id)
-    return int(model.transformer.config.pad_token_id)
+    return int(model.transformer.config.pad_token_id)  # type: ignore[union-attr, arg-type]  # nn.Module.__getattr__ types dynamic attributes as Tensor | Module
 
 
 def token_nll_sum(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

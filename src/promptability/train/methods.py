@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import nn
 
@@ -22,7 +22,14 @@ from promptability.train.steps.mtl import build_mtl_step
 if TYPE_CHECKING:
     from promptability.train.config import TrainConfig
 
-StepBuilder = Callable[[str, nn.Module, Any, "TrainConfig", Any], TrainStep]
+
+class BuiltStep(TrainStep, Protocol):
+    """A train step as the registry builds it: it also knows how many steps make one pass over its data."""
+
+    steps_per_epoch: int
+
+
+StepBuilder = Callable[[str, nn.Module, Any, "TrainConfig", Any], BuiltStep]
 
 
 @dataclass(frozen=True)
@@ -47,11 +54,11 @@ METHODS: dict[str, Method] = {
 }
 
 
-def build_step(method: str, model: nn.Module, data: Any, config: TrainConfig, accelerator: Any = None) -> TrainStep:
+def build_step(method: str, model: nn.Module, data: Any, config: TrainConfig, accelerator: Any = None) -> BuiltStep:
     """Freezes ``model`` for ``method`` and returns its train step over the tokenized ``data``."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    model.freeze(METHODS[method].freeze)
+    model.freeze(METHODS[method].freeze)  # type: ignore[operator]  # nn.Module.__getattr__ types dynamic attributes as Tensor | Module
     return METHODS[method].build(method, model, data, config, accelerator)
 
 

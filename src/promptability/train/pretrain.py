@@ -16,14 +16,12 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import Any, cast
 
 from promptability.data.readers import iter_examples, read_split
 from promptability.data.suite_layout import find_meta
 from promptability.io import write_json_atomic
-from promptability.model.prompted import CONFIG_FILE, STAGING, STAGING_COMPLETE
+from promptability.model.prompted import CONFIG_FILE, STAGING, STAGING_COMPLETE, PromptedModel
 from promptability.train.config import T0_TRAIN, ConfigError, DataConfig, TrainConfig
 from promptability.train.loop import TrainResult, latest_checkpoint, make_accelerator, train
 from promptability.train.methods import build_step
@@ -38,13 +36,15 @@ def pretraining_tasks(data: DataConfig) -> list[str] | None:
         return train_templates()
     if isinstance(data.tasks, str):
         raise ConfigError(f"data.tasks must be a list of templates, '{T0_TRAIN}' or null, got {data.tasks!r}")
-    if data.tasks is None and (meta := find_meta(data.path)) is not None:
+    # cast: the only caller, _iter_records, runs after _check_data refused a missing path
+    if data.tasks is None and (meta := find_meta(cast(str, data.path))) is not None:
         return [t for t, info in meta["templates"].items() if info["role"] == "train"]
     return data.tasks
 
 
 def _iter_records(data: DataConfig) -> Iterator[dict[str, Any]]:
     """The training records, streamed (the P3 mixture does not fit in memory as Python objects)."""
+    assert data.path is not None  # load_pretraining_data ran _check_data first
     from promptability.data import registry
 
     tasks = pretraining_tasks(data)
@@ -83,6 +83,7 @@ def load_pretraining_data(
 
     data = config.data
     _check_data(data)
+    assert data.path is not None  # _check_data refused a missing path
     # The cache key covers the files, not which split/templates were read from them: keep those apart.
     selection = json.dumps([data.split, data.tasks], sort_keys=True)
     cache_dir = cache_root() / "tokenized" / hashlib.sha256(selection.encode()).hexdigest()[:12]
@@ -121,7 +122,7 @@ def _check_resumable(out: Path, config: TrainConfig, resume: bool) -> None:
             raise ConfigError(f"--resume with settings that differ from {saved}: {', '.join(diff)}")
 
 
-def save_final_model(model: nn.Module, out: Path, extra: dict[str, Any]) -> None:
+def save_final_model(model: PromptedModel, out: Path, extra: dict[str, Any]) -> None:
     """Saves the model INTO ``out`` (which also holds checkpoints/ and logs) as one unit.
 
     ``out`` cannot be renamed as a whole, so the files are moved one by one, which a kill can
@@ -168,7 +169,7 @@ def pretrain(
     resume: bool = False,
     progress: bool = True,
     accelerator: Any = None,
-    model: nn.Module | None = None,
+    model: PromptedModel | None = None,
 ) -> TrainResult:
     """Continued pretraining with ``config.method``; ``out_dir`` becomes the trained model dir (+ train.json).
 

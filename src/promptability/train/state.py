@@ -13,7 +13,7 @@ import os
 import random
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -106,7 +106,9 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping[str, A
 # ----- RNG ----------------------------------------------------------------------------------------
 def rng_state() -> dict[str, Any]:
     """Python, NumPy, torch CPU (and CUDA) generator states, storable with ``save_state``."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    # get_state() with legacy=True (the default) returns the tuple; the stub also allows a dict
+    np_state = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
+    kind, keys, pos, has_gauss, gauss = np_state
     version, internal, py_gauss = random.getstate()
     state: dict[str, Any] = {
         "python": {"version": version, "state": list(internal), "gauss": py_gauss},

@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -90,7 +90,8 @@ class DeepPrompt(Prompt):
                     self.values[i].copy_(values[i])
         else:
             modules = model.attention_layout().modules
-            self.init_from_projections(modules, model.transformer.get_input_embeddings(), generator)
+            embeddings = cast(nn.Embedding, model.transformer.get_input_embeddings())  # typed nn.Module upstream
+            self.init_from_projections(modules, embeddings, generator)
 
     @torch.no_grad()
     def init_from_projections(
@@ -101,8 +102,9 @@ class DeepPrompt(Prompt):
             ids = init_token_ids(embeddings.num_embeddings, self.length, generator)
             hidden = embeddings.weight[ids.to(embeddings.weight.device)]
             heads, _, d_kv = self.keys[i].shape
-            self.keys[i].copy_(module.k(hidden).view(self.length, heads, d_kv).transpose(0, 1))
-            self.values[i].copy_(module.v(hidden).view(self.length, heads, d_kv).transpose(0, 1))
+            # T5Attention.k/.v are nn.Linear; nn.Module.__getattr__ types them as Tensor | Module
+            self.keys[i].copy_(module.k(hidden).view(self.length, heads, d_kv).transpose(0, 1))  # type: ignore[operator]
+            self.values[i].copy_(module.v(hidden).view(self.length, heads, d_kv).transpose(0, 1))  # type: ignore[operator]
 
     def attach(self, model: PromptedModel) -> None:
         """Points every attention module at its prefix, then routes the model's attention through the seam."""
@@ -211,7 +213,7 @@ def _layer_kv_of_random_tokens(
 
     ``base``: the attention implementation the model ran before its prefixes were attached (None: not attached).
     """
-    embeddings = transformer.get_input_embeddings()
+    embeddings = cast(nn.Embedding, transformer.get_input_embeddings())  # typed nn.Module upstream
     ids = init_token_ids(embeddings.num_embeddings, length, generator).to(embeddings.weight.device)
     was_training = transformer.training
     attached = transformer.config._attn_implementation == PREFIX_ATTENTION

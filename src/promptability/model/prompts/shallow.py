@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -20,14 +20,14 @@ class ShallowPrompt(Prompt):
 
     @classmethod
     def build(cls, model: PromptedModel, length: int) -> ShallowPrompt:
-        return cls(length, model.transformer.get_input_embeddings().embedding_dim)
+        return cls(length, _input_embeddings(model).embedding_dim)
 
     @property
     def length(self) -> int:
         return self.weight.shape[0]
 
     def initialize(self, model: PromptedModel, generator: torch.Generator) -> None:
-        self.init_from_embeddings(model.transformer.get_input_embeddings(), generator)
+        self.init_from_embeddings(_input_embeddings(model), generator)
 
     @torch.no_grad()
     def init_from_embeddings(self, embeddings: nn.Embedding, generator: torch.Generator) -> None:
@@ -48,3 +48,8 @@ class ShallowPrompt(Prompt):
     def prepended(self) -> int:
         # The second-to-last dimension: a per-example (batch, length, d_model) weight has the batch in front.
         return self.weight.shape[-2]
+
+
+def _input_embeddings(model: PromptedModel) -> nn.Embedding:
+    # transformers types get_input_embeddings() as nn.Module; T5 and decoder-only LMs return an nn.Embedding
+    return cast(nn.Embedding, model.transformer.get_input_embeddings())

@@ -49,7 +49,7 @@ decoder_attention_mask).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -84,6 +84,8 @@ class MetaStep:
     a fresh inner optimizer. ``micro_batch_size``: examples per forward pass
     (None: a whole support/query batch at once).
     """
+
+    steps_per_epoch: int  # set by build_meta_step
 
     def __init__(
         self,
@@ -156,7 +158,8 @@ class MetaStep:
     def _setup(self, model: nn.Module) -> None:
         if getattr(model, "prompt", None) is None:
             raise ValueError("meta-learning adapts the soft prompt, but the model has prompt='none'")
-        named = list(model.prompt.named_parameters(prefix="prompt"))
+        # cast: nn.Module.__getattr__ types the prompt as Tensor | Module; it is the Prompt module checked above
+        named = list(cast(nn.Module, model.prompt).named_parameters(prefix="prompt"))
         if (
             self._learner is not None
             and [n for n, _ in named] == self._names
@@ -172,6 +175,7 @@ class MetaStep:
 
     def _nll(self, model: nn.Module, batch: Batch, accelerator: Any) -> torch.Tensor:
         """Summed target-token NLL of the learner (the model with the learner's prompt)."""
+        assert self._names is not None and self._learner is not None  # _setup ran
         with autocast(accelerator):
             params = dict(zip(self._names, self._learner, strict=True))
             logits = torch.func.functional_call(model, params, (), {**batch, "return_loss": False}).logits
@@ -185,8 +189,9 @@ class MetaStep:
         if self.meta_batch_size % world:
             raise ValueError(f"meta_batch_size={self.meta_batch_size} must be divisible by the {world} processes")
         self._setup(model)
+        assert self._learner is not None and self._optimizer is not None  # _setup built them
         device = next(model.parameters()).device
-        prompt = model.prompt_parameters()
+        prompt = model.prompt_parameters()  # type: ignore[operator]  # nn.Module.__getattr__: Tensor | Module
         prompt_ids = {id(p) for p in prompt}
         transformer = [p for p in model.parameters() if p.requires_grad and id(p) not in prompt_ids]
         trainable = [p for p in model.parameters() if p.requires_grad]
@@ -235,7 +240,8 @@ class MetaStep:
                 self._optimizer.step()  # the prompt's part of the full-model step
             if prompt_sum is not None:
                 for acc, t, p in zip(prompt_sum, self._learner, prompt, strict=True):
-                    acc.add_(t.grad if self.method == "fomaml" else p.detach() - t.detach())
+                    # cast: the query backward above set the learner's .grad
+                    acc.add_(cast(torch.Tensor, t.grad) if self.method == "fomaml" else p.detach() - t.detach())
             for t in self._learner:
                 t.grad = None
 
@@ -304,6 +310,7 @@ class MetaStep:
             self._load_inner_state(inner)
 
     def _inner_state(self) -> dict[str, Any]:
+        assert self._learner is not None and self._optimizer is not None  # called once _setup built them
         out: dict[str, Any] = {}
         for i, t in enumerate(self._learner):
             entry = self._optimizer.state.get(t)
@@ -312,6 +319,7 @@ class MetaStep:
         return out
 
     def _load_inner_state(self, inner: Mapping[str, Any]) -> None:
+        assert self._learner is not None and self._optimizer is not None  # called once _setup built them
         self._optimizer.state.clear()
         for key, entry in inner.items():
             i = int(key)

@@ -14,6 +14,7 @@ whole batch.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -59,7 +60,7 @@ class MTLStep:
         self.pad_id = pad_id
         self.micro_batch_size = micro_batch_size
         self.steps_per_epoch = len(self.sampler)
-        self._iterator = None
+        self._iterator: Iterator[list[int]] | None = None
 
     def prepare(self, model: nn.Module, accelerator: Any) -> nn.Module:
         return accelerator.prepare(model)  # DDP when several processes run
