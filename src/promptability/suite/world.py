@@ -62,11 +62,8 @@ def world_facts(world: World) -> list[tuple[tuple[str, ...], str, str]]:
     """(question forms with {x}, subject, answer) for every closed-book fact of the world."""
     facts: list[tuple[tuple[str, ...], str, str]] = []
     for town in TOWNS:
-        asks: tuple[str, ...] = (
-            "In which part of the country is {x}?",
-            "Which region is the town of {x} in?",
-            "Where is {x}?",
-        )
+        asks: tuple[str, ...] = ("In which part of the country is {x}?", "Which region is the town of {x} in?",
+                                 "Where is {x}?")  # fmt: skip
         facts.append((asks, town, world.region[town]))
         facts.append((("What is {x} famous for?", "What does the town of {x} make?"), town, world.product[town]))
         asks = ("Which town is famous for its {x}?", "Where does the best {x} come from?")
