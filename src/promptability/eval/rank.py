@@ -119,7 +119,7 @@ def evaluate(
     start = time.perf_counter()
     try:
         with cast:
-            for batch in eval_batches(tokenized, batch_size, pad_id=model.tokenizer.pad_token_id):
+            for batch in eval_batches(tokenized, batch_size, pad_id=model.pad_token_id):
                 scores = score_choices(model, batch, score).float().cpu()
                 for i in range(scores.shape[0]):
                     n = int(batch["num_choices"][i])

@@ -67,13 +67,6 @@ class PromptedCausalLM(PromptedModel):
         }
 
     # ----- forward ----------------------------------------------------------------------------
-    @property
-    def pad_token_id(self) -> int:
-        pad = self.transformer.config.pad_token_id
-        if pad is None and self.tokenizer is not None:
-            pad = self.tokenizer.pad_token_id
-        return 0 if pad is None else int(pad)
-
     def forward(
         self,
         input_ids: torch.Tensor,

@@ -143,6 +143,17 @@ class PromptedModel(nn.Module):
             else {k: v.detach().cpu().contiguous() for k, v in self.prompt.state_dict().items()}
         )
 
+    @property
+    def pad_token_id(self) -> int:
+        """The id batches are padded with (the one place that decides): the tokenizer's, else the config's, else 0.
+
+        Padded positions are masked everywhere, so the choice never changes a number.
+        """
+        pad = self.tokenizer.pad_token_id if self.tokenizer is not None else None
+        if pad is None:
+            pad = self.transformer.config.pad_token_id
+        return 0 if pad is None else int(pad)
+
     def save(
         self, directory: str | os.PathLike, prompt_only: bool = False, extra: dict[str, Any] | None = None
     ) -> Path:

@@ -45,7 +45,6 @@ from promptability.model.prompted import CONFIG_FILE, PromptedModel
 from promptability.model.prompts import DEFAULT_PROMPT, NO_PROMPT
 from promptability.train.config import ConfigError, FewShotConfig
 from promptability.train.loop import make_accelerator, train
-from promptability.train.losses import pad_id_of
 from promptability.train.steps.fixed_batch import FixedBatchStep
 from promptability.train.steps.multi_prompt import tune_prompts_together
 
@@ -238,7 +237,7 @@ def _tune(run: _Run, group: list[str], rows_of: dict[str, Any], view: Any, seed:
     """Tunes the (reset) prompt on each template of ``group``: {template: state or None, examples, losses}."""
     model, config = run.model, run.config
     if len(group) == 1:  # the shared loop, one template
-        batch = collate(view[rows_of[group[0]].tolist()], pad_id_of(model))
+        batch = collate(view[rows_of[group[0]].tolist()], model.pad_token_id)
         step = FixedBatchStep(batch)
         result = train(model, step, run.accelerator, max_steps=config.epochs, lr=config.lr,
                        clip_norm=config.clip_norm, seed=seed, progress=False)  # fmt: skip
@@ -249,7 +248,7 @@ def _tune(run: _Run, group: list[str], rows_of: dict[str, Any], view: Any, seed:
     start = {k: v.clone() for k, v in model.prompt.state_dict().items()}
     tuned = tune_prompts_together(
         model, {t: [view[int(i)] for i in rows_of[t]] for t in group}, start, epochs=config.epochs,
-        pad_id=pad_id_of(model), lr=config.lr, clip_norm=config.clip_norm, autocast=_autocast_dtype(config),
+        pad_id=model.pad_token_id, lr=config.lr, clip_norm=config.clip_norm, autocast=_autocast_dtype(config),
         progress=run.progress,
     )  # fmt: skip
     for t in group:

@@ -1,4 +1,4 @@
-"""The training losses: target-token negative log-likelihood, and the pad id batches are padded with.
+"""The training losses: target-token negative log-likelihood (the pad id is ``PromptedModel.pad_token_id``).
 
 Every step's loss is a sum of token NLLs divided by a count of target tokens; the
 steps differ only in which tokens that count spans (a global batch, one task's
@@ -9,15 +9,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-
-def pad_id_of(model: nn.Module) -> int:
-    """The id batches for ``model`` are padded with: its tokenizer's, else its transformer config's."""
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is not None and tokenizer.pad_token_id is not None:
-        return int(tokenizer.pad_token_id)
-    return int(model.transformer.config.pad_token_id)  # type: ignore[union-attr, arg-type]  # nn.Module.__getattr__ types dynamic attributes as Tensor | Module
 
 
 def token_nll_sum(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

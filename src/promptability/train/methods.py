@@ -13,13 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from torch import nn
-
 from promptability.train.loop import TrainStep
 from promptability.train.steps.meta import build_meta_step
 from promptability.train.steps.mtl import build_mtl_step
 
 if TYPE_CHECKING:
+    from promptability.model.prompted import PromptedModel
     from promptability.train.config import TrainConfig
 
 
@@ -29,7 +28,7 @@ class BuiltStep(TrainStep, Protocol):
     steps_per_epoch: int
 
 
-StepBuilder = Callable[[str, nn.Module, Any, "TrainConfig", Any], BuiltStep]
+StepBuilder = Callable[[str, "PromptedModel", Any, "TrainConfig", Any], BuiltStep]
 
 
 @dataclass(frozen=True)
@@ -54,11 +53,11 @@ METHODS: dict[str, Method] = {
 }
 
 
-def build_step(method: str, model: nn.Module, data: Any, config: TrainConfig, accelerator: Any = None) -> BuiltStep:
+def build_step(method: str, model: PromptedModel, data: Any, config: TrainConfig, accelerator: Any = None) -> BuiltStep:
     """Freezes ``model`` for ``method`` and returns its train step over the tokenized ``data``."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    model.freeze(METHODS[method].freeze)  # type: ignore[operator]  # nn.Module.__getattr__ types dynamic attributes as Tensor | Module
+    model.freeze(METHODS[method].freeze)
     return METHODS[method].build(method, model, data, config, accelerator)
 
 

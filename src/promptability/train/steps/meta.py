@@ -58,9 +58,10 @@ from transformers.optimization import Adafactor
 from promptability.data.batching import TaskBatcher
 from promptability.train.distributed import average_gradients, dist_world, gather_ranks, world_of
 from promptability.train.loop import autocast, build_optimizer
-from promptability.train.losses import pad_id_of, token_nll_sum
+from promptability.train.losses import token_nll_sum
 
 if TYPE_CHECKING:
+    from promptability.model.prompted import PromptedModel
     from promptability.train.config import TrainConfig
 
 ALGORITHMS = ("fomaml", "reptile")  # the registry's methods built by build_meta_step
@@ -342,11 +343,11 @@ def _count(batch: Batch, totals: torch.Tensor) -> int:
     return max(target, 1)
 
 
-def build_meta_step(method: str, model: nn.Module, data: Any, config: TrainConfig, accelerator: Any) -> MetaStep:
+def build_meta_step(method: str, model: PromptedModel, data: Any, config: TrainConfig, accelerator: Any) -> MetaStep:
     """The ``fomaml``/``reptile`` step over the tokenized ``data``, drawn as episodes by a ``TaskBatcher``."""
     m = config.meta
     batcher = TaskBatcher(
-        data, pad_id=pad_id_of(model), support_batches=m.inner_steps, batch_size=m.task_batch_size,
+        data, pad_id=model.pad_token_id, support_batches=m.inner_steps, batch_size=m.task_batch_size,
         seed=config.seed, task_sampling=m.task_sampling,
     )  # fmt: skip
     step = MetaStep(method, batcher, meta_batch_size=m.meta_batch_size, inner_steps=m.inner_steps,

@@ -22,9 +22,10 @@ from torch import nn
 
 from promptability.data.batching import TRAIN_COLUMNS, LengthGroupedBatchSampler, collate, lengths_of
 from promptability.train.loop import autocast, no_sync
-from promptability.train.losses import pad_id_of, token_nll_sum
+from promptability.train.losses import token_nll_sum
 
 if TYPE_CHECKING:
+    from promptability.model.prompted import PromptedModel
     from promptability.train.config import TrainConfig
 
 
@@ -116,17 +117,17 @@ class MTLStep:
         self._iterator = None
 
 
-def mtl_step_options(model: nn.Module, config: TrainConfig, accelerator: Any) -> dict[str, Any]:
+def mtl_step_options(model: PromptedModel, config: TrainConfig, accelerator: Any) -> dict[str, Any]:
     """``MTLStep``'s keyword arguments for ``config`` on this process (for steps built on MTLStep)."""
     world, rank = (1, 0) if accelerator is None else (accelerator.num_processes, accelerator.process_index)
     if config.batch_size % world:
         raise ValueError(f"batch_size={config.batch_size} must be divisible by the {world} processes")
     return dict(
-        pad_id=pad_id_of(model), batch_size=config.batch_size, micro_batch_size=config.micro_batch_size,
+        pad_id=model.pad_token_id, batch_size=config.batch_size, micro_batch_size=config.micro_batch_size,
         seed=config.seed, num_replicas=world, rank=rank, megabatch_mult=config.data.megabatch_mult,
     )  # fmt: skip
 
 
-def build_mtl_step(method: str, model: nn.Module, data: Any, config: TrainConfig, accelerator: Any) -> MTLStep:
+def build_mtl_step(method: str, model: PromptedModel, data: Any, config: TrainConfig, accelerator: Any) -> MTLStep:
     """The step of ``mtl-t``/``mtl-p``/``mtl-tp`` (they differ only in what is frozen) over the tokenized ``data``."""
     return MTLStep(data, **mtl_step_options(model, config, accelerator))

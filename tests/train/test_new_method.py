@@ -13,7 +13,6 @@ import torch.nn.functional as F
 
 from promptability.data.batching import collate
 from promptability.train.config import DataConfig, TrainConfig
-from promptability.train.losses import pad_id_of
 from promptability.train.methods import METHODS, Method, build_step
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "extending.md"
@@ -51,7 +50,7 @@ def test_the_documented_method_trains_with_label_smoothed_nll(label_smoothing, m
     indices = seen[0]
 
     rows = step.view[indices]
-    batch = collate(rows, pad_id_of(model))
+    batch = collate(rows, model.pad_token_id)
     reference = make_model("shallow")
     with torch.no_grad():
         logits = reference(**batch, return_loss=False).logits
