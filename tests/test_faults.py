@@ -200,3 +200,23 @@ def test_saved_model_files_follow_the_umask(make_model, tmp_path):
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [folder, *folder.iterdir()]}
     assert modes.pop("model") == 0o755
     assert set(modes.values()) == {0o644}, modes
+
+
+def test_a_hub_id_without_network_fails_at_once(monkeypatch):
+    """Not cached, no network: one quick probe and a clear error, not a minute of download retries."""
+    import time
+
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from promptability.model import load_model
+
+    def unreachable(self, repo_id, **kwargs):
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", unreachable)
+    start = time.perf_counter()
+    with pytest.raises(OSError, match="not in the Hugging Face cache, and the Hub cannot be reached"):
+        load_model("someone/not-cached-model")
+    assert time.perf_counter() - start < 5

@@ -106,6 +106,8 @@ def _load_plain(
         name.startswith((".", "/", "~")) or os.sep in name and not _looks_like_hub_id(name)
     ):
         raise FileNotFoundError(f"model path {name} does not exist")
+    if not Path(name).exists():
+        _fail_fast_offline(name)
     causal = _is_causal(name)
     auto = AutoModelForCausalLM if causal else T5ForConditionalGeneration
     transformer = auto.from_pretrained(name, **kwargs)
@@ -114,6 +116,24 @@ def _load_plain(
     # transformers types the Auto class's from_pretrained as _BaseModelWithGenerate, so mypy pairs each
     # wrapper with a union of both; ``causal`` picks the wrapper and the class that built the transformer together
     return wrapper(transformer, tokenizer, prompt, prompt_length, seed=seed, base_model=_base_name(name))  # type: ignore[arg-type]
+
+
+def _fail_fast_offline(hub_id: str) -> None:
+    """A Hub id that is not cached, with no network: say so at once, not after a minute of download retries."""
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if constants.HF_HUB_OFFLINE or isinstance(try_to_load_from_cache(hub_id, "config.json"), str):
+        return  # offline mode fails fast by itself; a cached model needs no network
+    try:
+        HfApi().model_info(hub_id, timeout=10)
+    except HfHubHTTPError:
+        return  # the Hub answered (a missing or gated repository): transformers' own error says which
+    except Exception as err:  # no answer at all: no network, DNS, refused connection, timeout
+        raise OSError(
+            f"{hub_id}: not a local folder, not in the Hugging Face cache, and the Hub cannot be reached "
+            f"({type(err).__name__}: {err}); pass a local folder, or download it where the Hub is reachable"
+        ) from err
 
 
 def _is_causal(name: str) -> bool:
