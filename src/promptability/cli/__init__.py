@@ -26,6 +26,7 @@ USER_ERRORS = (
     ("promptability.eval.metrics", "MetricsError"),
     ("promptability.model.prompted", "PromptSettingsError"),
     ("promptability.model.named", "NamedModelError"),
+    ("promptability.model.loading", "HubUnreachableError"),
     ("promptability.studies.pipeline", "StudySettingsError"),
 )
 

@@ -118,6 +118,10 @@ def _load_plain(
     return wrapper(transformer, tokenizer, prompt, prompt_length, seed=seed, base_model=_base_name(name))  # type: ignore[arg-type]
 
 
+class HubUnreachableError(OSError):
+    """A model named by Hub id that is neither local nor cached, while the Hub cannot be reached."""
+
+
 def _fail_fast_offline(hub_id: str) -> None:
     """A Hub id that is not cached, with no network: say so at once, not after a minute of download retries."""
     from huggingface_hub import HfApi, constants, try_to_load_from_cache
@@ -130,7 +134,7 @@ def _fail_fast_offline(hub_id: str) -> None:
     except HfHubHTTPError:
         return  # the Hub answered (a missing or gated repository): transformers' own error says which
     except Exception as err:  # no answer at all: no network, DNS, refused connection, timeout
-        raise OSError(
+        raise HubUnreachableError(
             f"{hub_id}: not a local folder, not in the Hugging Face cache, and the Hub cannot be reached "
             f"({type(err).__name__}: {err}); pass a local folder, or download it where the Hub is reachable"
         ) from err
