@@ -9,10 +9,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from promptability.data.promptsource import Template, TemplateError
 from promptability.io import safe_name
-from promptability.train.config import ConfigError, FewShotConfig
+from promptability.train.config import ConfigError, FewShotConfig, TrainConfig
 from promptability.train.fewshot import fewshot
 
 
@@ -220,3 +221,52 @@ def test_a_hub_id_without_network_fails_at_once(monkeypatch):
     with pytest.raises(OSError, match="not in the Hugging Face cache, and the Hub cannot be reached"):
         load_model("someone/not-cached-model")
     assert time.perf_counter() - start < 5
+
+
+def test_resuming_a_finished_run_keeps_its_final_loss(make_model, accelerator, tmp_path):
+    from promptability.train.pretrain import pretrain
+
+    data = tmp_path / "data.jsonl"
+    rows = [{"task": f"t{i % 2}", "source": f"the cat sat on the mat {i}", "target": "yes"} for i in range(16)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = TrainConfig(method="mtl-tp", prompt="shallow", prompt_length=4, model="tiny-test", batch_size=8,
+                         micro_batch_size=8, save_every=1)  # fmt: skip
+    config.data.path = str(data)
+    out = tmp_path / "run"
+    pretrain(config, out, progress=False, accelerator=accelerator, model=make_model("shallow"))
+    first = json.loads((out / "train.json").read_text())["final_loss"]
+    assert first is not None
+    result = pretrain(config, out, resume=True, progress=False, accelerator=accelerator, model=make_model("shallow"))
+    assert result.last == {}  # nothing left to train
+    assert json.loads((out / "train.json").read_text())["final_loss"] == first
+
+
+def test_an_interrupted_final_save_is_refused_then_finished(make_model, tmp_path, monkeypatch):
+    """A kill between the file moves must not leave new weights with an old prompt that loads."""
+    import os
+
+    from promptability.io import BadFileError
+    from promptability.model import load_model
+    from promptability.train import pretrain as pretrain_module
+
+    out = tmp_path / "run"
+    old, new = make_model("shallow", seed=0), make_model("shallow", seed=1)
+    pretrain_module.save_final_model(old, out, {})
+    moves, real_replace = [], os.replace
+
+    def replace(src, dst):
+        if Path(dst).parent == out:  # the moves out of the staging folder, not the writes inside it
+            if len(moves) == 1:
+                raise KeyboardInterrupt  # killed after the first file moved
+            moves.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_module.save_final_model(new, out, {})
+    monkeypatch.undo()
+    with pytest.raises(BadFileError, match="interrupted"):
+        load_model(out)
+    pretrain_module.finish_final_save(out)  # what the next pretrain on `out` does first
+    loaded = dict(load_model(out).named_parameters())
+    assert all(torch.equal(p, loaded[n]) for n, p in new.named_parameters())
