@@ -281,3 +281,12 @@ def test_evaluate_on_a_suite_folder_takes_its_held_out_templates(cli_inputs, tmp
     assert main(["evaluate", "--model", model, "--data", str(suite), "--out", str(tmp_path / "run")]) == 0
     accuracy = json.loads((tmp_path / "run" / "accuracy.json").read_text())
     assert list(accuracy) == ["held"]
+
+
+def test_an_unknown_template_name_lists_what_the_data_has(cli_inputs, tmp_path, capsys):
+    from promptability.cli import main
+
+    model, data = cli_inputs
+    assert main(["evaluate", "--model", model, "--data", data, "--out", str(tmp_path / "r"), "--tasks", "t_nl"]) == 2
+    err = capsys.readouterr().err
+    assert "'t_nl'" in err and "t_nli" in err and "none" not in err

@@ -270,3 +270,20 @@ def test_an_interrupted_final_save_is_refused_then_finished(make_model, tmp_path
     pretrain_module.finish_final_save(out)  # what the next pretrain on `out` does first
     loaded = dict(load_model(out).named_parameters())
     assert all(torch.equal(p, loaded[n]) for n, p in new.named_parameters())
+
+
+def test_checkpoint_temporaries_of_a_killed_run_are_removed(make_model, accelerator, tmp_path, tiny_tokenizer):
+    from promptability.data.tokenize import tokenize_records
+    from promptability.train.loop import train
+    from promptability.train.steps.mtl import MTLStep
+
+    records = [{"task": "t", "source": f"the cat sat {i}", "target": "yes"} for i in range(4)]
+    data = tokenize_records(records, tiny_tokenizer, use_cache=False, progress=False).dataset
+    stale = tmp_path / "run" / "checkpoints" / ".step-7.tmp"
+    stale.mkdir(parents=True)
+    (stale / "half-written").write_text("x")
+    model = make_model("shallow")
+    model.freeze("mtl-tp")
+    step = MTLStep(data, pad_id=model.pad_token_id, batch_size=4, micro_batch_size=4)
+    train(model, step, accelerator, max_steps=1, out_dir=tmp_path / "run", save_every=1, progress=False)
+    assert not stale.exists()
