@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "settings_folder",
     "with_umask",
     "BadFileError",
     "blame_file",
@@ -190,6 +191,31 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def settings_folder(folder: Path, settings: dict[str, Any], error: type[Exception], hint: str) -> None:
+    """Make ``folder`` recording ``settings``, or reuse it only if it was made with the same settings.
+
+    For unfinished results a rerun resumes from (``partial/``): results made with another model,
+    lr or data must never be mixed in. A mismatch raises ``error`` naming the settings that differ.
+    """
+    wanted = json.loads(json.dumps(settings))  # as it reads back: tuples become lists
+    record = folder / "settings.json"
+    if not folder.is_dir():
+        folder.mkdir(parents=True)
+        write_json_atomic(record, wanted)
+        return
+    try:
+        previous = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        previous = None
+    if previous != wanted:
+        old = previous if isinstance(previous, dict) else {}
+        changed = sorted(k for k in set(wanted) | set(old) if old.get(k) != wanted.get(k))
+        raise error(
+            f"{folder} holds unfinished results made with other settings ({', '.join(changed) or 'unknown'}); "
+            f"rerun with the same settings to resume, or {hint}"
+        )
 
 
 def with_umask(folder: str | os.PathLike[str]) -> None:

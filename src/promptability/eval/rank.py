@@ -36,7 +36,7 @@ from promptability.data.batching import eval_batches
 from promptability.data.schema import DataError, Example
 from promptability.data.tokenize import MAX_SOURCE_LEN, MAX_TARGET_LEN, tokenize_records
 from promptability.eval.runs import ACCURACY_FILE, PREDICTIONS_FILE, RUN_FILE, RunError
-from promptability.io import safe_name, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from promptability.io import safe_name, settings_folder, write_json_atomic, write_jsonl_atomic, write_text_atomic
 
 SCORES = ("mean", "sum")
 
@@ -195,27 +195,9 @@ class PartialResults:
     with other settings is refused rather than mixed with the old rows.
     """
 
-    SETTINGS = "settings.json"
-
     def __init__(self, out: str | Path, settings: dict[str, Any]) -> None:
         self.dir = Path(out) / "partial"
-        wanted = json.loads(json.dumps(settings))  # as it reads back: tuples become lists
-        record = self.dir / self.SETTINGS
-        if self.dir.is_dir():
-            try:
-                previous = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                previous = None
-            if previous != wanted:
-                old = previous if isinstance(previous, dict) else {}
-                changed = sorted(k for k in set(wanted) | set(old) if old.get(k) != wanted.get(k))
-                raise RunError(
-                    f"{self.dir} holds unfinished results made with other settings ({', '.join(changed) or 'unknown'});"
-                    " rerun with the same settings to resume, or remove it to start over"
-                )
-        else:
-            self.dir.mkdir(parents=True)
-            write_json_atomic(record, wanted)
+        settings_folder(self.dir, settings, RunError, "remove it to start over")
         self.done: dict[str, list[dict[str, Any]]] = {}
         for path in sorted(self.dir.glob("*.jsonl")):
             lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from promptability.data.batching import TRAIN_COLUMNS, collate, task_indices
 from promptability.data.readers import available_tasks, read_split, train_split_for
 from promptability.data.suite_layout import find_meta
-from promptability.io import safe_name, write_json_atomic, write_jsonl_atomic
+from promptability.io import safe_name, settings_folder, write_json_atomic, write_jsonl_atomic
 from promptability.model.loading import model_info, model_size
 from promptability.model.prompted import CONFIG_FILE, PromptedModel
 from promptability.model.prompts import DEFAULT_PROMPT, NO_PROMPT
@@ -49,29 +49,6 @@ from promptability.train.steps.fixed_batch import FixedBatchStep
 from promptability.train.steps.multi_prompt import tune_prompts_together
 
 logger = logging.getLogger(__name__)
-
-PARTIAL_SETTINGS = "settings.json"
-
-
-def _check_partial(partial: Path, settings: dict[str, Any]) -> None:
-    """Make ``partial/`` for a seed, or reuse one only if it was made with the same settings.
-
-    A killed run leaves finished templates there; a rerun with another model, lr or data
-    must not mix them into its results.
-    """
-    wanted = json.loads(json.dumps(settings))  # as it reads back: tuples become lists
-    record = partial / PARTIAL_SETTINGS
-    if partial.is_dir():
-        previous = json.loads(record.read_text()) if record.is_file() else None
-        if previous != wanted:
-            changed = sorted(k for k in set(wanted) | set(previous or {}) if (previous or {}).get(k) != wanted.get(k))
-            raise ConfigError(
-                f"{partial} holds unfinished results made with other settings ({', '.join(changed) or 'unknown'}); "
-                "rerun with the same settings to resume, or pick a new --out"
-            )
-        return
-    partial.mkdir(parents=True)
-    write_json_atomic(record, wanted)
 
 
 # ----- which templates ----------------------------------------------------------------------------
@@ -299,7 +276,8 @@ def _run_seed(run: _Run, run_dir: Path, seed: int) -> dict[str, float]:
     """Tunes and evaluates every template not finished yet for ``seed``; returns the seed's accuracies."""
     rows_of, view = _shots(run, seed)
     partial = run_dir / "partial"
-    _check_partial(partial, {**run.settings, "seed": seed, "reference": run.config.reference})
+    settings = {**run.settings, "seed": seed, "reference": run.config.reference}
+    settings_folder(partial, settings, ConfigError, "pick a new --out")
     bar = tqdm(total=len(run.templates), desc=f"few-shot seed {seed}", unit="template", disable=not run.progress,
                dynamic_ncols=True)  # fmt: skip
     todo = [t for t in run.templates if not (partial / f"{safe_name(t)}.jsonl").is_file()]
