@@ -107,7 +107,7 @@ def _load_plain(
     ):
         raise FileNotFoundError(f"model path {name} does not exist")
     if not Path(name).exists():
-        _fail_fast_offline(name)
+        fail_fast_offline(name)
     causal = _is_causal(name)
     auto = AutoModelForCausalLM if causal else T5ForConditionalGeneration
     transformer = auto.from_pretrained(name, **kwargs)
@@ -122,7 +122,7 @@ class HubUnreachableError(OSError):
     """A model named by Hub id that is neither local nor cached, while the Hub cannot be reached."""
 
 
-def _fail_fast_offline(hub_id: str) -> None:
+def fail_fast_offline(hub_id: str) -> None:
     """A Hub id that is not cached, with no network: say so at once, not after a minute of download retries."""
     from huggingface_hub import HfApi, constants, try_to_load_from_cache
     from huggingface_hub.errors import HfHubHTTPError

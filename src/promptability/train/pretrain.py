@@ -36,7 +36,7 @@ def pretraining_tasks(data: DataConfig) -> list[str] | None:
         return train_templates()
     if isinstance(data.tasks, str):
         raise ConfigError(f"data.tasks must be a list of templates, '{T0_TRAIN}' or null, got {data.tasks!r}")
-    # cast: the only caller, _iter_records, runs after _check_data refused a missing path
+    # cast: the only caller, _iter_records, runs after check_data refused a missing path
     if data.tasks is None and (meta := find_meta(cast(str, data.path))) is not None:
         return [t for t, info in meta["templates"].items() if info["role"] == "train"]
     return data.tasks
@@ -44,7 +44,7 @@ def pretraining_tasks(data: DataConfig) -> list[str] | None:
 
 def _iter_records(data: DataConfig) -> Iterator[dict[str, Any]]:
     """The training records, streamed (the P3 mixture does not fit in memory as Python objects)."""
-    assert data.path is not None  # load_pretraining_data ran _check_data first
+    assert data.path is not None  # load_pretraining_data ran check_data first
     from promptability.data import registry
 
     tasks = pretraining_tasks(data)
@@ -63,7 +63,7 @@ def _iter_records(data: DataConfig) -> Iterator[dict[str, Any]]:
         raise ConfigError(f"no '{data.split}' training records in {data.path} for tasks {data.tasks!r}")
 
 
-def _check_data(data: DataConfig) -> None:
+def check_data(data: DataConfig) -> None:
     if not data.path:
         raise ConfigError("no training data: pass --data PATH (or data.path in the config)")
     if not Path(data.path).exists():
@@ -82,8 +82,8 @@ def load_pretraining_data(
     from promptability.data.tokenize import cache_root, tokenize_records
 
     data = config.data
-    _check_data(data)
-    assert data.path is not None  # _check_data refused a missing path
+    check_data(data)
+    assert data.path is not None  # check_data refused a missing path
     # The cache key covers the files, not which split/templates were read from them: keep those apart.
     selection = json.dumps([data.split, data.tasks], sort_keys=True)
     cache_dir = cache_root() / "tokenized" / hashlib.sha256(selection.encode()).hexdigest()[:12]
@@ -102,7 +102,8 @@ def load_pretraining_data(
     mixture = mix(tokenized.dataset, cap=data.cap, seed=config.seed)
     info = {"path": str(data.path), "split": data.split, "tasks": len(mixture.counts), "cap": data.cap,
             "examples": len(mixture.dataset), "examples_before_cap": sum(mixture.original_counts.values()),
-            "per_task": mixture.counts}  # fmt: skip
+            "sources_truncated": tokenized.stats.sources_truncated,
+            "targets_truncated": tokenized.stats.targets_truncated, "per_task": mixture.counts}  # fmt: skip
     return mixture.dataset, info
 
 
@@ -178,7 +179,7 @@ def pretrain(
     from promptability.model.loading import load_model, model_size
 
     config.validate()
-    _check_data(config.data)  # before any model is built or anything written
+    check_data(config.data)  # before any model is built or anything written
     out = Path(out_dir)
     _check_resumable(out, config, resume)
     accelerator = accelerator if accelerator is not None else make_accelerator(config.precision)

@@ -1,0 +1,276 @@
+"""``promptability plan``: what a continued-pretraining config will do, resolved without training.
+
+``make_plan(config, data)`` reads the config as ``pretrain`` does and, when given the data, reads,
+tokenizes (the same cache) and mixes it with ``pretrain``'s own functions, and builds the method's
+step with the registry, so the counts it reports are the ones ``pretrain`` then consumes. The model
+is built on PyTorch's ``meta`` device (shapes only, no weights, nothing downloaded for the paper's
+two models), which gives exact parameter counts for any size.
+
+Training FLOPs are counted per stack (the matmul weights of the encoder times source positions, of the
+decoder and LM head times target positions): 2 per weight and position forward, 2 more for the
+activations' gradients and 2 for the weights' gradients when the transformer trains. Attention's
+score/value products and the embedding lookups are left out (a few percent at these lengths), so
+the estimate is a lower bound. GPU-hours = FLOPs / (peak FLOP/s x MFU).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from promptability.model.prompts import NO_PROMPT
+from promptability.train.config import ConfigError, FewShotConfig, TrainConfig
+from promptability.train.methods import METHODS, build_step
+from promptability.train.pretrain import check_data
+from promptability.train.steps.meta import build_meta_step
+
+# The paper's two base models, so that planning them needs neither the Hub nor their 3-11 GB of weights:
+# T5 v1.1 LM-adapted shapes (the `config.json` of google/t5-{large,xl}-lm-adapt).
+KNOWN_ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "google/t5-large-lm-adapt": dict(d_model=1024, d_ff=2816, num_layers=24, num_heads=16),
+    "google/t5-xl-lm-adapt": dict(d_model=2048, d_ff=5120, num_layers=24, num_heads=32),
+}
+_T5_V1_1: dict[str, Any] = dict(d_kv=64, vocab_size=32128, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+
+# Dense peak FLOP/s that GPU-hours are estimated against unless given: an A100's. fp32 without TF32
+# (PyTorch's default for matmuls) runs on the CUDA cores, not the tensor cores.
+DEFAULT_PEAK_TFLOPS = {"bf16": 312.0, "fp32": 19.5}
+DEFAULT_MFU = 0.35
+
+
+def _transformer_config(name: str) -> Any:
+    from transformers import AutoConfig, T5Config
+
+    if name in KNOWN_ARCHITECTURES:
+        return T5Config(**_T5_V1_1, **KNOWN_ARCHITECTURES[name], num_decoder_layers=None)
+    from promptability.model.loading import load_model
+
+    if name == "tiny":
+        return load_model("tiny").transformer.config
+    _reachable(name)
+    try:
+        return AutoConfig.from_pretrained(name)
+    except OSError:
+        # a prompt-only save names its base model: plan that
+        return load_model(name).transformer.config
+
+
+def shape_model(config: TrainConfig) -> nn.Module:
+    """``config``'s model with its prompt, on the meta device: every parameter's shape, no storage."""
+    from transformers import AutoModelForCausalLM, T5ForConditionalGeneration
+
+    from promptability.model.causal import PromptedCausalLM
+    from promptability.model.prompted import PromptedSeq2SeqLM
+
+    cfg = _transformer_config(config.model)
+    causal = not getattr(cfg, "is_encoder_decoder", False)
+    prompt = config.prompt or NO_PROMPT
+    with torch.device("meta"):
+        if causal:
+            return PromptedCausalLM(AutoModelForCausalLM.from_config(cfg), None, prompt, config.prompt_length)
+        transformer = T5ForConditionalGeneration(cfg)
+        if (
+            getattr(cfg, "scale_decoder_outputs", True) is False
+            and transformer.lm_head.weight is transformer.shared.weight
+        ):
+            # T5 v1.1 (the LM-adapted models) has its own LM head. Transformers 5 ties it to the embedding in a
+            # model built from a config, and keeps a checkpoint's separate head when loading: count it separately.
+            transformer.lm_head.weight = nn.Parameter(torch.empty_like(transformer.shared.weight))
+        return PromptedSeq2SeqLM(transformer, None, prompt, config.prompt_length)
+
+
+def parameter_counts(model: nn.Module, method: str) -> dict[str, int]:
+    """Total, trained (by the method's freeze preset), prompt, and the matmul weights of each stack."""
+    groups = {g: sum(p.numel() for p in ps) for g, ps in model.parameter_groups().items()}  # type: ignore[operator]
+    trained = sum(p.numel() for p in model.freeze(METHODS[method].freeze))  # type: ignore[operator]
+    matmul = {"encoder": 0, "decoder": 0}
+    for name, module in model.transformer.named_modules():  # type: ignore[union-attr]
+        if isinstance(module, nn.Embedding):
+            continue  # a lookup, not a matmul (a head tied to the embedding is its own Linear module)
+        for p in module.parameters(recurse=False):
+            if p.dim() >= 2:  # layer norms and biases do no matmul
+                matmul["encoder" if name.startswith("encoder.") else "decoder"] += p.numel()
+    return {
+        "total": sum(groups.values()), "trained": trained, "prompt": groups.get("prompt", 0),
+        "encoder_matmul": matmul["encoder"], "decoder_matmul": matmul["decoder"],
+    }  # fmt: skip
+
+
+def _settings(config: TrainConfig) -> dict[str, Any]:
+    data = config.data
+    meta = _is_meta(config)
+    fewshot = FewShotConfig()
+    return {
+        "model": config.model, "method": config.method, "prompt": config.prompt,
+        "prompt_length": config.prompt_length if config.prompt != NO_PROMPT else None,
+        "precision": config.precision,
+        "optimizer": "Adafactor (constant lr, no parameter scaling, no relative step, no warmup)",
+        "lr": config.lr, "global_batch": config.batch_size, "micro_batch": config.micro_batch_size,
+        "clip_norm": config.clip_norm, "max_source_len": data.max_source_len, "max_target_len": data.max_target_len,
+        "cap": data.cap, "cap_per": getattr(data, "cap_per", "template"),
+        "loss_weighting": getattr(config, "loss_weighting", "token"),
+        "step_composition": getattr(data, "step_composition", "length_bands"),
+        "epochs": config.epochs, "max_steps": config.max_steps, "seed": config.seed,
+        "meta": asdict(config.meta) if meta else None,
+        "fewshot": {"shots": fewshot.shots, "epochs": fewshot.epochs, "lr": fewshot.lr,
+                    "draws": len(fewshot.seeds), "precision": fewshot.precision},
+    }  # fmt: skip
+
+
+def _is_meta(config: TrainConfig) -> bool:
+    return METHODS[config.method].build is build_meta_step
+
+
+def _examples_per_step(config: TrainConfig) -> int:
+    if _is_meta(config):
+        m = config.meta
+        return m.meta_batch_size * (m.inner_steps + 1) * m.task_batch_size
+    return config.batch_size
+
+
+def _flop_factor(config: TrainConfig) -> float:
+    """FLOPs per matmul weight and position, averaged over the examples of a step (see the module docstring)."""
+    trains_transformer = METHODS[config.method].freeze != "mtl-p"
+    if not _is_meta(config):
+        return 6.0 if trains_transformer else 4.0
+    m = config.meta
+    # The inner loop's support batches train only the prompt (FOMAML) or, in Reptile, the transformer too.
+    support = 6.0 if config.method == "reptile" else 4.0
+    return (m.inner_steps * support + 6.0) / (m.inner_steps + 1)
+
+
+def _data_plan(config: TrainConfig, model: nn.Module, tokenizer: Any) -> dict[str, Any]:
+    from promptability.data.batching import lengths_of
+    from promptability.train.pretrain import load_pretraining_data
+
+    dataset, info = load_pretraining_data(config, tokenizer, continuation=bool(model.is_causal))
+    step = build_step(config.method, model, dataset, config)  # type: ignore[arg-type]
+    steps = config.max_steps or max(1, math.ceil(config.epochs * step.steps_per_epoch))
+    lengths = lengths_of(dataset)
+    read = info["examples_before_cap"]
+    return {
+        "templates": info["tasks"], "examples_before_cap": read, "examples": info["examples"],
+        "per_template": info["per_task"], "steps_per_epoch": step.steps_per_epoch, "steps": steps,
+        "examples_per_step": _examples_per_step(config),
+        "source_tokens": int(lengths[:, 0].sum()), "target_tokens": int(lengths[:, 1].sum()),
+        "sources_truncated": info["sources_truncated"] / read if read else 0.0,
+        "targets_truncated": info["targets_truncated"] / read if read else 0.0,
+    }  # fmt: skip
+
+
+def _compute(config: TrainConfig, params: dict[str, int], data: dict[str, Any], peak: float, mfu: float) -> dict:
+    n = data["examples"]
+    prepended = config.prompt_length if config.prompt == "shallow" else 0
+    source, target = data["source_tokens"] + prepended * n, data["target_tokens"]
+    if params["encoder_matmul"] == 0:  # decoder-only: source and target run through the one stack
+        per_epoch = params["decoder_matmul"] * (source + target)
+    else:
+        per_epoch = params["encoder_matmul"] * source + params["decoder_matmul"] * target
+    examples_trained = data["steps"] * data["examples_per_step"]
+    flops = _flop_factor(config) * per_epoch * examples_trained / n
+    return {
+        "examples_trained": examples_trained, "epochs_trained": examples_trained / n, "train_flops": flops,
+        "peak_tflops": peak, "mfu": mfu, "gpu_hours": flops / (peak * 1e12 * mfu) / 3600,
+    }  # fmt: skip
+
+
+def make_plan(
+    config: TrainConfig,
+    data: str | None = None,
+    *,
+    peak_tflops: float | None = None,
+    mfu: float = DEFAULT_MFU,
+    tokenizer: Any = None,
+) -> dict[str, Any]:
+    """What ``pretrain(config)`` will do; with ``data`` (or ``config.data.path``) also what it will read and cost.
+
+    ``tokenizer``: the one to count tokens with (default: the model's, loaded without its weights where
+    Transformers can). The keys of the result are documented in the README (``promptability plan``).
+    """
+    config.validate()
+    if data is not None:
+        config.data.path = data
+    if not 0 < mfu <= 1:
+        raise ConfigError(f"mfu must be in (0, 1], got {mfu}")
+    model = shape_model(config)
+    plan: dict[str, Any] = {"settings": _settings(config), "parameters": parameter_counts(model, config.method)}
+    if config.data.path is None:
+        return plan
+    check_data(config.data)  # before a tokenizer is fetched
+    plan["data"] = _data_plan(config, model, tokenizer if tokenizer is not None else _tokenizer(config.model))
+    peak = peak_tflops if peak_tflops is not None else DEFAULT_PEAK_TFLOPS[config.precision]
+    plan["compute"] = _compute(config, plan["parameters"], plan["data"], peak, mfu)
+    return plan
+
+
+def _reachable(name: str) -> None:
+    """A Hub id that is not cached, with no network, fails at once (``HubUnreachableError``), not after retries."""
+    from promptability.model.loading import fail_fast_offline
+
+    if not Path(name).exists():
+        fail_fast_offline(name)
+
+
+def _tokenizer(name: str) -> Any:
+    from transformers import AutoTokenizer
+
+    from promptability.model.loading import load_model
+
+    if name == "tiny":
+        return load_model("tiny").tokenizer
+    _reachable(name)
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except OSError:
+        return load_model(name).tokenizer  # a prompt-only save: its base model's tokenizer
+
+
+def format_plan(plan: dict[str, Any]) -> str:
+    """The plan for a reader: settings, parameters, then data and compute when known."""
+    s, p = plan["settings"], plan["parameters"]
+    lines = [
+        f"model      {s['model']}: {p['total'] / 1e6:,.1f}M parameters, {p['trained'] / 1e6:,.3f}M trained "
+        f"({s['method']}, prompt {s['prompt']}" + (f" x {s['prompt_length']})" if s["prompt_length"] else ")"),
+        f"optimizer  {s['optimizer']}, lr {s['lr']:g}, clip {s['clip_norm']:g}, {s['precision']}",
+        (
+            f"batches    {s['global_batch']} examples per step ({s['step_composition']} steps), micro-batch "
+            f"{s['micro_batch']}, loss weighted per {s['loss_weighting']}"
+        ),
+        (
+            f"data       sources <= {s['max_source_len']} tokens, targets <= {s['max_target_len']}, "
+            f"cap {s['cap']} per {s['cap_per']}"
+        ),
+    ]
+    if s["meta"]:
+        m = s["meta"]
+        lines.append(
+            f"meta       {m['meta_batch_size']} tasks per step, {m['inner_steps']} inner steps x "
+            f"{m['task_batch_size']} examples, inner lr {m['inner_lr']:g}"
+        )
+    f = s["fewshot"]
+    lines.append(f"few-shot   {f['shots']} shots, {f['epochs']} steps at lr {f['lr']:g}, {f['draws']} draws")
+    if "data" in plan:
+        d, c = plan["data"], plan["compute"]
+        lines += [
+            (
+                f"mixture    {d['templates']} templates, {d['examples']:,} examples after the cap "
+                f"({d['examples_before_cap']:,} read); {d['source_tokens']:,} source + {d['target_tokens']:,} target tokens"
+            ),
+            f"truncated  {d['sources_truncated']:.2%} of sources, {d['targets_truncated']:.2%} of targets",
+            (
+                f"steps      {d['steps']:,} ({d['steps_per_epoch']:,} per epoch, {d['examples_per_step']:,} examples "
+                f"each: {c['epochs_trained']:.2f} epochs)"
+            ),
+            (
+                f"compute    {c['train_flops']:.3g} FLOPs = {c['gpu_hours']:,.3g} GPU-hours at {c['mfu']:.0%} MFU "
+                f"of {c['peak_tflops']:g} TFLOP/s"
+            ),
+        ]
+    else:
+        lines.append("(give --data for the mixture's counts, steps and compute)")
+    return "\n".join(lines)
