@@ -311,7 +311,7 @@ def test_lightning_attribute_dicts_and_class_keyed_callbacks_read_as_stand_ins(
 
 
 @pytest.mark.parametrize(
-    "change, prompt, message",
+    ("change", "prompt", "message"),
     [
         (
             lambda s: s.pop(ROOT + "decoder.prefix_embed_cross.weight"),
@@ -374,3 +374,63 @@ def test_files_that_are_no_checkpoint(tiny_tokenizer, base, tmp_path):
         import_reference(tmp_path / "absent.ckpt", str(base), "deep", tmp_path / "out")
     with pytest.raises(BadFileError, match="--base"):
         import_reference(plain, str(tmp_path), "deep", tmp_path / "out")
+
+
+# ----- the command, end to end ---------------------------------------------------------------------------------
+@torch.no_grad()
+def test_import_reference_then_evaluate_scores_as_the_reference(tiny_tokenizer, base, tmp_path, capsys):
+    from promptability.cli import main
+
+    trained = _t5(tiny_tokenizer, seed=1)
+    tables = _tables(trained, "deep")
+    ckpt = _write(_lightning(trained, "deep", tables), tmp_path / "deep.ckpt")
+    rows = [
+        {"task": "t", "source": "is this review positive ? the cat sat on the mat", "choices": ["yes", "no"], "label": 0},
+        {"task": "t", "source": "question : where is the book ?", "choices": ["the table", "the park", "maybe"],
+         "label": 0},
+        {"task": "t", "source": "premise : anna is tall . hypothesis : anna is short", "choices": ["true", "false"],
+         "label": 1},
+    ]  # fmt: skip
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({**r, "target": r["choices"][r["label"]]}) + "\n" for r in rows))
+    out = tmp_path / "imported"
+    assert (
+        main(["model", "import-reference", str(ckpt), "--base", str(base), "--prompt", "deep", "--out", str(out)]) == 0
+    )
+    assert f"-> {out}" in capsys.readouterr().out
+    assert main(["evaluate", "--model", str(out), "--data", str(data), "--out", str(tmp_path / "run")]) == 0
+    predictions = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    reference = _t5(tiny_tokenizer, seed=1)
+    for row, predicted in zip(rows, sorted(predictions, key=lambda r: r["index"]), strict=True):
+        source = tiny_tokenizer([row["source"]], return_tensors="pt")  # T5's layout: source + EOS
+        expected = []
+        for choice in row["choices"]:
+            labels = tiny_tokenizer([choice], return_tensors="pt").input_ids
+            batch = {**source, "labels": labels, "decoder_attention_mask": torch.ones_like(labels)}
+            logits = deep_reference_logits(reference, tables, batch)
+            expected.append(logits.log_softmax(-1)[0].gather(-1, labels[0, :, None]).mean().item())
+        assert predicted["scores"] == pytest.approx(expected, abs=1e-5)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["method"] == "mtl-tp" and run["prompt"] == "deep"
+
+
+def test_the_command_refuses_an_unsafe_file_with_an_error_line(tiny_tokenizer, base, tmp_path, capsys):
+    from promptability.cli import main
+
+    marker = tmp_path / "marker"
+    path = _write({"state_dict": {}, "x": _RunsCode(os.system, f"touch {marker}")}, tmp_path / "evil.ckpt")
+    args = [
+        "model",
+        "import-reference",
+        str(path),
+        "--base",
+        str(base),
+        "--prompt",
+        "shallow",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: refused: the file holds the object ") and not marker.exists()
+    assert ".system," in err  # posix.system (nt.system on Windows), named, never called
