@@ -374,6 +374,15 @@ def test_files_that_are_no_checkpoint(tiny_tokenizer, base, tmp_path):
         import_reference(tmp_path / "absent.ckpt", str(base), "deep", tmp_path / "out")
     with pytest.raises(BadFileError, match="--base"):
         import_reference(plain, str(tmp_path), "deep", tmp_path / "out")
+    broken = tmp_path / "broken.tgz"
+    broken.write_bytes(b"\x1f\x8b\x08\x00" + os.urandom(300))
+    with pytest.raises(ReferenceCheckpointError, match="not a readable .tgz archive.*pass the .ckpt"):
+        import_reference(broken, str(base), "deep", tmp_path / "out")
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a model folder"):  # the save would replace it whole
+        import_reference(plain, str(base), "deep", tmp_path / "work")
+    assert (tmp_path / "work" / "notes.txt").read_text() == "mine"
 
 
 # ----- the command, end to end ---------------------------------------------------------------------------------
