@@ -12,6 +12,7 @@ plain ``weights_only``; any other global is refused by name. Everything but ``st
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -61,7 +62,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     # mmap keeps an 11 GB file out of memory; only the zip format (torch >= 1.6, as the authors') supports it.
     mmap = zipfile.is_zipfile(path)
     try:
-        with torch.serialization.safe_globals(STAND_INS):  # type: ignore[arg-type]  # (class, name) pairs are accepted
+        with _stand_ins():
             checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:
         raise ReferenceCheckpointError(f"{path}: {_refusal(err)}") from None
@@ -75,6 +76,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 f"{path}: state_dict entry {key!r} is a {type(value).__name__}, not a tensor"
             )
     return state
+
+
+def _stand_ins() -> contextlib.AbstractContextManager:
+    """Admits STAND_INS while loading; torch < 2.6 cannot map a name to a stand-in and reads plain weights_only."""
+    if tuple(int(part) for part in torch.__version__.split(".")[:2]) < (2, 6):
+        return contextlib.nullcontext()
+    return torch.serialization.safe_globals(STAND_INS)  # type: ignore[arg-type]  # (class, name) pairs are accepted
 
 
 def _refusal(err: Exception) -> str:
