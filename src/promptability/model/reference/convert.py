@@ -46,7 +46,8 @@ SHALLOW_ALIASES = {
     "encoder.embed_tokens.new_embed.weight": SHALLOW_PROMPT,
     "decoder.embed_tokens.new_embed.weight": SHALLOW_PROMPT,
 }
-# Our DeepPrompt's site kind -> the reference table that holds its prefixes, and the stack whose layers it spans.
+# Our DeepPrompt's site kind -> the reference table holding its prefixes (the encoder's spans the encoder's layers,
+# the two decoder tables the decoder's).
 DEEP_TABLES = {
     "encoder": "encoder.prefix_embed.weight",
     "decoder_self": "decoder.prefix_embed.weight",

@@ -158,15 +158,15 @@ def extract_checkpoint(archive: str | os.PathLike, folder: str | os.PathLike) ->
                             checkpoint_digest.update(chunk)
                             out.write(chunk)
         except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
-            if isinstance(err, OSError) and err.filename is not None:
-                raise
+            if isinstance(err, OSError) and err.errno is not None:  # the disk, not the archive (a full disk...)
+                raise OSError(err.errno, err.strerror, err.filename or str(target)) from None
             raise ReferenceCheckpointError(
                 f"{archive}: not a readable .tgz archive ({err}); extract it yourself and pass the .ckpt file"
             ) from None
         archive_sha = reader.finish()
     if len(found) != 1:
         what = "no .ckpt file" if not found else f"{len(found)} .ckpt files ({', '.join(found)})"
-        raise ReferenceCheckpointError(f"{archive}: the archive holds {what}; extract it and pass the checkpoint")
+        raise ReferenceCheckpointError(f"{archive}: the archive holds {what}; extract it and pass the one to import")
     provenance = {"file": str(archive.resolve()), "sha256": archive_sha, "member": found[0],
                   "member_sha256": checkpoint_digest.hexdigest()}  # fmt: skip
     return target, provenance
