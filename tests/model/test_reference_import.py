@@ -386,6 +386,7 @@ def test_files_that_are_no_checkpoint(tiny_tokenizer, base, tmp_path):
 
 
 # ----- the command, end to end ---------------------------------------------------------------------------------
+@pytest.mark.slow
 @torch.no_grad()
 def test_import_reference_then_evaluate_scores_as_the_reference(tiny_tokenizer, base, tmp_path, capsys):
     from promptability.cli import main
