@@ -444,3 +444,23 @@ def test_the_command_refuses_an_unsafe_file_with_an_error_line(tiny_tokenizer, b
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}: refused: the file holds the object ") and not marker.exists()
     assert ".system," in err  # posix.system (nt.system on Windows), named, never called
+
+
+def test_unusable_shallow_checkpoints_name_the_key(tiny_tokenizer, base, tmp_path):
+    trained = _t5(tiny_tokenizer, seed=1)
+    for name, change, message in [
+        ("width", dict.fromkeys([f"{m}.new_embed.weight" for m in ("shared", "encoder.embed_tokens", "decoder.embed_tokens")],
+                       torch.zeros(P, 31)),
+         r"transformer\.model\.shared\.new_embed\.weight has shape \[5, 31\], expected \[prompt length, 32\]"),
+        ("copy", {"decoder.embed_tokens.embed.weight": torch.zeros(len(tiny_tokenizer) + EXTRA_ROWS, 32)},
+         r"transformer\.model\.decoder\.embed_tokens\.embed\.weight differs from transformer\.model\.shared\.embed"),
+    ]:  # fmt: skip
+        checkpoint = _lightning(trained, "shallow", _tables(trained, "shallow"))
+        checkpoint["state_dict"].update({ROOT + k: v for k, v in change.items()})
+        with pytest.raises(ReferenceCheckpointError, match=message):
+            import_reference(_write(checkpoint, tmp_path / f"{name}.ckpt"), str(base), "shallow", tmp_path / "out")
+        checkpoint["state_dict"].pop(ROOT + "shared.new_embed.weight")  # a prompt-less file is no shallow one
+    with pytest.raises(
+        ReferenceCheckpointError, match=r"no shallow prompt transformer\.model\.shared\.new_embed\.weight$"
+    ):
+        import_reference(_write(checkpoint, tmp_path / "none.ckpt"), str(base), "shallow", tmp_path / "out")
