@@ -29,6 +29,7 @@ SMALL = dict(d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2, num_decoder
 EXTRA_ROWS = 8  # T5 has 32,128 embedding rows for its tokenizer's 32,100 ids: rows no token id reaches
 P = 5  # prompt length (the paper's is 20)
 ROOT = "transformer.model."
+EMBEDDING_NAMES = ("shared", "encoder.embed_tokens", "decoder.embed_tokens")  # the reference's one module, three names
 
 
 def _t5(tokenizer, seed: int, tie: bool = False):
@@ -58,7 +59,7 @@ def _lightning(model, prompt: str, tables: dict[str, torch.Tensor], meta: bool =
     """A checkpoint dict as the reference's Lightning 1.5 run writes it."""
     state = OrderedDict(model.state_dict())
     if prompt == "shallow":
-        for module in ("shared", "encoder.embed_tokens", "decoder.embed_tokens"):  # one module, three names
+        for module in EMBEDDING_NAMES:
             state[f"{module}.embed.weight"] = state.pop(f"{module}.weight")
             state[f"{module}.new_embed.weight"] = tables["shallow"]
     else:
@@ -449,8 +450,7 @@ def test_the_command_refuses_an_unsafe_file_with_an_error_line(tiny_tokenizer, b
 def test_unusable_shallow_checkpoints_name_the_key(tiny_tokenizer, base, tmp_path):
     trained = _t5(tiny_tokenizer, seed=1)
     for name, change, message in [
-        ("width", dict.fromkeys([f"{m}.new_embed.weight" for m in ("shared", "encoder.embed_tokens", "decoder.embed_tokens")],
-                       torch.zeros(P, 31)),
+        ("width", dict.fromkeys([f"{m}.new_embed.weight" for m in EMBEDDING_NAMES], torch.zeros(P, 31)),
          r"transformer\.model\.shared\.new_embed\.weight has shape \[5, 31\], expected \[prompt length, 32\]"),
         ("copy", {"decoder.embed_tokens.embed.weight": torch.zeros(len(tiny_tokenizer) + EXTRA_ROWS, 32)},
          r"transformer\.model\.decoder\.embed_tokens\.embed\.weight differs from transformer\.model\.shared\.embed"),
