@@ -82,7 +82,7 @@ def load_model(
         wrapper = PromptedCausalLM if causal else PromptedSeq2SeqLM
         # transformers types the Auto class's from_pretrained as _BaseModelWithGenerate, so mypy pairs each
         # wrapper with a union of both; ``causal`` picks the wrapper and the class that built the transformer together
-        model = wrapper(transformer, tokenizer, kind, length, seed=seed, base_model=_base_name(name))  # type: ignore[arg-type]
+        model = wrapper(transformer, tokenizer, kind, length, seed=seed, base_model=base_name(name))  # type: ignore[arg-type]
     if saved_kind != NO_PROMPT:
         with blame_file(path / PROMPT_FILE, "the prompt"):
             state = load_file(str(path / PROMPT_FILE))
@@ -101,7 +101,7 @@ def _load_plain(
     """A model that is not a promptability folder: "tiny", a Hugging Face folder or a Hub id."""
     if name == "tiny":
         transformer, tokenizer = _tiny(seed, **kwargs)
-        return PromptedSeq2SeqLM(transformer, tokenizer, prompt, prompt_length, seed=seed, base_model=_base_name(name))
+        return PromptedSeq2SeqLM(transformer, tokenizer, prompt, prompt_length, seed=seed, base_model=base_name(name))
     if not Path(name).exists() and (
         name.startswith((".", "/", "~")) or os.sep in name and not _looks_like_hub_id(name)
     ):
@@ -115,7 +115,7 @@ def _load_plain(
     wrapper = PromptedCausalLM if causal else PromptedSeq2SeqLM
     # transformers types the Auto class's from_pretrained as _BaseModelWithGenerate, so mypy pairs each
     # wrapper with a union of both; ``causal`` picks the wrapper and the class that built the transformer together
-    return wrapper(transformer, tokenizer, prompt, prompt_length, seed=seed, base_model=_base_name(name))  # type: ignore[arg-type]
+    return wrapper(transformer, tokenizer, prompt, prompt_length, seed=seed, base_model=base_name(name))  # type: ignore[arg-type]
 
 
 class HubUnreachableError(OSError):
@@ -153,7 +153,7 @@ def _looks_like_hub_id(name: str) -> bool:
     return name.count("/") == 1 and not name.startswith((".", "/", "~"))
 
 
-def _base_name(name: str) -> str:
+def base_name(name: str) -> str:
     return str(Path(name).resolve()) if Path(name).exists() else name
 
 

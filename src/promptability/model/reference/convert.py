@@ -201,7 +201,7 @@ def import_reference(checkpoint: str | os.PathLike, base: str, prompt: str, out:
     The folder is what ``pretrain`` saves (safetensors + JSON, written atomically); its ``promptability.json``
     records ``imported_from``: the file, its sha256 (for an archive also the member and the member's sha256).
     """
-    from promptability.model.loading import _base_name, model_size
+    from promptability.model.loading import base_name, model_size
     from promptability.model.prompted import CONFIG_FILE, PromptedSeq2SeqLM
 
     if prompt not in ("shallow", "deep"):
@@ -228,7 +228,7 @@ def import_reference(checkpoint: str | os.PathLike, base: str, prompt: str, out:
             state, tables = split_deep(names, checkpoint, config)
             length = tables["encoder"].shape[0]
         transformer = build_transformer(config, state, checkpoint, base)
-        model = PromptedSeq2SeqLM(transformer, tokenizer, prompt, length, seed=0, base_model=_base_name(base))
+        model = PromptedSeq2SeqLM(transformer, tokenizer, prompt, length, seed=0, base_model=base_name(base))
         assert model.prompt is not None  # a shallow or deep prompt was asked for
         sites = getattr(model.prompt, "sites", [])
         prompt_state = {"weight": weight} if prompt == "shallow" else deep_prompt_state(sites, tables, config)
@@ -245,12 +245,12 @@ def _base_files(base: str) -> tuple[Any, Any]:
     """The base model's config and tokenizer (its weights are not needed: the checkpoint has them all)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from promptability.model.loading import _fail_fast_offline
+    from promptability.model.loading import fail_fast_offline
 
     if not Path(base).exists():
         if base.startswith((".", "/", "~")):
             raise FileNotFoundError(errno.ENOENT, "base model folder not found", base)
-        _fail_fast_offline(base)
+        fail_fast_offline(base)
     try:
         config = AutoConfig.from_pretrained(base)
         tokenizer = AutoTokenizer.from_pretrained(base)
