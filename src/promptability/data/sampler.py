@@ -13,9 +13,9 @@ but a step of only short sources or only long contexts. Deterministic for
 same global batches in lockstep, each receives ``batch_size // num_replicas``
 of its examples and their union is exactly the single-process batch
 (``length_bands``: rank ``r`` takes the r-th contiguous slice; ``iid``: the
-sorted step is dealt in rounds of ``micro_batch_size`` examples per rank, so
-every rank's j-th micro-batch comes from the same length band and no rank
-gets all the long ones). Use it as ``DataLoader(dataset, batch_sampler=sampler,
+sorted step is dealt in rounds of ``micro_batch_size`` examples per rank, odd
+rounds in reverse rank order, so every rank's j-th micro-batch comes from the
+same length band and no rank gets all the long ones). Use it as ``DataLoader(dataset, batch_sampler=sampler,
 collate_fn=partial(collate, pad_id=...))``.
 """
 
@@ -128,10 +128,13 @@ class LengthGroupedBatchSampler:
         if self.composition == "length_bands":
             return [batch[r * per : (r + 1) * per] for r in range(self.num_replicas)]
         # Deal the sorted step in rounds: each rank takes micro_batch_size consecutive examples per round, so
-        # micro-batch j of every rank lies in the same length band; the last, short round is split evenly.
+        # micro-batch j of every rank lies in the same length band; the last, short round is split evenly. Odd
+        # rounds deal in reverse rank order, so no rank gets the longest chunk of every round (ranks wait for the
+        # slowest at the step's gradient sync).
         rounds = per // self.micro_batch_size
         dealt = rounds * self.micro_batch_size * self.num_replicas
-        head = batch[:dealt].reshape(rounds, self.num_replicas, self.micro_batch_size)
+        head = batch[:dealt].reshape(rounds, self.num_replicas, self.micro_batch_size).copy()
+        head[1::2] = head[1::2, ::-1]
         tail = batch[dealt:].reshape(self.num_replicas, per - rounds * self.micro_batch_size)
         return [np.concatenate([head[:, r].reshape(-1), tail[r]]) for r in range(self.num_replicas)]
 
