@@ -98,13 +98,13 @@ def test_iid_steps_keep_the_mixture_and_pad_like_length_bands(mixture):
     assert worst < 5, worst
 
     # Padding: sorting inside one step of 4,096 against sorting chunks of 50 steps (here: all 20); both far below
-    # random. Measured: iid 7.0%, length bands 4.5%, random 79% (at 512 / 16 it would be 12.6% vs 4.4%).
+    # random. Measured: iid 6.4%, length bands 4.5%, random 82%.
     perm = np.random.default_rng(0).permutation(N)
     pad_iid, pad_bands = padding(lengths, micro_batches(iid)), padding(lengths, micro_batches(bands))
     pad_random = padding(lengths, [perm[i : i + MICRO] for i in range(0, N, MICRO)])
     print(f"padding: iid {pad_iid:.3%}, length bands {pad_bands:.3%}, random {pad_random:.3%}; "
           f"iid / bands = {pad_iid / pad_bands:.2f}")  # fmt: skip
-    assert pad_iid < 1.75 * pad_bands and pad_iid - pad_bands < 0.04
+    assert pad_iid < 1.6 * pad_bands and pad_iid - pad_bands < 0.03
     assert pad_iid < 0.1 * pad_random
 
 
@@ -119,11 +119,12 @@ def test_iid_ranks_share_each_step_in_lockstep_and_balanced(mixture):
     steps = list(single)
     per_rank = [list(r) for r in ranks]
     assert len(steps) == len(single) == 16 and all(len(r) == 16 for r in per_rank)
-    # The epoch is the shuffled data cut into consecutive steps, each sorted longest first.
+    # The epoch is the shuffled data cut into consecutive steps, each sorted to pad at most as sorting by source.
     perm = np.random.default_rng([2, 0]).permutation(1000)
     for i, step in enumerate(steps):
         assert sorted(step) == sorted(perm[i * 64 : (i + 1) * 64].tolist())
-        assert list(lengths[step, 0]) == sorted(lengths[step, 0], reverse=True)
+        by_source = sorted(step, key=lambda j: (-lengths[j, 0], -lengths[j, 1]))
+        assert padded_cost(lengths, np.array(step), 4) <= padded_cost(lengths, np.array(by_source), 4)
     for i, step in enumerate(steps[:-1]):
         shares = [r[i] for r in per_rank]
         assert [len(s) for s in shares] == [16] * 4 and sorted(sum(shares, [])) == sorted(step)
@@ -186,3 +187,16 @@ def test_iid_is_deterministic_and_resumes(mixture):
         LengthGroupedBatchSampler(lengths, 32, composition="bands")
     with pytest.raises(ValueError, match="micro_batch_size"):
         LengthGroupedBatchSampler(lengths, 32, composition="iid", micro_batch_size=0)
+
+
+def test_a_step_is_sorted_in_both_lengths():
+    """Sources of 20-59 tokens, targets of 1 or 40: sorting by source alone mixes the targets (measured: 24.4%
+    padding, 6.8% as sorted)."""
+    rng = np.random.default_rng(1)
+    lengths = np.stack([rng.integers(20, 60, 256), rng.choice([1, 40], 256)], 1)
+    (step,) = LengthGroupedBatchSampler(lengths, 256, composition="iid", micro_batch_size=16).global_batches(0)
+    by_source = step[np.lexsort((-lengths[step, 1], -lengths[step, 0]))]
+    assert sorted(step) == list(range(256))
+    assert padding(lengths, [step[i : i + 16] for i in range(0, 256, 16)]) < 0.08
+    assert padding(lengths, [by_source[i : i + 16] for i in range(0, 256, 16)]) > 0.2
+    assert list(lengths[step[:16], 1]) == [40] * 16  # long ones first: a step that runs out of memory does so early

@@ -3,8 +3,9 @@
 ``LengthGroupedBatchSampler``: per epoch, shuffles and cuts global batches.
 ``composition="iid"`` (the paper's reference code): each global batch is the
 next slice of the shuffled mixture, so a step is an i.i.d. draw of it; only
-inside the step are its examples sorted by length, so that consecutive
-micro-batches pad little. ``composition="length_bands"``: chunks of
+inside the step are its examples sorted by length (by source, then windows of
+it by target, whichever window pads least), so that consecutive micro-batches
+pad little. ``composition="length_bands"``: chunks of
 ``megabatch_mult * batch_size`` examples are sorted by length and cut into
 batches (then shuffled), so one step holds one length band: least padding,
 but a step of only short sources or only long contexts. Deterministic for
@@ -92,6 +93,34 @@ class LengthGroupedBatchSampler:
         # lexsort's last key is the primary one; it is stable, so ties keep the shuffled order.
         return idx[np.lexsort([-lens[:, c] for c in reversed(range(lens.shape[1]))])]
 
+    def _padded(self, idx: np.ndarray) -> int:
+        """Positions (all columns) of ``idx`` cut into micro-batches, each padded to its longest."""
+        starts = np.arange(0, len(idx), self.micro_batch_size)
+        longest = np.maximum.reduceat(self.lengths[idx], starts, axis=0).sum(1)
+        return int((longest * np.diff(np.append(starts, len(idx)))).sum())
+
+    def _sort_step(self, idx: np.ndarray) -> np.ndarray:
+        """A step's examples in the order that pads its micro-batches least among a few two-dimensional orders.
+
+        Sorting by source length alone leaves targets mixed (a one-token label next to a long answer of the
+        same source length); sorting by target alone mixes sources. So: longest sources first, then every
+        window of ``w`` examples re-sorted by target, for ``w`` = micro_batch_size (no change), twice that,
+        and so on up to the whole step; the order with the fewest padded positions wins (deterministic).
+        """
+        best = self._longest_first(idx)
+        if self.lengths.shape[1] == 1:
+            return best
+        least, w = self._padded(best), 2 * self.micro_batch_size
+        by_source = best
+        while w < 2 * len(idx):
+            windows = [by_source[i : i + w] for i in range(0, len(idx), w)]
+            order = np.concatenate([x[np.lexsort((-self.lengths[x, 0], -self.lengths[x, 1]))] for x in windows])
+            padded = self._padded(order)
+            if padded < least:
+                best, least = order, padded
+            w *= 2
+        return best
+
     def global_batches(self, epoch: int) -> list[np.ndarray]:
         """All global batches of an epoch, in order (independent of rank)."""
         if self._cache is not None and self._cache[0] == epoch:
@@ -118,7 +147,7 @@ class LengthGroupedBatchSampler:
                 last = np.concatenate([last, np.resize(perm, short)])
             batches = full + [last]
         if not bands:  # group lengths only inside each step
-            batches = [self._longest_first(b) for b in batches]
+            batches = [self._sort_step(b) for b in batches]
         self._cache = (epoch, batches)
         return batches
 
