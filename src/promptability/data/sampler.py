@@ -107,14 +107,17 @@ class LengthGroupedBatchSampler:
         window of ``w`` examples re-sorted by target, for ``w`` = micro_batch_size (no change), twice that,
         and so on up to the whole step; the order with the fewest padded positions wins (deterministic).
         """
-        best = self._longest_first(idx)
-        if self.lengths.shape[1] == 1:
-            return best
+        if self.lengths.shape[1] != 2:
+            return self._longest_first(idx)
+        # One stable argsort of a combined integer key instead of lexsort: the same order, several times faster
+        # (a T0 epoch has tens of thousands of steps, each sorted ~8 times).
+        src, tgt = (self.lengths[idx, c].astype(np.int64) for c in (0, 1))
+        span = int(tgt.max()) + 1
+        best = by_source = idx[np.argsort((src.max() - src) * span + (tgt.max() - tgt), kind="stable")]
         least, w = self._padded(best), 2 * self.micro_batch_size
-        by_source = best
+        shorter = tgt.max() - self.lengths[by_source, 1].astype(np.int64)
         while w < 2 * len(idx):
-            windows = [by_source[i : i + w] for i in range(0, len(idx), w)]
-            order = np.concatenate([x[np.lexsort((-self.lengths[x, 0], -self.lengths[x, 1]))] for x in windows])
+            order = by_source[np.argsort(np.arange(len(idx)) // w * span + shorter, kind="stable")]
             padded = self._padded(order)
             if padded < least:
                 best, least = order, padded
