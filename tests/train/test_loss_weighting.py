@@ -165,3 +165,20 @@ def test_meta_inner_steps_do_not_depend_on_micro_batches(make_model, data):
         for name in a:
             torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-5, msg=f"{weighting} {name}")
     assert abs(results["example", None][0] - results["token", None][0]) > 0.05
+
+
+def test_resume_refuses_another_weighting_or_composition(tmp_path):
+    import json
+
+    from promptability.train.config import ConfigError
+    from promptability.train.pretrain import _check_resumable
+
+    config = TrainConfig(method="mtl-tp").validate()
+    (tmp_path / "train_config.json").write_text(json.dumps(config.to_dict()))
+    _check_resumable(tmp_path, config, resume=True)
+    config.loss_weighting = "token"
+    with pytest.raises(ConfigError, match="differ from .*train_config.json: loss_weighting"):
+        _check_resumable(tmp_path, config, resume=True)
+    config.loss_weighting, config.data.step_composition = "example", "length_bands"
+    with pytest.raises(ConfigError, match="differ from .*train_config.json: data"):
+        _check_resumable(tmp_path, config, resume=True)
