@@ -1,10 +1,12 @@
 """Pair 2, data side: padding fraction of length-grouped vs random micro-batches.
 
-With the training defaults (``TrainConfig``: global batch, micro-batch and
-megabatch multiplier), a length-grouped epoch is cut exactly as ``MTLStep``
-cuts it (``LengthGroupedBatchSampler`` batches, sliced into micro-batches);
-the random epoch is a seeded permutation cut into micro-batches of the same
-size. The fraction is padded positions / all positions over sources and
+With the training defaults (``TrainConfig``: global batch, micro-batch, step
+composition and megabatch multiplier), a length-grouped epoch is cut exactly as
+``MTLStep`` cuts it (``LengthGroupedBatchSampler`` batches, each rank's share
+sliced into micro-batches); the other step composition is measured beside it
+("iid": steps are i.i.d. slices sorted inside; "length_bands": one length band
+per step); the random epoch is a seeded permutation cut into micro-batches of
+the same size. The fraction is padded positions / all positions over sources and
 targets, as ``batching.padding_fraction`` counts them on collated batches
 (computed here from the lengths alone).
 
@@ -41,18 +43,31 @@ def _micro(batches: Iterable[np.ndarray], micro: int) -> Iterable[np.ndarray]:
             yield b[start : start + micro]
 
 
-def fractions(lengths: np.ndarray, seed: int = 0) -> tuple[float, float, str]:
-    """(length-grouped, random, description of the batching) with the training defaults."""
+def grouped_fraction(lengths: np.ndarray, composition: str | None = None, seed: int = 0) -> float:
+    """Padding of one epoch cut as ``MTLStep`` cuts it with the training defaults (``composition``: None = theirs)."""
     from promptability.data.batching import LengthGroupedBatchSampler
     from promptability.train.config import TrainConfig
 
     config = TrainConfig()
+    micro = config.micro_batch_size
+    sampler = LengthGroupedBatchSampler(
+        lengths, config.batch_size, seed=seed, megabatch_mult=config.data.megabatch_mult, micro_batch_size=micro,
+        composition=composition or config.data.step_composition,
+    )  # fmt: skip
+    shares = [share for batch in sampler.global_batches(0) for share in sampler.shares(batch)]
+    return padding_from_lengths(lengths, _micro(shares, micro))
+
+
+def fractions(lengths: np.ndarray, seed: int = 0) -> tuple[float, float, str]:
+    """(length-grouped, random, description of the batching) with the training defaults."""
+    from promptability.train.config import TrainConfig
+
+    config = TrainConfig()
     batch, micro, mult = config.batch_size, config.micro_batch_size, config.data.megabatch_mult
-    grouped = LengthGroupedBatchSampler(lengths, batch, seed=seed, megabatch_mult=mult).global_batches(0)
     perm = np.random.default_rng(seed).permutation(len(lengths))
     random_batches = [perm[i : i + micro] for i in range(0, len(perm), micro)]
-    how = f"batch {batch}, micro-batch {micro}, megabatch x{mult}"
-    return padding_from_lengths(lengths, _micro(grouped, micro)), padding_from_lengths(lengths, random_batches), how
+    how = f"batch {batch}, micro-batch {micro}, {config.data.step_composition} steps, megabatch x{mult}"
+    return grouped_fraction(lengths, seed=seed), padding_from_lengths(lengths, random_batches), how
 
 
 def suite_lengths(settings: Settings) -> np.ndarray:
@@ -101,11 +116,17 @@ def p3_lengths(root: Path) -> tuple[np.ndarray, int]:
 
 
 def _row(key: str, what: str, lengths: np.ndarray, settings: Settings) -> Row:
+    from promptability.data.batching import STEP_COMPOSITIONS
+    from promptability.train.config import TrainConfig
+
     grouped, random, how = fractions(lengths, settings.seed)
+    default = TrainConfig().data.step_composition
+    other = next(c for c in STEP_COMPOSITIONS if c != default)
     return Row(
         key=key, pair="2 MTL data", name=f"padding fraction, {what}, {len(lengths)} examples ({how})",
-        ours=f"{grouped:.1%} length-grouped", baseline=f"{random:.1%} random",
-        check=f"source ~{lengths[:, 0].mean():.0f} / target ~{lengths[:, 1].mean():.0f} tokens",
+        ours=f"{grouped:.1%} length-grouped ({default})", baseline=f"{random:.1%} random",
+        check=f"{grouped_fraction(lengths, other, settings.seed):.1%} with {other} steps; "
+              f"source ~{lengths[:, 0].mean():.0f} / target ~{lengths[:, 1].mean():.0f} tokens",
     )  # fmt: skip
 
 

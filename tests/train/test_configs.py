@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from promptability.cli import main
-from promptability.train.config import ConfigError, TrainConfig, apply_overrides, load_config
+from promptability.train.config import ConfigError, FewShotConfig, TrainConfig, apply_overrides, load_config
 
 from conftest import make_records
 
@@ -65,6 +65,8 @@ def test_paper_configs_cover_table_1_with_the_paper_hyperparameters():
         c = load_config(path)
         assert (c.prompt_length, c.data.max_source_len, c.data.max_target_len, c.data.cap) == (20, 768, 192, 500_000)
         assert c.data.tasks == "t0-train" and c.precision == "bf16"
+        # As the reference code ran: i.i.d. steps, length-sorted inside; each example weighs the same.
+        assert (c.data.step_composition, c.loss_weighting) == ("iid", "example")
         if c.method.startswith("mtl"):
             assert c.batch_size == 4096 and 4096 % c.micro_batch_size == 0
         else:
@@ -85,6 +87,17 @@ def test_yaml_errors_name_the_file_and_key(tmp_path):
         load_config(bad)
     config = apply_overrides(TrainConfig(), {"data.path": "x", "lr": "2e-3", "max_steps": None})
     assert (config.data.path, config.lr, config.max_steps) == ("x", 2e-3, None)
+    bad.write_text("method: mtl-tp\nloss_weighting: tokens\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: loss_weighting must be one of example, token, got 'tokens'"):
+        load_config(bad)
+    bad.write_text("method: mtl-tp\ndata:\n  step_composition: bands\n")
+    with pytest.raises(ConfigError, match=r"data.step_composition must be one of iid, length_bands, got 'bands'"):
+        load_config(bad)
+    old = apply_overrides(TrainConfig(), {"loss_weighting": "token", "data.step_composition": "length_bands"})
+    assert (old.validate().loss_weighting, old.data.step_composition) == ("token", "length_bands")
+    with pytest.raises(ConfigError, match="loss_weighting must be one of example, token, got 'row'"):
+        FewShotConfig(loss_weighting="row").validate()
+    assert FewShotConfig().loss_weighting == "token"  # the reference tuned on one batch with a token mean
 
 
 def test_cli_help_and_invalid_combinations(capsys, tmp_path, monkeypatch):

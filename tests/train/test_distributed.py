@@ -44,12 +44,12 @@ def runs(tmp_path_factory, tiny_tokenizer):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # The one-process reference runs in this process: same inputs, same code.
     accelerator = make_accelerator("fp32", cpu=True)
-    losses = {m: dist_worker.run(m, inputs, one, accelerator)["loss"] for m in ("mtl-tp", "fomaml")}
+    losses = {name: dist_worker.run(name, inputs, one, accelerator)["loss"] for name in dist_worker.VARIANTS}
     return one, two, losses, proc.stdout
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["mtl-tp", "fomaml"])
+@pytest.mark.parametrize("method", list(dist_worker.VARIANTS))
 def test_two_processes_equal_one(runs, method):
     one, two, losses, stdout = runs
     assert f"{method} world=2" in stdout

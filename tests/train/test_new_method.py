@@ -54,13 +54,17 @@ def test_the_documented_method_trains_with_label_smoothed_nll(label_smoothing, m
     reference = make_model("shallow")
     with torch.no_grad():
         logits = reference(**batch, return_loss=False).logits
-    targets = batch["labels"].masked_fill(batch["decoder_attention_mask"] == 0, -100)
-    smoothed = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100,
-                               reduction="sum", label_smoothing=namespace["SMOOTHING"])  # fmt: skip
-    plain = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum")
-    n = int(batch["decoder_attention_mask"].sum())
-    assert metrics["loss"] == pytest.approx(float(smoothed) / n, rel=1e-5)
-    assert abs(float(smoothed) - float(plain)) > 1e-3  # smoothing changed the loss
+    mask = batch["decoder_attention_mask"]
+    targets = batch["labels"].masked_fill(mask == 0, -100)
+    smoothed, plain = (
+        [float(F.cross_entropy(logits[i, : int(m.sum())].float(), targets[i, : int(m.sum())], label_smoothing=s))
+         for i, m in enumerate(mask)]
+        for s in (namespace["SMOOTHING"], 0.0)
+    )  # fmt: skip
+    # The config's default weighting ("example"): each example's mean token loss, averaged over the examples.
+    assert config.loss_weighting == "example"
+    assert metrics["loss"] == pytest.approx(sum(smoothed) / len(smoothed), rel=1e-5)
+    assert abs(sum(smoothed) - sum(plain)) > 1e-3  # smoothing changed the loss
     assert model.prompt.weight.grad is not None and model.transformer.shared.weight.grad is not None
 
 

@@ -6,15 +6,9 @@ produces (columns ``task``, ``index``, ``input_ids``, ``labels``,
 
 * ``mix``: caps every task (template) at ``cap`` examples (a seeded random
   subset) and shuffles the union: examples-proportional mixing as in T0.
-* ``LengthGroupedBatchSampler``: per epoch, shuffles, cuts chunks of
-  ``megabatch_mult * batch_size`` examples, sorts each chunk by length, cuts it
-  into batches and shuffles the batches; deterministic for (seed, epoch) and
-  resumable from ``state_dict()``. ``batch_size`` is the *global* batch size;
-  with ``num_replicas > 1`` rank ``r`` receives the contiguous slice
-  ``[r * batch_size // num_replicas, (r + 1) * batch_size // num_replicas)`` of
-  every global batch, so all ranks step through the same batches in lockstep
-  and their union is exactly the single-process batch. Use it as
-  ``DataLoader(dataset, batch_sampler=sampler, collate_fn=partial(collate, pad_id=...))``.
+* ``LengthGroupedBatchSampler`` (``data/sampler.py``, importable from here):
+  shuffled global batches, "iid" slices of the mixture sorted by length inside
+  the step, or "length_bands"; resumable, and split across ranks in lockstep.
 * ``collate`` / ``collate_eval``: dynamic padding to the longest in the batch.
 * ``TaskBatcher`` / ``fewshot_batch``: per-task support/query batches for
   meta-learning and fixed few-shot batches.
@@ -29,6 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset, concatenate_datasets
+
+# Re-exported: the sampler was born here and callers import it from here.
+from promptability.data.sampler import STEP_COMPOSITIONS as STEP_COMPOSITIONS
+from promptability.data.sampler import LengthGroupedBatchSampler as LengthGroupedBatchSampler
 
 DEFAULT_CAP = 500_000
 TRAIN_COLUMNS = ["input_ids", "labels"]
@@ -85,116 +83,6 @@ def mix(datasets: Dataset | Sequence[Dataset], *, cap: int | None = DEFAULT_CAP,
     order = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
     order = order[rng.permutation(len(order))]
     return Mixture(dataset.select(order.tolist()), counts, {t: len(i) for t, i in groups.items()})
-
-
-class LengthGroupedBatchSampler:
-    """Length-grouped, shuffled, resumable batches of indices (see the module docstring).
-
-    ``lengths``: [n] or [n, 2] (sorted by the first column, ties by the second).
-    All batches are full except possibly the last of an epoch (unless
-    ``drop_last``); with several replicas that last batch is topped up with the
-    epoch's first examples to a multiple of ``num_replicas`` so no rank idles.
-    ``state_dict()`` counts batches *handed out*; a DataLoader with workers
-    prefetches, so a trainer should save ``state_dict(batch_index=steps_done)``.
-    """
-
-    def __init__(
-        self,
-        lengths: Sequence[int] | np.ndarray,
-        batch_size: int,
-        *,
-        seed: int = 0,
-        megabatch_mult: int = 50,
-        shuffle: bool = True,
-        drop_last: bool = False,
-        num_replicas: int = 1,
-        rank: int = 0,
-    ) -> None:
-        lengths = np.asarray(lengths)
-        if lengths.ndim == 1:
-            lengths = lengths[:, None]
-        if batch_size < 1 or megabatch_mult < 1:
-            raise ValueError(f"batch_size and megabatch_mult must be >= 1, got {batch_size} and {megabatch_mult}")
-        if num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ValueError(f"rank must be in [0, num_replicas), got rank={rank}, num_replicas={num_replicas}")
-        if batch_size % num_replicas:
-            raise ValueError(
-                f"batch_size={batch_size} is the global batch size and must be divisible by num_replicas={num_replicas}"
-            )
-        self.lengths = lengths
-        self.batch_size = batch_size
-        self.seed = seed
-        self.megabatch_mult = megabatch_mult
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.epoch = 0
-        self.batch_index = 0
-        self._cache: tuple[int, list[np.ndarray]] | None = None
-
-    def global_batches(self, epoch: int) -> list[np.ndarray]:
-        """All global batches of an epoch, in order (independent of rank)."""
-        if self._cache is not None and self._cache[0] == epoch:
-            return self._cache[1]
-        n = len(self.lengths)
-        rng = np.random.default_rng([self.seed, epoch])
-        perm = rng.permutation(n) if self.shuffle else np.arange(n)
-        mega = self.batch_size * self.megabatch_mult
-        full: list[np.ndarray] = []
-        rest: list[np.ndarray] = []
-        for start in range(0, n, mega):
-            chunk = perm[start : start + mega]
-            lens = self.lengths[chunk]
-            # Longest first inside a chunk; lexsort's last key is the primary one.
-            chunk = chunk[np.lexsort([-lens[:, c] for c in reversed(range(lens.shape[1]))])]
-            for b in range(0, len(chunk), self.batch_size):
-                batch = chunk[b : b + self.batch_size]
-                (full if len(batch) == self.batch_size else rest).append(batch)
-        if self.shuffle and full:
-            full = [full[i] for i in rng.permutation(len(full))]
-        batches = full
-        if rest and not self.drop_last:
-            last = rest[0]
-            short = -len(last) % self.num_replicas
-            if short:
-                last = np.concatenate([last, np.resize(perm, short)])
-            batches = full + [last]
-        self._cache = (epoch, batches)
-        return batches
-
-    def __len__(self) -> int:
-        n = len(self.lengths)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def _local(self, batch: np.ndarray) -> list[int]:
-        per = len(batch) // self.num_replicas
-        return batch[self.rank * per : (self.rank + 1) * per].tolist()
-
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = self.global_batches(self.epoch)
-        while self.batch_index < len(batches):
-            batch = batches[self.batch_index]
-            self.batch_index += 1
-            yield self._local(batch)
-        self.epoch += 1
-        self.batch_index = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch, self.batch_index = epoch, 0
-
-    def state_dict(self, batch_index: int | None = None) -> dict[str, int]:
-        return {
-            "epoch": self.epoch,
-            "batch_index": self.batch_index if batch_index is None else batch_index,
-            "seed": self.seed,
-        }
-
-    def load_state_dict(self, state: Mapping[str, int]) -> None:
-        self.seed = int(state["seed"])
-        self.epoch = int(state["epoch"])
-        self.batch_index = int(state["batch_index"])
-        self._cache = None
 
 
 def _as_rows(rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]) -> list[Mapping[str, Any]]:

@@ -20,8 +20,10 @@ from typing import Any
 
 import yaml
 
+from promptability.data.sampler import STEP_COMPOSITIONS
 from promptability.data.tokenize import MAX_SOURCE_LEN, MAX_TARGET_LEN
 from promptability.model.prompts import DEFAULT_PROMPT, NO_PROMPT, PROMPT_KINDS, prompt_names
+from promptability.train.losses import LOSS_WEIGHTINGS
 from promptability.train.methods import METHODS
 
 PRECISIONS = ("fp32", "bf16")
@@ -42,7 +44,12 @@ class DataConfig:
     cap: int | None = 500_000  # examples per template (T0's mixing cap)
     max_source_len: int = MAX_SOURCE_LEN
     max_target_len: int = MAX_TARGET_LEN
-    megabatch_mult: int = 50  # length grouping: sort chunks of this many batches
+    # How a global batch (one optimizer step) is drawn from the shuffled mixture. "iid": the next batch_size
+    # examples, sorted by length only inside the step (micro-batches pad little), as the paper's reference code
+    # grouped per 2-example device batch; "length_bands": sort chunks of megabatch_mult batches and cut them, so a
+    # step holds one length band (only short labels or only long contexts; least padding).
+    step_composition: str = "iid"
+    megabatch_mult: int = 50  # length_bands only: sort chunks of this many batches
 
 
 @dataclass
@@ -64,6 +71,11 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     batch_size: int = 4096  # examples per optimizer step, over all processes (MTL)
     micro_batch_size: int = 32  # examples per forward pass on one process (gradient accumulation)
+    # What each example weighs in a step's loss (MTL's global batch, meta-learning's support and query batches):
+    # "example": each example's mean token NLL, averaged over the examples, as the reference code (token means over
+    # micro-batches of 2 or 1) nearly did; "token": the mean over all target tokens, so a 192-token summary weighs
+    # ~100x a one-token label. Independent of micro_batch_size and the number of processes either way.
+    loss_weighting: str = "example"
     epochs: float = 1.0
     max_steps: int | None = None  # overrides epochs
     lr: float = 1e-3
@@ -106,6 +118,14 @@ class TrainConfig:
         if self.save_every < 0 or self.keep_checkpoints < 1:
             raise ConfigError(
                 f"need save_every >= 0 and keep_checkpoints >= 1, got {self.save_every}, {self.keep_checkpoints}"
+            )
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ConfigError(
+                f"loss_weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {self.loss_weighting!r}"
+            )
+        if self.data.step_composition not in STEP_COMPOSITIONS:
+            raise ConfigError(
+                f"data.step_composition must be one of {', '.join(STEP_COMPOSITIONS)}, got {self.data.step_composition!r}"
             )
         if self.data.cap is not None and self.data.cap < 1:
             raise ConfigError(f"data.cap must be >= 1 or null, got {self.data.cap}")
@@ -289,6 +309,9 @@ class FewShotConfig:
     precision: str = "fp32"
     max_source_len: int = MAX_SOURCE_LEN
     max_target_len: int = MAX_TARGET_LEN
+    # TrainConfig.loss_weighting's choice for the k-shot batch; "token" here because the reference tuned on one
+    # batch of 16 with the mean over its target tokens.
+    loss_weighting: str = "token"
 
     def validate(self) -> FewShotConfig:
         if self.shots < 1 or self.epochs < 1 or not self.seeds:
@@ -306,6 +329,10 @@ class FewShotConfig:
             raise ConfigError(f"few-shot tuning trains a prompt: --prompt must be {kinds}, got {self.prompt!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ConfigError(
+                f"loss_weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {self.loss_weighting!r}"
+            )
         if self.score not in ("mean", "sum"):
             raise ConfigError(f"score must be 'mean' or 'sum', got {self.score!r}")
         if not self.lr > 0 or self.prompt_length < 1:

@@ -174,7 +174,7 @@ def _settings(
     settings = {"method": config.method or info.get("method") or "none", "prompt": model.prompt_kind,
                 "shots": config.shots, "model": str(model_dir), "model_size": size, "data": str(data),
                 "score": config.score, "epochs": config.epochs, "lr": config.lr, "prompt_length": model.prompt_length,
-                "fresh_prompt": fresh, "tuned": "prompt-only"}  # fmt: skip
+                "fresh_prompt": fresh, "tuned": "prompt-only", "loss_weighting": config.loss_weighting}  # fmt: skip
     if groups is not None:
         settings["groups"] = groups
     return settings
@@ -185,7 +185,8 @@ def _finished(run_dir: Path, run: _Run) -> dict[str, float] | None:
     if not (run_dir / "run.json").is_file():
         return None
     previous = json.loads((run_dir / "run.json").read_text())
-    changed = [k for k in ("shots", "epochs", "lr", "prompt", "model") if previous.get(k) != run.settings[k]]
+    keys = ("shots", "epochs", "lr", "prompt", "model", "loss_weighting")
+    changed = [k for k in keys if previous.get(k) != run.settings[k]]
     if changed:
         raise ConfigError(f"{run_dir} holds a run with other settings ({', '.join(changed)}); pick a new --out")
     done = json.loads((run_dir / "accuracy.json").read_text())
@@ -215,7 +216,7 @@ def _tune(run: _Run, group: list[str], rows_of: dict[str, Any], view: Any, seed:
     model, config = run.model, run.config
     if len(group) == 1:  # the shared loop, one template
         batch = collate(view[rows_of[group[0]].tolist()], model.pad_token_id)
-        step = FixedBatchStep(batch)
+        step = FixedBatchStep(batch, loss_weighting=config.loss_weighting)
         result = train(model, step, run.accelerator, max_steps=config.epochs, lr=config.lr,
                        clip_norm=config.clip_norm, seed=seed, progress=False)  # fmt: skip
         return {group[0]: {"state": None, "first_loss": step.first_loss, "final_loss": result.last.get("loss"),
@@ -226,7 +227,7 @@ def _tune(run: _Run, group: list[str], rows_of: dict[str, Any], view: Any, seed:
     tuned = tune_prompts_together(
         model, {t: [view[int(i)] for i in rows_of[t]] for t in group}, start, epochs=config.epochs,
         pad_id=model.pad_token_id, lr=config.lr, clip_norm=config.clip_norm, autocast=_autocast_dtype(config),
-        progress=run.progress,
+        progress=run.progress, loss_weighting=config.loss_weighting,
     )  # fmt: skip
     for t in group:
         tuned[t]["examples"] = len(rows_of[t])

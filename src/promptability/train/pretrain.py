@@ -117,7 +117,7 @@ def _check_resumable(out: Path, config: TrainConfig, resume: bool) -> None:
         return
     if saved.is_file():
         old = json.loads(saved.read_text())
-        keys = ("method", "prompt", "prompt_length", "model", "batch_size", "seed", "data")
+        keys = ("method", "prompt", "prompt_length", "model", "batch_size", "seed", "loss_weighting", "data")
         diff = [k for k in keys if old.get(k) != config.to_dict().get(k)]
         if diff:
             raise ConfigError(f"--resume with settings that differ from {saved}: {', '.join(diff)}")

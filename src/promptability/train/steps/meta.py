@@ -23,8 +23,9 @@ From that single backward pass:
   ``inner_lr * g_T``, formed without touching (or copying) the transformer; the
   prompt's part is θ_P − φ'' over all k+1 steps.
 
-A batch's loss is its summed target-token NLL over its target-token count (so
-``micro_batch_size`` splits change nothing). Meta-gradients are averaged over
+A batch's loss is weighted as ``loss_weighting`` says (``train.losses``: each
+example's mean token NLL averaged over the batch, or the mean over its target
+tokens), so ``micro_batch_size`` splits change nothing. Meta-gradients are averaged over
 the meta-batch and across processes and left in ``.grad`` of every trainable
 parameter (any ``.grad`` there before the call is discarded). The meta-batch is
 split across processes: rank r handles the r-th contiguous share of each
@@ -58,7 +59,7 @@ from transformers.optimization import Adafactor
 from promptability.data.batching import TaskBatcher
 from promptability.train.distributed import average_gradients, dist_world, gather_ranks, world_of
 from promptability.train.loop import autocast, build_optimizer
-from promptability.train.losses import token_nll_sum
+from promptability.train.losses import check_weighting, loss_units, weighted_nll_sum
 
 if TYPE_CHECKING:
     from promptability.model.prompted import PromptedModel
@@ -83,7 +84,9 @@ class MetaStep:
     ``carry_inner_state``: the inner Adafactor's state is carried from task to
     task (and across outer steps), as in the paper; off, every task starts with
     a fresh inner optimizer. ``micro_batch_size``: examples per forward pass
-    (None: a whole support/query batch at once).
+    (None: a whole support/query batch at once). ``loss_weighting``: "token"
+    (the default, this step's original loss) or "example"; training runs take
+    it from the config (``build_meta_step``).
     """
 
     steps_per_epoch: int  # set by build_meta_step
@@ -97,6 +100,7 @@ class MetaStep:
         inner_lr: float = 1e-3,
         carry_inner_state: bool = True,
         micro_batch_size: int | None = None,
+        loss_weighting: str = "token",
     ) -> None:
         if method not in ALGORITHMS:
             raise ValueError(f"method must be one of {ALGORITHMS}, got {method!r}")
@@ -115,6 +119,7 @@ class MetaStep:
         self.inner_lr = inner_lr
         self.carry_inner_state = carry_inner_state
         self.micro_batch_size = micro_batch_size
+        self.loss_weighting = check_weighting(loss_weighting)
         self.episodes_done = 0  # global episode position (all ranks together)
         self._iterator: Iterator | None = None
         self._names: list[str] | None = None
@@ -175,12 +180,12 @@ class MetaStep:
             self._pending_inner_state = None
 
     def _nll(self, model: nn.Module, batch: Batch, accelerator: Any) -> torch.Tensor:
-        """Summed target-token NLL of the learner (the model with the learner's prompt)."""
+        """The learner's (the model with the learner's prompt) loss numerator; divide by ``_count``'s units."""
         assert self._names is not None and self._learner is not None  # _setup ran
         with autocast(accelerator):
             params = dict(zip(self._names, self._learner, strict=True))
             logits = torch.func.functional_call(model, params, (), {**batch, "return_loss": False}).logits
-            return token_nll_sum(logits, batch["labels"], batch["decoder_attention_mask"])
+            return weighted_nll_sum(logits, batch["labels"], batch["decoder_attention_mask"], self.loss_weighting)
 
     # ----- the step -----------------------------------------------------------------------------
     def __call__(self, model: nn.Module, accelerator: Any = None) -> dict[str, float]:
@@ -213,7 +218,7 @@ class MetaStep:
             if not self.carry_inner_state:
                 self._optimizer.state.clear()
             for i, batch in enumerate(support[: self.inner_steps]):
-                count = _count(batch, totals)
+                count = _count(batch, totals, self.loss_weighting)
                 grads = [torch.zeros_like(t) for t in self._learner]
                 for micro in self._micro(batch, device):
                     nll = self._nll(model, micro, accelerator)
@@ -229,7 +234,7 @@ class MetaStep:
                 self._optimizer.step()
                 for t in self._learner:
                     t.grad = None
-            count = _count(query, totals)
+            count = _count(query, totals, self.loss_weighting)
             for micro in self._micro(query, device):
                 nll = self._nll(model, micro, accelerator)
                 # g_T accumulates unscaled in .grad (scaled once after the meta-batch); g_P lands in learner.grad.
@@ -334,13 +339,13 @@ class MetaStep:
             }
 
 
-def _count(batch: Batch, totals: torch.Tensor) -> int:
-    """Adds the batch's tokens (source + target), target tokens and examples to ``totals``; returns target tokens."""
+def _count(batch: Batch, totals: torch.Tensor, weighting: str) -> int:
+    """Adds the batch's tokens (source + target), target tokens and examples to ``totals``; returns its loss units."""
     target = int(batch["decoder_attention_mask"].sum())
     totals[3] += int(batch["attention_mask"].sum()) + target
     totals[4] += target
     totals[5] += batch["input_ids"].shape[0]
-    return max(target, 1)
+    return max(loss_units(batch["decoder_attention_mask"].sum(1), weighting), 1)
 
 
 def build_meta_step(method: str, model: PromptedModel, data: Any, config: TrainConfig, accelerator: Any) -> MetaStep:
@@ -351,7 +356,8 @@ def build_meta_step(method: str, model: PromptedModel, data: Any, config: TrainC
         seed=config.seed, task_sampling=m.task_sampling,
     )  # fmt: skip
     step = MetaStep(method, batcher, meta_batch_size=m.meta_batch_size, inner_steps=m.inner_steps,
-                    inner_lr=m.inner_lr, carry_inner_state=m.carry_inner_state)  # fmt: skip
+                    inner_lr=m.inner_lr, carry_inner_state=m.carry_inner_state,
+                    loss_weighting=config.loss_weighting)  # fmt: skip
     # "One epoch": as many examples drawn as the mixture holds.
     per_step = m.meta_batch_size * (m.inner_steps + 1) * m.task_batch_size
     step.steps_per_epoch = max(1, -(-len(data) // per_step))

@@ -1,15 +1,19 @@
 """The multi-task step (MTL-T, MTL-P, MTL-TP): one optimizer step over one global batch of the mixture.
 
-The mixture is length-grouped, one epoch = one pass; each global batch is split
-into micro-batches for gradient accumulation and across processes. The loss
-does not depend on that split:
+One epoch = one pass over the mixture. ``composition`` (``data.step_composition``)
+says how global batches are drawn: "iid" slices of the shuffled mixture, sorted
+by length inside the step, or "length_bands" (one length band per step; see
+``data.batching.LengthGroupedBatchSampler``). Each global batch is split into
+micro-batches for gradient accumulation and across processes. The loss does not
+depend on that split (``train.losses``; ``loss_weighting``):
 
-    loss = (sum of token NLLs over the global batch) / (target tokens in the global batch)
+    loss = (sum of row NLLs over the global batch) / (units in the global batch)
 
-The target-token count is all-reduced before any backward pass, each
-micro-batch's summed NLL is scaled by ``world_size / count`` (DDP averages over
-processes), so 2 processes x half a batch give the gradients of 1 process x the
-whole batch.
+with a row's NLL its mean token NLL and one unit per example ("example"), or its
+summed token NLL and one unit per target token ("token"). The unit count is
+all-reduced before any backward pass, each micro-batch's summed NLL is scaled
+by ``world_size / units`` (DDP averages over processes), so 2 processes x half a
+batch give the gradients of 1 process x the whole batch.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from torch import nn
 
 from promptability.data.batching import TRAIN_COLUMNS, LengthGroupedBatchSampler, collate, lengths_of
 from promptability.train.loop import autocast, no_sync
-from promptability.train.losses import token_nll_sum
+from promptability.train.losses import check_weighting, loss_units, token_nll_per_row, weigh_rows
 
 if TYPE_CHECKING:
     from promptability.model.prompted import PromptedModel
@@ -35,6 +39,9 @@ class MTLStep:
     ``batch_size`` is global (all processes); each process reads its share
     ``batch_size / num_replicas`` and runs it in micro-batches of at most
     ``micro_batch_size``. ``steps_per_epoch`` is one pass over ``dataset``.
+    ``loss_weighting`` and ``composition`` default to the step's original
+    behaviour (token, length bands); training runs take them from the config
+    (``mtl_step_options``), whose defaults are the paper's reference code's.
     """
 
     def __init__(
@@ -48,14 +55,17 @@ class MTLStep:
         num_replicas: int = 1,
         rank: int = 0,
         megabatch_mult: int = 50,
+        loss_weighting: str = "token",
+        composition: str = "length_bands",
     ) -> None:
         if micro_batch_size < 1:
             raise ValueError(f"micro_batch_size must be >= 1, got {micro_batch_size}")
         if len(dataset) == 0:
             raise ValueError("the training mixture is empty")
+        self.loss_weighting = check_weighting(loss_weighting)
         self.sampler = LengthGroupedBatchSampler(
             lengths_of(dataset), batch_size, seed=seed, megabatch_mult=megabatch_mult,
-            num_replicas=num_replicas, rank=rank,
+            num_replicas=num_replicas, rank=rank, composition=composition, micro_batch_size=micro_batch_size,
         )  # fmt: skip
         self.view = dataset.select_columns(TRAIN_COLUMNS)
         self.pad_id = pad_id
@@ -79,13 +89,15 @@ class MTLStep:
         device = accelerator.device
         rows = self.view[self._next_indices()]
         n = len(rows["labels"])
+        target_lengths = [len(x) for x in rows["labels"]]
         counts = torch.tensor(
-            [sum(map(len, rows["labels"])), sum(map(len, rows["input_ids"])), n], dtype=torch.int64, device=device
-        )
+            [loss_units(target_lengths, self.loss_weighting), sum(target_lengths), sum(map(len, rows["input_ids"])), n],
+            dtype=torch.int64, device=device,
+        )  # fmt: skip
         if accelerator.num_processes > 1:
             counts = accelerator.reduce(counts, "sum")
-        target_tokens, source_tokens, examples = (int(c) for c in counts.tolist())
-        scale = accelerator.num_processes / target_tokens
+        units, target_tokens, source_tokens, examples = (int(c) for c in counts.tolist())
+        scale = accelerator.num_processes / units
         starts = range(0, n, self.micro_batch_size)
         nll_total = torch.zeros((), dtype=torch.float64, device=device)
         for j, start in enumerate(starts):
@@ -93,21 +105,23 @@ class MTLStep:
             batch = {k: v.to(device) for k, v in collate(micro, self.pad_id).items()}
             with no_sync(accelerator, model, sync=j == len(starts) - 1), autocast(accelerator):
                 out = model(**batch, return_loss=False)  # the loss is reduced over the global batch below
-                nll = self.token_loss(out.logits, batch["labels"], batch["decoder_attention_mask"])
+                mask = batch["decoder_attention_mask"]
+                per_row = self.token_loss(out.logits, batch["labels"], mask)
+                nll = weigh_rows(per_row, mask.sum(1), self.loss_weighting).sum()
             accelerator.backward(nll * scale)
             nll_total += nll.detach().double()
         if accelerator.num_processes > 1:
             nll_total = accelerator.reduce(nll_total, "sum")
         return {
-            "loss": float(nll_total) / target_tokens,
+            "loss": float(nll_total) / units,
             "tokens": float(target_tokens + source_tokens),
             "target_tokens": float(target_tokens),
             "examples": float(examples),
         }
 
     def token_loss(self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The summed per-token loss of a micro-batch; the step divides it by the global target-token count."""
-        return token_nll_sum(logits, labels, mask)
+        """Each row's summed token loss, shape (batch,); the step weighs the rows and divides by the global units."""
+        return token_nll_per_row(logits, labels, mask)
 
     def state_dict(self) -> dict[str, Any]:
         return {"sampler": self.sampler.state_dict()}
@@ -125,6 +139,7 @@ def mtl_step_options(model: PromptedModel, config: TrainConfig, accelerator: Any
     return dict(
         pad_id=model.pad_token_id, batch_size=config.batch_size, micro_batch_size=config.micro_batch_size,
         seed=config.seed, num_replicas=world, rank=rank, megabatch_mult=config.data.megabatch_mult,
+        loss_weighting=config.loss_weighting, composition=config.data.step_composition,
     )  # fmt: skip
 
 

@@ -5,7 +5,8 @@ seed, on 16 examples each: one template at a time, every step is a tiny batch.
 Here the fixed batches of several templates are concatenated and every example
 reads its own template's prompt (per-example prompts enter through the same
 seam as shared ones: ``functional_call`` swaps in a (batch, ...) tensor). Each
-template keeps its own parameters; its loss term is its own mean token NLL, so
+template keeps its own parameters; its loss term is its own loss (weighted as
+``FixedBatchStep`` weighs it, ``loss_weighting``), so
 its gradient is what it would be alone; clipping is per template; Adafactor's
 state and update are per parameter. The result equals sequential tuning up to
 floating-point summation order (test: tests/train/test_multi_prompt.py).
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 
 from promptability.data.batching import collate
 from promptability.train.loop import build_optimizer
-from promptability.train.losses import token_nll_per_row
+from promptability.train.losses import check_weighting, row_units, token_nll_per_row, weigh_rows
 
 
 def tune_prompts_together(
@@ -37,11 +38,14 @@ def tune_prompts_together(
     clip_norm: float = 1.0,
     autocast: torch.dtype | None = None,
     progress: bool = False,
+    loss_weighting: str = "token",
 ) -> dict[str, dict[str, Any]]:
     """Tunes one prompt per template in ``rows`` (tokenized rows: input_ids, labels), all starting from ``start``
     (the prompt module's state dict). Returns ``{template: {"state": prompt state, "first_loss", "final_loss"}}``.
     ``autocast``: the forward pass's dtype (e.g. torch.bfloat16); prompts and optimizer state stay fp32.
+    ``loss_weighting``: as ``FixedBatchStep``'s, per template.
     """
+    check_weighting(loss_weighting)
     templates = list(rows)
     device = next(model.parameters()).device
     params = {t: {n: nn.Parameter(v.detach().clone().to(device)) for n, v in start.items()} for t in templates}
@@ -50,7 +54,8 @@ def tune_prompts_together(
     owner = torch.tensor([i for i, t in enumerate(templates) for _ in rows[t]], device=device)
     batch = {k: v.to(device) for k, v in collate(flat, pad_id).items()}
     mask = batch["decoder_attention_mask"]
-    tokens = torch.zeros(len(templates), device=device).index_add_(0, owner, mask.sum(1).float())
+    units = row_units(mask.sum(1), loss_weighting).float()
+    units = torch.zeros(len(templates), device=device).index_add_(0, owner, units)
     first: torch.Tensor | None = None
     losses = torch.zeros(len(templates))
     was_training = model.training
@@ -62,8 +67,8 @@ def tune_prompts_together(
         swapped = {f"prompt.{n}": torch.stack([params[t][n] for t in templates])[owner] for n in start}
         with cast:
             logits = torch.func.functional_call(model, swapped, args=(), kwargs=batch).logits
-        per_row = token_nll_per_row(logits, batch["labels"], mask)
-        per_template = torch.zeros(len(templates), device=device).index_add_(0, owner, per_row) / tokens
+        per_row = weigh_rows(token_nll_per_row(logits, batch["labels"], mask), mask.sum(1), loss_weighting)
+        per_template = torch.zeros(len(templates), device=device).index_add_(0, owner, per_row) / units
         per_template.sum().backward()
         losses = per_template.detach().cpu()
         bar.set_postfix(loss=f"{float(losses.mean()):.3f}")
