@@ -12,6 +12,14 @@ share is stopped (what it wrote so far is kept); one with under ``MIN_STAGE_S`` 
 ``--results`` holds each stage's JSON and ``gpu-check.json`` (the summary, rewritten after every stage);
 ``--out`` (BENCHMARKS.md) gets the GPU check's section and one benchmark section per size.
 
+Sizing, for an H100/H200-class card (989 TFLOP/s dense bf16), from model FLOPs (6 x weights x tokens per
+training pass, counted per stack; 2 x for forward-only scoring) of the pairs with ``--reps 3`` (+1 warm-up):
+T5-large (750M parameters: encoder 308M, decoder and head 442M): MTL pair 32 steps x 18.2 TFLOP = 0.58 PFLOP,
+evaluation 1.65, few-shot 0.29, meta-learning 3.2 (both methods, timed and peak-memory passes): 5.7 PFLOP,
+~40 s at an assumed 150 TFLOP/s achieved, plus ~10 s per pair to build random weights on the CPU: ~90 s.
+T5-base (223M): 1.6 PFLOP, ~40 s. Predictions: ~30 s (CPU training and scoring of a 1.3M-parameter model).
+With ~10 s per stage process to import torch: about 3 minutes of the default 5-minute budget.
+
 Exit status: 0 every stage complete and every target met; 1 complete, but a target missed or a correctness
 check failed; 2 bad arguments; 3 a stage crashed; 4 a stage stopped or skipped by the budget (no crash).
 """
@@ -35,7 +43,7 @@ from promptability.io import write_json_atomic
 
 OK, MISSED, BAD_ARGS, CRASHED, INCOMPLETE = 0, 1, 2, 3, 4
 MIN_STAGE_S = 20.0  # under this a stage cannot even import torch and transformers on a busy machine
-WEIGHTS = {"predictions": 2.0, "bench": 2.0}
+WEIGHTS = {"predictions": 1.5, "bench": 2.0}  # predictions: ~30 s on a GPU box; a size: 40-120 s
 SUMMARY_FILE = "gpu-check.json"
 
 ABOUT = """What it measures, in one command with a time budget (`bash scripts/gpu-check.sh`, or
@@ -51,9 +59,11 @@ ABOUT = """What it measures, in one command with a time budget (`bash scripts/gp
   its held-out evaluation scored on CPU fp32, on the GPU in fp32 (target: 100% equal predictions) and under
   bf16 autocast (target: >= 99.5%); max |score difference| of each.
 
-Exit status: 0 all met; 1 a target missed or a check failed; 2 bad arguments; 3 a stage crashed;
-4 a stage stopped by its time budget. Results: `gpu-check.json` and each stage's JSON in `--results`
-(`$OUT` under scripts/gpu-check.sh when set)."""
+Exit status: 0 all met; 1 a target missed or a check failed; 2 bad arguments or a missing package; 3 a
+stage crashed; 4 a stage stopped by its time budget. Results: `gpu-check.json` and each stage's JSON in
+`--results` (`$OUT` under scripts/gpu-check.sh when set); this section is rewritten by every run on a GPU.
+A GPU machine whose Python lacks packages or has an older transformers than requirements-cpu.txt pins
+gets them as wheels: `bash scripts/gpu-wheels.sh` where pip reaches PyPI, then bring `.whl/` along."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -218,7 +218,7 @@ def _fake_runner(behaviour):
         ({"predictions": ("ok", True, 1.0), "bench": ("ok", False, 0)}, 300, 4, ["ok", "partial"]),
         ({"predictions": ("ok", True, 1.0), "bench": ("timeout", False, 0)}, 300, 4, ["ok", "timeout"]),
         ({"predictions": ("crashed", False, 1.0), "bench": ("timeout", False, 0)}, 300, 3, ["crashed", "timeout"]),
-        # a 30 s budget: the predictions' half (15 s) is under MIN_STAGE_S, so it is skipped and bench gets all 30 s
+        # a 30 s budget: the predictions' share (30 x 1.5 / 3.5 s) is under MIN_STAGE_S: skipped; bench gets all 30 s
         ({"predictions": ("ok", True, 1.0), "bench": ("ok", True, 0)}, 30, 4, ["skipped", "ok"]),
     ],
 )
