@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check in one bounded command, on a machine with a GPU and a copy of this repository:
 #   bash scripts/gpu-check.sh [arguments of python -m benchmarks.gpu_check, e.g. --size large]
+# (with this workplace's device tool: run(command="bash scripts/gpu-check.sh", carry=[".whl"], timeout_s=450)).
 # It installs nothing into the machine's Python: it uses the first interpreter whose torch sees a GPU (a CUDA
 # build already there; scripts/setup.sh would pin the CPU build, so it is not run), imports this tree from src/,
 # and adds wheels from .whl/ (scripts/gpu-wheels.sh prepares them where pip can reach PyPI) into a temporary
@@ -40,13 +41,15 @@ say "python: $(command -v "$py")"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 if compgen -G ".whl/*.whl" >/dev/null; then
   site=$(mktemp -d /tmp/gpu-check-site.XXXXXX)
-  if "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl \
-    >>"$log" 2>&1; then
-    export PYTHONPATH="$site:$PYTHONPATH"
-    say "wheels from .whl/ added: $(cd .whl && ls *.whl | tr '\n' ' ')"
-  else
-    say "installing .whl/ into $site failed (see $log); going on with the machine's packages"
-  fi
+  export PYTHONPATH="$site:$PYTHONPATH"
+  for wheel in .whl/*.whl; do # one at a time: a wheel for another Python must not keep the others out
+    if "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$wheel" \
+      >>"$log" 2>&1; then
+      say "added ${wheel#.whl/}"
+    else
+      say "could not add ${wheel#.whl/} (see $log); the machine's own version, if any, is used"
+    fi
+  done
 fi
 
 # What the check needs, before any minute is spent: a missing package is named here, not after a stage starts.
