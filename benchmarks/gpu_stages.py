@@ -1,9 +1,9 @@
 """The measuring stages of ``python -m benchmarks.gpu_check``; each runs in a process of its own.
 
-- ``bench``: the benchmark pairs at one size in bf16, in priority order (the MTL step and its FLOP rate first,
-  then evaluation, few-shot, meta-learning), and the MTL step's MFU: stack-aware FLOP/s
-  (``benchmarks.flops.stack_aware_flop``) over the card's dense bf16 peak (``CARD_PEAKS``); on CPU, over the
-  measured square-matmul rate.
+- ``bench``: the benchmark pairs at one size (bf16 autocast on a GPU, fp32 on CPU, whose bf16 matmuls are
+  emulated), in priority order (the MTL step and its FLOP rate first, then evaluation, few-shot,
+  meta-learning), and the MTL step's MFU: stack-aware FLOP/s (``benchmarks.flops.stack_aware_flop``) over the
+  card's dense bf16 peak (``CARD_PEAKS``); on CPU (or in fp32), over the measured square-matmul rate.
 - ``predictions``: a tiny T5 trained for a few dozen MTL-TP steps on the quick offline suite (on CPU, fp32, so
   its scores are the same everywhere), then the same rank-classification evaluation scored on CPU fp32, on the
   device in fp32 and on the device under bf16 autocast: agreement of predictions and max |score difference|.
@@ -101,7 +101,7 @@ def merge_results(parts: list[Results]) -> Results:
 
 
 # ----- stage: benchmarks at one size ---------------------------------------------------------------
-def mfu(context: dict[str, Any], size: str, batch_size: int, env: dict[str, Any]) -> dict[str, Any]:
+def mfu(context: dict[str, Any], size: str, batch_size: int, env: dict[str, Any], bf16: bool = True) -> dict[str, Any]:
     """The MTL step's model FLOP utilisation from pair 2's and pair 5's measurements."""
     from benchmarks.flops import stack_aware_flop
 
@@ -114,13 +114,13 @@ def mfu(context: dict[str, Any], size: str, batch_size: int, env: dict[str, Any]
         "matmul_tflops": matmul.median / 1e12 if matmul else None,
         "of_matmul": achieved / matmul.median if matmul else None,
     }  # fmt: skip
-    if env["device"] == "cuda":
+    if env["device"] == "cuda" and bf16:
         peak = env.get("peak_tflops")
         out["mfu"] = achieved / (peak * 1e12) if peak else None
         out["mfu_over"] = f"card peak {peak} TFLOP/s ({env.get('peak_source')})" if peak else "unknown card peak"
     else:
         out["mfu"] = out["of_matmul"]
-        out["mfu_over"] = "measured square-matmul rate (CPU)"
+        out["mfu_over"] = f"measured square-matmul rate ({env['device']}, {'bf16' if bf16 else 'fp32'})"
     target = MFU_TARGET.get(size)
     out["target"] = target
     out["met"] = None if target is None or out["mfu"] is None else bool(round(out["mfu"], 3) >= target)
@@ -128,10 +128,17 @@ def mfu(context: dict[str, Any], size: str, batch_size: int, env: dict[str, Any]
 
 
 def bench_stage(
-    size: str, device: str, reps: int, deadline: float, out: Path, threads: int | None, pairs: list[str] | None = None
+    size: str,
+    device: str,
+    reps: int,
+    deadline: float,
+    out: Path,
+    threads: int | None,
+    pairs: list[str] | None = None,
+    bf16: bool = True,
 ) -> None:
-    """The ``pairs`` (default all) of ``GROUPS`` at ``size`` in bf16, a group at a time while the deadline allows;
-    JSON to ``out``."""
+    """The ``pairs`` (default all) of ``GROUPS`` at ``size`` (bf16 autocast or fp32), a group at a time while the
+    deadline allows; JSON to ``out``."""
     from benchmarks.common import get_size
     from benchmarks.runner import resolve_device, run_benchmarks
 
@@ -148,13 +155,13 @@ def bench_stage(
             continue
         start = time.perf_counter()
         context: dict[str, Any] = {}
-        results = run_benchmarks(size, reps=reps, device=device, bf16=True, only=list(group), threads=threads,
+        results = run_benchmarks(size, reps=reps, device=device, bf16=bf16, only=list(group), threads=threads,
                                  context=context)  # fmt: skip
         durations.append(time.perf_counter() - start)
         state["parts"].append(results_to_dict(results))
         state["done"].append(list(group))
         if "mtl_step_s" in context and "matmul_flops" in context:
-            state["mfu"] = mfu(context, size, get_size(size).batch_size, env)
+            state["mfu"] = mfu(context, size, get_size(size).batch_size, env, bf16)
         write_json_atomic(out, state)
     state["complete"] = not state["skipped"]
     write_json_atomic(out, state)

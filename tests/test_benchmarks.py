@@ -201,8 +201,13 @@ def _fake_runner(behaviour):
                     "comparisons": {"fp32": {"agreement": agreement, "equal": 1, "of": 1, "max_abs_diff": 0.0,
                                              "target": 1.0, "met": agreement >= 1.0}}}  # fmt: skip
         else:
-            data = {"env": {"device": "cpu"}, "parts": [], "done": [["mtl", "flops"]], "complete": complete,
-                    "skipped": [] if complete else [{"pairs": ["eval"], "why": "test"}], "mfu": None}  # fmt: skip
+            from benchmarks.gpu_stages import results_to_dict
+            from benchmarks.report import Results
+
+            part = Results("tiny", {"device": "cpu"}, {"pairs": "mtl, flops"}, failed=["mtl"] if agreement else [])
+            data = {"env": {"device": "cpu"}, "parts": [results_to_dict(part)], "done": [["mtl", "flops"]],
+                    "complete": complete, "skipped": [] if complete else [{"pairs": ["eval"], "why": "test"}],
+                    "mfu": None}  # fmt: skip
         if status != "crashed":
             out.write_text(json.dumps(data))
         return status, 1.0, "test"
@@ -218,6 +223,7 @@ def _fake_runner(behaviour):
         ({"predictions": ("ok", True, 1.0), "bench": ("ok", False, 0)}, 300, 4, ["ok", "partial"]),
         ({"predictions": ("ok", True, 1.0), "bench": ("timeout", False, 0)}, 300, 4, ["ok", "timeout"]),
         ({"predictions": ("crashed", False, 1.0), "bench": ("timeout", False, 0)}, 300, 3, ["crashed", "timeout"]),
+        ({"predictions": ("ok", True, 1.0), "bench": ("ok", True, 1)}, 300, 3, ["ok", "ok"]),  # a pair raised
         # a 30 s budget: the predictions' share (30 x 1.5 / 3.5 s) is under MIN_STAGE_S: skipped; bench gets all 30 s
         ({"predictions": ("ok", True, 1.0), "bench": ("ok", True, 0)}, 30, 4, ["skipped", "ok"]),
     ],
@@ -235,6 +241,7 @@ def test_check_statuses_and_exit_codes(tmp_path, behaviour, budget, code, status
         assert summary["stages"]["bench-tiny"]["budget_s"] == pytest.approx(30, abs=1)
     text = (tmp_path / "B.md").read_text()
     assert text.startswith("# Benchmarks") and "<!-- bench:gpu-check-cpu -->" in text and "Last run:" in text
+    assert f"(exit status {code})" in text and "<!-- bench:cpu-tiny-fp32-only-mtl,flops -->" in text
 
 
 def test_check_arguments_are_named(tmp_path):
@@ -283,8 +290,9 @@ def test_gpu_check_runs_end_to_end_on_cpu(tmp_path):
     m = summary["benchmarks"]["tiny"]["mfu"]
     assert m["achieved_tflops"] == pytest.approx(m["stack_aware_tflop_per_step"] / m["step_s"])
     assert m["mfu"] == m["of_matmul"] == pytest.approx(m["achieved_tflops"] / m["matmul_tflops"])
+    assert summary["precision"] == "fp32" and "fp32" in m["mfu_over"]  # CPU: fp32 unless --precision bf16
     text = (tmp_path / "B.md").read_text()
-    assert "<!-- bench:gpu-check-cpu -->" in text and "<!-- bench:cpu-tiny-bf16-only-mtl,flops -->" in text
+    assert "<!-- bench:gpu-check-cpu -->" in text and "<!-- bench:cpu-tiny-fp32-only-mtl,flops -->" in text
     assert "verdict:" in done.stdout and "predictions cpu fp32 vs CPU fp32: 100.00%" in done.stdout
 
 
