@@ -82,7 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--check-per-task", type=int, default=None,
                         help="evaluation instances per held-out template (default: all 32 of the quick suite)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads in every stage")
-    parser.add_argument("--results", default="gpu-check-results", help="folder for the JSON results")
+    parser.add_argument(
+        "--results", default="runs/gpu-check", help="folder for the JSON results (default runs/gpu-check)"
+    )
     parser.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to add the sections to")
     parser.add_argument("--no-write", action="store_true", help="leave --out alone")
     # a stage, run by the check in a child process

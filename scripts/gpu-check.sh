@@ -4,18 +4,19 @@
 # (with this workplace's device tool: run(command="bash scripts/gpu-check.sh", carry=[".whl"], timeout_s=450)).
 # It installs nothing into the machine's Python: it uses the first interpreter whose torch sees a GPU (a CUDA
 # build already there; scripts/setup.sh would pin the CPU build, so it is not run), imports this tree from src/,
-# and adds wheels from .whl/ (scripts/gpu-wheels.sh prepares them where pip can reach PyPI) into a temporary
-# folder when that Python lacks a package or has an older transformers than the project pins.
+# and puts the wheels of .whl/, if there are any, in front of that Python's own packages from a temporary folder
+# (scripts/gpu-wheels.sh prepares them where pip reaches PyPI, for a machine that lacks a package or has an
+# older transformers than the project pins, as this workplace's GPU image does).
 # Time: the check keeps to GPU_CHECK_BUDGET_S (default 300 s); this script kills it at that plus
 # GPU_CHECK_GRACE_S (default 90 s) whatever happens. Results go to $OUT when it is set, else
-# gpu-check-results/ (gpu-check.json, each stage's JSON, the log, a copy of BENCHMARKS.md); the sections go
+# runs/gpu-check/ (gpu-check.json, each stage's JSON, the log, a copy of BENCHMARKS.md); the sections go
 # to BENCHMARKS.md. Exit status: the check's (0 all met, 1 a target missed, 2 bad arguments or a missing
 # package, 3 a stage crashed, 4 a stage cut by the budget), or 124 when the hard limit killed it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 budget=${GPU_CHECK_BUDGET_S:-300}
 grace=${GPU_CHECK_GRACE_S:-90}
-results=${OUT:-gpu-check-results}
+results=${OUT:-runs/gpu-check}
 mkdir -p "$results"
 log="$results/gpu-check.log"
 : >"$log"
