@@ -45,9 +45,24 @@ def matmul_flops(settings: Settings) -> Stat:
     return Stat.of(values)
 
 
+def stack_aware_flop(context: dict[str, Any], batch_size: int) -> float:
+    """FLOP of one MTL-TP step counted per stack, from what pair 2 left in ``context``.
+
+    6 x (encoder weights x (source + prompt tokens) + (decoder weights + LM head) x target tokens): forward
+    (2) and backward (4) of each weight matrix, for the tokens that pass through it; attention's score
+    and value products and the padding are not counted (the usual MFU convention counts useful weight FLOPs).
+    """
+    counts = context["mtl_model"]
+    tokens = context["mtl_tokens_per_step"]
+    target_tokens = context.get("mtl_target_tokens_per_step", 0.0)
+    source_tokens = tokens - target_tokens + counts["prompt_length"] * batch_size
+    return 6.0 * (counts["encoder"] * source_tokens + counts["decoder"] * target_tokens)
+
+
 def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
     dtype = "bfloat16" if settings.bf16 else "float32"
     peak = matmul_flops(settings)
+    context["matmul_flops"] = peak  # the GPU check reads it (benchmarks.gpu_check)
     n = settings.size.matmul_n
     rows = [Row(key="matmul_flops", pair="5 FLOP/s", name=f"machine: torch.matmul {n}x{n} {dtype}",
                 ours=f"{fmt_num(peak.median / 1e9)} GFLOP/s [{fmt_num(peak.min / 1e9)}–{fmt_num(peak.max / 1e9)}]",
@@ -63,10 +78,7 @@ def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
     flop = 6 * params * tokens
     rate = Stat(flop / step_s.median, flop / step_s.max, flop / step_s.min, step_s.n)  # slowest step: lowest rate
     fraction = Stat(rate.median / peak.median, rate.min / peak.median, rate.max / peak.median, rate.n)
-    enc, dec = counts["encoder"], counts["decoder"]
-    target_tokens = context.get("mtl_target_tokens_per_step", 0.0)
-    source_tokens = tokens - target_tokens + counts["prompt_length"] * settings.size.batch_size
-    aware = 6 * (enc * source_tokens + dec * target_tokens) / step_s.median / peak.median
+    aware = stack_aware_flop(context, settings.size.batch_size) / step_s.median / peak.median
     rows.append(Row(
         key="mtl_flops_fraction", pair="5 FLOP/s",
         name=f"MTL-TP step achieved FLOP/s, 6 x {params / 1e6:.1f}M params x {tokens:.0f} tokens per step",

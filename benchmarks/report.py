@@ -143,14 +143,19 @@ def section(results: Results, methods: str) -> str:
 
 def write_markdown(path: str | Path, results: Results, methods: str) -> Path:
     """Adds or replaces this run's section of ``path`` (other sections, e.g. another device's, are kept)."""
+    return write_section(path, section_key(results), section(results, methods))
+
+
+def write_section(path: str | Path, key: str, text: str) -> Path:
+    """Adds or replaces the section ``key`` of ``path``; ``text`` must be wrapped in its ``<!-- bench:key -->``
+    markers. Text outside sections is dropped: the file is all generated."""
     path = Path(path)
-    new = section(results, methods)
-    key = section_key(results)
+    if not text.startswith(f"<!-- bench:{key} -->\n") or not text.endswith(f"<!-- /bench:{key} -->\n"):
+        raise ValueError(f"section text for {key!r} must start and end with its <!-- bench:{key} --> markers")
     old = path.read_text(encoding="utf-8") if path.is_file() else ""
     sections = {m["key"]: m[0] for m in _SECTION.finditer(old)}
-    sections[key] = new
-    # cpu first, then the rest in name order: the file reads the same whoever ran last
-    ordered = sorted(sections, key=lambda k: (not k.startswith("cpu"), k))
-    text = HEADER + "\n".join(sections[k] for k in ordered)
-    write_text_atomic(path, text)
+    sections[key] = text
+    # the GPU check's summary first, then cpu, then the rest in name order: the file reads the same whoever ran last
+    ordered = sorted(sections, key=lambda k: (not k.startswith("gpu-check"), not k.startswith("cpu"), k))
+    write_text_atomic(path, HEADER + "\n".join(sections[k] for k in ordered))
     return path

@@ -71,12 +71,15 @@ def run_benchmarks(
     progress: bool = True,
     seed: int = 0,
     threads: int | None = None,
+    context: dict[str, Any] | None = None,
 ) -> Results:
     """Runs the pairs (all, or ``only``) and returns their rows; writes nothing.
 
     ``threads``: torch's intra-op CPU threads for the run (restored afterwards); None keeps torch's default.
     On a small machine shared with other jobs, fewer threads than cores avoids OpenMP threads spinning
     against the other jobs' (which can slow single ops a hundredfold).
+    ``context``: a dict the pairs fill with their raw measurements (e.g. ``mtl_step_s``, ``matmul_flops``) for a
+    caller that computes more from them (``benchmarks.gpu_check``); a fresh one when None.
     """
     if reps < 1 or warmup < 0:
         raise ValueError(f"--reps must be >= 1 and warmup >= 0, got {reps} and {warmup}")
@@ -86,12 +89,12 @@ def run_benchmarks(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _run(size, reps, device, bf16, only, warmup, progress, seed)
+        return _run(size, reps, device, bf16, only, warmup, progress, seed, {} if context is None else context)
     finally:
         torch.set_num_threads(previous)
 
 
-def _run(size, reps, device, bf16, only, warmup, progress, seed) -> Results:
+def _run(size, reps, device, bf16, only, warmup, progress, seed, context: dict[str, Any]) -> Results:
     unknown = set(only or ()) - set(PAIRS)
     if unknown:
         raise ValueError(f"unknown benchmark(s) {sorted(unknown)}; choose from {', '.join(PAIRS)}")
@@ -110,7 +113,6 @@ def _run(size, reps, device, bf16, only, warmup, progress, seed) -> Results:
     )  # fmt: skip
     if len(wanted) < len(PAIRS):
         results.partial = ",".join(wanted)
-    context: dict[str, Any] = {}
     start = time.perf_counter()
     for pair in wanted:
         settings.log(f"--- {pair}")

@@ -137,3 +137,172 @@ def test_benchmarks_are_not_a_package_command():
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench"])
+
+
+# ----- the GPU check (benchmarks.gpu_check) --------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "peak"),
+    [("NVIDIA H200", 989.0), ("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H100 NVL", None),
+     ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA A100 80GB PCIe", 312.0), ("NVIDIA L40S", 362.0), ("NVIDIA L4", 121.0),
+     ("NVIDIA A10G", None), ("NVIDIA A10", 125.0), ("Tesla T4", None)],
+)  # fmt: skip
+def test_card_peaks_by_device_name(name, peak):
+    from benchmarks.gpu_stages import card_peak
+
+    got, source = card_peak(name)
+    assert got == peak and source
+
+
+def _mfu_context():
+    from benchmarks.common import Stat
+
+    # 2 examples per step, prompt 3: 10 source + 4 target non-padding tokens per step
+    return {
+        "mtl_model": {"params": 0, "encoder": 1000, "decoder": 2000, "prompt_length": 3},
+        "mtl_tokens_per_step": 14.0, "mtl_target_tokens_per_step": 4.0,
+        "mtl_step_s": Stat(0.5, 0.4, 0.6, 3), "matmul_flops": Stat(2e5, 1e5, 3e5, 3),
+    }  # fmt: skip
+
+
+def test_mfu_counts_each_token_through_its_own_stack():
+    from benchmarks.flops import stack_aware_flop
+    from benchmarks.gpu_stages import mfu
+
+    flop = 6 * (1000 * (10 + 3 * 2) + 2000 * 4)  # encoder x (source + prompt), decoder x target
+    assert stack_aware_flop(_mfu_context(), batch_size=2) == flop
+    cpu = mfu(_mfu_context(), "tiny", 2, {"device": "cpu"})
+    assert cpu["achieved_tflops"] == pytest.approx(flop / 0.5 / 1e12)
+    assert cpu["mfu"] == cpu["of_matmul"] == pytest.approx(flop / 0.5 / 2e5)  # CPU: over the measured matmul
+    assert cpu["target"] is None and cpu["met"] is None
+    gpu = mfu(_mfu_context(), "large", 2, {"device": "cuda", "peak_tflops": 1e-6, "peak_source": "test"})
+    assert gpu["mfu"] == pytest.approx(flop / 0.5 / 1e6) and gpu["target"] == 0.35
+    assert gpu["met"] is (gpu["mfu"] >= 0.35)
+    unknown = mfu(_mfu_context(), "large", 2, {"device": "cuda", "peak_tflops": None})
+    assert unknown["mfu"] is None and unknown["met"] is None and unknown["achieved_tflops"] > 0
+
+
+def _check_args(tmp_path, *extra):
+    from benchmarks.gpu_check import add_arguments
+
+    argv = ["--device", "cpu", "--size", "tiny", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "B.md"),
+            *extra]  # fmt: skip
+    return add_arguments(argparse.ArgumentParser()).parse_args(argv)
+
+
+def _fake_runner(behaviour):
+    """A stand-in for the stage processes: writes what ``behaviour[stage]`` says and returns its status."""
+    import json
+
+    def run(cmd, timeout):
+        stage, out = cmd[cmd.index("--stage") + 1], Path(cmd[cmd.index("--stage-out") + 1])
+        status, complete, agreement = behaviour[stage]
+        if stage == "predictions":
+            data = {"env": {"device": "cpu", "card": "test"}, "complete": complete,
+                    "comparisons": {"fp32": {"agreement": agreement, "equal": 1, "of": 1, "max_abs_diff": 0.0,
+                                             "target": 1.0, "met": agreement >= 1.0}}}  # fmt: skip
+        else:
+            from benchmarks.gpu_stages import results_to_dict
+            from benchmarks.report import Results
+
+            part = Results("tiny", {"device": "cpu"}, {"pairs": "mtl, flops"}, failed=["mtl"] if agreement else [])
+            data = {"env": {"device": "cpu"}, "parts": [results_to_dict(part)], "done": [["mtl", "flops"]],
+                    "complete": complete, "skipped": [] if complete else [{"pairs": ["eval"], "why": "test"}],
+                    "mfu": None}  # fmt: skip
+        if status != "crashed":
+            out.write_text(json.dumps(data))
+        return status, 1.0, "test"
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "budget", "code", "statuses"),
+    [
+        ({"predictions": ("ok", True, 1.0), "bench": ("ok", True, 0)}, 300, 0, ["ok", "ok"]),
+        ({"predictions": ("ok", True, 0.5), "bench": ("ok", True, 0)}, 300, 1, ["ok", "ok"]),
+        ({"predictions": ("ok", True, 1.0), "bench": ("ok", False, 0)}, 300, 4, ["ok", "partial"]),
+        ({"predictions": ("ok", True, 1.0), "bench": ("timeout", False, 0)}, 300, 4, ["ok", "timeout"]),
+        ({"predictions": ("crashed", False, 1.0), "bench": ("timeout", False, 0)}, 300, 3, ["crashed", "timeout"]),
+        ({"predictions": ("ok", True, 1.0), "bench": ("ok", True, 1)}, 300, 3, ["ok", "ok"]),  # a pair raised
+        # a 30 s budget: the predictions' share (30 x 1.5 / 3.5 s) is under MIN_STAGE_S: skipped; bench gets all 30 s
+        ({"predictions": ("ok", True, 1.0), "bench": ("ok", True, 0)}, 30, 4, ["skipped", "ok"]),
+    ],
+)
+def test_check_statuses_and_exit_codes(tmp_path, behaviour, budget, code, statuses):
+    import json
+
+    from benchmarks.gpu_check import SUMMARY_FILE, run_check
+
+    args = _check_args(tmp_path, "--budget-s", str(budget))
+    assert run_check(args, runner=_fake_runner(behaviour)) == code
+    summary = json.loads((tmp_path / "r" / SUMMARY_FILE).read_text())
+    assert [s["status"] for s in summary["stages"].values()] == statuses and summary["exit_status"] == code
+    if statuses[0] == "skipped":
+        assert summary["stages"]["bench-tiny"]["budget_s"] == pytest.approx(30, abs=1)
+    text = (tmp_path / "B.md").read_text()
+    assert text.startswith("# Benchmarks") and "<!-- bench:gpu-check-cpu -->" in text and "Last run:" in text
+    assert f"(exit status {code})" in text and "<!-- bench:cpu-tiny-fp32-only-mtl,flops -->" in text
+
+
+def test_check_arguments_are_named(tmp_path):
+    from benchmarks.gpu_check import BAD_ARGS, run_check
+
+    for extra in (["--size", "huge"], ["--pairs", "mtl,nope"], ["--budget-s", "0"], ["--check-per-task", "0"]):
+        assert run_check(_check_args(tmp_path, *extra), runner=_fake_runner({})) == BAD_ARGS
+
+
+def test_gpu_check_section_comes_first_and_other_sections_stay(tmp_path):
+    from benchmarks import METHODS
+    from benchmarks.gpu_check import gpu_section
+    from benchmarks.report import Results, Row, write_markdown, write_section
+
+    out = tmp_path / "BENCHMARKS.md"
+    results = Results(
+        "minuscule", {"device": "cpu", "precision": "fp32"}, {}, rows=[Row("k", "1 x", "a row", "1", "2")]
+    )
+    write_markdown(out, results, METHODS)
+    write_section(out, "gpu-check-cuda", gpu_section(None))
+    text = out.read_text()
+    assert text.index("bench:gpu-check-cuda") < text.index("bench:cpu-minuscule") and "not yet run on a GPU" in text
+    assert "| 1 x | a row | 1 | 2 |" in text
+    with pytest.raises(ValueError, match="markers"):
+        write_section(out, "gpu-check-cuda", "no markers\n")
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_end_to_end_on_cpu(tmp_path):
+    """The whole check as a GPU session runs it, on CPU: the 'device' side is CPU again, so fp32 agrees exactly."""
+    import json
+
+    cmd = [sys.executable, "-m", "benchmarks.gpu_check", "--device", "cpu", "--size", "tiny", "--pairs", "mtl,flops",
+           "--budget-s", "900", "--reps", "1", "--check-steps", "8", "--check-per-task", "4", "--threads", "1",
+           "--results", str(tmp_path / "r"), "--out", str(tmp_path / "B.md")]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert done.returncode in (0, 1), done.stdout + done.stderr[-3000:]  # 1: the tiny MTL pair may miss its ratio
+    summary = json.loads((tmp_path / "r" / "gpu-check.json").read_text())
+    assert {s["status"] for s in summary["stages"].values()} == {"ok"}
+    assert summary["env"]["device"] == "cpu" and summary["exit_status"] == done.returncode
+    pred = summary["predictions"]
+    assert pred["complete"] and pred["instances"] == 4 * pred["templates"] and pred["templates"] >= 10
+    fp32, bf16 = pred["comparisons"]["fp32"], pred["comparisons"]["bf16"]
+    assert fp32["agreement"] == 1.0 and fp32["max_abs_diff"] == 0.0 and fp32["met"] is True
+    assert bf16["target"] is None and bf16["met"] is None and 0 < bf16["max_abs_diff"] < 0.5  # bf16: reported only
+    m = summary["benchmarks"]["tiny"]["mfu"]
+    assert m["achieved_tflops"] == pytest.approx(m["stack_aware_tflop_per_step"] / m["step_s"])
+    assert m["mfu"] == m["of_matmul"] == pytest.approx(m["achieved_tflops"] / m["matmul_tflops"])
+    assert summary["precision"] == "fp32" and "fp32" in m["mfu_over"]  # CPU: fp32 unless --precision bf16
+    text = (tmp_path / "B.md").read_text()
+    assert "<!-- bench:gpu-check-cpu -->" in text and "<!-- bench:cpu-tiny-fp32-only-mtl,flops -->" in text
+    assert "verdict:" in done.stdout and "predictions cpu fp32 vs CPU fp32: 100.00%" in done.stdout
+
+
+@pytest.mark.slow
+def test_gpu_check_script_writes_to_out_and_passes_the_exit_status_on(tmp_path):
+    import os
+
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
+    done = subprocess.run(["bash", "scripts/gpu-check.sh", "--size", "huge", "--device", "cpu"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    log = (tmp_path / "gpu-check.log").read_text()
+    assert "packages: torch" in log and "--size must list sizes" in log
