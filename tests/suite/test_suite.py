@@ -24,6 +24,7 @@ from promptability.suite.generate import (
     tokenizer_texts,
     write_suite,
 )
+from promptability.suite.tasks import CLUSTERS, DATASETS, SHARED
 from promptability.suite.world import lexicon
 
 
@@ -136,7 +137,33 @@ def test_heldout_choices_labels_and_balance(quick):
             counts = Counter(r["label"] for r in records)
             assert set(counts) == set(range(k)), (name, split)
             assert max(counts.values()) / len(records) <= 0.6, (name, split, counts)
-    assert arities == {2, 3, 4}
+    assert arities == {2, 3}
+
+
+def test_heldout_answers_are_verbalised_labels(default):
+    """No held-out answer is a text the LM-adapted base could pick by its likelihood: the floor is chance."""
+    for name in default.templates("heldout"):
+        choices = {c for r in default.records["validation"][name] for c in r["choices"]}
+        assert all(len(c.split()) <= 1 for c in choices), (name, sorted(choices)[:5])
+        group = default.meta["templates"][name]["group"]
+        # yes/no-like and first/second templates: one fixed label set; names and senses vary per instance
+        assert len(choices) == default.meta["templates"][name]["num_choices"] or group in ("Coreference", "WordSense")
+
+
+def test_heldout_groups_share_knowledge_and_formats_not_task_types(default):
+    clusters = {ds.cluster: CLUSTERS[ds.cluster][0] for ds in DATASETS}
+    assert set(SHARED) == {c for c, role in clusters.items() if role == "heldout"}
+    for heldout, shared in SHARED.items():
+        assert shared and all(clusters[c] == "train" for c, _ in shared), heldout
+    # Every 2-way held-out group has a template whose answers a training template also gives.
+    train_answers = [set(r["choices"]) for r in default.iter_records("validation", role="train") if r["choices"]]
+    trained = set().union(*train_answers)
+    by_group: dict[str, bool] = {}
+    for name in default.templates("heldout"):
+        group = default.meta["templates"][name]["group"]
+        answers = {c for r in default.records["validation"][name] for c in r["choices"]}
+        by_group[group] = by_group.get(group, False) or answers <= trained
+    assert by_group == {"NLI": False, "RTE": True, "Coreference": True, "Completion": True, "WordSense": True}
 
 
 def test_heldout_tasks_are_not_solved_by_surface_heuristics(default):
@@ -147,14 +174,17 @@ def test_heldout_tasks_are_not_solved_by_surface_heuristics(default):
         for pick in (max, min):  # always the longest / the shortest choice
             hits = sum(pick(range(k), key=lambda i: len(r["choices"][i])) == r["label"] for r in records)
             assert hits / len(records) <= 1 / k + 0.15, (name, pick.__name__, hits)
-    # "is the hypothesis' value in the premise" is about as true for wrong hypotheses as for right ones
-    nli = suite.records["validation"]["suite_nli_fact_inference_gpt3_style"]
-    mentioned = Counter()
-    for r in nli:
-        premise, rest = r["source"].split("\nQuestion: ")
-        value = rest.split(" True, false")[0].rstrip(".").split()[-1]
-        mentioned[r["label"]] += value in premise
-    assert max(mentioned.values()) - min(mentioned.values()) <= 0.3 * len(nli) / 3
+    # "the hypothesis' value is in the premise" is a cue (a tiny model learns it), never the answer: entailments
+    # through a town's region do not mention the value, and wrong hypotheses sometimes borrow another person's.
+    for name, question in (("suite_nli_fact_entailment_gpt3_style", " True or false"),
+                           ("suite_nli_fact_inference_gpt3_style", " True, false")):  # fmt: skip
+        hits = 0
+        records = suite.records["validation"][name]
+        for r in records:
+            premise, rest = r["source"].split("\nQuestion: ")
+            value = rest.split(question)[0].rstrip(".").split()[-1]
+            hits += (r["label"] == 0) == (value in premise)
+        assert 0.6 <= hits / len(records) <= 0.92, (name, hits)
 
 
 def test_default_size_fits_a_cpu_demo(default):
@@ -179,7 +209,7 @@ def test_suite_groups(written):
     assert set(groups) == set(suite_templates("heldout"))
     assert {g["group"] for g in groups.values()} == {"NLI", "RTE", "Coreference", "Completion", "WordSense"}
     assert groups["suite_nli_fact_inference_gpt3_style"] == {"group": "NLI", "num_choices": 3}
-    assert groups["suite_completion_script_endings_what_happens_next"]["num_choices"] == 4
+    assert groups["suite_completion_script_endings_what_happens_next"]["num_choices"] == 2
     assert len(suite_groups(written, role=None)) == len(suite_templates())
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from promptability.io import write_jsonl_atomic
+from promptability.io import write_json_atomic, write_jsonl_atomic
 from promptability.model.prompts import NO_PROMPT, PROMPT_KINDS
 from promptability.studies.pipeline import Plan, run_plan, start, write_tables
 from promptability.train.methods import METHODS
@@ -41,8 +41,8 @@ class Scale:
     meta_steps: int = 20  # per meta-learning row: 20 x 4 tasks x (3 support + 1 query) x 16 = 5,120 examples
     meta_batch_size: int = 4
     inner_steps: int = 3
-    max_source_len: int = 256
-    max_target_len: int = 64
+    max_source_len: int = 128  # the longest suite source is about 110 tokens
+    max_target_len: int = 48
     fewshot_templates_per_dataset: int = 1  # templates few-shot tuned per held-out dataset (0-shot uses all)
     fewshot_epochs: int = 25  # the paper: 100
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -85,10 +85,16 @@ def lm_records(passages: list[str], seed: int) -> list[dict[str, Any]]:
     return out
 
 
-def run_demo(out: str | Path = "runs/demo", quick: bool = False, force: bool = False, progress: bool = True) -> str:
-    """Runs (or continues) the whole study; returns the Markdown table."""
+def run_demo(
+    out: str | Path = "runs/demo", quick: bool = False, force: bool = False, progress: bool = True, check: bool = False
+) -> str:
+    """Runs (or continues) the whole study; returns the Markdown table, then the instrument's floor/ceiling table.
+
+    ``check``: only the suite, the base model and the instrument check (``promptability.studies.instrument``).
+    """
     from promptability.data.suite_layout import read_meta
     from promptability.model import load_model
+    from promptability.studies.instrument import run_instrument
     from promptability.suite.generate import write_suite
 
     scale = QUICK if quick else Scale()
@@ -98,9 +104,14 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, force: bool = F
                lambda: write_suite(suite_dir, seed=0, size=scale.suite_size, progress=progress))  # fmt: skip
     meta = read_meta(suite_dir)
     stages.run("LM adaptation (base model)", base / "promptability.json", lambda: _lm_adapt(out, scale, progress))
+    if check:
+        instrument = run_instrument(out, scale, stages, progress)
+        write_json_atomic(out / "timings.json", stages.summary())
+        return instrument
     run_plan(_plan(out, scale, meta), out, stages, progress)
+    instrument = run_instrument(out, scale, stages, progress)
     note = scale.describe(sum(p.numel() for p in load_model(base).parameters()))
-    return write_tables(out, stages, note, baseline="mtl-t", partial=False)
+    return write_tables(out, stages, note, baseline="mtl-t", partial=False) + "\n" + instrument
 
 
 def _train_config(scale: Scale, method: str, prompt: str, data: Path, steps: int, model: str) -> TrainConfig:

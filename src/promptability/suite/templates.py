@@ -116,20 +116,18 @@ COREF_T = (
     T("does_refer", '{text}\nHere, does "{pronoun}" stand for {cand}? Yes or no?', NO_YES, label="yn"),
     T("fill_blank", "{text_blank}\nWho should the _ be, {a} or {b}?", NAMES2),
 )  # fmt: skip
-ENDINGS4 = ("{e0}", "{e1}", "{e2}", "{e3}")
 COMPLETION_T = (
-    T("what_happens_next", "{context}\nWhat happens next?", ENDINGS4),
-    T("most_likely", "{context}\nWhich of these is the most likely next sentence?\n{options}", ENDINGS4),
-    T("complete_story", "Complete the story with the right sentence.\n{context}", ENDINGS4),
-    T("how_continues", "How does this story continue? {context}", ENDINGS4),
+    T("what_happens_next", '{context}\nWhat happens next: "{e0}" or "{e1}"? The first or the second?',
+      ("first", "second")),
+    T("which_option", "{context}\nWhich is the next sentence of the story?\n(a) {e0}\n(b) {e1}\nAnswer:", ("a", "b")),
+    T("does_it_continue", "{context}\nNext sentence: {cand}\nDoes the story go on like this? Yes or no?", NO_YES,
+      label="yn"),
+    T("true_or_false", '{context}\n"{cand}" is what happens next. True or false?', ("false", "true"), label="yn"),
 )
 WSD_T = (
-    T("same_sense", 'Sentence A: {s1}\nSentence B: {s2}\nIs the word "{word}" used with the same meaning in both '
-      "sentences?", NO_YES),
-    T("gpt3_style", "{s1}\n{s2}\nQuestion: Is the word '{word}' used in the same sense in the two sentences above?",
-      NO_YES),
-    T("same_or_different", 'Does the word "{word}" have the same or a different meaning in "{s1}" and "{s2}"?',
-      ("different", "same")),
-    T("true_or_false", 'Sentence 1: {s1} Sentence 2: {s2}\n"{word}" means the same thing in sentence 1 and sentence 2. '
-      "True or false?", ("false", "true")),
+    T("which_meaning", 'In "{s}", which meaning of "{word}" is meant, the {t0} one or the {t1} one?', ("{t0}", "{t1}")),
+    T("about", '{s}\nIs the word "{word}" in this sentence about {t0} or about {t1}?', ("{t0}", "{t1}")),
+    T("yes_no", 'Does "{word}" have to do with {topic} in this sentence? {s} Yes or no?', NO_YES, label="yn"),
+    T("true_or_false", '{s}\nIn this sentence, "{word}" is used in its {topic} sense. True or false?',
+      ("false", "true"), label="yn"),
 )  # fmt: skip
