@@ -141,13 +141,22 @@ def test_heldout_choices_labels_and_balance(quick):
 
 
 def test_heldout_answers_are_verbalised_labels(default):
-    """No held-out answer is a text the LM-adapted base could pick by its likelihood: the floor is chance."""
+    """Every held-out answer is one word, never a sentence the LM-adapted base could pick by its likelihood (so the
+    floor is chance): an option the source names (a name, a verb, a topic), a fixed label pair, or (NLI, RTE) the
+    key word of a statement that only the answer choices hold."""
+    kinds: dict[str, set[str]] = {}
     for name in default.templates("heldout"):
-        choices = {c for r in default.records["validation"][name] for c in r["choices"]}
-        assert all(len(c.split()) <= 1 for c in choices), (name, sorted(choices)[:5])
-        group = default.meta["templates"][name]["group"]
-        # yes/no-like and first/second templates: one fixed label set; names and senses vary per instance
-        assert len(choices) == default.meta["templates"][name]["num_choices"] or group in ("Coreference", "WordSense")
+        records = default.records["validation"][name]
+        assert all(len(c.split()) == 1 for r in records for c in r["choices"]), name
+        if all(c in r["source"] for r in records for c in r["choices"]):
+            kind = "named"
+        elif len({tuple(r["choices"]) for r in records}) == 1:
+            kind = "fixed labels"
+        else:
+            kind = "choices only"
+        kinds.setdefault(kind, set()).add(default.meta["templates"][name]["group"])
+    assert kinds == {"named": {"Coreference", "Completion", "WordSense"}, "fixed labels": {"WordSense"},
+                     "choices only": {"NLI", "RTE"}}  # fmt: skip
 
 
 def test_heldout_groups_share_knowledge_and_formats_not_task_types(default):
@@ -155,15 +164,15 @@ def test_heldout_groups_share_knowledge_and_formats_not_task_types(default):
     assert set(SHARED) == {c for c, role in clusters.items() if role == "heldout"}
     for heldout, shared in SHARED.items():
         assert shared and all(clusters[c] == "train" for c, _ in shared), heldout
-    # Every 2-way held-out group has a template whose answers a training template also gives.
-    train_answers = [set(r["choices"]) for r in default.iter_records("validation", role="train") if r["choices"]]
-    trained = set().union(*train_answers)
-    by_group: dict[str, bool] = {}
+    # Which held-out groups answer with words that training templates also answer with (values, names, topics):
+    # the verbs naming a story's next step never are, and a region is "north" here but "the north" in training.
+    trained = {c for r in default.iter_records("validation", role="train") for c in r["choices"]}
+    answers: dict[str, set[str]] = {}
     for name in default.templates("heldout"):
         group = default.meta["templates"][name]["group"]
-        answers = {c for r in default.records["validation"][name] for c in r["choices"]}
-        by_group[group] = by_group.get(group, False) or answers <= trained
-    assert by_group == {"NLI": False, "RTE": True, "Coreference": True, "Completion": True, "WordSense": True}
+        answers.setdefault(group, set()).update(c for r in default.records["validation"][name] for c in r["choices"])
+    shared_share = {g: round(len(a & trained) / len(a), 1) for g, a in answers.items()}
+    assert shared_share == {"NLI": 0.7, "RTE": 0.7, "Coreference": 1.0, "Completion": 0.0, "WordSense": 1.0}
 
 
 def test_heldout_tasks_are_not_solved_by_surface_heuristics(default):
@@ -174,17 +183,16 @@ def test_heldout_tasks_are_not_solved_by_surface_heuristics(default):
         for pick in (max, min):  # always the longest / the shortest choice
             hits = sum(pick(range(k), key=lambda i: len(r["choices"][i])) == r["label"] for r in records)
             assert hits / len(records) <= 1 / k + 0.15, (name, pick.__name__, hits)
-    # "the hypothesis' value is in the premise" is a cue (a tiny model learns it), never the answer: entailments
-    # through a town's region do not mention the value, and wrong hypotheses sometimes borrow another person's.
-    for name, question in (("suite_nli_fact_entailment_gpt3_style", " True or false"),
-                           ("suite_nli_fact_inference_gpt3_style", " True, false")):  # fmt: skip
-        hits = 0
+    # "pick the option the premise mentions" is a cue (a tiny model learns it), never the answer: entailments
+    # through a town's region do not mention the value, and wrong statements sometimes borrow another person's.
+    for name in ("suite_nli_fact_entailment_can_we_infer", "suite_nli_fact_inference_based_on_passage"):
         records = suite.records["validation"][name]
+        hits = 0
         for r in records:
-            premise, rest = r["source"].split("\nQuestion: ")
-            value = rest.split(question)[0].rstrip(".").split()[-1]
-            hits += (r["label"] == 0) == (value in premise)
-        assert 0.6 <= hits / len(records) <= 0.92, (name, hits)
+            premise = r["source"].split("\n")[0].split(" Based on")[0]
+            mentioned = [i for i, c in enumerate(r["choices"]) if c in premise.replace(".", " ").split()]
+            hits += mentioned == [r["label"]]
+        assert 0.55 <= hits / len(records) <= 0.85, (name, hits / len(records))
 
 
 def test_default_size_fits_a_cpu_demo(default):

@@ -22,8 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     p.add_argument("--quick", action="store_true", help="a minute-scale run with tiny counts (used by the tests)")
-    p.add_argument("--check", action="store_true",
-                   help="only the instrument check: the base model's floor and an oracle's ceiling per held-out group")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="only the instrument check: the base model's floor and an oracle's ceiling per held-out group",
+    )
     p.add_argument("--force", action="store_true", help="delete --out and recompute every stage")
     add_no_progress(p)
     p.set_defaults(func=run)

@@ -125,12 +125,16 @@ def render(floor: dict[str, GroupResult], ceiling: dict[str, GroupResult], note:
     lines = [
         "## Instrument check: floor and ceiling per held-out group (not part of Table 1)",
         "",
-        "Floor: the LM-adapted base, 0-shot. Ceiling: the oracle (MTL-T with the held-out templates' own training "
-        "pools added), 0-shot. Accuracy and relative gain (%) are means over the group's templates; p: one-sided "
-        f"bootstrap over instances ({BOOTSTRAP_SAMPLES} resamples) that accuracy is above chance.",
+        (
+            "Floor: the LM-adapted base, 0-shot. Ceiling: the oracle (MTL-T with the held-out templates' own training "
+            "pools added), 0-shot. Accuracy and relative gain (%) are means over the group's templates; p: one-sided "
+            f"bootstrap over instances ({BOOTSTRAP_SAMPLES} resamples) that accuracy is above chance."
+        ),
         "",
-        "| Group | templates | instances | chance | floor acc | floor gain | floor p | ceiling acc | ceiling gain "
-        "| ceiling p |",
+        (
+            "| Group | templates | instances | chance | floor acc | floor gain | floor p | ceiling acc | ceiling gain "
+            "| ceiling p |"
+        ),
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for g, f in floor.items():
@@ -142,15 +146,66 @@ def render(floor: dict[str, GroupResult], ceiling: dict[str, GroupResult], note:
     failed = verdict(floor, ceiling)
     lines += [
         "",
-        f"Criteria (fixed in `promptability.studies.instrument`): floor |ARG| <= {FLOOR_MAX_ABS_ARG:g} and every "
-        f"group's gain <= {FLOOR_MAX_GROUP_GAIN:g}; ceiling ARG >= {CEILING_MIN_ARG:g} and every group above "
-        f"chance with p < {CEILING_MAX_P:g}.",
+        (
+            f"Criteria (fixed in `promptability.studies.instrument`): floor |ARG| <= {FLOOR_MAX_ABS_ARG:g} and every "
+            f"group's gain <= {FLOOR_MAX_GROUP_GAIN:g}; ceiling ARG >= {CEILING_MIN_ARG:g} and every group above "
+            f"chance with p < {CEILING_MAX_P:g}."
+        ),
         "",
         "Verdict: " + ("valid (every criterion holds)." if not failed else "NOT valid: " + "; ".join(failed) + "."),
     ]
     if note:
         lines += ["", note]
     return "\n".join(lines) + "\n"
+
+
+def knowledge_probes(seed: int = 0, n: int = 200) -> list[dict[str, Any]]:
+    """Two-way records that ask the base for the knowledge behind each held-out group in plain text, no prompt.
+
+    The right choice is the likelier continuation when the LM has the knowledge: a restated fact of the
+    premise (NLI, RTE), the pronoun of a name's gender (Coreference), the next step of an event script
+    (Completion), a sentence on the topic of the ambiguous word's sense (WordSense). Drawn from the suite's
+    world with their own random stream, so they are not suite instances.
+    """
+    import random
+
+    from promptability.suite import world as w
+
+    rng = random.Random(f"instrument:{seed}:probes")
+    records = []
+    for i in range(n):
+        label = i % 2
+        (person,) = w.pick_names(rng, 1)
+        w.give_facts(rng, [person], (2, 3))
+        slot = rng.choice(list(person.facts))
+        wrong = rng.choice([v for v in w.SLOTS[slot].values if v != person.facts[slot]])
+        variant = rng.randrange(4)  # the same wording for both, so only the value differs
+        facts = tuple(w.say(rng, slot, v, person.forms(True), variant) for v in (person.facts[slot], wrong))
+        records.append(_probe("facts", " ".join(w.describe(rng, person)) + " So, again:", facts, label))
+        town = rng.choice(w.TOWNS)
+        she, he = (f"{p} lives in {town}." for p in ("She", "He"))
+        gendered = (she, he) if person.female else (he, she)
+        records.append(_probe("gender", f"{person.name} is a {rng.choice(w.JOBS)}.", gendered, label))
+        name, other = rng.sample(list(w.SCRIPTS), 2)
+        script, fillers = w.SCRIPTS[name], w.fill(rng)
+        k = rng.randint(2, len(script.steps) - 2)
+        context = " ".join(f"{person.name} {s.format(**fillers)}." for s in script.steps[:k])
+        steps = (script.steps[k].format(**fillers), rng.choice(w.SCRIPTS[other].steps).format(**w.fill(rng)))
+        records.append(_probe("scripts", context, tuple(f"{person.name} {s}." for s in steps), label))
+        word = rng.choice(list(w.USAGES))
+        sense = rng.randrange(2)
+        topics = [w.USAGES[word][j][0] for j in (sense, 1 - sense)]
+        records.append(_probe("senses", w.usage(rng, word, sense), tuple(w.topic_sentence(rng, t) for t in topics),
+                              label))  # fmt: skip
+    return records
+
+
+PROBE_GROUPS = {"facts": "NLI, RTE", "gender": "Coreference", "scripts": "Completion", "senses": "WordSense"}
+
+
+def _probe(kind: str, source: str, right_wrong: tuple[str, ...], label: int) -> dict[str, Any]:
+    choices = list(right_wrong) if label == 0 else list(reversed(right_wrong))
+    return {"task": f"probe_{kind}", "source": source, "target": choices[label], "choices": choices, "label": label}
 
 
 def oracle_tasks(meta: dict[str, Any]) -> list[str]:
@@ -184,14 +239,42 @@ def run_instrument(out: Path, scale: Scale, stages: Stages, progress: bool = Tru
         stages.run(f"0-shot {name} (instrument)", run_dir / "run.json",
                    lambda name=name, run_dir=run_dir: _zero_shot(models / name, run_dir, evaluation, scale, progress))  # fmt: skip
         results[name] = group_results(_read_predictions(run_dir), meta)
-    table = render(results["base"], results["oracle"])
+    probe_dir = out / "instrument" / "probe"
+    stages.run("knowledge probe of the base (instrument)", probe_dir / "run.json",
+               lambda: _zero_shot(models / "base", probe_dir, knowledge_probes(), scale, progress))  # fmt: skip
+    probes = probe_results(_read_predictions(probe_dir))
+    table = render(results["base"], results["oracle"]) + "\n" + render_probes(probes)
     write_text_atomic(out / "report" / "instrument.md", table)
     write_json_atomic(out / "report" / "instrument.json", {
         "floor": {g: asdict(r) for g, r in results["base"].items()}, "floor_arg": arg(results["base"]),
         "ceiling": {g: asdict(r) for g, r in results["oracle"].items()}, "ceiling_arg": arg(results["oracle"]),
-        "failed": verdict(results["base"], results["oracle"]),
+        "failed": verdict(results["base"], results["oracle"]), "knowledge_probes": probes,
     })  # fmt: skip
     return table
+
+
+def probe_results(predictions: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per probe kind: the base's accuracy (percent) and the one-sided p that it is above chance (50%)."""
+    hits: dict[str, list[float]] = {}
+    for row in predictions:
+        hits.setdefault(row["task"].removeprefix("probe_"), []).append(float(row["prediction"] == row["label"]))
+    return {kind: {"accuracy": 100 * float(np.mean(h)), "p_above_chance": above_chance_p(np.array(h) - 0.5)}
+            for kind, h in sorted(hits.items())}  # fmt: skip
+
+
+def render_probes(probes: dict[str, dict[str, float]]) -> str:
+    lines = [
+        (
+            "Knowledge probe of the base: two plain-text continuations, the right one likelier if the LM knows "
+            "(chance 50%; `instrument.knowledge_probes`)."
+        ),
+        "",
+        "| Knowledge | for | base accuracy | p |",
+        "|---|---|---:|---:|",
+    ]
+    lines += [f"| {kind} | {PROBE_GROUPS.get(kind, '')} | {r['accuracy']:.1f} | {r['p_above_chance']:.3g} |"
+              for kind, r in probes.items()]  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def _zero_shot(model_dir: Path, run_dir: Path, evaluation: list[Any], scale: Scale, progress: bool) -> None:

@@ -195,47 +195,71 @@ def summarisation(world: w.World, rng: random.Random, want: Want) -> Instance:
 # --- held-out clusters --------------------------------------------------------------------------------
 
 
-def _inference(world: w.World, rng: random.Random, relation: int) -> Instance:
-    """A premise about one or two people and a hypothesis: ``relation`` 0 entailed, 1 neutral, 2 contradicted."""
+def _premise(rng: random.Random) -> tuple[w.Person, w.Person, str]:
+    """A premise about one person or (40%) two; returns (the person asked about, the other or an empty one, text)."""
     # One person mostly: a tiny model learns to find the hypothesis' slot in a short premise; a second person
-    # (40%) whose values a wrong hypothesis sometimes borrows keeps "is the value in the text" from deciding.
+    # whose values a wrong hypothesis sometimes borrows keeps "is the value in the text" from deciding.
     people = w.pick_names(rng, 2, mixed=True) if rng.random() < 0.4 else w.pick_names(rng, 1)
     w.give_facts(rng, people)
     premise = w.describe_all(rng, people)
     person, *rest = rng.sample(people, len(people))
-    other = rest[0] if rest else w.Person("", False, {})
+    return person, rest[0] if rest else w.Person("", False, {}), premise
+
+
+def _hypothesis(
+    world: w.World, rng: random.Random, person: w.Person, other: w.Person, relation: int
+) -> tuple[str, str]:
+    """(slot, value) of a statement about ``person``: ``relation`` 0 entailed, 1 neutral, 2 contradicted."""
     known = list(person.facts)
     if relation == 1:  # a slot the premise says nothing about
         unknown = [s for s in w.FACT_SLOTS if s not in known]
         borrow = [s for s in unknown if s in other.facts]
         if borrow and rng.random() < 0.5:
             slot = rng.choice(borrow)
-            value = other.facts[slot]
-        else:
-            slot = rng.choice(unknown + ([] if "town" in known else ["region"]))
-            value = rng.choice(w.SLOTS[slot].values)
+            return slot, other.facts[slot]
+        slot = rng.choice(unknown + ([] if "town" in known else ["region"]))
+        return slot, rng.choice(w.SLOTS[slot].values)
+    if "town" in known and rng.random() < 0.25:  # through the world's town facts (closed-book QA)
+        slot, truth = "region", world.region[person.facts["town"]]
     else:
-        if "town" in known and rng.random() < 0.25:  # through the world's town facts (closed-book QA)
-            slot, truth = "region", world.region[person.facts["town"]]
-        else:
-            slot = rng.choice(known)
-            truth = person.facts[slot]
-        value = truth
-        if relation == 2:
-            near = other.facts.get(slot)
-            borrowed = near and near != truth and rng.random() < 0.5
-            value = near if borrowed else rng.choice([v for v in w.SLOTS[slot].values if v != truth])
-    hypothesis = w.say(rng, slot, value, person.forms())
-    return {"premise": premise, "hypothesis": hypothesis}
+        slot = rng.choice(known)
+        truth = person.facts[slot]
+    if relation == 0:
+        return slot, truth
+    near = other.facts.get(slot)
+    if near is not None and near != truth and rng.random() < 0.5:
+        return slot, near
+    return slot, rng.choice([v for v in w.SLOTS[slot].values if v != truth])
+
+
+def _statements(world: w.World, rng: random.Random, relations: tuple[int, ...]) -> Instance:
+    """A premise and one statement per relation, all about one person; each named by its value's last word."""
+    person, other, premise = _premise(rng)
+    pairs: list[tuple[str, str]] = []
+    for relation in relations:  # no two statements share a name
+        while (pair := _hypothesis(world, rng, person, other, relation))[1].split()[-1] in {
+            v.split()[-1] for _, v in pairs
+        }:
+            pass
+        pairs.append(pair)
+    inst: Instance = {"premise": premise, "name": person.name}
+    for i, (slot, value) in enumerate(pairs):
+        inst[f"h{i}"], inst[f"v{i}"] = w.say(rng, slot, value, person.forms()), value.split()[-1]
+    return inst
 
 
 def nli(world: w.World, rng: random.Random, want: Want) -> Instance:
-    return _inference(world, rng, want["label"]) | {"label": want["label"]}
+    """Three statements: the entailed one at ``label``, a neutral and a contradicted one in random order."""
+    others = [1, 2]
+    rng.shuffle(others)
+    relations = tuple(others[: want["label"]] + [0] + others[want["label"] :])
+    return _statements(world, rng, relations) | {"label": want["label"]}
 
 
 def entailment(world: w.World, rng: random.Random, want: Want) -> Instance:
-    relation = 0 if want["label"] == 0 else rng.choice((1, 2))
-    return _inference(world, rng, relation) | {"label": want["label"]}
+    """Two statements: the entailed one at ``label``, and a neutral or a contradicted one (equally often)."""
+    relations = (rng.choice((1, 2)), 0) if want["label"] else (0, rng.choice((1, 2)))
+    return _statements(world, rng, relations) | {"label": want["label"]}
 
 
 def coreference(world: w.World, rng: random.Random, want: Want) -> Instance:
@@ -246,31 +270,31 @@ def coreference(world: w.World, rng: random.Random, want: Want) -> Instance:
     forms = ref.forms(True)
     action = rng.choice(w.ACTIONS)
     last = action.format(o=other.forms(True)["o"], town=town, pet=pet, **{k: forms[k] for k in "Sp"})
-    blank = "_" + last[len(forms["S"]) :]
-    cand = ref if want["yn"] else other
-    return {
-        "text": f"{first} {last}", "text_blank": f"{first} {blank}", "pronoun": forms["s"],
-        "a": a.name, "b": b.name, "cand": cand.name, "label": want["label"], "yn": want["yn"],
-    }  # fmt: skip
+    return {"text": f"{first} {last}", "last": last, "pronoun": forms["s"], "a": a.name, "b": b.name,
+            "label": want["label"]}  # fmt: skip
 
 
 def completion(world: w.World, rng: random.Random, want: Want) -> Instance:
-    """The first steps of an event script and a candidate next step: the right one, or (80%) a step of another
-    script or (20%) a step the story already told."""
+    """The first steps of an event script and two candidate next steps, named by their verbs: the right one, and
+    (80%) a step of another script or (20%) a step the story already told, whose verb the right step lacks."""
     (person,) = w.pick_names(rng, 1)
-    name, other = rng.sample(list(w.SCRIPTS), 2)
+    name = rng.choice(list(w.SCRIPTS))
     script, fillers = w.SCRIPTS[name], w.fill(rng)
     k = rng.randint(2, len(script.steps) - 2)
     context = _story(rng, script, person, fillers, k)
-    subject = person.forms(True)["S"]
+    right = script.steps[k].format(**fillers)
+    own = {step.split()[0] for step in script.steps}
     if rng.random() < 0.2:
-        wrong_step = script.steps[rng.randrange(k)].format(**fillers)
+        told = [step for step in script.steps[:k] if step.split()[0] != right.split()[0]]
+        wrong = rng.choice(told).format(**fillers)
     else:
-        wrong_step = rng.choice(w.SCRIPTS[other].steps).format(**w.fill(rng))
-    right, wrong = f"{subject} {script.steps[k].format(**fillers)}.", f"{subject} {wrong_step}."
-    endings = (wrong, right) if want["label"] else (right, wrong)
-    return {"context": " ".join(context), "e0": endings[0], "e1": endings[1], "cand": right if want["yn"] else wrong,
-            "label": want["label"], "yn": want["yn"]}  # fmt: skip
+        foreign = [step for other in w.SCRIPTS.values() if other is not script for step in other.steps]
+        wrong = rng.choice([step for step in foreign if step.split()[0] not in own]).format(**w.fill(rng))
+    subject = person.forms(True)
+    steps = (wrong, right) if want["label"] else (right, wrong)
+    return {"context": " ".join(context), "e0": f"{subject['S']} {steps[0]}.", "e1": f"{subject['S']} {steps[1]}.",
+            "v0": steps[0].split()[0], "v1": steps[1].split()[0], "s": subject["s"],
+            "label": want["label"]}  # fmt: skip
 
 
 def word_sense(world: w.World, rng: random.Random, want: Want) -> Instance:
@@ -317,7 +341,7 @@ SHARED: dict[str, tuple[tuple[str, str], ...]] = {
                    ("sentiment", "yes/no answers"), ("paraphrase", "true/false answers")),
 }  # fmt: skip
 L2, L3, L4 = (("label", 2),), (("label", 3),), (("label", 4),)
-LYN = (("label", 2), ("yn", 2))  # which option is right, and whether a yes/no template shows it
+LYN = (("label", 2), ("yn", 2))  # which sense is used, and whether the true/false template names it
 DATASETS: tuple[Dataset, ...] = (
     Dataset("sentiment", "reviews", "Sentiment", sentiment, SENTIMENT_T, L2),
     Dataset("topic", "news", "Topic", topic, TOPIC_T, (("label", len(w.TOPICS)),)),
@@ -329,7 +353,7 @@ DATASETS: tuple[Dataset, ...] = (
     Dataset("summarization", "daily_stories", "Summarization", summarisation, SUMMARY_T),
     Dataset("nli", "fact_inference", "NLI", nli, NLI_T, L3),
     Dataset("nli", "fact_entailment", "RTE", entailment, RTE_T, L2),
-    Dataset("coreference", "pronoun_stories", "Coreference", coreference, COREF_T, LYN),
-    Dataset("completion", "script_endings", "Completion", completion, COMPLETION_T, LYN),
+    Dataset("coreference", "pronoun_stories", "Coreference", coreference, COREF_T, L2),
+    Dataset("completion", "script_endings", "Completion", completion, COMPLETION_T, L2),
     Dataset("word_sense", "word_usages", "WordSense", word_sense, WSD_T, LYN),
 )
