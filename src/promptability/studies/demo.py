@@ -31,13 +31,25 @@ if TYPE_CHECKING:
 
 @dataclass
 class Scale:
-    """How big the miniature is. Defaults: about 10 minutes on 2 (quiet) CPU cores; the paper's scale is in configs/."""
+    """How big the miniature is; the paper's scale is in configs/. A larger scale is other values of these fields.
 
-    suite_size: str = "default"  # "default": 33 training + 21 held-out templates; "quick": tiny counts
+    Time per stage at the defaults (tiny T5, 1.3M parameters). On 2 quiet cores (the README's last full run, same
+    model, steps and data sizes): LM adaptation ~30 s; one continued-pretraining run (250 x 32) ~22 s; 0-shot
+    evaluation of one model on the 20 held-out templates x 150 instances ~5 s; one 16-shot configuration and
+    seed (25 epochs, 5 templates, then evaluation) ~9 s. Measured here for issue 13 on a machine shared by six
+    (load ~12 on 2 cores, one thread; CPU seconds, which contention inflates): 71 s, 8.7 s and 25 s for the
+    last three. The instrument check (``--check``: suite, LM adaptation, the oracle, two 0-shot runs and the
+    knowledge probe) is ~1.5 minutes on a quiet machine (10-14 minutes wall under that load). With 3
+    pretraining seeds (27 continued-pretraining runs) the whole demo is ~18 minutes on 2 quiet cores when
+    16-shot tuning runs on one pretraining seed, ~30 when it runs on all three; 15 minutes needs ~15 s per
+    run (e.g. ``mtl_steps`` ~170), not yet checked against the instrument's ceiling.
+    """
+
+    suite_size: str = "default"  # "default": 33 training + 20 held-out templates; "quick": tiny counts
     lm_passages: int = 8000  # LM-adaptation texts (prefix -> continuation)
     lm_steps: int = 250
     batch_size: int = 32  # MTL examples per optimizer step
-    mtl_steps: int = 250  # per MTL row: 250 x 32 = 8,000 examples, ~40% of one epoch of the suite
+    mtl_steps: int = 250  # per MTL row (and the oracle): 250 x 32 = 8,000 examples, ~40% of an epoch of the suite
     meta_steps: int = 20  # per meta-learning row: 20 x 4 tasks x (3 support + 1 query) x 16 = 5,120 examples
     meta_batch_size: int = 4
     inner_steps: int = 3

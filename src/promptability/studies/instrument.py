@@ -18,6 +18,7 @@ Folders (beside the demo's, outside ``out/runs`` so the Table-1 report never pic
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -236,8 +237,8 @@ def run_instrument(out: Path, scale: Scale, stages: Stages, progress: bool = Tru
     results = {}
     for name in ("base", "oracle"):
         run_dir = out / "instrument" / name
-        stages.run(f"0-shot {name} (instrument)", run_dir / "run.json",
-                   lambda name=name, run_dir=run_dir: _zero_shot(models / name, run_dir, evaluation, scale, progress))  # fmt: skip
+        zero = partial(_zero_shot, models / name, run_dir, evaluation, scale, progress)
+        stages.run(f"0-shot {name} (instrument)", run_dir / "run.json", zero)
         results[name] = group_results(_read_predictions(run_dir), meta)
     probe_dir = out / "instrument" / "probe"
     stages.run("knowledge probe of the base (instrument)", probe_dir / "run.json",

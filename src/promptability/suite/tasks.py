@@ -214,7 +214,7 @@ def _hypothesis(
     if relation == 1:  # a slot the premise says nothing about
         unknown = [s for s in w.FACT_SLOTS if s not in known]
         borrow = [s for s in unknown if s in other.facts]
-        if borrow and rng.random() < 0.5:
+        if borrow and rng.random() < 0.3:
             slot = rng.choice(borrow)
             return slot, other.facts[slot]
         slot = rng.choice(unknown + ([] if "town" in known else ["region"]))
@@ -227,7 +227,7 @@ def _hypothesis(
     if relation == 0:
         return slot, truth
     near = other.facts.get(slot)
-    if near is not None and near != truth and rng.random() < 0.5:
+    if near is not None and near != truth and rng.random() < 0.3:
         return slot, near
     return slot, rng.choice([v for v in w.SLOTS[slot].values if v != truth])
 
