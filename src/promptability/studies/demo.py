@@ -116,12 +116,13 @@ def run_demo(
                lambda: write_suite(suite_dir, seed=0, size=scale.suite_size, progress=progress))  # fmt: skip
     meta = read_meta(suite_dir)
     stages.run("LM adaptation (base model)", base / "promptability.json", lambda: _lm_adapt(out, scale, progress))
+    oracle = _train_config(scale, "mtl-t", "none", suite_dir, scale.mtl_steps, str(base))
     if check:
-        instrument = run_instrument(out, scale, stages, progress)
+        instrument = run_instrument(out, scale, oracle, stages, progress)
         write_json_atomic(out / "timings.json", stages.summary())
         return instrument
     run_plan(_plan(out, scale, meta), out, stages, progress)
-    instrument = run_instrument(out, scale, stages, progress)
+    instrument = run_instrument(out, scale, oracle, stages, progress)
     note = scale.describe(sum(p.numel() for p in load_model(base).parameters()))
     return write_tables(out, stages, note, baseline="mtl-t", partial=False) + "\n" + instrument
 

@@ -17,7 +17,7 @@ Folders (beside the demo's, outside ``out/runs`` so the Table-1 report never pic
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,7 @@ from promptability.io import write_json_atomic, write_text_atomic
 if TYPE_CHECKING:
     from promptability.studies.demo import Scale
     from promptability.studies.pipeline import Stages
+    from promptability.train.config import TrainConfig
 
 # The criteria (percent relative gain over chance, as ARG). Fixed before any check was run.
 FLOOR_MAX_ABS_ARG = 5.0  # the base's 0-shot ARG over all groups lies within +-5
@@ -214,21 +215,20 @@ def oracle_tasks(meta: dict[str, Any]) -> list[str]:
     return [t for t, info in meta["templates"].items() if info["role"] in ("train", "heldout")]
 
 
-def run_instrument(out: Path, scale: Scale, stages: Stages, progress: bool = True) -> str:
+def run_instrument(out: Path, scale: Scale, oracle: TrainConfig, stages: Stages, progress: bool = True) -> str:
     """Trains the oracle, evaluates base and oracle 0-shot, writes report/instrument.md/.json; returns the table.
 
-    Needs the demo's suite (``out/suite``) and base model (``out/models/base``); every stage is resumable.
+    Needs the demo's suite (``out/suite``) and base model (``out/models/base``); ``oracle``: the MTL-T config of
+    the demo's rows from the base (its ``data.tasks`` are set here: :func:`oracle_tasks`). Every stage resumes.
     """
     from promptability.data.readers import read_examples
     from promptability.data.suite_layout import read_meta
-    from promptability.studies.demo import _train_config
     from promptability.train.loop import latest_checkpoint
     from promptability.train.pretrain import pretrain
 
     suite_dir, models = out / "suite", out / "models"
     meta = read_meta(suite_dir)
-    config = _train_config(scale, "mtl-t", "none", suite_dir, scale.mtl_steps, str(models / "base"))
-    config.data.tasks = oracle_tasks(meta)
+    config = replace(oracle, data=replace(oracle.data, tasks=oracle_tasks(meta)))
     target = models / "oracle"
     stages.run("pretrain oracle (instrument)", target / "promptability.json",
                lambda: pretrain(config, target, resume=latest_checkpoint(target) is not None, progress=progress))  # fmt: skip
