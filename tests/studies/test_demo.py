@@ -15,6 +15,10 @@ def test_quick_demo_end_to_end_then_reuses_and_resumes(tmp_path, capsys):
     for label in ("No continued pretraining", "MTL-T", "MTL-P", "MTL-TP", "FOMAML", "Reptile"):
         assert f"| {label} |" in printed
     assert "shallow 16-shot" in printed and "deep 16-shot" in printed
+    assert "Instrument check: floor and ceiling" in printed  # beside Table 1, not in it
+    instrument = json.loads((out / "report" / "instrument.json").read_text())
+    assert set(instrument["floor"]) == set(instrument["ceiling"]) == {"NLI", "RTE", "Coreference", "Completion",
+                                                                       "WordSense"}  # fmt: skip
     for name in ("table.md", "table.csv", "table.json", "per_group_accuracy.png"):
         assert (out / "report" / name).stat().st_size > 0
     table = json.loads((out / "report" / "table.json").read_text())
@@ -31,3 +35,20 @@ def test_quick_demo_end_to_end_then_reuses_and_resumes(tmp_path, capsys):
     second = {s["stage"]: s["reused"] for s in json.loads((out / "timings.json").read_text())["stages"]}
     redone = {name for name, reused in second.items() if not reused}
     assert redone == {"pretrain reptile-deep", "0-shot reptile-deep", "report"}
+
+
+@pytest.mark.slow
+def test_quick_check_trains_only_the_base_and_the_oracle(tmp_path, capsys):
+    out = tmp_path / "check"
+    assert main(["demo", "--quick", "--check", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "| **ARG** |" in printed and "Verdict:" in printed and "Knowledge probe of the base" in printed
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["base", "oracle"]
+    assert not (out / "runs").exists()
+    oracle = json.loads((out / "models" / "oracle" / "train_config.json").read_text())
+    assert any("_nli_" in t for t in oracle["data"]["tasks"]) and any(
+        "_sentiment_" in t for t in oracle["data"]["tasks"]
+    )
+    stages = [s["stage"] for s in json.loads((out / "timings.json").read_text())["stages"]]
+    assert stages == ["suite", "LM adaptation (base model)", "pretrain oracle (instrument)", "0-shot base (instrument)",
+                      "0-shot oracle (instrument)", "knowledge probe of the base (instrument)"]  # fmt: skip

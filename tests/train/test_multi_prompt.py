@@ -56,8 +56,8 @@ def test_fewshot_with_templates_per_step_gives_the_same_runs(tmp_path, make_mode
     model = make_model("shallow")
     model.save(tmp_path / "model")
     tasks = [
-        "suite_coreference_pronoun_stories_does_refer",
-        "suite_coreference_pronoun_stories_fill_blank",
+        "suite_coreference_pronoun_stories_which_person",
+        "suite_coreference_pronoun_stories_pronoun_quiz",
         "suite_coreference_pronoun_stories_who_is_pronoun",
     ]
     summaries = []

@@ -22,6 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     p.add_argument("--quick", action="store_true", help="a minute-scale run with tiny counts (used by the tests)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="only the instrument check: the base model's floor and an oracle's ceiling per held-out group",
+    )
     p.add_argument("--force", action="store_true", help="delete --out and recompute every stage")
     add_no_progress(p)
     p.set_defaults(func=run)
@@ -30,8 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from promptability.studies.demo import run_demo
 
-    table = run_demo(args.out, quick=args.quick, force=args.force, progress=not args.no_progress)
+    table = run_demo(args.out, quick=args.quick, force=args.force, progress=not args.no_progress, check=args.check)
     print()
     print(table)
-    print(f"report: {args.out}/report/ (table.md, table.csv, table.json, per_group_accuracy.png)")
+    files = "instrument.md" if args.check else "table.md, table.csv, table.json, per_group_accuracy.png, instrument.md"
+    print(f"report: {args.out}/report/ ({files})")
     return 0

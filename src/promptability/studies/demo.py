@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from promptability.io import write_jsonl_atomic
+from promptability.io import write_json_atomic, write_jsonl_atomic
 from promptability.model.prompts import NO_PROMPT, PROMPT_KINDS
 from promptability.studies.pipeline import Plan, run_plan, start, write_tables
 from promptability.train.methods import METHODS
@@ -31,18 +31,30 @@ if TYPE_CHECKING:
 
 @dataclass
 class Scale:
-    """How big the miniature is. Defaults: about 10 minutes on 2 (quiet) CPU cores; the paper's scale is in configs/."""
+    """How big the miniature is; the paper's scale is in configs/. A larger scale is other values of these fields.
 
-    suite_size: str = "default"  # "default": 33 training + 21 held-out templates; "quick": tiny counts
+    Time per stage at the defaults (tiny T5, 1.3M parameters). On 2 quiet cores (the README's last full run, same
+    model, steps and data sizes): LM adaptation ~30 s; one continued-pretraining run (250 x 32) ~22 s; 0-shot
+    evaluation of one model on the 20 held-out templates x 150 instances ~5 s; one 16-shot configuration and
+    seed (25 epochs, 5 templates, then evaluation) ~9 s. Measured here for issue 13 on a machine shared by six
+    (load ~12 on 2 cores, one thread; CPU seconds, which contention inflates): 71 s, 8.7 s and 25 s for the
+    last three. The instrument check (``--check``: suite, LM adaptation, the oracle, two 0-shot runs and the
+    knowledge probe) is ~1.5 minutes on a quiet machine (10-14 minutes wall under that load). With 3
+    pretraining seeds (27 continued-pretraining runs) the whole demo is ~18 minutes on 2 quiet cores when
+    16-shot tuning runs on one pretraining seed, ~30 when it runs on all three; 15 minutes needs ~15 s per
+    run (e.g. ``mtl_steps`` ~170), not yet checked against the instrument's ceiling.
+    """
+
+    suite_size: str = "default"  # "default": 33 training + 20 held-out templates; "quick": tiny counts
     lm_passages: int = 8000  # LM-adaptation texts (prefix -> continuation)
     lm_steps: int = 250
     batch_size: int = 32  # MTL examples per optimizer step
-    mtl_steps: int = 250  # per MTL row: 250 x 32 = 8,000 examples, ~40% of one epoch of the suite
+    mtl_steps: int = 250  # per MTL row (and the oracle): 250 x 32 = 8,000 examples, ~40% of an epoch of the suite
     meta_steps: int = 20  # per meta-learning row: 20 x 4 tasks x (3 support + 1 query) x 16 = 5,120 examples
     meta_batch_size: int = 4
     inner_steps: int = 3
-    max_source_len: int = 256
-    max_target_len: int = 64
+    max_source_len: int = 128  # the longest suite source is about 110 tokens
+    max_target_len: int = 48
     fewshot_templates_per_dataset: int = 1  # templates few-shot tuned per held-out dataset (0-shot uses all)
     fewshot_epochs: int = 25  # the paper: 100
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -85,10 +97,16 @@ def lm_records(passages: list[str], seed: int) -> list[dict[str, Any]]:
     return out
 
 
-def run_demo(out: str | Path = "runs/demo", quick: bool = False, force: bool = False, progress: bool = True) -> str:
-    """Runs (or continues) the whole study; returns the Markdown table."""
+def run_demo(
+    out: str | Path = "runs/demo", quick: bool = False, force: bool = False, progress: bool = True, check: bool = False
+) -> str:
+    """Runs (or continues) the whole study; returns the Markdown table, then the instrument's floor/ceiling table.
+
+    ``check``: only the suite, the base model and the instrument check (``promptability.studies.instrument``).
+    """
     from promptability.data.suite_layout import read_meta
     from promptability.model import load_model
+    from promptability.studies.instrument import run_instrument
     from promptability.suite.generate import write_suite
 
     scale = QUICK if quick else Scale()
@@ -98,9 +116,15 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, force: bool = F
                lambda: write_suite(suite_dir, seed=0, size=scale.suite_size, progress=progress))  # fmt: skip
     meta = read_meta(suite_dir)
     stages.run("LM adaptation (base model)", base / "promptability.json", lambda: _lm_adapt(out, scale, progress))
+    oracle = _train_config(scale, "mtl-t", "none", suite_dir, scale.mtl_steps, str(base))
+    if check:
+        instrument = run_instrument(out, scale, oracle, stages, progress)
+        write_json_atomic(out / "timings.json", stages.summary())
+        return instrument
     run_plan(_plan(out, scale, meta), out, stages, progress)
+    instrument = run_instrument(out, scale, oracle, stages, progress)
     note = scale.describe(sum(p.numel() for p in load_model(base).parameters()))
-    return write_tables(out, stages, note, baseline="mtl-t", partial=False)
+    return write_tables(out, stages, note, baseline="mtl-t", partial=False) + "\n" + instrument
 
 
 def _train_config(scale: Scale, method: str, prompt: str, data: Path, steps: int, model: str) -> TrainConfig:

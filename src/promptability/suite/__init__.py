@@ -37,25 +37,28 @@ Training clusters (train split + a small validation split):
   restaurant, on a train, baking a cake...), sometimes with an irrelevant fact, to a one-sentence
   summary or a title. Shares the event scripts with sentence completion.
 
-Held-out clusters (a train split, the few-shot pool, and a validation split for evaluation;
-labels exactly balanced):
+Held-out clusters (a train split: the oracle's pool and the few-shot pool; a validation split for evaluation;
+labels exactly balanced). Every answer is one word, an option the instruction asks to choose, never a
+sentence the LM-adapted base could pick by its likelihood (``promptability.studies.instrument`` checks that
+the base sits at chance and that an oracle learns every group; docs/miniature.md):
 
-- nli / fact_inference, group NLI (5 templates, 3 choices: yes/maybe/no, true/neither/false,
-  always/sometimes/never): a premise about two people and a hypothesis about one of them,
-  entailed (possibly reworded, through a pronoun, or through the town's region), contradicted
-  (often with a value the premise gives the other person) or neutral (a fact the premise does not
-  give, often with a value it mentions).
-- nli / fact_entailment, group RTE (4 templates, 2 choices: yes/no, true/false): the same,
-  entailed vs not (neutral and contradiction pooled).
-- coreference / pronoun_stories, group Coreference (4 templates, 2 choices: the two names, or
-  no/yes): two people of different genders meet; in the last sentence "she" or "he" refers to one
-  of them (first or second mentioned, balanced); one template blanks the pronoun out so only the
-  other pronoun ("_ gave him a book") decides.
-- completion / script_endings, group Completion (4 templates, 4 choices): the first 2-4 steps of
-  an event script; the next step vs a step of the same script out of order and steps of two other
-  scripts.
-- word_sense / word_usages, group WordSense (4 templates, 2 choices: no/yes, different/same,
-  false/true): two sentences using an ambiguous word in the same or different senses.
+- nli / fact_inference, group NLI (4 templates, 3 choices): a premise about one person (or two) and three
+  statements about that person, one entailed (possibly through a pronoun or the town's region), one neutral,
+  one contradicted (sometimes with a value the premise gives the other person); the choices are the
+  statements' values, which only the answer choices hold, as in many P3 templates.
+- nli / fact_entailment, group RTE (4 templates, 2 choices): the same with an entailed and a neutral or
+  contradicted statement.
+- coreference / pronoun_stories, group Coreference (4 templates, 2 choices: the two names): two people of
+  different genders meet; "she" or "he" in the second sentence refers to one of them (first or second
+  mentioned, balanced).
+- completion / script_endings, group Completion (4 templates, 2 choices: verbs): the first 2-4 steps of an
+  event script and two candidate next sentences, named by their verbs: the next step, and a step of another
+  script (80%) or one the story already told (20%).
+- word_sense / word_usages, group WordSense (4 templates, 2 choices: the two senses' topic names; one
+  template false/true): in which of its two senses a sentence uses an ambiguous word.
+
+``tasks.SHARED`` lists what each held-out cluster shares with which training cluster (knowledge, answer
+formats); no training cluster is of a held-out task type.
 
 Modules: ``world`` (the world), ``tasks`` (one generator and template table per dataset), ``generate``
 (the suite from a seed, written atomically; the LM-adaptation and tokenizer corpora). Readers of a written

@@ -52,7 +52,7 @@ class SuiteSize:
 SIZES: dict[str, SuiteSize] = {
     "quick": SuiteSize(train=64, train_validation=16, heldout_train=32, heldout_validation=32, max_train_total=4000),
     "default": SuiteSize(
-        train=600, train_validation=50, heldout_train=200, heldout_validation=150, max_train_total=20000
+        train=600, train_validation=50, heldout_train=600, heldout_validation=150, max_train_total=20000
     ),
 }
 

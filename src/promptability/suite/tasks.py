@@ -195,93 +195,115 @@ def summarisation(world: w.World, rng: random.Random, want: Want) -> Instance:
 # --- held-out clusters --------------------------------------------------------------------------------
 
 
-def _inference(world: w.World, rng: random.Random, relation: int) -> Instance:
-    """A premise about two people and a hypothesis: ``relation`` 0 entailed, 1 neutral, 2 contradicted."""
-    people, premise = _people_context(rng)
-    person, other = rng.sample(people, 2)
+def _premise(rng: random.Random) -> tuple[w.Person, w.Person, str]:
+    """A premise about one person or (40%) two; returns (the person asked about, the other or an empty one, text)."""
+    # One person mostly: a tiny model learns to find the hypothesis' slot in a short premise; a second person
+    # whose values a wrong hypothesis sometimes borrows keeps "is the value in the text" from deciding.
+    people = w.pick_names(rng, 2, mixed=True) if rng.random() < 0.4 else w.pick_names(rng, 1)
+    w.give_facts(rng, people)
+    premise = w.describe_all(rng, people)
+    person, *rest = rng.sample(people, len(people))
+    return person, rest[0] if rest else w.Person("", False, {}), premise
+
+
+def _hypothesis(
+    world: w.World, rng: random.Random, person: w.Person, other: w.Person, relation: int
+) -> tuple[str, str]:
+    """(slot, value) of a statement about ``person``: ``relation`` 0 entailed, 1 neutral, 2 contradicted."""
     known = list(person.facts)
-    # Wrong hypotheses mostly reuse a value the premise gives the other person, so that "is the
-    # value in the text" does not decide the label.
     if relation == 1:  # a slot the premise says nothing about
         unknown = [s for s in w.FACT_SLOTS if s not in known]
         borrow = [s for s in unknown if s in other.facts]
-        if borrow and rng.random() < 0.8:
+        if borrow and rng.random() < 0.3:
             slot = rng.choice(borrow)
-            value = other.facts[slot]
-        else:
-            slot = rng.choice(unknown + ([] if "town" in known else ["region"]))
-            value = rng.choice(w.SLOTS[slot].values)
+            return slot, other.facts[slot]
+        slot = rng.choice(unknown + ([] if "town" in known else ["region"]))
+        return slot, rng.choice(w.SLOTS[slot].values)
+    if "town" in known and rng.random() < 0.25:  # through the world's town facts (closed-book QA)
+        slot, truth = "region", world.region[person.facts["town"]]
     else:
-        if "town" in known and rng.random() < 0.3:  # through the world's town facts (closed-book QA)
-            slot, truth = "region", world.region[person.facts["town"]]
-        else:
-            both = [s for s in known if s in other.facts]
-            slot = rng.choice(both if relation == 2 and both and rng.random() < 0.8 else known)
-            truth = person.facts[slot]
-        value = truth
-        if relation == 2:
-            near = other.facts.get(slot)
-            value = near if near and near != truth else rng.choice([v for v in w.SLOTS[slot].values if v != truth])
-    hypothesis = w.say(rng, slot, value, person.forms())
-    return {"premise": premise, "hypothesis": hypothesis}
+        slot = rng.choice(known)
+        truth = person.facts[slot]
+    if relation == 0:
+        return slot, truth
+    near = other.facts.get(slot)
+    if near is not None and near != truth and rng.random() < 0.3:
+        return slot, near
+    return slot, rng.choice([v for v in w.SLOTS[slot].values if v != truth])
+
+
+def _statements(world: w.World, rng: random.Random, relations: tuple[int, ...]) -> Instance:
+    """A premise and one statement per relation, all about one person; each named by its value's last word."""
+    person, other, premise = _premise(rng)
+    pairs: list[tuple[str, str]] = []
+    for relation in relations:  # no two statements share a name
+        while (pair := _hypothesis(world, rng, person, other, relation))[1].split()[-1] in {
+            v.split()[-1] for _, v in pairs
+        }:
+            pass
+        pairs.append(pair)
+    inst: Instance = {"premise": premise, "name": person.name}
+    for i, (slot, value) in enumerate(pairs):
+        inst[f"h{i}"], inst[f"v{i}"] = w.say(rng, slot, value, person.forms()), value.split()[-1]
+    return inst
 
 
 def nli(world: w.World, rng: random.Random, want: Want) -> Instance:
-    return _inference(world, rng, want["label"]) | {"label": want["label"]}
+    """Three statements: the entailed one at ``label``, a neutral and a contradicted one in random order."""
+    others = [1, 2]
+    rng.shuffle(others)
+    relations = tuple(others[: want["label"]] + [0] + others[want["label"] :])
+    return _statements(world, rng, relations) | {"label": want["label"]}
 
 
 def entailment(world: w.World, rng: random.Random, want: Want) -> Instance:
-    relation = 0 if want["label"] == 0 else rng.choice((1, 2))
-    return _inference(world, rng, relation) | {"label": want["label"]}
+    """Two statements: the entailed one at ``label``, and a neutral or a contradicted one (equally often)."""
+    relations = (rng.choice((1, 2)), 0) if want["label"] else (0, rng.choice((1, 2)))
+    return _statements(world, rng, relations) | {"label": want["label"]}
 
 
 def coreference(world: w.World, rng: random.Random, want: Want) -> Instance:
     a, b = w.pick_names(rng, 2, mixed=True)
     ref, other = (a, b) if want["label"] == 0 else (b, a)
     town, pet = rng.choice(w.TOWNS), rng.choice(w.PETS)
-    lines = [rng.choice(w.MEETINGS).format(a=a.name, b=b.name, town=town)]
-    if rng.random() < 0.5:  # a fact about one of them, by name, between the two
-        slot = rng.choice(w.FACT_SLOTS)
-        lines.append(w.say(rng, slot, rng.choice(w.SLOTS[slot].values), rng.choice((a, b)).forms()))
+    first = rng.choice(w.MEETINGS).format(a=a.name, b=b.name, town=town)
     forms = ref.forms(True)
     action = rng.choice(w.ACTIONS)
     last = action.format(o=other.forms(True)["o"], town=town, pet=pet, **{k: forms[k] for k in "Sp"})
-    blank = "_" + last[len(forms["S"]) :]
-    cand = ref if want["yn"] else other
-    return {
-        "text": " ".join(lines + [last]), "text_blank": " ".join(lines + [blank]), "pronoun": forms["s"],
-        "a": a.name, "b": b.name, "cand": cand.name, "label": want["label"], "yn": want["yn"],
-    }  # fmt: skip
+    return {"text": f"{first} {last}", "last": last, "pronoun": forms["s"], "a": a.name, "b": b.name,
+            "label": want["label"]}  # fmt: skip
 
 
 def completion(world: w.World, rng: random.Random, want: Want) -> Instance:
+    """The first steps of an event script and two candidate next steps, named by their verbs: the right one, and
+    (80%) a step of another script or (20%) a step the story already told, whose verb the right step lacks."""
     (person,) = w.pick_names(rng, 1)
-    name, *others = rng.sample(list(w.SCRIPTS), 3)
+    name = rng.choice(list(w.SCRIPTS))
     script, fillers = w.SCRIPTS[name], w.fill(rng)
     k = rng.randint(2, len(script.steps) - 2)
     context = _story(rng, script, person, fillers, k)
-    subject = person.forms(True)["S"]
-    wrong_step = script.steps[rng.choice([i for i in (k - 2, k + 1) if 0 <= i < len(script.steps)])]
-    wrong = [wrong_step.format(**fillers)] + [rng.choice(w.SCRIPTS[o].steps).format(**w.fill(rng)) for o in others]
-    rng.shuffle(wrong)
     right = script.steps[k].format(**fillers)
-    endings = [f"{subject} {s}." for s in wrong[: want["label"]] + [right] + wrong[want["label"] :]]
-    listed = " ".join(f"({'abcd'[i]}) {e}" for i, e in enumerate(endings))
-    return {"context": " ".join(context), "options": listed, "label": want["label"]} | {
-        f"e{i}": e for i, e in enumerate(endings)
-    }
+    own = {step.split()[0] for step in script.steps}
+    if rng.random() < 0.2:
+        told = [step for step in script.steps[:k] if step.split()[0] != right.split()[0]]
+        wrong = rng.choice(told).format(**fillers)
+    else:
+        foreign = [step for other in w.SCRIPTS.values() if other is not script for step in other.steps]
+        wrong = rng.choice([step for step in foreign if step.split()[0] not in own]).format(**w.fill(rng))
+    subject = person.forms(True)
+    steps = (wrong, right) if want["label"] else (right, wrong)
+    return {"context": " ".join(context), "e0": f"{subject['S']} {steps[0]}.", "e1": f"{subject['S']} {steps[1]}.",
+            "v0": steps[0].split()[0], "v1": steps[1].split()[0], "s": subject["s"],
+            "label": want["label"]}  # fmt: skip
 
 
 def word_sense(world: w.World, rng: random.Random, want: Want) -> Instance:
+    """A sentence using an ambiguous word in one of its two senses; each sense is named by its topic."""
     word = rng.choice(list(w.USAGES))
-    if want["label"]:  # same sense, different sentences
-        sense = rng.randrange(2)
-        f1, f2 = rng.sample(range(len(w.USAGES[word][sense][1])), 2)
-        s1, s2 = w.usage(rng, word, sense, f1), w.usage(rng, word, sense, f2)
-    else:
-        first = rng.randrange(2)
-        s1, s2 = w.usage(rng, word, first), w.usage(rng, word, 1 - first)
-    return {"word": word, "s1": s1, "s2": s2, "label": want["label"]}
+    senses = [topic for topic, _ in w.USAGES[word]]
+    asked = want["label"] if want["yn"] else 1 - want["label"]
+    return {"word": word, "s": w.usage(rng, word, want["label"]), "t0": senses[0], "t1": senses[1],
+            "topic": senses[asked], "label": want["label"], "yn": want["yn"]}  # fmt: skip
 
 
 # cluster -> (role, one-line description); the docstring of promptability.suite has the details.
@@ -296,10 +318,30 @@ CLUSTERS: dict[str, tuple[str, str]] = {
     "summarization": ("train", "summarise or title an everyday story"),
     "nli": ("heldout", "does a text about people entail a statement (3-way and 2-way)"),
     "coreference": ("heldout", "which person a pronoun refers to"),
-    "completion": ("heldout", "which of 4 sentences continues a story"),
-    "word_sense": ("heldout", "is a word used in the same sense in two sentences"),
+    "completion": ("heldout", "which sentence continues a story"),
+    "word_sense": ("heldout", "in which sense a sentence uses an ambiguous word"),
 }
+# What each held-out cluster shares with the training clusters: the knowledge its instances need (which the
+# LM-adaptation corpus also states in plain text) and the answer formats its templates use. No training
+# cluster is of a held-out task type: none asks whether a text entails a statement, whom a pronoun means,
+# what happens next in a story, or in which sense a word is used.
+SHARED: dict[str, tuple[tuple[str, str], ...]] = {
+    "nli": (("paraphrase", "person facts and their rewordings; yes/no and true/false answers"),
+            ("extractive_qa", "reading a person's facts off a text, through she/he"),
+            ("closed_book_qa", "the region of each town (entailments through the town's region)"),
+            ("multiple_choice_qa", "person facts, and the region of a person's town")),
+    "coreference": (("structure_to_text", "the gender of each name (records written with she/he)"),
+                    ("extractive_qa", "pronouns resolved to names; names as answers"),
+                    ("multiple_choice_qa", "who-questions answered by one of the names in the text"),
+                    ("sentiment", "yes/no answers")),
+    "completion": (("summarization", "the ten event scripts, step by step"),
+                   ("sentiment", "yes/no answers"), ("paraphrase", "true/false answers"),
+                   ("multiple_choice_qa", "options listed as (a) (b) ... in the source")),
+    "word_sense": (("topic", "the ambiguous words used in each topic's sense; topic names as answers"),
+                   ("sentiment", "yes/no answers"), ("paraphrase", "true/false answers")),
+}  # fmt: skip
 L2, L3, L4 = (("label", 2),), (("label", 3),), (("label", 4),)
+LYN = (("label", 2), ("yn", 2))  # which sense is used, and whether the true/false template names it
 DATASETS: tuple[Dataset, ...] = (
     Dataset("sentiment", "reviews", "Sentiment", sentiment, SENTIMENT_T, L2),
     Dataset("topic", "news", "Topic", topic, TOPIC_T, (("label", len(w.TOPICS)),)),
@@ -311,7 +353,7 @@ DATASETS: tuple[Dataset, ...] = (
     Dataset("summarization", "daily_stories", "Summarization", summarisation, SUMMARY_T),
     Dataset("nli", "fact_inference", "NLI", nli, NLI_T, L3),
     Dataset("nli", "fact_entailment", "RTE", entailment, RTE_T, L2),
-    Dataset("coreference", "pronoun_stories", "Coreference", coreference, COREF_T, (("label", 2), ("yn", 2))),
-    Dataset("completion", "script_endings", "Completion", completion, COMPLETION_T, L4),
-    Dataset("word_sense", "word_usages", "WordSense", word_sense, WSD_T, L2),
+    Dataset("coreference", "pronoun_stories", "Coreference", coreference, COREF_T, L2),
+    Dataset("completion", "script_endings", "Completion", completion, COMPLETION_T, L2),
+    Dataset("word_sense", "word_usages", "WordSense", word_sense, WSD_T, LYN),
 )
