@@ -4,6 +4,7 @@ report over them, resumption per seed. A two-row plan on the quick suite keeps i
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,11 @@ def seeded_study(tmp_path_factory):
     write_suite(suite, seed=0, size="quick", progress=False)
     load_model("tiny", seed=0).save(base)
     meta = read_meta(suite)
-    heldout = sorted(t for t, info in meta["templates"].items() if info["role"] == "heldout")
+    first = {}  # one held-out template per dataset keeps the evaluations short
+    for name, info in sorted(meta["templates"].items()):
+        if info["role"] == "heldout":
+            first.setdefault(info["dataset"], name)
+    heldout = sorted(first.values())
     plan = seed_plan(suite, base, heldout, [0, 1])
     stages = Stages("test")
     run_plan(plan, out, stages, progress=False)
@@ -38,7 +43,7 @@ def seed_plan(suite: Path, base: Path, heldout: list[str], seeds: list[int]) -> 
         data=suite, heldout=heldout,
         pretrain=[("mtl-t", _train_config(QUICK, "mtl-t", "none", suite, 3, str(base)))],
         zero_shot=[("base", "none", str(base)), ("mtl-t", "mtl-t", "ignored for a pretrained row")],
-        fewshot=[("mtl-t", "ignored", _fewshot_config(QUICK, "shallow", "mtl-t", heldout[:1]))],
+        fewshot=[("mtl-t", "ignored", replace(_fewshot_config(QUICK, "shallow", "mtl-t", heldout[:1]), seeds=[0, 1]))],
         model_size="tiny", eval_batch_size=64, max_source_len=QUICK.max_source_len,
         max_target_len=QUICK.max_target_len, pretrain_seeds=seeds,
     )  # fmt: skip
@@ -62,9 +67,9 @@ def test_every_row_runs_once_per_pretraining_seed(seeded_study):
     run = zero["0shot/mtl-t/seed-1"]
     assert (run.pretrain_seed, run.model_family, run.model) == (1, str(family), str(family / "seed-1"))
     few = sorted(p.relative_to(out / "runs" / "16shot").as_posix() for p in find_runs([out / "runs" / "16shot"]))
-    assert few == [f"mtl-t-shallow/pseed-{p}/seed-{f}" for p in (0, 1) for f in QUICK.seeds]
-    tuned = load_run(out / "runs" / "16shot" / "mtl-t-shallow" / "pseed-1" / "seed-2")
-    assert (tuned.pretrain_seed, tuned.seed, tuned.model) == (1, 2, str(family / "seed-1"))
+    assert few == [f"mtl-t-shallow/pseed-{p}/seed-{f}" for p in (0, 1) for f in (0, 1)]
+    tuned = load_run(out / "runs" / "16shot" / "mtl-t-shallow" / "pseed-1" / "seed-0")
+    assert (tuned.pretrain_seed, tuned.seed, tuned.model) == (1, 0, str(family / "seed-1"))
 
 
 @pytest.mark.slow
@@ -76,10 +81,10 @@ def test_report_cells_hold_every_seed(seeded_study):
     assert zero["pretrain_seeds"] == [0, 1] and zero["args"] == pytest.approx(args)
     assert zero["arg_mean"] == pytest.approx(sum(args) / 2)
     few = next(c for c in cells if c["method"] == "mtl-t" and c["shots"] == 16)
-    assert few["pretrain_seeds"] == [0, 0, 0, 1, 1, 1] and few["seeds"] == [0, 1, 2] * 2
+    assert few["pretrain_seeds"] == [0, 0, 1, 1] and few["seeds"] == [0, 1] * 2
     base = next(c for c in cells if c["method"] == "none")
     assert base["pretrain_seeds"] == [None] and base["test"] == "hierarchical"
-    assert "2 pretraining seed(s) per continued-pretraining row, 3 few-shot run(s) per seed" in table
+    assert "2 pretraining seed(s) per continued-pretraining row, 2 few-shot run(s) per seed" in table
 
 
 @pytest.mark.slow

@@ -368,7 +368,7 @@ def write_report(
                 for c in report.columns
             ]
         )
-    keys = [k for k in data["cells"][0] if k != "group_accuracy"]
+    keys = [k for k in data["cells"][0] if k not in ("group_accuracy", "arg_by_pretrain_seed")]  # mappings: JSON only
     long = [keys] + [[_csv_value(rec[k]) for k in keys] for rec in data["cells"]]
     return {
         "markdown": write_text_atomic(out / "table.md", render_markdown(report, scale_note)),
