@@ -17,7 +17,8 @@ pretraining seed ``p``, few-shot draw ``f`` (a 0-shot side has one draw per seed
 
 and takes the ARG difference of the means (a side's accuracy is the mean over its drawn seeds of the mean
 over each seed's drawn few-shot runs). Seeds and few-shot draws are drawn once per replicate for all
-templates: a seed is one model, good or bad on every template at once.
+templates: a seed is one model, good or bad on every template at once. This is the Multi-Bootstrap of Sellam
+et al. (2022, "The MultiBERTs") over seeds and examples, with the few-shot level added in between.
 
 The instance indices come from the same random stream, chunked the same way, as ``paired_bootstrap``'s, and
 the seed-level draws from a second stream: with one run per side the result is ``paired_bootstrap``'s, to the
