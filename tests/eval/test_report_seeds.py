@@ -113,6 +113,12 @@ def test_pretrain_seed_validation_and_duplicates(noisy, tmp_path):
                   correct=correct(0.5, 0))  # fmt: skip
     with pytest.raises(RunError, match="same pretraining seed 0, seed None"):
         build_report([load_run(run_dir), load_run(twin)])
+    # A run from before pretraining seeds, whose model path is the seeds' family, is not mixed in silently.
+    old = make_run(tmp_path / "old", method="mtl-t", prompt="none", shots=0, correct=correct(0.5, 0))
+    meta = json.loads((old / "run.json").read_text())
+    write_json_atomic(old / "run.json", {**meta, "model": "models/mtl-t"})
+    with pytest.raises(RunError, match="only the first records a pretraining seed"):
+        build_report([load_run(run_dir), load_run(old)])
 
 
 def test_compare_cli_uses_the_hierarchical_bootstrap_for_several_seeds(noisy, tmp_path, capsys):

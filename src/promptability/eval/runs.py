@@ -329,6 +329,11 @@ def group_by_config(runs: list[Run]) -> dict[tuple[str, str, int, str], list[Run
         grouped.setdefault(run.config, []).append(run)
     for config, members in grouped.items():
         members.sort(key=_seed_key)
+        if members[0].pretrain_seed is not None and members[-1].pretrain_seed is None:
+            raise RunError(
+                f"runs {members[0].path} and {members[-1].path} have the same configuration {config} but only the "
+                "first records a pretraining seed (a folder from before pretraining seeds? rerun it with --force)"
+            )
         for i in range(1, len(members)):
             if _seed_key(members[i]) == _seed_key(members[i - 1]):
                 pseed = "" if members[i].pretrain_seed is None else f"pretraining seed {members[i].pretrain_seed}, "
