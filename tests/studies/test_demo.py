@@ -23,18 +23,19 @@ def test_quick_demo_end_to_end_then_reuses_and_resumes(tmp_path, capsys):
         assert (out / "report" / name).stat().st_size > 0
     table = json.loads((out / "report" / "table.json").read_text())
     assert {c["method"] for c in table["cells"]} == {"none", "mtl-t", "mtl-p", "mtl-tp", "fomaml", "reptile"}
-    seeds = sorted(p.name for p in (out / "runs" / "16shot" / "mtl-tp-deep-deep").glob("seed-*"))
-    assert seeds == ["seed-0", "seed-1", "seed-2"]
+    seeds = sorted(p.name for p in (out / "runs" / "16shot" / "mtl-tp-deep-deep" / "pseed-0").glob("seed-*"))
+    assert seeds == ["seed-0", "seed-1", "seed-2"]  # --quick: one pretraining seed, 3 few-shot seeds
+    assert {c["test"] for c in table["cells"] if c["method"] != "mtl-t"} == {"hierarchical"}
     first = json.loads((out / "timings.json").read_text())["stages"]
     assert not any(s["reused"] for s in first)
 
     # An interrupted stage: its marker never got written. Only that stage runs again.
-    (out / "models" / "reptile-deep" / "promptability.json").unlink()
-    (out / "runs" / "0shot" / "reptile-deep" / "run.json").unlink()
+    (out / "models" / "reptile-deep" / "seed-0" / "promptability.json").unlink()
+    (out / "runs" / "0shot" / "reptile-deep" / "seed-0" / "run.json").unlink()
     assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
     second = {s["stage"]: s["reused"] for s in json.loads((out / "timings.json").read_text())["stages"]}
     redone = {name for name, reused in second.items() if not reused}
-    assert redone == {"pretrain reptile-deep", "0-shot reptile-deep", "report"}
+    assert redone == {"pretrain reptile-deep (seed 0)", "0-shot reptile-deep (seed 0)", "report"}
 
 
 @pytest.mark.slow
@@ -52,3 +53,19 @@ def test_quick_check_trains_only_the_base_and_the_oracle(tmp_path, capsys):
     stages = [s["stage"] for s in json.loads((out / "timings.json").read_text())["stages"]]
     assert stages == ["suite", "LM adaptation (base model)", "pretrain oracle (instrument)", "0-shot base (instrument)",
                       "0-shot oracle (instrument)", "knowledge probe of the base (instrument)"]  # fmt: skip
+
+
+def test_seeds_option_reaches_the_demo_and_the_real_study(monkeypatch, tmp_path):
+    """--seeds N means pretraining seeds 0..N-1; without it each study keeps its scale's own."""
+    import promptability.studies.demo as demo
+    import promptability.studies.real as real
+
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda *a, **kw: calls.append(kw["pretrain_seeds"]) or "table")
+    monkeypatch.setattr(real, "run_real_study", lambda *a, **kw: calls.append(a[4].pretrain_seeds) or "table")
+    assert main(["demo", "--quick", "--out", str(tmp_path), "--seeds", "2"]) == 0
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    assert main(["study", "real", "--data", str(tmp_path), "--seeds", "3"]) == 0
+    assert main(["study", "real", "--data", str(tmp_path)]) == 0
+    assert calls == [[0, 1], None, [0, 1, 2], [0]]
+    assert demo.Scale().pretrain_seeds == [0, 1, 2] and demo.QUICK.pretrain_seeds == [0]

@@ -7,16 +7,9 @@ import json
 from pathlib import Path
 
 from promptability.cli.common import fail, given, non_negative_int, positive_int, probability
-from promptability.eval.metrics import MetricsError, arg_breakdown, paired_bootstrap
-from promptability.eval.runs import (
-    Run,
-    RunError,
-    check_same_instances,
-    find_runs,
-    load_accuracies,
-    load_run,
-    pooled_correctness,
-)
+from promptability.eval.metrics import MetricsError, arg_breakdown
+from promptability.eval.runs import Run, RunError, check_same_instances, find_runs, load_accuracies, load_run
+from promptability.eval.seeds import TESTS, compare_runs, split_by_pretrain_seed, test_text
 
 
 def _cmd_arg(args: argparse.Namespace) -> int:
@@ -53,7 +46,12 @@ def _side(spec: str, name: str) -> list[Run]:
 def _describe(runs: list[Run]) -> str:
     r = runs[0]
     seeds = ", ".join("-" if x.seed is None else str(x.seed) for x in runs)
-    return f"{r.method}, prompt {r.prompt}, {r.shots}-shot, {r.model}; {len(runs)} run(s), seeds {seeds}"
+    text = (
+        f"{r.method}, prompt {r.prompt}, {r.shots}-shot, {r.model_family or r.model}; {len(runs)} run(s), seeds {seeds}"
+    )
+    if r.pretrain_seed is None:
+        return text
+    return text + f"; {len(split_by_pretrain_seed(runs))} pretraining seed(s)"
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -63,13 +61,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         groups = runs_a[0].arg_groups
         if any(run.arg_groups != groups for run in runs_a + runs_b):
             raise RunError("the runs carry different 'groups' in run.json")
-        result = paired_bootstrap(
-            pooled_correctness(runs_a),
-            pooled_correctness(runs_b),
-            groups,
-            partial=args.partial,
-            chance=runs_a[0].chance,  # the same instances on both sides (checked above)
-            **given(args, "samples", "seed", "confidence"),
+        result = compare_runs(
+            runs_a, runs_b, groups, partial=args.partial, **given(args, "test", "samples", "seed", "confidence")
         )
     except (RunError, MetricsError) as err:
         return fail(err)
@@ -77,6 +70,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print(f"A: {args.run_a} ({_describe(runs_a)})")
     print(f"B: {args.run_b} ({_describe(runs_b)})")
     print(f"{result.templates} templates, {result.instances} instances; {result.samples} resamples, seed {result.seed}")
+    test = getattr(result, "test", "instances")
+    print(f"test: {test} ({test_text(test)})")
     print(f"{label} A (%): {result.arg_a:.4f}")
     print(f"{label} B (%): {result.arg_b:.4f}")
     print(f"difference B - A: {result.difference:.4f}")
@@ -85,7 +80,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.out:
         from promptability.io import write_json_atomic
 
-        write_json_atomic(args.out, {"a": args.run_a, "b": args.run_b, **result.to_dict()})
+        write_json_atomic(args.out, {"a": args.run_a, "b": args.run_b, "test": test, **result.to_dict()})
     return 0
 
 
@@ -104,7 +99,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             baseline=args.baseline or "mtl-t",
             partial=args.partial,
             method_labels=TABLE1_LABELS,
-            **given(args, "samples", "seed", "alpha"),
+            **given(args, "samples", "seed", "alpha", "test"),
         )
         paths = write_report(report, args.out, scale_note=args.scale_note, partial=args.partial)
     except (RunError, MetricsError) as err:
@@ -130,10 +125,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compare",
         help="paired bootstrap of the ARG difference between two runs",
         description=(
-            "Resamples instances with replacement within each template, the same draws for both runs. "
-            "A side may be several few-shot seeds (a folder of run dirs, or comma-separated run dirs): "
-            "their per-instance correctness is averaged. p is the fraction of resamples where B's ARG "
-            "is not above A's."
+            "A side is one run, or the runs of one configuration (a folder of run dirs, or comma-separated run "
+            "dirs): its pretraining seeds (run.json's pretrain_seed) x few-shot seeds. The default test, "
+            "hierarchical, resamples each side's pretraining seeds, then each seed's few-shot runs, then the "
+            "instances within each template (the same draws for both sides); --test instances resamples "
+            "instances only, of the runs' averaged per-instance correctness. With one run per side the two "
+            "agree exactly. p is the fraction of resamples where B's ARG is not above A's."
         ),
     )
     p.add_argument("run_a", metavar="RUN_A")
@@ -141,6 +138,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=positive_int, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=non_negative_int, help="random seed (default 0)")
     p.add_argument("--confidence", type=probability, help="interval level (default 0.95)")
+    p.add_argument("--test", choices=TESTS, help="significance test (default hierarchical; see above)")
     p.add_argument("--partial", action="store_true", help="allow runs covering only some groups")
     p.add_argument("--out", help="also write the result as JSON here")
     p.set_defaults(func=_cmd_compare)
@@ -160,5 +158,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=positive_int, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=non_negative_int, help="bootstrap seed (default 0)")
     p.add_argument("--alpha", type=probability, help="significance level (default 0.05)")
+    p.add_argument(
+        "--test", choices=TESTS, help="hierarchical (default: pretraining seeds, few-shot runs, instances) or instances"
+    )
     p.add_argument("--partial", action="store_true", help="allow runs covering only some groups")
     p.set_defaults(func=_cmd_report)

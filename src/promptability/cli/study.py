@@ -37,6 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     real.add_argument("--fewshot-epochs", type=positive_int, help="few-shot prompt-tuning epochs (default 6)")
     real.add_argument("--fewshot-lr", type=learning_rate, help="few-shot prompt-tuning learning rate (default 1e-2)")
     real.add_argument("--precision", choices=("fp32", "bf16"), help="autocast precision (default bf16)")
+    real.add_argument(
+        "--seeds", type=positive_int, metavar="N",
+        help="continued-pretraining seeds per row: 0..N-1 (default 1); the report's significance counts them",
+    )  # fmt: skip
     add_no_progress(real, "--quiet")
     real.set_defaults(func=cmd_real)
 
@@ -48,7 +52,7 @@ def cmd_real(args: argparse.Namespace) -> int:
     scale = QUICK if args.quick else StudyScale()
     overrides = {"eval_instances": args.eval_instances, "mtl_steps": args.mtl_steps, "lr": args.lr,
                  "fewshot_epochs": args.fewshot_epochs, "fewshot_lr": args.fewshot_lr,
-                 "precision": args.precision}  # fmt: skip
+                 "precision": args.precision, "pretrain_seeds": args.seeds and list(range(args.seeds))}  # fmt: skip
     scale = replace(scale, **{k: v for k, v in overrides.items() if v is not None})
     try:
         table = run_real_study(args.data, args.templates, args.out, args.model, scale, force=args.force,

@@ -1,13 +1,14 @@
 """Collect evaluated runs into a table shaped like the paper's Table 1, plus a per-group plot.
 
 Rows are methods in the paper's order; columns are model size x prompt (the
-registry's kinds in order: shallow, deep) x shots. A cell is the ARG of one run, or mean ± std (sample std) over the
-few-shot seeds of one configuration. A run with prompt "none" (e.g. 0-shot MTL-T,
-which has no prompt) fills every prompt column of its size and shots, unless a
-run of the same method names that prompt explicitly. Significance against a
-baseline method at the same column is a paired bootstrap over instances, with
-per-instance correctness averaged over seeds (ARG is linear in accuracy, so the
-pooled ARG equals the mean of the seeds' ARGs).
+registry's kinds in order: shallow, deep) x shots. A cell is the ARG of one run, or mean ± std over the runs of
+one configuration, pretraining seeds x few-shot seeds: the mean over pretraining seeds of each seed's mean, and
+the sample std over all runs (both kinds of noise; table.json adds the std of the per-seed means). A run with
+prompt "none" (e.g. 0-shot MTL-T) fills every prompt column of its size and shots, unless a run of the same
+method names that prompt explicitly. Significance against a baseline method at the same column: by default
+(``test="hierarchical"``) eval.significance's bootstrap over pretraining seeds, few-shot runs and instances;
+``test="instances"`` resamples instances only, of the runs' pooled correctness (ignores training noise). With
+one run per side the two are the same test, to the last bit.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from promptability.eval.metrics import BootstrapResult, MetricsError, paired_bootstrap, resolve_groups
-from promptability.eval.runs import Run, RunError, check_same_instances, group_by_config, pooled_correctness
+from promptability.eval.metrics import BootstrapResult, MetricsError, resolve_groups
+from promptability.eval.runs import Run, RunError, check_same_instances, group_by_config
+from promptability.eval.seeds import TESTS, compare_runs, seed_args, seed_counts, seed_record, test_text
 from promptability.io import atomic_path, write_json_atomic, write_text_atomic
 from promptability.model.prompts import NO_PROMPT, PROMPT_KINDS
 
@@ -71,7 +73,11 @@ class Cell:
 
     @property
     def mean(self) -> float:
-        return float(np.mean(self.args))
+        """The mean over pretraining seeds of each seed's mean ARG (one seed: the mean of the runs)."""
+        return float(np.mean([np.mean(args) for args in self.seed_args().values()]))
+
+    def seed_args(self) -> dict[int | None, list[float]]:
+        return seed_args(self.runs, self.args)
 
     @property
     def std(self) -> float | None:
@@ -98,6 +104,7 @@ class Report:
     seed: int
     notes: list[str] = field(default_factory=list)
     labels: Mapping[str, str] = field(default_factory=lambda: METHOD_LABELS)  # method -> row label
+    test: str = "hierarchical"  # the significance test, one of TESTS
 
 
 def _size_key(size: str) -> tuple[int, str]:
@@ -152,16 +159,13 @@ def _place(runs: list[Run], partial: bool) -> tuple[list[Column], dict[tuple[str
     return columns, cells
 
 
-def _compare(base: Cell, cell: Cell, samples: int, seed: int, partial: bool) -> BootstrapResult:
+def _compare(base: Cell, cell: Cell, samples: int, seed: int, partial: bool, test: str) -> BootstrapResult:
     everyone = base.runs + cell.runs
     groups = [run.arg_groups for run in everyone]
     if any(g != groups[0] for g in groups):
         raise RunError(f"runs {base.runs[0].path} and {cell.runs[0].path} use different 'groups' in run.json")
     check_same_instances(everyone)
-    return paired_bootstrap(
-        pooled_correctness(base.runs), pooled_correctness(cell.runs), groups[0], samples, seed, partial=partial,
-        chance=base.runs[0].chance,  # the same instances on both sides (checked above)
-    )  # fmt: skip
+    return compare_runs(base.runs, cell.runs, groups[0], test=test, samples=samples, seed=seed, partial=partial)
 
 
 def build_report(
@@ -173,16 +177,21 @@ def build_report(
     alpha: float = 0.05,
     partial: bool = False,
     method_labels: Mapping[str, str] = METHOD_LABELS,
+    test: str = "hierarchical",
 ) -> Report:
     """Place ``runs`` into Table 1 cells and test each cell against ``baseline`` at the same column.
 
     ``method_labels``: the rows' order and labels (method -> label); other methods sort after them by name.
+    ``test``: "hierarchical" (pretraining seeds, few-shot runs, instances) or "instances" (instances only, over
+    the runs' pooled correctness); see the module docstring.
     """
     if not runs:
         raise RunError("no runs to report")
+    if test not in TESTS:
+        raise ValueError(f"test must be one of {TESTS}, got {test!r}")
     columns, cells = _place(runs, partial)
     methods = sorted({method for method, _ in cells}, key=lambda m: _method_key(m, list(method_labels)))
-    report = Report(columns, methods, cells, baseline, alpha, samples, seed, labels=method_labels)
+    report = Report(columns, methods, cells, baseline, alpha, samples, seed, labels=method_labels, test=test)
     if baseline is not None and baseline not in methods:
         report.notes.append(f"baseline {baseline!r} has no runs: no significance marks")
         return report
@@ -194,7 +203,7 @@ def build_report(
         key = (tuple(r.path for r in base.runs), tuple(r.path for r in cell.runs))
         if key not in cache:
             try:
-                cache[key] = _compare(base, cell, samples, seed, partial)
+                cache[key] = _compare(base, cell, samples, seed, partial, test)
             except (RunError, MetricsError) as err:
                 note = f"no significance test for {method} at {column.label}: {err}"
                 cache[key] = note
@@ -207,11 +216,13 @@ def build_report(
 
 
 def _legend(report: Report) -> list[str]:
-    lines = ["Cells: ARG (%) of one run, or mean ± sample std over few-shot seeds."]
+    counts = seed_counts((c.runs, c.args, c.column.shots) for c in report.cells.values())
+    cells = "Cells: ARG (%) of one run, or mean ± sample std over the runs of the cell (pretraining seeds x few-shot "
+    lines = [cells + f"seeds; the mean weighs each pretraining seed equally); {counts}."]
     if report.baseline in report.methods:
         lines.append(
             f"{BETTER} / {WORSE}: significantly above / below {report.labels.get(report.baseline, report.baseline)} "
-            f"in the same column (p < {report.alpha:g}, paired bootstrap over instances, "
+            f"in the same column (p < {report.alpha:g}, {test_text(report.test)}; "
             f"{report.samples} resamples, seed {report.seed})."
         )
     if any(c.partial for c in report.cells.values()):
@@ -265,6 +276,7 @@ def _cell_record(cell: Cell, report: Report) -> dict[str, Any]:
         "text": cell.text(report.alpha),
         "note": cell.note,
         "runs": [str(r.path) for r in cell.runs],
+        **seed_record(cell.runs, cell.args, report.test if comp else None),
     }
 
 
@@ -288,7 +300,7 @@ def report_json(report: Report, scale_note: str | None = None, partial: bool = F
         "scale_note": scale_note,
         "baseline": report.baseline,
         "alpha": report.alpha,
-        "bootstrap": {"samples": report.samples, "seed": report.seed},
+        "bootstrap": {"samples": report.samples, "seed": report.seed, "test": report.test},
         "methods": report.methods,
         "columns": [
             {"model_size": c.model_size, "prompt": c.prompt, "shots": c.shots, "label": c.label} for c in report.columns
@@ -356,7 +368,7 @@ def write_report(
                 for c in report.columns
             ]
         )
-    keys = [k for k in data["cells"][0] if k != "group_accuracy"]
+    keys = [k for k in data["cells"][0] if k not in ("group_accuracy", "arg_by_pretrain_seed")]  # mappings: JSON only
     long = [keys] + [[_csv_value(rec[k]) for k in keys] for rec in data["cells"]]
     return {
         "markdown": write_text_atomic(out / "table.md", render_markdown(report, scale_note)),

@@ -33,6 +33,8 @@ __all__ = [
     "load_accuracies",
     "load_run",
     "pooled_correctness",
+    "seed_correctness",
+    "split_by_pretrain_seed",
 ]
 
 RUN_FILE, ACCURACY_FILE, PREDICTIONS_FILE = "run.json", "accuracy.json", "predictions.jsonl"
@@ -68,11 +70,14 @@ class Run:
     accuracy: dict[str, float]
     predictions: dict[str, TaskPredictions] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    pretrain_seed: int | None = None  # the continued-pretraining seed of the model; None: one model, no seeds
+    model_family: str | None = None  # what the models of one row's pretraining seeds share (out/models/<row>)
 
     @property
     def config(self) -> tuple[str, str, int, str]:
-        """What few-shot seeds of one configuration share: (method, prompt, shots, model)."""
-        return (self.method, self.prompt, self.shots, self.model)
+        """What the runs of one configuration share: (method, prompt, shots, model), where the model of a
+        seeded row is its family, so its pretraining seeds and few-shot seeds land in one cell."""
+        return (self.method, self.prompt, self.shots, self.model_family or self.model)
 
     @property
     def arg_groups(self) -> dict[str, dict[str, Any]] | None:
@@ -149,6 +154,16 @@ def _parse_meta(path: Path, meta: Any) -> dict[str, Any]:
         "score": meta.get("score"),
         "groups": groups,
     }
+
+
+def _parse_pretrain(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The optional ``pretrain_seed`` (int or null) and ``model_family`` (a string) of a run.json."""
+    seed, family = meta.get("pretrain_seed"), meta.get("model_family")
+    if seed is not None and (not _is_int(seed) or seed < 0):
+        raise RunError(f"{path}: 'pretrain_seed' must be an integer >= 0 or null, got {seed!r}")
+    if family is not None and (not isinstance(family, str) or not family):
+        raise RunError(f"{path}: 'model_family' must be a non-empty string, got {family!r}")
+    return {"pretrain_seed": None if seed is None else int(seed), "model_family": family}
 
 
 def _parse_accuracy(path: Path, data: Any) -> dict[str, float]:
@@ -242,7 +257,8 @@ def load_run(path: str | Path, *, require_predictions: bool = False) -> Run:
                 )
     elif require_predictions:
         raise RunError(f"{pred_path}: file not found (per-instance predictions are needed)")
-    return Run(path=root, accuracy=accuracy, predictions=preds, meta=meta, **info)
+    pretrain = _parse_pretrain(root / RUN_FILE, meta)
+    return Run(path=root, accuracy=accuracy, predictions=preds, meta=meta, **info, **pretrain)
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Path]:
@@ -307,17 +323,43 @@ def pooled_correctness(runs: list[Run]) -> dict[str, np.ndarray]:
 
 
 def group_by_config(runs: list[Run]) -> dict[tuple[str, str, int, str], list[Run]]:
-    """Runs grouped by configuration (the seeds of one config together, sorted by seed)."""
+    """Runs grouped by configuration (the seeds of one config together, sorted by pretraining seed, then seed)."""
     grouped: dict[tuple[str, str, int, str], list[Run]] = {}
     for run in runs:
         grouped.setdefault(run.config, []).append(run)
     for config, members in grouped.items():
-        members.sort(key=lambda r: (r.seed is None, r.seed or 0))
-        seeds = [r.seed for r in members]
+        members.sort(key=_seed_key)
+        if members[0].pretrain_seed is not None and members[-1].pretrain_seed is None:
+            raise RunError(
+                f"runs {members[0].path} and {members[-1].path} have the same configuration {config} but only the "
+                "first records a pretraining seed (a folder from before pretraining seeds? rerun it with --force)"
+            )
         for i in range(1, len(members)):
-            if seeds[i] == seeds[i - 1]:
+            if _seed_key(members[i]) == _seed_key(members[i - 1]):
+                pseed = "" if members[i].pretrain_seed is None else f"pretraining seed {members[i].pretrain_seed}, "
                 raise RunError(
                     f"runs {members[i - 1].path} and {members[i].path} have the same configuration "
-                    f"{config} and the same seed {seeds[i]}; pass each run once"
+                    f"{config} and the same {pseed}seed {members[i].seed}; pass each run once"
                 )
     return grouped
+
+
+def _seed_key(run: Run) -> tuple[bool, int, bool, int]:
+    return (run.pretrain_seed is None, run.pretrain_seed or 0, run.seed is None, run.seed or 0)
+
+
+def split_by_pretrain_seed(runs: list[Run]) -> list[list[Run]]:
+    """The runs of one configuration per pretraining seed (in seed order; runs without one form one group)."""
+    by_seed: dict[int | None, list[Run]] = {}
+    for run in sorted(runs, key=_seed_key):
+        by_seed.setdefault(run.pretrain_seed, []).append(run)
+    return list(by_seed.values())
+
+
+def seed_correctness(runs: list[Run]) -> list[list[dict[str, np.ndarray]]]:
+    """``[pretraining seed][few-shot run] -> {task: correct}`` for ``eval.significance.hierarchical_bootstrap``."""
+    check_same_instances(runs)
+    return [
+        [{task: p.correct for task, p in run.require_predictions().items()} for run in group]
+        for group in split_by_pretrain_seed(runs)
+    ]

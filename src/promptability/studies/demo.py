@@ -7,16 +7,16 @@ Layout:
     out/suite/                 the generated task suite
     out/lm/                    prefix-LM records for the LM-adaptation stage
     out/models/base/           the tiny T5 after LM adaptation (row "no continued pretraining")
-    out/models/<row>/          one continued-pretraining run per Table-1 row
-    out/runs/0shot/<row>/      zero-shot evaluation (run directories)
-    out/runs/16shot/<row>-<prompt>/seed-<s>/   few-shot prompt tuning + evaluation
+    out/models/<row>/seed-<p>/ one continued-pretraining run per Table-1 row and pretraining seed
+    out/runs/0shot/<row>/seed-<p>/   zero-shot evaluation (run directories; base: out/runs/0shot/base/)
+    out/runs/16shot/<row>-<prompt>/pseed-<p>/seed-<s>/   few-shot prompt tuning + evaluation (base: no pseed-<p>)
     out/report/                table.md/.csv/.json, per_group_accuracy.png
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +59,7 @@ class Scale:
     fewshot_epochs: int = 25  # the paper: 100
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     prompt_length: int = 20
+    pretrain_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # continued-pretraining runs per row
 
     def describe(self, model_params: int) -> str:
         return (
@@ -73,7 +74,7 @@ class Scale:
 
 QUICK = Scale(
     suite_size="quick", lm_passages=400, lm_steps=8, batch_size=16, mtl_steps=6, meta_steps=2, meta_batch_size=2,
-    inner_steps=1, max_source_len=128, max_target_len=32, fewshot_epochs=3, prompt_length=4,
+    inner_steps=1, max_source_len=128, max_target_len=32, fewshot_epochs=3, prompt_length=4, pretrain_seeds=[0],
 )  # fmt: skip
 
 # The rows of the paper's Table 1: (row name, method, prompt kind). "base" is "no continued pretraining".
@@ -98,11 +99,17 @@ def lm_records(passages: list[str], seed: int) -> list[dict[str, Any]]:
 
 
 def run_demo(
-    out: str | Path = "runs/demo", quick: bool = False, force: bool = False, progress: bool = True, check: bool = False
+    out: str | Path = "runs/demo",
+    quick: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    check: bool = False,
+    pretrain_seeds: list[int] | None = None,
 ) -> str:
     """Runs (or continues) the whole study; returns the Markdown table, then the instrument's floor/ceiling table.
 
     ``check``: only the suite, the base model and the instrument check (``promptability.studies.instrument``).
+    ``pretrain_seeds`` replaces the scale's.
     """
     from promptability.data.suite_layout import read_meta
     from promptability.model import load_model
@@ -110,6 +117,7 @@ def run_demo(
     from promptability.suite.generate import write_suite
 
     scale = QUICK if quick else Scale()
+    scale = scale if pretrain_seeds is None else replace(scale, pretrain_seeds=pretrain_seeds)
     out, stages = start(out, force, "demo")
     suite_dir, base = out / "suite", out / "models" / "base"
     stages.run("suite", suite_dir / "suite.json",
@@ -124,7 +132,8 @@ def run_demo(
     run_plan(_plan(out, scale, meta), out, stages, progress)
     instrument = run_instrument(out, scale, oracle, stages, progress)
     note = scale.describe(sum(p.numel() for p in load_model(base).parameters()))
-    return write_tables(out, stages, note, baseline="mtl-t", partial=False) + "\n" + instrument
+    table = write_tables(out, stages, note, baseline="mtl-t", partial=False, pretrain_seeds=scale.pretrain_seeds)
+    return table + "\n" + instrument
 
 
 def _train_config(scale: Scale, method: str, prompt: str, data: Path, steps: int, model: str) -> TrainConfig:
@@ -181,6 +190,7 @@ def _plan(out: Path, scale: Scale, meta: dict[str, Any]) -> Plan:
         data=suite_dir, heldout=heldout, pretrain=pretrain,
         zero_shot=[(row, method, str(models / row)) for row, method in zero_shot], fewshot=fewshot,
         model_size="tiny", eval_batch_size=64, max_source_len=scale.max_source_len, max_target_len=scale.max_target_len,
+        pretrain_seeds=list(scale.pretrain_seeds),
     )  # fmt: skip
 
 

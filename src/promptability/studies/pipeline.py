@@ -5,9 +5,10 @@ A stage is skipped when its completion marker exists: the file its writer rename
 interrupted pipeline continues from the last finished stage; a training stage interrupted mid-way resumes
 from its last checkpoint. Folders under ``out``::
 
-    out/models/<row>/                  one continued-pretraining run per row
-    out/runs/0shot/<row>/              zero-shot rank classification (run directories)
-    out/runs/16shot/<row>-<prompt>/    few-shot prompt tuning + evaluation, one folder per seed
+    out/models/<row>/seed-<p>/                        one continued-pretraining run per row and pretraining seed
+    out/runs/0shot/<row>/seed-<p>/                    zero-shot rank classification (run directories)
+    out/runs/16shot/<row>-<prompt>/pseed-<p>/seed-<f>/  few-shot prompt tuning + evaluation per few-shot seed
+    out/runs/0shot/base/, out/runs/16shot/base-<prompt>/seed-<f>/   a row without continued pretraining: one model
     out/report/                        table.md/.csv/.json, per_group_accuracy.png
     out/timings.json                   what each stage took, or that it was reused
 """
@@ -18,7 +19,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,7 +96,12 @@ def start(out: str | Path, force: bool, label: str) -> tuple[Path, Stages]:
 
 @dataclass
 class Plan:
-    """What one pipeline run trains and evaluates; models are read from and written to ``out/models/<row>``."""
+    """What one pipeline run trains and evaluates; models are read from and written to ``out/models/<row>``.
+
+    Every row of ``pretrain`` is trained once per pretraining seed (``TrainConfig.seed``) into
+    ``out/models/<row>/seed-<p>``, and its 0-shot and few-shot entries run on each seed's model (their model
+    field is then unused); other rows (e.g. "base") are one model, as given.
+    """
 
     data: Path  # the data folder (suite layout): training data and held-out templates
     heldout: list[str]  # the templates evaluated 0-shot
@@ -108,6 +114,23 @@ class Plan:
     max_target_len: int
     autocast: torch.dtype | None = None  # of the 0-shot evaluation
     run_info: dict[str, Any] = field(default_factory=dict)  # more fields for each 0-shot run.json
+    pretrain_seeds: list[int] = field(default_factory=lambda: [0])  # one continued-pretraining run per seed and row
+
+    def __post_init__(self) -> None:
+        seeds = self.pretrain_seeds
+        valid = all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        if not seeds or not valid or len(set(seeds)) != len(seeds):
+            raise ValueError(f"pretrain_seeds must be distinct integers >= 0, at least one; got {seeds!r}")
+
+
+def _models(plan: Plan, out: Path, row: str, model: str | Path) -> list[tuple[str, Path | str, dict[str, Any]]]:
+    """(folder below the row's run folder, model, run.json fields) for each model of ``row``: one per
+    pretraining seed for a row of ``plan.pretrain``, else the given model."""
+    if row not in {r for r, _ in plan.pretrain}:
+        return [("", model, {})]
+    family = out / "models" / row
+    return [(f"seed-{s}", family / f"seed-{s}", {"pretrain_seed": s, "model_family": str(family)})
+            for s in plan.pretrain_seeds]  # fmt: skip
 
 
 def run_plan(plan: Plan, out: Path, stages: Stages, progress: bool = True) -> None:
@@ -115,33 +138,40 @@ def run_plan(plan: Plan, out: Path, stages: Stages, progress: bool = True) -> No
     from promptability.data.readers import read_examples
     from promptability.eval.groups import groups_for
     from promptability.train.fewshot import fewshot
-    from promptability.train.loop import latest_checkpoint
-    from promptability.train.pretrain import pretrain
 
     models, runs = out / "models", out / "runs"
     for row, config in plan.pretrain:
-        target = models / row
-
-        def train(config: TrainConfig = config, target: Path = target) -> None:
-            pretrain(config, target, resume=latest_checkpoint(target) is not None, progress=progress)
-
-        stages.run(f"pretrain {row}", target / "promptability.json", train)
+        for seed in plan.pretrain_seeds:
+            target = models / row / f"seed-{seed}"
+            train = partial(_pretrain, replace(config, seed=seed), target, progress)
+            stages.run(f"pretrain {row} (seed {seed})", target / "promptability.json", train)
 
     evaluation = read_examples(plan.data, tasks=plan.heldout)
     groups = groups_for(evaluation, plan.data)
     for row, method, model in plan.zero_shot:
-        run_dir = runs / "0shot" / row
-        zero = partial(_zero_shot, plan, method, model, run_dir, evaluation, groups, progress)
-        stages.run(f"0-shot {row}", run_dir / "run.json", zero)
+        for folder, source, info in _models(plan, out, row, model):
+            run_dir = runs / "0shot" / row / folder
+            zero = partial(_zero_shot, plan, method, str(source), run_dir, evaluation, groups, progress, info)
+            label = f" (seed {info['pretrain_seed']})" if info else ""
+            stages.run(f"0-shot {row}{label}", run_dir / "run.json", zero)
 
     for row, tuned_model, fewshot_config in plan.fewshot:
-        run_dir = runs / "16shot" / f"{row}-{fewshot_config.prompt}"
-        tune = partial(fewshot, tuned_model, plan.data, run_dir, fewshot_config, progress=progress)
-        stages.run(f"16-shot {row} ({fewshot_config.prompt})", run_dir / "summary.json", tune)
+        for folder, source, info in _models(plan, out, row, tuned_model):
+            run_dir = runs / "16shot" / f"{row}-{fewshot_config.prompt}" / folder.replace("seed-", "pseed-")
+            tune = partial(fewshot, source, plan.data, run_dir, fewshot_config, progress=progress, run_info=info)
+            label = f", pretraining seed {info['pretrain_seed']}" if info else ""
+            stages.run(f"16-shot {row} ({fewshot_config.prompt}{label})", run_dir / "summary.json", tune)
+
+
+def _pretrain(config: TrainConfig, target: Path, progress: bool) -> None:
+    from promptability.train.loop import latest_checkpoint
+    from promptability.train.pretrain import pretrain
+
+    pretrain(config, target, resume=latest_checkpoint(target) is not None, progress=progress)
 
 
 def _zero_shot(plan: Plan, method: str, source: str, run_dir: Path, evaluation: list[Example],
-               groups: dict[str, Any], progress: bool) -> None:  # fmt: skip
+               groups: dict[str, Any], progress: bool, seed_info: dict[str, Any]) -> None:  # fmt: skip
     from promptability.eval.rank import evaluate, write_run
     from promptability.model import load_model
 
@@ -150,20 +180,22 @@ def _zero_shot(plan: Plan, method: str, source: str, run_dir: Path, evaluation: 
                     max_target_len=plan.max_target_len, progress=progress, autocast=plan.autocast)  # fmt: skip
     write_run(run_dir, rows, {"method": method, "prompt": model.prompt_kind, "shots": 0, "model": source,
                               "model_size": plan.model_size, "seed": None, "score": "mean", "data": str(plan.data),
-                              "groups": groups, **plan.run_info})  # fmt: skip
+                              "groups": groups, **plan.run_info, **seed_info})  # fmt: skip
 
 
 def write_tables(out: Path, stages: Stages, note: str, *, baseline: str, partial: bool,
-                 extra: Callable[[Path], None] | None = None) -> str:  # fmt: skip
+                 extra: Callable[[Path], None] | None = None, pretrain_seeds: list[int] | None = None) -> str:  # fmt: skip
     """The report of every run under ``out/runs`` into ``out/report`` (``extra`` adds files there), and
-    ``out/timings.json``; returns the Markdown table."""
+    ``out/timings.json``; returns the Markdown table. ``pretrain_seeds``: only runs of these pretraining seeds
+    (and runs without one) are reported, so the seeds of an earlier, larger run in ``out`` stay out."""
     from promptability.eval.report import build_report, render_markdown, write_report
     from promptability.eval.runs import find_runs, load_run
     from promptability.train.methods import TABLE1_LABELS
 
     start_s = time.perf_counter()
+    runs = [load_run(p) for p in find_runs([out / "runs"])]
     report = build_report(
-        [load_run(p) for p in find_runs([out / "runs"])],
+        [r for r in runs if pretrain_seeds is None or r.pretrain_seed is None or r.pretrain_seed in pretrain_seeds],
         baseline=baseline,
         partial=partial,
         method_labels=TABLE1_LABELS,

@@ -5,9 +5,9 @@ Layout under ``out`` (each stage resumable, through ``promptability.studies.pipe
 
     out/settings.json               the model, data and scale the finished stages were made with
     out/data/                       records rendered from --data with promptsource templates (study.json last)
-    out/models/<row>/               continued pretraining: mtl-t, mtl-tp-shallow, mtl-tp-deep
-    out/runs/0shot/<row>/           zero-shot rank classification (base = the model as given)
-    out/runs/16shot/<row>-<kind>/   few-shot prompt tuning + evaluation
+    out/models/<row>/seed-<p>/      continued pretraining: mtl-t, mtl-tp-shallow, mtl-tp-deep, per pretraining seed
+    out/runs/0shot/<row>/seed-<p>/  zero-shot rank classification (base = the model as given: runs/0shot/base/)
+    out/runs/16shot/<row>-<kind>/pseed-<p>/seed-<f>/   few-shot prompt tuning + evaluation (base: no pseed-<p>)
     out/report/                     table.md/.csv/.json, per_group_accuracy.png, scale.md, fewshot_gain.md
 """
 
@@ -51,6 +51,8 @@ class StudyScale:
     max_target_len: int = 64
     precision: str = "bf16"  # autocast on CPU (avx512_bf16): about twice fp32's speed; parameters stay fp32
     eval_batch_size: int = 16
+    # One continued-pretraining run per row and seed; more seeds multiply the hour (only the base row is shared).
+    pretrain_seeds: list[int] = field(default_factory=lambda: [0])
 
     def describe(self, model: str, manifest: dict[str, Any]) -> str:
         n_eval = sum(v["instances"] for v in manifest["heldout"].values())
@@ -62,7 +64,7 @@ class StudyScale:
             f"{self.max_source_words} words), {self.mtl_steps} steps x {self.batch_size} examples at lr {self.lr:g}; "
             f"few-shot: 16 shots, {self.fewshot_epochs} epochs at lr {self.fewshot_lr:g} (paper: 100 at 1e-3), "
             f"{self.fewshot_templates_per_dataset} template(s) per held-out dataset, seeds {self.seeds}; "
-            + ("bf16 autocast" if self.precision == "bf16" else "fp32")
+            f"pretraining seeds {self.pretrain_seeds}; " + ("bf16 autocast" if self.precision == "bf16" else "fp32")
         )
 
 
@@ -131,7 +133,8 @@ def run_real_study(
         write_text_atomic(folder / "fewshot_gain.md", fewshot_gain_markdown(out / "runs", tuned))
 
     # 16-shot runs tune one template per dataset group, so their ARG is over those templates (marked partial).
-    return write_tables(out, stages, scale.describe(model, manifest), baseline="none", partial=True, extra=notes)
+    return write_tables(out, stages, scale.describe(model, manifest), baseline="none", partial=True, extra=notes,
+                        pretrain_seeds=scale.pretrain_seeds)  # fmt: skip
 
 
 def _plan(out: Path, model: str, scale: StudyScale, manifest: dict[str, Any], tuned: list[str]) -> Plan:
@@ -151,7 +154,7 @@ def _plan(out: Path, model: str, scale: StudyScale, manifest: dict[str, Any], tu
         fewshot=[(row, source[row], _fewshot_config(scale, kind, methods[row], tuned)) for row, kind in FEWSHOT],
         model_size=model_size(model), eval_batch_size=scale.eval_batch_size, max_source_len=scale.max_source_len,
         max_target_len=scale.max_target_len, autocast=torch.bfloat16 if scale.precision == "bf16" else None,
-        run_info={"precision": scale.precision},
+        run_info={"precision": scale.precision}, pretrain_seeds=list(scale.pretrain_seeds),
     )  # fmt: skip
 
 
@@ -193,24 +196,31 @@ def fewshot_gain_markdown(runs: Path, tuned: list[str], samples: int = 1000) -> 
     """What 16-shot tuning adds over 0-shot on the tuned templates only, with a paired bootstrap per row.
 
     The Table-1 cells compare 0-shot over all held-out templates with 16-shot over the tuned ones; this
-    table puts each row's two numbers on the same templates and instances.
+    table puts each row's two numbers on the same templates and instances. The bootstrap is hierarchical
+    (eval.significance) with the pretraining seeds paired: seed p's 0-shot and 16-shot runs use one model.
     """
-    from promptability.eval.metrics import paired_bootstrap
-    from promptability.eval.runs import load_run, pooled_correctness
+    from promptability.eval.runs import load_run, seed_correctness
+    from promptability.eval.significance import hierarchical_bootstrap
 
     lines = ["# 16-shot prompt tuning vs 0-shot, on the tuned templates", "",
-             (f"Templates: {', '.join(tuned)}. ARG (%) over their dataset groups; paired bootstrap over instances "
-             f"({samples} resamples); p = fraction of resamples where 16-shot is not above 0-shot."), "",
+             (f"Templates: {', '.join(tuned)}. ARG (%) over their dataset groups; hierarchical paired bootstrap "
+              f"({samples} resamples: a row's pretraining seeds, the same for both columns, then few-shot seeds, then "
+              "instances); p = fraction of resamples where 16-shot is not above 0-shot."), "",
              "| row | prompt | 0-shot | 16-shot | difference | 95% interval | p |", "|---|---|---:|---:|---:|---|---:|"]  # fmt: skip
     for row, kind in FEWSHOT:
-        zero_dir, few_dir = runs / "0shot" / row, runs / "16shot" / f"{row}-{kind}"
-        seeds = sorted(few_dir.glob("seed-*/run.json"))
-        if not (zero_dir / "run.json").is_file() or not seeds:
+        zero_runs = sorted((runs / "0shot" / row).glob("**/run.json"))
+        few_runs = sorted((runs / "16shot" / f"{row}-{kind}").glob("**/run.json"))
+        if not zero_runs or not few_runs:
             continue
-        zero = pooled_correctness([load_run(zero_dir, require_predictions=True)])
-        few = pooled_correctness([load_run(p.parent, require_predictions=True) for p in seeds])
-        zero = {t: zero[t] for t in tuned if t in zero and t in few}
-        result = paired_bootstrap(zero, {t: few[t] for t in zero}, samples=samples, partial=True)
+        zero = seed_correctness([load_run(p.parent, require_predictions=True) for p in zero_runs])
+        few = seed_correctness([load_run(p.parent, require_predictions=True) for p in few_runs])
+        common = [t for t in tuned if t in zero[0][0] and t in few[0][0]]
+        result = hierarchical_bootstrap(_only(zero, common), _only(few, common), samples=samples, partial=True,
+                                        paired_seeds=len(zero) == len(few))  # fmt: skip
         lines.append(f"| {row} | {kind} | {result.arg_a:.2f} | {result.arg_b:.2f} | {result.difference:+.2f} | "
                      f"[{result.ci_low:+.2f}, {result.ci_high:+.2f}] | {result.p_value:.3f} |")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _only(side: list[list[dict[str, Any]]], templates: list[str]) -> list[list[dict[str, Any]]]:
+    return [[{t: run[t] for t in templates} for run in draws] for draws in side]

@@ -304,8 +304,11 @@ def fewshot(
     *,
     progress: bool = True,
     accelerator: Any = None,
+    run_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Few-shot prompt tuning + evaluation for every seed and held-out template; returns the summary."""
+    """Few-shot prompt tuning + evaluation for every seed and held-out template; returns the summary.
+
+    ``run_info``: more fields for every seed's run.json (e.g. the model's ``pretrain_seed``)."""
     config = (config or FewShotConfig()).validate()
     out = Path(out_dir)
     accelerator = accelerator if accelerator is not None else make_accelerator(config.precision)
@@ -317,8 +320,8 @@ def fewshot(
     snapshot = {k: v.clone() for k, v in model.prompt.state_dict().items()}
     pools = read_split(data, train_split_for, templates)
     run = _Run(config, data, accelerator, model, fresh, snapshot, templates, groups, pools,
-               _evaluation_records(data, templates), _settings(model_dir, data, config, model, fresh, groups),
-               progress)  # fmt: skip
+               _evaluation_records(data, templates),
+               {**_settings(model_dir, data, config, model, fresh, groups), **(run_info or {})}, progress)  # fmt: skip
     accuracies: dict[int, dict[str, float]] = {}
     for seed in config.seeds:
         run_dir = out / f"seed-{seed}"
