@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -253,6 +254,42 @@ def test_mix_caps_and_proportions(mixed_data):
     assert full.counts == {"a": 35, "b": 10, "c": 5}
     with pytest.raises(ValueError, match="cap"):
         B.mix(mixed_data, cap=0)
+
+
+def test_mix_caps_per_dataset(mixed_data):
+    """A dataset's templates share the cap (cap // n each); the draw equals per-template capping at that size."""
+    per_dataset = B.mix(mixed_data, cap=12, seed=3, dataset_of={"a": "D", "b": "D"})  # c: its own dataset
+    assert per_dataset.counts == {"a": 6, "b": 6, "c": 5}
+    naive = B.mix(mixed_data, cap=6, seed=3)  # the same limits, template by template
+    assert per_dataset.dataset["index"] == naive.dataset["index"] and per_dataset.dataset["task"] == naive.dataset["task"]
+    assert B.mix(mixed_data, cap=12, seed=3).counts == {"a": 12, "b": 10, "c": 5}  # per template: the reference's
+    assert B.mix(mixed_data, cap=12, seed=3, dataset_of={"a": "D", "b": "D", "c": "D"}).counts == {"a": 4, "b": 4, "c": 4}
+    assert B.mix(mixed_data, cap=2, seed=3, dataset_of=dict.fromkeys("abc", "D")).counts == {"a": 1, "b": 1, "c": 1}
+
+
+def test_template_datasets_and_caps_of_the_t0_mixture(tmp_path):
+    from promptability.data import registry
+    from promptability.data.caps import template_caps, template_datasets
+
+    train = registry.train_templates()
+    datasets = template_datasets(train)
+    assert datasets["adversarial_qa_dbert_based_on"] == "adversarial_qa/dbert"
+    assert datasets["adversarial_qa_dbidaf_based_on"] == "adversarial_qa/dbidaf"  # a subset is a dataset, as in T0
+    sizes = {d: list(datasets.values()).count(d) for d in set(datasets.values())}
+    assert len(sizes) == 38 and sizes["trec"] == 18 and sizes["adversarial_qa/dbert"] == 5  # T0's 38 datasets
+    caps = template_caps(train, 500_000, "dataset", datasets)
+    assert caps["trec_what_category_best_describe"] == 500_000 // 18 == 27_777
+    assert {d: sum(caps[t] for t in train if datasets[t] == d) for d in sizes} == {
+        d: 500_000 // n * n for d, n in sizes.items()}  # fmt: skip
+    assert template_caps(train, 500_000, "template", datasets) == dict.fromkeys(train, 500_000)
+    assert template_caps(["x"], None, "dataset") == {"x": None}
+    with pytest.raises(ValueError, match="cap_per must be one of template, dataset, got 'task'"):
+        template_caps(train, 10, "task")
+    # A suite's templates name their dataset in suite.json; any other template is its own dataset.
+    meta = {"format": "promptability-suite/1", "templates": {"s_1": {"dataset": "reviews"}, "s_2": {"dataset": "reviews"}}}
+    (tmp_path / "suite.json").write_text(json.dumps(meta))
+    assert template_datasets(["s_1", "s_2", "mine"], tmp_path) == {"s_1": "suite:reviews", "s_2": "suite:reviews",
+                                                                   "mine": "mine"}  # fmt: skip
 
 
 # --- sampler ----------------------------------------------------------------------------------------

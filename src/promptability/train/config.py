@@ -20,12 +20,12 @@ from typing import Any
 
 import yaml
 
+from promptability.data.caps import CAP_PER
 from promptability.data.tokenize import MAX_SOURCE_LEN, MAX_TARGET_LEN
 from promptability.model.prompts import DEFAULT_PROMPT, NO_PROMPT, PROMPT_KINDS, prompt_names
 from promptability.train.methods import METHODS
 
 PRECISIONS = ("fp32", "bf16")
-CAP_PER = ("template", "dataset")
 # Few-shot draws. "auto": the paper's reference 16-shot subsample where the data is P3 and every template
 # has one (shots=16), else seeded random draws; "reference" insists on it; "random" always samples.
 DRAWS = ("auto", "reference", "random")
@@ -45,7 +45,7 @@ class DataConfig:
     split: str = "train"
     cap: int | None = 500_000  # T0's mixing cap: examples per template, or per dataset (cap_per)
     # "template": each template capped at `cap` (the reference code's rule, behind the paper's numbers);
-    # "dataset": `cap` split evenly over a dataset's templates (T0's 500k // templates; data.batching.mix).
+    # "dataset": `cap` split evenly over a dataset's templates (T0's 500k // templates; see data/caps.py).
     cap_per: str = "template"
     max_source_len: int = MAX_SOURCE_LEN
     max_target_len: int = MAX_TARGET_LEN
