@@ -8,10 +8,10 @@ import statistics
 import pytest
 import torch
 
+from promptability.data.schema import DataError
 from promptability.eval.runs import load_run
 from promptability.model.loading import load_model
 from promptability.train.config import ConfigError, FewShotConfig
-from promptability.data.schema import DataError
 from promptability.train.fewshot import choose_draw, fewshot, heldout_tasks
 from promptability.train.steps.fixed_batch import FixedBatchStep
 

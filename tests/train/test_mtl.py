@@ -163,7 +163,7 @@ def test_suite_layout_and_task_selection(tmp_path):
         read_split(suite, "validation", ["suite_a_x"])
 
 
-@pytest.mark.parametrize("cap_per, expected", [("template", (8, 8, 8)), ("dataset", (4, 4, 8))])
+@pytest.mark.parametrize(("cap_per", "expected"), [("template", (8, 8, 8)), ("dataset", (4, 4, 8))])
 def test_the_mixing_cap_per_template_or_per_dataset(tiny_tokenizer, tmp_path, cap_per, expected):
     from promptability.train.pretrain import load_pretraining_data
 

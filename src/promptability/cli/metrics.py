@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from promptability.cli.common import fail, given, non_negative_int, positive_int, probability
 from promptability.eval.metrics import MetricsError, arg_breakdown, paired_bootstrap
+from promptability.eval.provenance import SETTINGS, draw, mismatches, recorded, setting
 from promptability.eval.runs import (
     Run,
     RunError,
@@ -17,6 +19,18 @@ from promptability.eval.runs import (
     load_run,
     pooled_correctness,
 )
+
+
+def _recorded(path: str) -> str:
+    """What the run behind ``path`` (a run dir, or a file beside its run.json) records of settings that change numbers."""
+    file = Path(path) / "run.json" if Path(path).is_dir() else Path(path).parent / "run.json"
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return ""
+    if not isinstance(meta, dict):
+        return ""
+    return ", ".join(f"{name} {recorded(meta, key)}" for key, name in SETTINGS.items())
 
 
 def _cmd_arg(args: argparse.Namespace) -> int:
@@ -37,6 +51,8 @@ def _cmd_arg(args: argparse.Namespace) -> int:
             print(f"missing templates ({len(result.missing)}): {', '.join(result.missing)}")
         if result.ignored:
             print(f"unknown templates ignored ({len(result.ignored)}): {', '.join(result.ignored)}")
+        if recorded := _recorded(args.file):
+            print(f"run: {recorded}")
     print(f"{result.label()} (%): {result.value:.4f}")
     return 0
 
@@ -53,7 +69,9 @@ def _side(spec: str, name: str) -> list[Run]:
 def _describe(runs: list[Run]) -> str:
     r = runs[0]
     seeds = ", ".join("-" if x.seed is None else str(x.seed) for x in runs)
-    return f"{r.method}, prompt {r.prompt}, {r.shots}-shot, {r.model}; {len(runs)} run(s), seeds {seeds}"
+    described = f"{r.method}, prompt {r.prompt}, {r.shots}-shot, {r.model}; {len(runs)} run(s), seeds {seeds}"
+    described += f"; precision {setting(runs, 'precision')}, source EOS {setting(runs, 'source_eos')}"
+    return described + (f"; {draw(runs)}" if r.shots else "")
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -74,6 +92,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     except (RunError, MetricsError) as err:
         return fail(err)
     label = "partial ARG" if result.partial else "ARG"
+    for line in mismatches(runs_a, runs_b):
+        print(f"warning: {line}", file=sys.stderr)
     print(f"A: {args.run_a} ({_describe(runs_a)})")
     print(f"B: {args.run_b} ({_describe(runs_b)})")
     print(f"{result.templates} templates, {result.instances} instances; {result.samples} resamples, seed {result.seed}")

@@ -146,7 +146,13 @@ def _register_fewshot(subparsers: argparse._SubParsersAction) -> None:
          help="which shots: reference = the paper's one fixed 16-shot subsample of each P3 template "
               "(md5-checked; seeds then vary only a fresh prompt's initialisation and dropout), random = "
               "a seeded draw per seed, auto = reference on P3 data with 16 shots, random elsewhere")  # fmt: skip
-    flag("--reference-subsample", key="draw", nargs=0, const="reference", help="the same as --draw reference (the default draw is auto)")
+    flag(
+        "--reference-subsample",
+        key="draw",
+        nargs=0,
+        const="reference",
+        help="the same as --draw reference (the default draw is auto)",
+    )
     flag("--no-source-eos", key="source_eos", nargs=0, const=False,
          help="no EOS after the source, tuning and evaluation (as official T0 checkpoints were trained; "
               "the paper appends it: the default)")  # fmt: skip

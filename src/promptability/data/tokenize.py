@@ -330,9 +330,7 @@ def tokenize_records(
         materialised = list(records() if callable(records) else records)
         data_fp = "records:" + records_fingerprint(materialised)
         get_records = lambda: materialised  # noqa: E731
-    key = cache_key(
-        data_fp, tokenizer_fingerprint(tokenizer), max_source_len, max_target_len, continuation, source_eos
-    )
+    key = cache_key(data_fp, tokenizer_fingerprint(tokenizer), max_source_len, max_target_len, continuation, source_eos)
 
     def rows() -> Iterator[dict[str, Any]]:
         recs = get_records()

@@ -88,7 +88,7 @@ def heldout_tasks(path: str | os.PathLike, tasks: list[str] | None = None) -> tu
 
 
 def choose_draw(config: FewShotConfig, data: str | os.PathLike, templates: list[str]) -> str:
-    """"reference" or "random": ``config.draw``, with "auto" resolved for these templates of ``data``.
+    """The draw to make, "reference" or "random": ``config.draw``, "auto" resolved for ``templates`` of ``data``.
 
     "auto" is the paper's fixed reference subsample when k=16 and every template is a P3 folder with one
     (the P3 held-out and dev templates); elsewhere (the suite, real data, other k) no such draw exists.
