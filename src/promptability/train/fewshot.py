@@ -3,14 +3,14 @@
 For each seed and each held-out template: k examples are drawn from the
 template's few-shot pool (its train split; StoryCloze: validation): on P3 data
 with k=16 by default the paper's one fixed draw, the reference subsample
-(``config.draw``, ``choose_draw``), else seeded per seed with ``sample_fewshot``; the prompt is reset to the model's own (or, for a
-model without one such as an MTL-T checkpoint, to a fresh prompt initialised
-from the seed); ``epochs`` optimizer steps on that one fixed batch train the
-prompt alone (Adafactor lr 1e-3, clip 1.0; the shared training loop with
-``steps.fixed_batch``, or ``templates_per_step`` templates at once with
-``steps.multi_prompt``); and the FINAL prompt is evaluated by rank
-classification on the template's evaluation split. No epoch is picked on
-held-out data.
+(``config.draw``, ``choose_draw``), else seeded per seed with ``sample_fewshot``;
+the prompt is reset to the model's own (or, for a model without one such as an
+MTL-T checkpoint, to a fresh prompt initialised from the seed); ``epochs``
+optimizer steps on that one fixed batch train the prompt alone (Adafactor lr
+1e-3, clip 1.0; the shared training loop with ``steps.fixed_batch``, or
+``templates_per_step`` templates at once with ``steps.multi_prompt``); and the
+FINAL prompt is evaluated by rank classification on the template's evaluation
+split. No epoch is picked on held-out data.
 
 Output, ``OUT/``:
 
@@ -341,10 +341,10 @@ def fewshot(
     model.to(accelerator.device)
     assert model.prompt is not None  # few-shot models always carry a prompt (load_for_fewshot)
     snapshot = {k: v.clone() for k, v in model.prompt.state_dict().items()}
-    pools = read_split(data, train_split_for, templates)
+    draw = choose_draw(config, data, templates)
+    pools = read_split(data, train_split_for, templates) if draw == "random" else []  # the reference reads its own
     run = _Run(config, data, accelerator, model, fresh, snapshot, templates, groups, pools,
-               _evaluation_records(data, templates),
-               _settings(model_dir, data, config, model, fresh, groups, choose_draw(config, data, templates)),
+               _evaluation_records(data, templates), _settings(model_dir, data, config, model, fresh, groups, draw),
                progress)  # fmt: skip
     accuracies: dict[int, dict[str, float]] = {}
     for seed in config.seeds:
