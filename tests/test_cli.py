@@ -27,6 +27,7 @@ def test_evaluate_then_arg_on_the_suite(make_model, tmp_path, capsys):
                  "--out", str(tmp_path / "run"), "--tasks", task]) == 0  # fmt: skip
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["prompt"] == "deep" and run["groups"] == {task: {"group": "WordSense", "num_choices": 2}}
+    assert (run["precision"], run["source_eos"]) == ("fp32", True)  # the paper's
     predictions = (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()
     assert len(predictions) == 32
     accuracy = json.loads((tmp_path / "run" / "accuracy.json").read_text())[task]
@@ -34,6 +35,15 @@ def test_evaluate_then_arg_on_the_suite(make_model, tmp_path, capsys):
     assert main(["arg", str(tmp_path / "run")]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert float(last.split()[-1]) == round((accuracy - 0.5) / 0.5 * 100, 4)
+
+    # bf16 without source EOS: both recorded, and compare warns that the runs differ in them.
+    assert main(["evaluate", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "suite"),
+                 "--out", str(tmp_path / "other"), "--tasks", task, "--bf16", "--no-source-eos"]) == 0  # fmt: skip
+    other = json.loads((tmp_path / "other" / "run.json").read_text())
+    assert (other["precision"], other["source_eos"]) == ("bf16", False)
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "run"), str(tmp_path / "other"), "--samples", "20"]) == 0
+    assert capsys.readouterr().err.count("warning: the runs differ in") == 2
 
 
 @pytest.mark.slow

@@ -83,7 +83,14 @@ def test_fewshot_flags_and_set_build_the_few_shot_config():
     args = build_parser().parse_args(["fewshot", "--model", "m", "--data", "d", "--out", "o", "--seeds", "4", "5",
                                       "--reference-subsample", "--set", "max_target_len=32"])  # fmt: skip
     config = apply_overrides(FewShotConfig(), settings_of(args))
-    assert (config.seeds, config.reference, config.max_target_len, config.shots) == ([4, 5], True, 32, 16)
+    assert (config.seeds, config.draw, config.max_target_len, config.shots) == ([4, 5], "reference", 32, 16)
+    assert config.source_eos is True
+    args = build_parser().parse_args(["fewshot", "--model", "m", "--data", "d", "--out", "o", "--no-source-eos",
+                                      "--draw", "random"])  # fmt: skip
+    config = apply_overrides(FewShotConfig(), settings_of(args))
+    assert (config.draw, config.source_eos) == ("random", False)
+    with pytest.raises(ConfigError, match="draw must be one of auto, reference, random, got 'paper'"):
+        FewShotConfig(draw="paper").validate()
     assert "max_source_len" in setting_names(FewShotConfig) and "data.max_source_len" in setting_names(TrainConfig)
 
 

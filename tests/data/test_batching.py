@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -114,6 +115,29 @@ def test_continuation_layout_for_decoder_only_models(byt5, tmp_path):
     assert ds[1]["input_ids"] == ids("abc") and ds[1]["labels"] == ids(" d")
     seq2seq = T.tokenize_records(records, byt5, max_source_len=6, max_target_len=3, cache_dir=tmp_path)
     assert seq2seq.key != out.key and seq2seq.dataset[1]["input_ids"] == ids("abc") + [EOS]
+
+
+def test_source_without_eos(byt5, tmp_path):
+    """source_eos=False: the source keeps up to max_source_len text ids and no EOS; targets and choices keep theirs."""
+    records = [
+        rec("a", "x" * 3, "yes", ["yes", "no"], 0),
+        rec("a", "x" * 12, "y"),  # 12 ids: cut to 10, with no room kept for an EOS
+        rec("b", "abc</s>", "d"),  # a literal trailing EOS goes too
+        rec("b", "x" * 9 + "</s>" + "x", "d"),  # the cut lands right after an in-text EOS: dropped
+    ]
+    ids = lambda text: [ord(c) + 3 for c in text]  # noqa: E731
+    out = T.tokenize_records(records, byt5, max_source_len=10, max_target_len=5, cache_dir=tmp_path, source_eos=False)
+    ds = out.dataset
+    assert ds["input_ids"] == [ids("xxx"), ids("x" * 10), ids("abc"), ids("x" * 9)]
+    assert ds["source_len"] == [3, 10, 3, 9] and out.stats.sources_truncated == 2
+    assert ds[0]["labels"] == ids("yes") + [EOS] and ds[0]["choice_ids"] == [ids("yes") + [EOS], ids("no") + [EOS]]
+    with_eos = T.tokenize_records(records, byt5, max_source_len=10, max_target_len=5, cache_dir=tmp_path)
+    assert with_eos.key != out.key and with_eos.dataset["input_ids"][:3] == [
+        ids("xxx") + [EOS], ids("x" * 9) + [EOS], ids("abc") + [EOS]]  # fmt: skip
+    assert with_eos.dataset["labels"] == ds["labels"] and with_eos.dataset["choice_ids"] == ds["choice_ids"]
+    # The key of the default layout is unchanged, so that existing caches stay valid.
+    assert T.cache_key("d", {}, 10, 5) == T.cache_key("d", {}, 10, 5, source_eos=True) != T.cache_key(
+        "d", {}, 10, 5, source_eos=False)  # fmt: skip
 
 
 def test_tokenize_rejects_bad_input(byt5, tmp_path):
@@ -253,6 +277,42 @@ def test_mix_caps_and_proportions(mixed_data):
     assert full.counts == {"a": 35, "b": 10, "c": 5}
     with pytest.raises(ValueError, match="cap"):
         B.mix(mixed_data, cap=0)
+
+
+def test_mix_caps_per_dataset(mixed_data):
+    """A dataset's templates share the cap (cap // n each); the draw equals per-template capping at that size."""
+    per_dataset = B.mix(mixed_data, cap=12, seed=3, dataset_of={"a": "D", "b": "D"})  # c: its own dataset
+    assert per_dataset.counts == {"a": 6, "b": 6, "c": 5}
+    naive = B.mix(mixed_data, cap=6, seed=3)  # the same limits, template by template
+    assert per_dataset.dataset[:] == naive.dataset[:]
+    assert B.mix(mixed_data, cap=12, seed=3).counts == {"a": 12, "b": 10, "c": 5}  # per template: the reference's
+    assert B.mix(mixed_data, cap=12, seed=3, dataset_of=dict.fromkeys("abc", "D")).counts == {"a": 4, "b": 4, "c": 4}
+    assert B.mix(mixed_data, cap=2, seed=3, dataset_of=dict.fromkeys("abc", "D")).counts == {"a": 1, "b": 1, "c": 1}
+
+
+def test_template_datasets_and_caps_of_the_t0_mixture(tmp_path):
+    from promptability.data import registry
+    from promptability.data.caps import template_caps, template_datasets
+
+    train = registry.train_templates()
+    datasets = template_datasets(train)
+    assert datasets["adversarial_qa_dbert_based_on"] == "adversarial_qa/dbert"
+    assert datasets["adversarial_qa_dbidaf_based_on"] == "adversarial_qa/dbidaf"  # a subset is a dataset, as in T0
+    sizes = {d: list(datasets.values()).count(d) for d in set(datasets.values())}
+    assert len(sizes) == 38 and sizes["trec"] == 18 and sizes["adversarial_qa/dbert"] == 5  # T0's 38 datasets
+    caps = template_caps(train, 500_000, "dataset", datasets)
+    assert caps["trec_what_category_best_describe"] == 500_000 // 18 == 27_777
+    assert {d: sum(caps[t] for t in train if datasets[t] == d) for d in sizes} == {
+        d: 500_000 // n * n for d, n in sizes.items()}  # fmt: skip
+    assert template_caps(train, 500_000, "template", datasets) == dict.fromkeys(train, 500_000)
+    assert template_caps(["x"], None, "dataset") == {"x": None}
+    with pytest.raises(ValueError, match="cap_per must be one of template, dataset, got 'task'"):
+        template_caps(train, 10, "task")
+    # A suite's templates name their dataset in suite.json; any other template is its own dataset.
+    meta = {"format": "promptability-suite/1", "templates": {t: {"dataset": "reviews"} for t in ("s_1", "s_2")}}
+    (tmp_path / "suite.json").write_text(json.dumps(meta))
+    assert template_datasets(["s_1", "s_2", "mine"], tmp_path) == {"s_1": "suite:reviews", "s_2": "suite:reviews",
+                                                                   "mine": "mine"}  # fmt: skip
 
 
 # --- sampler ----------------------------------------------------------------------------------------

@@ -40,10 +40,10 @@ RECORDS = [
 ]
 
 
-def naive_scores(model, record, score):
+def naive_scores(model, record, score, source_eos=True):
     """The paper's way: one full forward (source re-encoded) per choice."""
     tok = model.tokenizer
-    src = torch.tensor([tok(record["source"]).input_ids])
+    src = torch.tensor([tok(record["source"], add_special_tokens=source_eos).input_ids])
     out = []
     for choice in record["choices"]:
         labels = torch.tensor([tok(choice).input_ids])
@@ -69,6 +69,23 @@ def test_shared_encoder_scores_equal_naive_per_choice(make_model, kind, score):
         assert row["scores"] == pytest.approx(expected, rel=2e-5, abs=2e-5)
         assert row["prediction"] == max(range(len(expected)), key=expected.__getitem__)
         assert row["label"] == record["label"]
+
+
+def test_without_source_eos_the_scores_are_those_of_the_bare_source(make_model):
+    model = make_model("deep")
+    rows = evaluate(model, RECORDS, batch_size=3, progress=False, source_eos=False)
+    with_eos = evaluate(model, RECORDS, batch_size=3, progress=False)
+    by_key = {(r["task"], r["index"]): r["scores"] for r in rows}
+    assert model.tokenizer("a dog").input_ids[-1] == model.tokenizer.eos_token_id  # the naive source has an EOS
+    for key, record in zip([("t_nli", 0), ("t_nli", 1), ("t_yn", 0), ("t_yn", 1), ("t_4", 0)], RECORDS, strict=True):
+        assert by_key[key] == pytest.approx(naive_scores(model, record, "mean", source_eos=False), rel=2e-5, abs=2e-5)
+    assert all(a["scores"] != b["scores"] for a, b in zip(rows, with_eos, strict=True))
+
+
+def test_precision_names(make_model):
+    from promptability.eval.rank import precision_of
+
+    assert (precision_of(None), precision_of(torch.bfloat16), precision_of(torch.float16)) == ("fp32", "bf16", "fp16")
 
 
 def test_encoder_runs_once_per_source(make_model):

@@ -64,7 +64,7 @@ def test_paper_configs_cover_table_1_with_the_paper_hyperparameters():
     for path in PAPER:
         c = load_config(path)
         assert (c.prompt_length, c.data.max_source_len, c.data.max_target_len, c.data.cap) == (20, 768, 192, 500_000)
-        assert c.data.tasks == "t0-train" and c.precision == "bf16"
+        assert c.data.tasks == "t0-train" and c.precision == "fp32" and c.data.cap_per == "template"  # as the reference
         # As the reference code ran: i.i.d. steps, length-sorted inside; each example weighs the same.
         assert (c.data.step_composition, c.loss_weighting) == ("iid", "example")
         if c.method.startswith("mtl"):

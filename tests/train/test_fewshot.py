@@ -8,10 +8,11 @@ import statistics
 import pytest
 import torch
 
+from promptability.data.schema import DataError
 from promptability.eval.runs import load_run
 from promptability.model.loading import load_model
 from promptability.train.config import ConfigError, FewShotConfig
-from promptability.train.fewshot import fewshot, heldout_tasks
+from promptability.train.fewshot import choose_draw, fewshot, heldout_tasks
 from promptability.train.steps.fixed_batch import FixedBatchStep
 
 from conftest import SENTENCES
@@ -80,6 +81,9 @@ def test_fewshot_tunes_each_template_from_the_models_prompt(suite, saved_model, 
     for seed in (0, 1):
         run = load_run(out / f"seed-{seed}", require_predictions=True)
         assert (run.shots, run.seed, run.prompt, run.method) == (4, seed, "shallow", "none")
+        # The suite has no reference draw: each seed is its own seeded random draw, and run.json says so.
+        assert {k: run.meta[k] for k in ("draw", "draw_seed", "precision", "source_eos")} == {
+            "draw": "random", "draw_seed": seed, "precision": "fp32", "source_eos": True}  # fmt: skip
         assert sorted(run.accuracy) == sorted(HELDOUT)
         assert sum(len(p.index) for p in run.predictions.values()) == 12
         accs[seed] = run.accuracy
@@ -144,3 +148,56 @@ def test_a_finished_output_with_other_settings_is_not_reused(suite, saved_model,
     config.epochs = 2
     with pytest.raises(ConfigError, match="seed-0 holds a run with other settings \\(epochs\\)"):
         fewshot(model_dir, suite, tmp_path / "fs", config, progress=False, accelerator=accelerator)
+
+
+STORY = "story_cloze_2016_Story_Continuation_and_Options_score_eval"  # its few-shot pool: the validation split
+
+
+def test_p3_default_draw_is_exactly_the_reference_subsample(p3_samples, saved_model, accelerator, tmp_path,
+                                                             monkeypatch):  # fmt: skip
+    """On P3 with 16 shots the default draw is the reference subsample, checked by its md5; no random draw."""
+    import datasets
+
+    from promptability.data import fewshot as fewshot_data
+    from promptability.data import registry
+
+    rows = datasets.load_from_disk(str(p3_samples / STORY / "validation")).to_list()
+    config = FewShotConfig(epochs=1, seeds=[0, 1], tasks=[STORY], max_source_len=32, max_target_len=8)
+    # The package's indices point past the 28 sample rows: the default names the way out.
+    with pytest.raises(DataError, match="outside its validation split.*--set draw=random samples instead"):
+        fewshot(saved_model("shallow"), p3_samples, tmp_path / "real", config, progress=False, accelerator=accelerator)
+
+    indices = [27, 3, 11, 0, 19, 7, 25, 14, 2, 22, 9, 16, 5, 20, 12, 1]
+    md5 = fewshot_data.fewshot_md5(rows[i] for i in indices)
+    real = registry.reference_fewshot
+    monkeypatch.setattr(registry, "reference_fewshot",
+                        lambda kind="heldout": {**real(kind), STORY: {"indices": indices, "md5": md5}})  # fmt: skip
+    chosen = []
+    monkeypatch.setattr(fewshot_data, "sample_fewshot", lambda *a, **k: pytest.fail("a random draw was made"))
+    original = fewshot_data.reference_fewshot_subsample
+    monkeypatch.setattr(fewshot_data, "reference_fewshot_subsample",
+                        lambda *a, **k: chosen.append(original(*a, **k)) or chosen[-1])  # fmt: skip
+    summary = fewshot(saved_model("shallow"), p3_samples, tmp_path / "fs", config, progress=False,
+                      accelerator=accelerator)  # fmt: skip
+    assert summary["draw"] == "reference" and len(chosen) == 2  # one per seed, the same draw
+    for shots in chosen:
+        assert [r["source"] for r in shots] == [rows[i]["inputs_pretokenized"] for i in indices]
+    for seed in (0, 1):
+        run = load_run(tmp_path / "fs" / f"seed-{seed}")
+        assert (run.meta["draw"], run.meta["draw_seed"], run.seed) == ("reference", None, seed)
+    # Asking for random draws on the same data samples instead.
+    assert choose_draw(FewShotConfig(draw="random"), p3_samples, [STORY]) == "random"
+    assert choose_draw(FewShotConfig(shots=8), p3_samples, [STORY]) == "random"  # no reference draw of 8
+    assert choose_draw(FewShotConfig(), p3_samples, [STORY, "hellaswag_complete_first_then_score_eval"]) == "reference"
+    assert choose_draw(FewShotConfig(), p3_samples, ["adversarial_qa_dbert_based_on"]) == "random"  # not held out
+
+
+def test_the_suite_and_source_eos_option(suite, saved_model, accelerator, tmp_path):
+    assert choose_draw(FewShotConfig(), suite, list(HELDOUT)) == "random"
+    config = FewShotConfig(shots=2, epochs=1, seeds=[0], tasks=[HELDOUT[0]], source_eos=False)
+    fewshot(saved_model("shallow"), suite, tmp_path / "fs", config, progress=False, accelerator=accelerator)
+    run = load_run(tmp_path / "fs" / "seed-0")
+    assert run.meta["source_eos"] is False and run.meta["precision"] == "fp32"
+    config.source_eos = True  # a finished seed without source EOS is not reused for a run with it
+    with pytest.raises(ConfigError, match="other settings \\(source_eos\\)"):
+        fewshot(saved_model("shallow"), suite, tmp_path / "fs", config, progress=False, accelerator=accelerator)

@@ -11,7 +11,7 @@ from promptability.data.batching import collate
 from promptability.data.readers import read_split
 from promptability.data.registry import heldout_templates
 from promptability.model.loading import load_model
-from promptability.train.config import ConfigError, MetaConfig, TrainConfig
+from promptability.train.config import ConfigError, DataConfig, MetaConfig, TrainConfig
 from promptability.train.methods import build_step
 from promptability.train.pretrain import pretrain, pretraining_tasks
 from promptability.train.steps.mtl import MTLStep
@@ -161,3 +161,20 @@ def test_suite_layout_and_task_selection(tmp_path):
     assert len(pretraining_tasks(config.data)) == 313
     with pytest.raises(FileNotFoundError, match="no 'validation' split folder"):
         read_split(suite, "validation", ["suite_a_x"])
+
+
+@pytest.mark.parametrize(("cap_per", "expected"), [("template", (8, 8, 8)), ("dataset", (4, 4, 8))])
+def test_the_mixing_cap_per_template_or_per_dataset(tiny_tokenizer, tmp_path, cap_per, expected):
+    from promptability.train.pretrain import load_pretraining_data
+
+    # Two templates of one P3 dataset (adversarial_qa/dbert) and a template of its own.
+    names = ["adversarial_qa_dbert_based_on", "adversarial_qa_dbert_tell_what_it_is", "mine"]
+    records = [dict(r, task=names[i % 3]) for i, r in enumerate(make_records(30, tasks=1))]
+    data = DataConfig(path=str(_write_data(tmp_path / "data", records)), cap=8, cap_per=cap_per)
+    config = TrainConfig(method="mtl-t", data=data)
+    _, info = load_pretraining_data(config.validate(), tiny_tokenizer)
+    assert info["per_task"] == dict(zip(names, expected)) and info["cap_per"] == cap_per
+    assert info["examples_before_cap"] == 30
+    config.data.cap_per = "task"
+    with pytest.raises(ConfigError, match="data.cap_per must be one of template, dataset, got 'task'"):
+        config.validate()

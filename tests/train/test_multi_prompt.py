@@ -86,7 +86,7 @@ def test_fewshot_reference_subsample_is_checked_against_the_p3_split(tmp_path, m
 
     model = make_model("shallow")
     model.save(tmp_path / "model")
-    config = FewShotConfig(seeds=[0], epochs=1, reference=True, tasks=["hellaswag_complete_first_then_score_eval"])
+    config = FewShotConfig(seeds=[0], epochs=1, draw="reference", tasks=["hellaswag_complete_first_then_score_eval"])
     with pytest.raises(DataError, match="outside its train split"):
         fewshot(tmp_path / "model", p3_samples, tmp_path / "out", config, progress=False)
 

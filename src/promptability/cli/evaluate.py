@@ -43,7 +43,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--model-size", help="size label for the report (default: from the model's train.json, else its name)"
     )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPUs)")
+    p.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32",
+        help="fp32 (default, as the paper) or bf16 autocast (GPUs); recorded in run.json",
+    )  # fmt: skip
+    p.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="the same as --precision bf16")
+    p.add_argument(
+        "--no-source-eos", dest="source_eos", action="store_false",
+        help="no EOS after the source (as official T0 checkpoints were trained; the paper appends it); "
+             "recorded in run.json",
+    )  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -71,8 +80,10 @@ def run(args: argparse.Namespace) -> int:
     settings = {
         "model": str(args.model), "data": str(args.data), "split": args.split, "tasks": args.tasks,
         "score": args.score, "max_source_len": args.max_source_len, "max_target_len": args.max_target_len,
-        "bf16": args.bf16, "records": records_fingerprint(records),
+        "bf16": args.precision == "bf16", "records": records_fingerprint(records),
     }  # fmt: skip
+    if not args.source_eos:  # only when set, so that partial results of earlier versions stay usable
+        settings["source_eos"] = False
     partial = PartialResults(args.out, settings)
     todo = [r for r in records if r["task"] not in partial.done]
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -85,8 +96,9 @@ def run(args: argparse.Namespace) -> int:
         todo,
         score=args.score,
         **given(args, "batch_size", "max_source_len", "max_target_len"),
-        autocast=torch.bfloat16 if args.bf16 else None,
+        autocast=torch.bfloat16 if args.precision == "bf16" else None,
         on_task=partial.save,
+        source_eos=args.source_eos,
     )
     if len(todo) < len(records):
         rows = sorted(partial.rows(), key=lambda r: (r["task"], r["index"]))
@@ -100,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         "score": args.score,
         "data": str(args.data),
         "groups": groups_for(records, args.data),
+        "precision": args.precision,
+        "source_eos": args.source_eos and not model.is_causal,  # the decoder-only layout never has one
     }
     accuracy = write_run(args.out, rows, run_info)
     partial.clear()

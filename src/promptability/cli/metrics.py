@@ -4,12 +4,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from promptability.cli.common import fail, given, non_negative_int, positive_int, probability
 from promptability.eval.metrics import MetricsError, arg_breakdown
-from promptability.eval.runs import Run, RunError, check_same_instances, find_runs, load_accuracies, load_run
+from promptability.eval.provenance import SETTINGS, draw, mismatches, recorded, setting
+from promptability.eval.runs import (
+    Run,
+    RunError,
+    check_same_instances,
+    find_runs,
+    load_accuracies,
+    load_run,
+)
 from promptability.eval.seeds import TESTS, compare_runs, split_by_pretrain_seed, test_text
+
+
+def _recorded(path: str) -> str:
+    """What the run behind ``path`` (a run dir, or a file beside its run.json) records of settings that change numbers."""
+    file = Path(path) / "run.json" if Path(path).is_dir() else Path(path).parent / "run.json"
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return ""
+    if not isinstance(meta, dict):
+        return ""
+    return ", ".join(f"{name} {recorded(meta, key)}" for key, name in SETTINGS.items())
 
 
 def _cmd_arg(args: argparse.Namespace) -> int:
@@ -30,6 +51,8 @@ def _cmd_arg(args: argparse.Namespace) -> int:
             print(f"missing templates ({len(result.missing)}): {', '.join(result.missing)}")
         if result.ignored:
             print(f"unknown templates ignored ({len(result.ignored)}): {', '.join(result.ignored)}")
+        if recorded := _recorded(args.file):
+            print(f"run: {recorded}")
     print(f"{result.label()} (%): {result.value:.4f}")
     return 0
 
@@ -49,6 +72,8 @@ def _describe(runs: list[Run]) -> str:
     text = (
         f"{r.method}, prompt {r.prompt}, {r.shots}-shot, {r.model_family or r.model}; {len(runs)} run(s), seeds {seeds}"
     )
+    text += f"; precision {setting(runs, 'precision')}, source EOS {setting(runs, 'source_eos')}"
+    text += f"; {draw(runs)}" if r.shots else ""
     if r.pretrain_seed is None:
         return text
     return text + f"; {len(split_by_pretrain_seed(runs))} pretraining seed(s)"
@@ -67,6 +92,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     except (RunError, MetricsError) as err:
         return fail(err)
     label = "partial ARG" if result.partial else "ARG"
+    for line in mismatches(runs_a, runs_b):
+        print(f"warning: {line}", file=sys.stderr)
     print(f"A: {args.run_a} ({_describe(runs_a)})")
     print(f"B: {args.run_b} ({_describe(runs_b)})")
     print(f"{result.templates} templates, {result.instances} instances; {result.samples} resamples, seed {result.seed}")

@@ -44,11 +44,12 @@ examples:
 """
 
 FEWSHOT_EPILOG = """\
-For every held-out template of --data (or --tasks) and every seed: draws --shots examples from the
-template's training split (StoryCloze: validation), resets the prompt to the model's own (a fresh
---prompt kind when the model has none, e.g. an mtl-t model), trains only the prompt for --epochs
-steps on that one batch (Adafactor lr 1e-3, clip 1.0) and evaluates the final prompt on the
-template's evaluation split. Writes OUT/seed-S/ run dirs (predictions.jsonl, accuracy.json, run.json),
+For every held-out template of --data (or --tasks) and every seed: takes --shots examples from the
+template's training split (StoryCloze: validation): on P3 data with 16 shots the paper's fixed
+reference subsample by default, else a seeded random draw per seed (--draw); resets the prompt to
+the model's own (a fresh --prompt kind when the model has none, e.g. an mtl-t model), trains only
+the prompt for --epochs steps on that one batch (Adafactor lr 1e-3, clip 1.0) and evaluates the
+final prompt on the template's evaluation split. Writes OUT/seed-S/ run dirs (predictions.jsonl, accuracy.json, run.json),
 tuned prompts under OUT/seed-S/prompts/, and OUT/summary.json (mean and spread over seeds).
 """
 
@@ -141,9 +142,20 @@ def _register_fewshot(subparsers: argparse._SubParsersAction) -> None:
     flag("--tasks", key="tasks", nargs="+", help="templates (default: every held-out template in --data)")
     flag("--lr", key="lr", type=learning_rate, help="Adafactor learning rate")
     flag("--eval-batch-size", key="eval_batch_size", type=positive_int, help="sources per evaluation batch")
-    flag("--reference-subsample", key="reference", action="store_true",
-         help="P3: use the paper's reference 16-shot subsample of each template (md5-checked) "
-              "instead of sampling; seeds then vary only a fresh prompt's initialisation")  # fmt: skip
+    flag("--draw", key="draw", choices=("auto", "reference", "random"),
+         help="which shots: reference = the paper's one fixed 16-shot subsample of each P3 template "
+              "(md5-checked; seeds then vary only a fresh prompt's initialisation and dropout), random = "
+              "a seeded draw per seed, auto = reference on P3 data with 16 shots, random elsewhere")  # fmt: skip
+    flag(
+        "--reference-subsample",
+        key="draw",
+        nargs=0,
+        const="reference",
+        help="the same as --draw reference (the default draw is auto)",
+    )
+    flag("--no-source-eos", key="source_eos", nargs=0, const=False,
+         help="no EOS after the source, tuning and evaluation (as official T0 checkpoints were trained; "
+              "the paper appends it: the default)")  # fmt: skip
     flag("--templates-per-step", key="templates_per_step", type=positive_int,
          help="tune this many templates' prompts together in one batch: the same result, fewer and "
               "fuller steps")  # fmt: skip

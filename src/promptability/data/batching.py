@@ -4,8 +4,8 @@ Works on the datasets that ``promptability.data.tokenize.tokenize_records``
 produces (columns ``task``, ``index``, ``input_ids``, ``labels``,
 ``choice_ids``, ``label``, ``source_len``, ``target_len``).
 
-* ``mix``: caps every task (template) at ``cap`` examples (a seeded random
-  subset) and shuffles the union: examples-proportional mixing as in T0.
+* ``mix``: caps every task (template), or every dataset (``data.caps``), at ``cap``
+  examples (a seeded random subset) and shuffles the union: examples-proportional mixing as in T0.
 * ``LengthGroupedBatchSampler`` (``data/sampler.py``, importable from here):
   shuffled global batches, "iid" slices of the mixture sorted by length inside
   the step, or "length_bands"; resumable, and split across ranks in lockstep.
@@ -63,21 +63,25 @@ class Mixture:
     original_counts: dict[str, int]
 
 
-def mix(datasets: Dataset | Sequence[Dataset], *, cap: int | None = DEFAULT_CAP, seed: int = 0) -> Mixture:
+def mix(datasets: Dataset | Sequence[Dataset], *, cap: int | None = DEFAULT_CAP, seed: int = 0,
+        dataset_of: Mapping[str, str] | None = None) -> Mixture:  # fmt: skip
     """Caps each task at ``cap`` examples (seeded random subset) and shuffles the union.
 
-    Proportions are those of the capped sizes; one pass over the result is one
-    epoch of the mixture. ``cap=None`` keeps everything.
+    Proportions are those of the capped sizes; one pass over the result is one epoch of the mixture.
+    ``cap=None`` keeps everything. With ``dataset_of`` (task -> dataset) a dataset's tasks share ``cap``.
     """
+    from promptability.data.caps import template_caps
+
     if cap is not None and cap < 1:
         raise ValueError(f"cap must be a positive number of examples per task or None, got {cap!r}")
     dataset = datasets if isinstance(datasets, Dataset) else concatenate_datasets(list(datasets))
     rng = np.random.default_rng(seed)
     groups = task_indices(dataset)
+    caps = template_caps(groups, cap, "template" if dataset_of is None else "dataset", dataset_of)
     kept, counts = [], {}
     for task, idx in groups.items():  # sorted by name, so the draw does not depend on row order
-        if cap is not None and len(idx) > cap:
-            idx = np.sort(rng.choice(idx, size=cap, replace=False))
+        if (limit := caps[task]) is not None and len(idx) > limit:
+            idx = np.sort(rng.choice(idx, size=limit, replace=False))
         kept.append(idx)
         counts[task] = len(idx)
     order = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)

@@ -84,14 +84,27 @@ def _reference(template: str, kind: str | None) -> dict[str, Any]:
     )
 
 
+def has_reference_subsample(template: str) -> bool:
+    """Whether the package holds the paper's reference 16-shot subsample of ``template`` (held-out or dev)."""
+    return any(template in registry.reference_fewshot(kind) for kind in ("heldout", "dev"))
+
+
+def p3_template_folder(template: str, path: str | os.PathLike[str]) -> Path | None:
+    """The P3 folder of ``template`` at ``path`` (that folder itself, or ``path/[data/]template``), else None."""
+    p = Path(path)
+    for folder in (p, p / template, p / "data" / template):
+        if p3_format(folder) is not None and (folder == p or folder.name == template):
+            return folder
+    return None
+
+
 def _train_instances(template: str, rows: str | os.PathLike[str] | Iterable[dict[str, Any]]) -> list[P3Instance]:
     if not isinstance(rows, (str, os.PathLike)):
         return list(group_p3_rows(rows, origin=f"training rows of '{template}'"))
-    p = Path(rows)
-    for folder in (p, p / template, p / "data" / template):
-        if p3_format(folder) is not None and (folder == p or folder.name == template):
-            return read_p3_instances(folder, train_split_for(template))
-    raise DataError(f"{p}: neither a P3 template folder nor a directory holding '{template}'")
+    folder = p3_template_folder(template, rows)
+    if folder is None:
+        raise DataError(f"{rows}: neither a P3 template folder nor a directory holding '{template}'")
+    return read_p3_instances(folder, train_split_for(template))
 
 
 def reference_fewshot_subsample(

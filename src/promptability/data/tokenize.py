@@ -5,7 +5,7 @@ Face ``datasets.Dataset`` with the columns
 
 * ``task`` (str), ``index`` (int: position of the record within its task, in
   input order; evaluation uses it to put scores back after length sorting),
-* ``input_ids`` (source ids, at most ``max_source_len`` including the EOS),
+* ``input_ids`` (source ids, at most ``max_source_len`` including the EOS; no EOS with ``source_eos=False``),
 * ``labels`` (target ids, at most ``max_target_len`` including the EOS),
 * ``choice_ids`` (one id list per choice, each ending with EOS and truncated to
   ``max_target_len``; ``[]`` for training-only records),
@@ -16,6 +16,8 @@ Every id list ends with exactly one ``tokenizer.eos_token_id``: we tokenize
 without special tokens, strip any trailing EOS the text itself produced,
 truncate to ``max_len - 1`` and append the EOS ourselves, so truncation can
 never cut the EOS off (T5 tokenizers would append it on ``add_special_tokens``).
+``source_eos=False`` leaves the source without it (up to ``max_source_len`` text ids): the layout
+official T0 checkpoints were trained with, while the paper's code, and ours, append it.
 
 ``continuation=True`` is the decoder-only layout, where the target continues the
 source in one sequence (as lm-evaluation-harness scores): no id list gets an EOS
@@ -103,7 +105,12 @@ def cache_root() -> Path:
 
 
 def cache_key(
-    data_fp: str, tokenizer_fp: dict[str, Any], max_source_len: int, max_target_len: int, continuation: bool = False
+    data_fp: str,
+    tokenizer_fp: dict[str, Any],
+    max_source_len: int,
+    max_target_len: int,
+    continuation: bool = False,
+    source_eos: bool = True,
 ) -> str:
     payload = {
         "format": FORMAT_VERSION,
@@ -114,6 +121,8 @@ def cache_key(
     }
     if continuation:  # only when set, so that the seq2seq keys of existing caches stay valid
         payload["continuation"] = True
+    if not source_eos:  # likewise
+        payload["source_eos"] = False
     return sha256_hex(json.dumps(payload, sort_keys=True))[:32]
 
 
@@ -127,6 +136,17 @@ def finish_ids(ids: list[int], max_len: int, eos_id: int) -> tuple[list[int], bo
     while end and ids[end - 1] == eos_id:  # the cut may land just after an EOS inside the text
         end -= 1
     return list(ids[:end]) + [eos_id], truncated
+
+
+def source_ids_without_eos(ids: list[int], max_len: int, eos_id: int) -> tuple[list[int], bool]:
+    """Seq2seq source ids with no final EOS: trailing EOS stripped, the first ``max_len`` ids kept."""
+    end = len(ids)
+    while end and ids[end - 1] == eos_id:
+        end -= 1
+    kept = ids[: min(end, max_len)]
+    while kept and kept[-1] == eos_id:  # a cut just after an EOS inside the text would end on it
+        kept = kept[:-1]
+    return list(kept), end > max_len
 
 
 def continuation_ids(ids: list[int], max_len: int, eos_id: int, keep_end: bool) -> tuple[list[int], bool]:
@@ -163,6 +183,7 @@ def _rows(
     total: int | None,
     progress: bool = True,
     continuation: bool = False,
+    source_eos: bool = True,
 ) -> Iterator[dict[str, Any]]:
     eos = tokenizer.eos_token_id
     answer = as_continuation if continuation else (lambda text: text)
@@ -170,6 +191,8 @@ def _rows(
     def finish(ids: list[int], max_len: int, is_source: bool = False) -> tuple[list[int], bool]:
         if continuation:
             return continuation_ids(ids, max_len, eos, keep_end=is_source)
+        if is_source and not source_eos:
+            return source_ids_without_eos(ids, max_len, eos)
         return finish_ids(ids, max_len, eos)
 
     positions: Counter[str] = Counter()
@@ -279,6 +302,7 @@ def tokenize_records(
     chunk_size: int = 1000,
     progress: bool = True,
     continuation: bool = False,
+    source_eos: bool = True,
 ) -> Tokenized:
     """Tokenizes records (or reads them from the cache); see the module docstring.
 
@@ -286,7 +310,8 @@ def tokenize_records(
     one. With ``files`` the cache key uses those files' paths and contents
     and ``records`` is only consumed on a cache miss (pass a callable
     to read lazily); otherwise the records' content is hashed. ``continuation``: the
-    decoder-only layout (see the module docstring); pass ``model.is_causal``.
+    decoder-only layout (see the module docstring); pass ``model.is_causal``. ``source_eos=False``: no EOS
+    after the source (seq2seq only; the decoder-only layout has none anyway).
     """
     if getattr(tokenizer, "eos_token_id", None) is None:
         raise ValueError(
@@ -305,12 +330,13 @@ def tokenize_records(
         materialised = list(records() if callable(records) else records)
         data_fp = "records:" + records_fingerprint(materialised)
         get_records = lambda: materialised  # noqa: E731
-    key = cache_key(data_fp, tokenizer_fingerprint(tokenizer), max_source_len, max_target_len, continuation)
+    key = cache_key(data_fp, tokenizer_fingerprint(tokenizer), max_source_len, max_target_len, continuation, source_eos)
 
     def rows() -> Iterator[dict[str, Any]]:
         recs = get_records()
         total = len(cast(Sized, recs)) if hasattr(recs, "__len__") else None
-        return _rows(recs, tokenizer, max_source_len, max_target_len, stats, chunk_size, total, progress, continuation)
+        return _rows(recs, tokenizer, max_source_len, max_target_len, stats, chunk_size, total, progress, continuation,
+                     source_eos)  # fmt: skip
 
     if not use_cache:
         dataset = Dataset.from_list(list(rows()), features=FEATURES)

@@ -1,7 +1,8 @@
 """Rank classification: score every answer choice by its log-likelihood given the prompted source.
 
 As in the paper's implementation: the source and each choice are tokenized
-with EOS appended; a choice's score is the mean log-probability of its tokens
+with EOS appended (``source_eos=False``: none after the source, the layout of
+official T0 checkpoints); a choice's score is the mean log-probability of its tokens
 (EOS included), or the sum with ``score="sum"``; the prediction is the
 highest-scoring choice.
 
@@ -39,6 +40,12 @@ from promptability.eval.runs import ACCURACY_FILE, PREDICTIONS_FILE, RUN_FILE, R
 from promptability.io import safe_name, settings_folder, write_json_atomic, write_jsonl_atomic, write_text_atomic
 
 SCORES = ("mean", "sum")
+
+
+def precision_of(autocast: torch.dtype | None) -> str:
+    """The precision name run.json records for an ``evaluate(autocast=...)``: "fp32" (none), "bf16", ..."""
+    names = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+    return "fp32" if autocast is None else names.get(autocast, str(autocast).removeprefix("torch."))
 
 
 def score_choices(model: Any, batch: dict[str, Any], score: str = "mean") -> torch.Tensor:
@@ -81,6 +88,7 @@ def evaluate(
     progress: bool = True,
     autocast: torch.dtype | None = None,
     on_task: Callable[[str, list[dict[str, Any]]], None] | None = None,
+    source_eos: bool = True,
 ) -> list[dict[str, Any]]:
     """Rank-classifies ``records`` (each with choices and label) and returns one row per instance.
 
@@ -107,6 +115,7 @@ def evaluate(
         use_cache=False,
         progress=progress,
         continuation=model.is_causal,
+        source_eos=source_eos,
     ).dataset
     was_training = model.training
     model.eval()

@@ -25,6 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from promptability.eval.metrics import BootstrapResult, MetricsError, resolve_groups
+from promptability.eval.provenance import provenance_notes
 from promptability.eval.runs import Run, RunError, check_same_instances, group_by_config
 from promptability.eval.seeds import TESTS, compare_runs, seed_args, seed_counts, seed_record, test_text
 from promptability.io import atomic_path, write_json_atomic, write_text_atomic
@@ -229,7 +230,7 @@ def _legend(report: Report) -> list[str]:
         lines.append(f"{PARTIAL}: partial ARG over the dataset groups present.")
     if any(c.shared and c.column.prompt != NO_PROMPT for c in report.cells.values()):
         lines.append("Prompt-less runs (prompt: none, e.g. 0-shot MTL-T) fill both prompt columns.")
-    return lines + report.notes
+    return lines + provenance_notes(report) + report.notes
 
 
 def render_markdown(report: Report, scale_note: str | None = None) -> str:

@@ -172,7 +172,7 @@ def _pretrain(config: TrainConfig, target: Path, progress: bool) -> None:
 
 def _zero_shot(plan: Plan, method: str, source: str, run_dir: Path, evaluation: list[Example],
                groups: dict[str, Any], progress: bool, seed_info: dict[str, Any]) -> None:  # fmt: skip
-    from promptability.eval.rank import evaluate, write_run
+    from promptability.eval.rank import evaluate, precision_of, write_run
     from promptability.model import load_model
 
     model = load_model(source)
@@ -180,7 +180,8 @@ def _zero_shot(plan: Plan, method: str, source: str, run_dir: Path, evaluation: 
                     max_target_len=plan.max_target_len, progress=progress, autocast=plan.autocast)  # fmt: skip
     write_run(run_dir, rows, {"method": method, "prompt": model.prompt_kind, "shots": 0, "model": source,
                               "model_size": plan.model_size, "seed": None, "score": "mean", "data": str(plan.data),
-                              "groups": groups, **plan.run_info, **seed_info})  # fmt: skip
+                              "groups": groups, "precision": precision_of(plan.autocast),
+                              "source_eos": not model.is_causal, **plan.run_info, **seed_info})  # fmt: skip
 
 
 def write_tables(out: Path, stages: Stages, note: str, *, baseline: str, partial: bool,

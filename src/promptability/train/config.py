@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from promptability.data.caps import CAP_PER
 from promptability.data.sampler import STEP_COMPOSITIONS
 from promptability.data.tokenize import MAX_SOURCE_LEN, MAX_TARGET_LEN
 from promptability.model.prompts import DEFAULT_PROMPT, NO_PROMPT, PROMPT_KINDS, prompt_names
@@ -27,6 +28,9 @@ from promptability.train.losses import LOSS_WEIGHTINGS
 from promptability.train.methods import METHODS
 
 PRECISIONS = ("fp32", "bf16")
+# Few-shot draws. "auto": the paper's reference 16-shot subsample where the data is P3 and every template
+# has one (shots=16), else seeded random draws; "reference" insists on it; "random" always samples.
+DRAWS = ("auto", "reference", "random")
 T0_TRAIN = "t0-train"  # data.tasks value: the 313 P3 training templates of the T0 mixture
 
 
@@ -41,7 +45,10 @@ class DataConfig:
     # except the registry's held-out and dev templates (they are evaluation data).
     tasks: list[str] | str | None = None
     split: str = "train"
-    cap: int | None = 500_000  # examples per template (T0's mixing cap)
+    cap: int | None = 500_000  # T0's mixing cap: examples per template, or per dataset (cap_per)
+    # "template": each template capped at `cap` (the reference code's rule, behind the paper's numbers);
+    # "dataset": `cap` split evenly over a dataset's templates (T0's 500k // templates; see data/caps.py).
+    cap_per: str = "template"
     max_source_len: int = MAX_SOURCE_LEN
     max_target_len: int = MAX_TARGET_LEN
     # How a global batch (one optimizer step) is drawn from the shuffled mixture. "iid": the next batch_size
@@ -129,6 +136,8 @@ class TrainConfig:
             )
         if self.data.cap is not None and self.data.cap < 1:
             raise ConfigError(f"data.cap must be >= 1 or null, got {self.data.cap}")
+        if self.data.cap_per not in CAP_PER:
+            raise ConfigError(f"data.cap_per must be one of {', '.join(CAP_PER)}, got {self.data.cap_per!r}")
         m = self.meta
         if m.meta_batch_size < 1 or m.inner_steps < 0 or m.task_batch_size < 1 or not m.inner_lr > 0:
             raise ConfigError(
@@ -301,7 +310,8 @@ class FewShotConfig:
     tasks: list[str] | None = None  # default: every held-out template in the data
     method: str | None = None  # method recorded in run.json (default: the model's train.json, else "none")
     templates_per_step: int = 1  # >1: tune that many templates' prompts together in one batch (same result)
-    reference: bool = False  # P3 only: the paper's reference 16-shot subsample (md5-checked) instead of sampling
+    draw: str = "auto"  # which k shots (DRAWS): reference subsample on P3 held-out templates, else seeded random
+    source_eos: bool = True  # EOS after the source, as the paper; False: as official T0 checkpoints were trained
     lr: float = 1e-3
     clip_norm: float = 1.0
     eval_batch_size: int = 32
@@ -318,7 +328,9 @@ class FewShotConfig:
             raise ConfigError(
                 f"need shots >= 1, epochs >= 1 and at least one seed; got {self.shots}, {self.epochs}, {self.seeds}"
             )
-        if self.reference and self.shots != 16:
+        if self.draw not in DRAWS:
+            raise ConfigError(f"draw must be one of {', '.join(DRAWS)}, got {self.draw!r}")
+        if self.draw == "reference" and self.shots != 16:
             raise ConfigError(f"the reference subsample has 16 shots; got shots={self.shots}")
         if self.templates_per_step < 1:
             raise ConfigError(f"templates_per_step must be >= 1, got {self.templates_per_step}")

@@ -1,19 +1,21 @@
 """Few-shot prompt tuning (the paper's 16-shot evaluation) on every held-out template.
 
 For each seed and each held-out template: k examples are drawn from the
-template's few-shot pool (its train split; StoryCloze: validation) with the
-readers' ``sample_fewshot``; the prompt is reset to the model's own (or, for a
-model without one such as an MTL-T checkpoint, to a fresh prompt initialised
-from the seed); ``epochs`` optimizer steps on that one fixed batch train the
-prompt alone (Adafactor lr 1e-3, clip 1.0; the shared training loop with
-``steps.fixed_batch``, or ``templates_per_step`` templates at once with
-``steps.multi_prompt``); and the FINAL prompt is evaluated by rank
-classification on the template's evaluation split. No epoch is picked on
-held-out data.
+template's few-shot pool (its train split; StoryCloze: validation): on P3 data
+with k=16 by default the paper's one fixed draw, the reference subsample
+(``config.draw``, ``choose_draw``), else seeded per seed with ``sample_fewshot``;
+the prompt is reset to the model's own (or, for a model without one such as an
+MTL-T checkpoint, to a fresh prompt initialised from the seed); ``epochs``
+optimizer steps on that one fixed batch train the prompt alone (Adafactor lr
+1e-3, clip 1.0; the shared training loop with ``steps.fixed_batch``, or
+``templates_per_step`` templates at once with ``steps.multi_prompt``); and the
+FINAL prompt is evaluated by rank classification on the template's evaluation
+split. No epoch is picked on held-out data.
 
 Output, ``OUT/``:
 
-    seed-{s}/predictions.jsonl, accuracy.json, run.json   a run dir per seed (eval.rank.write_run)
+    seed-{s}/predictions.jsonl, accuracy.json, run.json   a run dir per seed (eval.rank.write_run); run.json
+                                                          records the draw, its seed, precision, source EOS
     seed-{s}/prompts/{template}/                          the tuned prompt (prompt-only model save);
                                                           a name unsafe as a path is mapped by io.safe_name
     seed-{s}/fewshot.json                                 per template: examples, first/final loss
@@ -38,6 +40,7 @@ from tqdm.auto import tqdm
 
 from promptability.data.batching import TRAIN_COLUMNS, collate, task_indices
 from promptability.data.readers import available_tasks, read_split, train_split_for
+from promptability.data.schema import DataError
 from promptability.data.suite_layout import find_meta
 from promptability.io import safe_name, settings_folder, write_json_atomic, write_jsonl_atomic
 from promptability.model.loading import model_info, model_size
@@ -82,6 +85,20 @@ def heldout_tasks(path: str | os.PathLike, tasks: list[str] | None = None) -> tu
             f"{path} holds none of the {len(registry)} held-out P3 templates; name the templates with --tasks"
         )
     return names, None
+
+
+def choose_draw(config: FewShotConfig, data: str | os.PathLike, templates: list[str]) -> str:
+    """The draw to make, "reference" or "random": ``config.draw``, "auto" resolved for ``templates`` of ``data``.
+
+    "auto" is the paper's fixed reference subsample when k=16 and every template is a P3 folder with one
+    (the P3 held-out and dev templates); elsewhere (the suite, real data, other k) no such draw exists.
+    """
+    from promptability.data.fewshot import has_reference_subsample, p3_template_folder
+
+    if config.draw != "auto":
+        return config.draw
+    p3 = all(has_reference_subsample(t) and p3_template_folder(t, data) is not None for t in templates)
+    return "reference" if config.shots == 16 and p3 else "random"
 
 
 # ----- the prompt ---------------------------------------------------------------------------------
@@ -167,6 +184,7 @@ def _settings(
     model: PromptedModel,
     fresh: bool,
     groups: dict[str, Any] | None,
+    draw: str,
 ) -> dict[str, Any]:
     """run.json's fields shared by every seed."""
     info = model_info(model_dir)
@@ -174,7 +192,8 @@ def _settings(
     settings = {"method": config.method or info.get("method") or "none", "prompt": model.prompt_kind,
                 "shots": config.shots, "model": str(model_dir), "model_size": size, "data": str(data),
                 "score": config.score, "epochs": config.epochs, "lr": config.lr, "prompt_length": model.prompt_length,
-                "fresh_prompt": fresh, "tuned": "prompt-only", "loss_weighting": config.loss_weighting}  # fmt: skip
+                "fresh_prompt": fresh, "tuned": "prompt-only", "loss_weighting": config.loss_weighting, "draw": draw,
+                "precision": config.precision, "source_eos": config.source_eos and not model.is_causal}  # fmt: skip
     if groups is not None:
         settings["groups"] = groups
     return settings
@@ -185,7 +204,7 @@ def _finished(run_dir: Path, run: _Run) -> dict[str, float] | None:
     if not (run_dir / "run.json").is_file():
         return None
     previous = json.loads((run_dir / "run.json").read_text())
-    keys = ("shots", "epochs", "lr", "prompt", "model", "loss_weighting")
+    keys = ("shots", "epochs", "lr", "prompt", "model", "loss_weighting", "draw", "precision", "source_eos")
     changed = [k for k in keys if previous.get(k) != run.settings[k]]
     if changed:
         raise ConfigError(f"{run_dir} holds a run with other settings ({', '.join(changed)}); pick a new --out")
@@ -199,14 +218,20 @@ def _shots(run: _Run, seed: int) -> tuple[dict[str, Any], Any]:
     from promptability.data.tokenize import tokenize_records
 
     config = run.config
-    if config.reference:  # the paper's fixed 16-shot subsample (md5-checked); seeds vary the prompt init only
-        shots = {t: reference_fewshot_subsample(t, run.data) for t in run.templates}
+    if run.settings["draw"] == "reference":  # the paper's fixed subsample (md5-checked): seeds vary init, dropout
+        try:
+            shots = {t: reference_fewshot_subsample(t, run.data) for t in run.templates}
+        except DataError as err:
+            if config.draw != "auto":
+                raise
+            raise type(err)(f"{err} (the default draw on P3 is the paper's reference subsample; "
+                            "--set draw=random samples instead)") from None  # fmt: skip
     else:
         shots = sample_fewshot(run.pools, k=config.shots, seed=seed)
     tokenized = tokenize_records(
         [r for t in run.templates for r in shots[t]], run.model.tokenizer, max_source_len=config.max_source_len,
         max_target_len=config.max_target_len, use_cache=False, progress=False,
-        continuation=run.model.is_causal,
+        continuation=run.model.is_causal, source_eos=config.source_eos,
     ).dataset  # fmt: skip
     return task_indices(tokenized), tokenized.select_columns(TRAIN_COLUMNS)
 
@@ -248,7 +273,7 @@ def _evaluate_and_save(run: _Run, template: str, tuned: dict[str, Any], run_dir:
         model.prompt.load_state_dict(tuned["state"])
     rows = evaluate(model, run.evaluation[template], batch_size=config.eval_batch_size, score=config.score,
                     max_source_len=config.max_source_len, max_target_len=config.max_target_len,
-                    progress=False, autocast=_autocast_dtype(config))  # fmt: skip
+                    progress=False, autocast=_autocast_dtype(config), source_eos=config.source_eos)  # fmt: skip
     losses = {k: tuned[k] for k in ("examples", "first_loss", "final_loss")}
     extra = {"template": template, "seed": seed, **losses}
     model.save(run_dir / "prompts" / safe_name(template), prompt_only=True, extra=extra)
@@ -268,7 +293,8 @@ def _write_seed(run: _Run, run_dir: Path, seed: int) -> dict[str, float]:
         losses[template] = {k: v for k, v in lines[0].items() if k != "template"}
         rows += lines[1:]
     write_json_atomic(run_dir / "fewshot.json", losses)
-    accuracies = write_run(run_dir, rows, {**run.settings, "seed": seed})
+    draw_seed = seed if run.settings["draw"] == "random" else None
+    accuracies = write_run(run_dir, rows, {**run.settings, "seed": seed, "draw_seed": draw_seed})
     shutil.rmtree(partial)
     return accuracies
 
@@ -277,7 +303,7 @@ def _run_seed(run: _Run, run_dir: Path, seed: int) -> dict[str, float]:
     """Tunes and evaluates every template not finished yet for ``seed``; returns the seed's accuracies."""
     rows_of, view = _shots(run, seed)
     partial = run_dir / "partial"
-    settings = {**run.settings, "seed": seed, "reference": run.config.reference}
+    settings = {**run.settings, "seed": seed}
     settings_folder(partial, settings, ConfigError, "pick a new --out")
     bar = tqdm(total=len(run.templates), desc=f"few-shot seed {seed}", unit="template", disable=not run.progress,
                dynamic_ncols=True)  # fmt: skip
@@ -318,10 +344,11 @@ def fewshot(
     model.to(accelerator.device)
     assert model.prompt is not None  # few-shot models always carry a prompt (load_for_fewshot)
     snapshot = {k: v.clone() for k, v in model.prompt.state_dict().items()}
-    pools = read_split(data, train_split_for, templates)
+    draw = choose_draw(config, data, templates)
+    pools = read_split(data, train_split_for, templates) if draw == "random" else []  # the reference reads its own
     run = _Run(config, data, accelerator, model, fresh, snapshot, templates, groups, pools,
                _evaluation_records(data, templates),
-               {**_settings(model_dir, data, config, model, fresh, groups), **(run_info or {})}, progress)  # fmt: skip
+               {**_settings(model_dir, data, config, model, fresh, groups, draw), **(run_info or {})}, progress)  # fmt: skip
     accuracies: dict[int, dict[str, float]] = {}
     for seed in config.seeds:
         run_dir = out / f"seed-{seed}"

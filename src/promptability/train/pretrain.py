@@ -77,7 +77,8 @@ def load_pretraining_data(
 
     ``continuation``: the decoder-only token layout (``tokenize_records``); pass ``model.is_causal``.
     """
-    from promptability.data.batching import mix
+    from promptability.data.batching import mix, task_indices
+    from promptability.data.caps import template_datasets
     from promptability.data.schema import DataError
     from promptability.data.tokenize import cache_root, tokenize_records
 
@@ -99,9 +100,12 @@ def load_pretraining_data(
             if isinstance(cause, (DataError, ConfigError)):
                 raise cause from None
             raise
-    mixture = mix(tokenized.dataset, cap=data.cap, seed=config.seed)
+    # cap_per "dataset": a dataset's templates share the cap (data/caps.py says which dataset a template renders)
+    datasets = template_datasets(task_indices(tokenized.dataset), data.path) if data.cap_per == "dataset" else None
+    mixture = mix(tokenized.dataset, cap=data.cap, seed=config.seed, dataset_of=datasets)
     info = {"path": str(data.path), "split": data.split, "tasks": len(mixture.counts), "cap": data.cap,
-            "examples": len(mixture.dataset), "examples_before_cap": sum(mixture.original_counts.values()),
+            "cap_per": data.cap_per, "examples": len(mixture.dataset),
+            "examples_before_cap": sum(mixture.original_counts.values()),
             "sources_truncated": tokenized.stats.sources_truncated,
             "targets_truncated": tokenized.stats.targets_truncated, "per_task": mixture.counts}  # fmt: skip
     return mixture.dataset, info
