@@ -131,7 +131,7 @@ def _mb(x: float) -> str:
 
 
 def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
-    from promptability.data.batching import TaskBatcher
+    from promptability.data.episodes import TaskBatcher
     from promptability.train.steps.meta import MetaStep
     from promptability.train.steps.mtl import MTLStep
 
@@ -144,7 +144,7 @@ def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
         size.train_examples, size.source_len, size.target_len, size.vocab_size, seed=settings.seed + 7
     )
     batcher = TaskBatcher(data, pad_id=PAD_ID, support_batches=size.inner_steps, batch_size=size.task_batch_size,
-                          seed=settings.seed)  # fmt: skip
+                          seed=settings.seed, episodes="sample")  # fmt: skip
     episodes = []
     for i in range(size.meta_batch_size):
         ep = batcher.episode(i)

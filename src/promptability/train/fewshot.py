@@ -95,7 +95,10 @@ def load_for_fewshot(model_dir: str | os.PathLike, config: FewShotConfig) -> tup
         length = config.prompt_length if config.prompt else None  # None: the saved prompt's length
         return load_model(model_dir, prompt=config.prompt, prompt_length=length), False
     kind = config.prompt or DEFAULT_PROMPT
-    return load_model(model_dir, prompt=kind, prompt_length=config.prompt_length, seed=config.seeds[0]), True
+    model = load_model(
+        model_dir, prompt=kind, prompt_length=config.prompt_length, seed=config.seeds[0], deep_init=config.deep_init
+    )
+    return model, True
 
 
 def _std(values: list[float]) -> float:
@@ -175,6 +178,8 @@ def _settings(
                 "shots": config.shots, "model": str(model_dir), "model_size": size, "data": str(data),
                 "score": config.score, "epochs": config.epochs, "lr": config.lr, "prompt_length": model.prompt_length,
                 "fresh_prompt": fresh, "tuned": "prompt-only"}  # fmt: skip
+    if fresh and model.prompt_kind == "deep":
+        settings["deep_init"] = model.deep_init
     if groups is not None:
         settings["groups"] = groups
     return settings
