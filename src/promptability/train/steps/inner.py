@@ -59,7 +59,8 @@ class TransformerStep:
     def __init__(self, named: list[tuple[str, nn.Parameter]], lr: float) -> None:
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
-        self.sums = [torch.zeros_like(p, dtype=torch.float32) for p in self.params]
+        # Empty between steps: ``start`` gives them their storage, ``write_mean_update`` hands it to ``.grad``.
+        self.sums = [torch.empty(0, dtype=torch.float32, device=p.device) for p in self.params]
         self.optimizer = build_optimizer(self.sums, lr)
         for group in self.optimizer.param_groups:  # what lets the sums stand in for the weights
             assert not group["scale_parameter"] and group["weight_decay"] == 0.0, group
@@ -68,8 +69,8 @@ class TransformerStep:
         return [n for n, _ in named] == self.names and all(p is q for (_, p), q in zip(named, self.params, strict=True))
 
     def start(self) -> None:
-        for t in self.sums:
-            t.zero_()
+        for p, t in zip(self.params, self.sums, strict=True):
+            t.data = torch.zeros_like(p, dtype=torch.float32)  # .data: the optimizer's state stays keyed by ``t``
 
     @torch.no_grad()
     def step(self) -> None:
@@ -86,11 +87,15 @@ class TransformerStep:
 
     @torch.no_grad()
     def write_mean_update(self, tasks: int) -> None:
-        """Leaves the mean of the tasks' updates, the transformer's Reptile meta-gradient, in ``.grad``."""
+        """Leaves the mean of the tasks' updates, the transformer's Reptile meta-gradient, in ``.grad``.
+
+        Each sum's storage becomes the gradient (the per-task gradient buffer is dropped), so between outer
+        steps the transformer has its weights and gradients and nothing else.
+        """
         for p, t in zip(self.params, self.sums, strict=True):
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            p.grad.copy_(t.mul_(-1.0 / tasks))
+            mean = t.mul_(-1.0 / tasks).detach()  # another tensor on the same storage: t is emptied below
+            p.grad = mean if mean.dtype == p.dtype else mean.to(p.dtype)
+            t.data = torch.empty(0, dtype=torch.float32, device=p.device)
 
     def state(self) -> dict[str, Any]:
         """The carried Adafactor state by transformer tensor name."""
