@@ -23,7 +23,7 @@ def test_defaults_are_the_reference_and_bad_values_name_the_field():
     for key, value, message in [
         ("deep_init", "zeros", "deep_init must be one of normal, tokens"),
         ("meta.episodes", "shuffle", "meta.episodes must be one of pass, sample"),
-        ("meta.reptile_transformer_step", "adam", "meta.reptile_transformer_step must be 'adafactor' or 'sgd'"),
+        ("meta.reptile_transformer_step", "adam", "meta.reptile_transformer_step must be one of adafactor, sgd"),
         ("meta.task_sampling", "uniform", "needs meta.episodes='sample'"),
     ]:
         with pytest.raises(ConfigError, match=message):

@@ -25,6 +25,7 @@ from promptability.data.tokenize import MAX_SOURCE_LEN, MAX_TARGET_LEN
 from promptability.model.prompts import DEFAULT_PROMPT, NO_PROMPT, PROMPT_KINDS, prompt_names
 from promptability.model.prompts.deep import DEEP_INITS, DEFAULT_DEEP_INIT
 from promptability.train.methods import METHODS
+from promptability.train.steps.meta import DEFAULT_TRANSFORMER_STEP, TRANSFORMER_STEPS
 
 PRECISIONS = ("fp32", "bf16")
 T0_TRAIN = "t0-train"  # data.tasks value: the 313 P3 training templates of the T0 mixture
@@ -66,7 +67,7 @@ class MetaConfig:
     episodes: str = DEFAULT_EPISODES
     # Reptile's full-model step on the transformer: "adafactor" (Algorithm 2 and the reference: the inner
     # Adafactor, its state carried like the prompt's) or "sgd" (plain SGD at inner_lr: no transformer-sized buffer).
-    reptile_transformer_step: str = "adafactor"
+    reptile_transformer_step: str = DEFAULT_TRANSFORMER_STEP
 
 
 @dataclass
@@ -138,9 +139,10 @@ class TrainConfig:
                 f"meta.task_sampling={m.task_sampling!r} needs meta.episodes='sample' (a pass over the mixture "
                 "draws tasks in proportion to their episodes)"
             )
-        if m.reptile_transformer_step not in ("adafactor", "sgd"):
+        if m.reptile_transformer_step not in TRANSFORMER_STEPS:
             raise ConfigError(
-                f"meta.reptile_transformer_step must be 'adafactor' or 'sgd', got {m.reptile_transformer_step!r}"
+                f"meta.reptile_transformer_step must be one of {', '.join(TRANSFORMER_STEPS)}, "
+                f"got {m.reptile_transformer_step!r}"
             )
         _check_deep_init(self.deep_init)
         return self

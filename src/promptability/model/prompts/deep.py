@@ -87,7 +87,7 @@ class DeepPrompt(Prompt):
         projects the tokens' embeddings; a decoder-only layer gets its key/value
         cache of a forward pass over the tokens.
         """
-        init = getattr(model, "deep_init", DEFAULT_DEEP_INIT)
+        init = model.deep_init
         if init not in DEEP_INITS:
             raise ValueError(f"deep_init must be one of {DEEP_INITS}, got {init!r}")
         if init == "normal":

@@ -78,6 +78,7 @@ if TYPE_CHECKING:
 
 ALGORITHMS = ("fomaml", "reptile")  # the registry's methods built by build_meta_step
 TRANSFORMER_STEPS = ("adafactor", "sgd")  # Reptile's full-model step on the transformer
+DEFAULT_TRANSFORMER_STEP = "adafactor"  # Algorithm 2 and the reference
 Batch = dict[str, torch.Tensor]
 
 
@@ -111,7 +112,7 @@ class MetaStep:
         inner_lr: float = 1e-3,
         carry_inner_state: bool = True,
         micro_batch_size: int | None = None,
-        transformer_step: str = "adafactor",
+        transformer_step: str = DEFAULT_TRANSFORMER_STEP,
     ) -> None:
         if method not in ALGORITHMS:
             raise ValueError(f"method must be one of {ALGORITHMS}, got {method!r}")
