@@ -4,9 +4,10 @@ Ours: ``promptability.train.steps.meta.MetaStep`` (the learner clones only the
 prompt; the transformer is shared through ``torch.func.functional_call``).
 The baseline is the straightforward implementation: per task,
 ``copy.deepcopy(model)``, the inner prompt-tuning steps on the copy (same
-Adafactor), the query backward on the copy, then its gradients (FOMAML) or
-its parameter change (Reptile: the prompt's (k+1)-th Adafactor step and an
-SGD step of the transformer) added to the model's ``.grad``. Both use a fresh
+Adafactor, built over every trained tensor of the copy as the reference's
+MetaLearner does), the query backward on the copy, then its gradients (FOMAML)
+or its parameter change (Reptile: one more step of that Adafactor on the whole
+copy, Algorithm 2) added to the model's ``.grad``. Both use a fresh
 inner optimizer per task (``carry_inner_state=False``) so their meta-gradients
 must agree; we check that. Timed: the meta-gradient computation of one outer
 step (the outer optimizer step is the same for all methods and left out).
@@ -76,7 +77,7 @@ def naive_meta_step(model, episodes: list[Any], method: str, inner_steps: int, s
         learned = dict(learner.named_parameters())
         for name, p in learned.items():
             p.requires_grad_(name in prompt_names)
-        optimizer = build_optimizer([learned[n] for n in prompt_names], INNER_LR)
+        optimizer = build_optimizer([learned[n] for n in trainable], INNER_LR)  # only the prompt has .grad here
         for batch in support[:inner_steps]:
             _nll_over_count(learner, batch, settings).backward()
             optimizer.step()
@@ -86,10 +87,7 @@ def naive_meta_step(model, episodes: list[Any], method: str, inner_steps: int, s
         _nll_over_count(learner, query, settings).backward()
         with torch.no_grad():
             if method == "reptile":
-                optimizer.step()  # the prompt's (k+1)-th step
-                for name in trainable:
-                    if name not in prompt_names and learned[name].grad is not None:
-                        learned[name].add_(learned[name].grad, alpha=-INNER_LR)
+                optimizer.step()  # the whole copy's full step: the prompt's (k+1)-th, the transformer's first
             for name, p in trainable.items():
                 update = learned[name].grad if method == "fomaml" else p - learned[name]
                 if update is None:
@@ -131,7 +129,7 @@ def _mb(x: float) -> str:
 
 
 def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
-    from promptability.data.batching import TaskBatcher
+    from promptability.data.episodes import TaskBatcher
     from promptability.train.steps.meta import MetaStep
     from promptability.train.steps.mtl import MTLStep
 
@@ -144,7 +142,7 @@ def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
         size.train_examples, size.source_len, size.target_len, size.vocab_size, seed=settings.seed + 7
     )
     batcher = TaskBatcher(data, pad_id=PAD_ID, support_batches=size.inner_steps, batch_size=size.task_batch_size,
-                          seed=settings.seed)  # fmt: skip
+                          seed=settings.seed, episodes="sample")  # fmt: skip
     episodes = []
     for i in range(size.meta_batch_size):
         ep = batcher.episode(i)

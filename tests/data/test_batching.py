@@ -470,48 +470,6 @@ def rows_of(batch) -> list[tuple[int, ...]]:
     return [tuple(r[m.bool()].tolist()) for r, m in zip(batch["input_ids"], batch["attention_mask"], strict=True)]
 
 
-def test_task_batcher_episodes(task_data):
-    tb = B.TaskBatcher(task_data, pad_id=PAD, support_batches=2, batch_size=16, seed=0)
-    ep = tb.episode(0)
-    assert len(ep.support) == 2 and all(s["input_ids"].shape[0] == 16 for s in ep.support)
-    assert ep.query["input_ids"].shape[0] == 16
-    if ep.task == "big":  # 48 <= 60: every example different
-        seen = rows_of(ep.query) + [r for s in ep.support for r in rows_of(s)]
-        assert len(set(seen)) == 48
-    prefix = f"{ep.task} example".encode()
-    assert all(bytes(i - 3 for i in r[: len(prefix)]) == prefix for r in rows_of(ep.query))
-
-    it = iter(tb)
-    eps = [next(it) for _ in range(3)]
-    state = tb.state_dict()
-    assert state == {"episode": 3, "seed": 0}
-    again = B.TaskBatcher(task_data, pad_id=PAD, support_batches=2, seed=0)
-    again.load_state_dict(state)
-    nxt, ref = next(iter(again)), next(it)
-    assert nxt.task == ref.task and torch.equal(nxt.query["input_ids"], ref.query["input_ids"])
-    assert eps[0].task == ep.task and torch.equal(eps[0].support[1]["labels"], ep.support[1]["labels"])
-
-    prop = B.TaskBatcher(task_data, pad_id=PAD, support_batches=0, batch_size=1, seed=0)
-    uni = B.TaskBatcher(task_data, pad_id=PAD, support_batches=0, batch_size=1, seed=0, task_sampling="uniform")
-    assert prop.probs.tolist() == [0.75, 0.25] and uni.probs.tolist() == [0.5, 0.5]
-    share = np.mean([prop.episode(i).task == "big" for i in range(400)])
-    assert 0.68 < share < 0.82
-    assert 0.42 < np.mean([uni.episode(i).task == "big" for i in range(400)]) < 0.58
-    with pytest.raises(ValueError, match="task_sampling"):
-        B.TaskBatcher(task_data, pad_id=PAD, task_sampling="zipf")
-
-
-def test_small_task_batches_have_no_repeats_inside(task_data):
-    small = task_data.select(B.task_indices(task_data)["small"].tolist())
-    ep = B.TaskBatcher(small, pad_id=PAD, support_batches=2, batch_size=16, seed=5).episode(0)
-    assert ep.task == "small"
-    assert [len(set(rows_of(x))) for x in [*ep.support, ep.query]] == [16, 16, 16]
-    tiny = small.select(range(5))
-    ep = B.TaskBatcher(tiny, pad_id=PAD, support_batches=1, batch_size=8, seed=5).episode(0)
-    assert [len(rows_of(x)) for x in [*ep.support, ep.query]] == [8, 8]
-    assert all(set(rows_of(x)[:5]) == set(rows_of(ep.query)[:5]) for x in ep.support)  # each round covers all 5
-
-
 def test_fewshot_batch_is_fixed(task_data):
     a = B.fewshot_batch(task_data, "small", 4, pad_id=PAD, seed=0)
     b = B.fewshot_batch(task_data, "small", 4, pad_id=PAD, seed=0)

@@ -11,8 +11,8 @@ from datasets import Dataset
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers.optimization import Adafactor
 
-from promptability.data.batching import TaskBatcher
-from promptability.train.state import load_state, save_state
+from promptability.data.episodes import TaskBatcher
+from promptability.train.state import flatten_state, load_state, save_state
 from promptability.train.steps import meta as M
 from promptability.train.steps.meta import MetaStep
 
@@ -49,34 +49,43 @@ def grads(model) -> dict[str, torch.Tensor]:
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def naive_meta_grads(model, method, episodes, inner_steps, lr, carry) -> dict[str, torch.Tensor]:
-    """The textbook version: a full deep copy of the model per task."""
+def naive_meta_grads(model, method, episodes, inner_steps, lr, carry, carried=None, transformer_step="adafactor"):
+    """The textbook version, as Algorithm 2 and the reference's MetaLearner: a full deep copy of the model per task
+    and one inner Adafactor over all its parameters, whose state is carried from task to task. The inner loop
+    tunes the prompt only; the learner is then unfrozen and the query loss's gradient is FOMAML's meta-gradient,
+    or, for Reptile, takes one more inner step on the whole learner. Returns (meta-gradients, carried state)."""
     theta = {n: p.detach().clone() for n, p in model.named_parameters()}
     total = {n: torch.zeros_like(p) for n, p in theta.items()}
-    carried = None
     for support, query in episodes:
         learner = copy.deepcopy(model)
-        opt = Adafactor(
-            learner.prompt_parameters(), lr=lr, scale_parameter=False, relative_step=False, warmup_init=False
-        )
+        opt = Adafactor(learner.parameters(), lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
         if carry and carried is not None:
             opt.load_state_dict(carried)
+        learner.freeze("prompt-only")
         for b in support[:inner_steps]:
             learner.zero_grad(set_to_none=True)
             learner(**b).loss.backward()
             opt.step()
+        learner.freeze("all")
         learner.zero_grad(set_to_none=True)
         learner(**query).loss.backward()
         if method == "fomaml":
             for n, p in learner.named_parameters():
                 total[n] += p.grad
         else:
+            if transformer_step == "sgd":  # the older shortcut: the transformer's part by plain SGD instead
+                sgd = [(p, p.grad) for p in learner.transformer_parameters()]
+                for p, _ in sgd:
+                    p.grad = None
             opt.step()
-            torch.optim.SGD(learner.transformer_parameters(), lr=lr).step()
+            if transformer_step == "sgd":
+                with torch.no_grad():
+                    for p, g in sgd:
+                        p -= lr * g
             for n, p in learner.named_parameters():
                 total[n] += theta[n] - p.detach()
         carried = copy.deepcopy(opt.state_dict())
-    return {n: t / len(episodes) for n, t in total.items()}
+    return {n: t / len(episodes) for n, t in total.items()}, carried
 
 
 def assert_close(actual: dict, expected: dict, atol: float = 1e-6, rtol: float = 0.0) -> None:
@@ -85,7 +94,7 @@ def assert_close(actual: dict, expected: dict, atol: float = 1e-6, rtol: float =
         torch.testing.assert_close(actual[n], expected[n], atol=atol, rtol=rtol, msg=lambda m, n=n: f"{n}: {m}")
 
 
-def run(model, method, episodes, inner_steps=2, lr=LR, carry=True, meta_batch_size=None, accelerator=None):
+def run(model, method, episodes, inner_steps=2, lr=LR, carry=True, meta_batch_size=None, accelerator=None, **kwargs):
     step = MetaStep(
         method,
         episodes,
@@ -93,19 +102,21 @@ def run(model, method, episodes, inner_steps=2, lr=LR, carry=True, meta_batch_si
         inner_steps=inner_steps,
         inner_lr=lr,
         carry_inner_state=carry,
+        **kwargs,
     )
     metrics = step(model, accelerator)
     return grads(model), metrics, step
 
 
 @pytest.mark.parametrize("prompt", ["shallow", "deep"])
-@pytest.mark.parametrize("method", ["fomaml", "reptile"])
+@pytest.mark.parametrize(("method", "transformer_step"), [("fomaml", "adafactor"), ("reptile", "adafactor"),
+                                                          ("reptile", "sgd")])  # fmt: skip
 @pytest.mark.parametrize("carry", [True, False])
-def test_matches_naive_deepcopy_reference(make_model, tiny_tokenizer, prompt, method, carry):
+def test_matches_naive_deepcopy_reference(make_model, tiny_tokenizer, prompt, method, transformer_step, carry):
     model = make_model(prompt)
     episodes = make_episodes(3, 3, len(tiny_tokenizer))
-    got, metrics, _ = run(model, method, episodes, inner_steps=3, carry=carry)
-    want = naive_meta_grads(model, method, episodes, 3, LR, carry)
+    got, metrics, _ = run(model, method, episodes, inner_steps=3, carry=carry, transformer_step=transformer_step)
+    want, _ = naive_meta_grads(model, method, episodes, 3, LR, carry, transformer_step=transformer_step)
     assert_close(got, want)
     # Every parameter got a meta-gradient, and the prompt's is not the unadapted one.
     assert all(g.abs().sum() > 0 for g in got.values())
@@ -114,9 +125,49 @@ def test_matches_naive_deepcopy_reference(make_model, tiny_tokenizer, prompt, me
     tokens = sum(int(b["attention_mask"].sum() + b["decoder_attention_mask"].sum()) for b in every)
     assert metrics["tokens"] == tokens
     if carry:  # the reference is sensitive to the inner state actually being carried
-        other = naive_meta_grads(model, method, episodes, 3, LR, carry=False)
+        other, _ = naive_meta_grads(model, method, episodes, 3, LR, carry=False, transformer_step=transformer_step)
         name = "prompt.weight" if prompt == "shallow" else "prompt.keys.0"
         assert (other[name] - got[name]).abs().max() > 1e-4
+        if method == "reptile" and transformer_step == "adafactor":  # the transformer's state is carried too
+            name = "transformer.decoder.block.0.layer.0.SelfAttention.q.weight"
+            assert (other[name] - got[name]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("prompt", ["shallow", "deep"])
+def test_reptile_two_outer_steps_match_algorithm_2_with_its_carried_state(make_model, tiny_tokenizer, prompt):
+    """Two outer steps of 2 tasks each: the parameters and the carried inner Adafactor state (prompt and
+    transformer) equal those of the whole-model reference, which steps a deep copy's weights."""
+    model = make_model(prompt)
+    model.freeze("mtl-tp")
+    naive = copy.deepcopy(model)
+    episodes = make_episodes(4, 2, len(tiny_tokenizer), seed=5)
+    step = MetaStep("reptile", episodes, meta_batch_size=2, inner_steps=2, inner_lr=LR)
+    outer, naive_outer = torch.optim.SGD(model.parameters(), lr=0.5), torch.optim.SGD(naive.parameters(), lr=0.5)
+    carried = None
+    for s in range(2):
+        step(model, None)
+        outer.step()
+        meta, carried = naive_meta_grads(naive, "reptile", episodes[2 * s : 2 * s + 2], 2, LR, True, carried)
+        for n, p in naive.named_parameters():
+            p.grad = meta[n]
+        naive_outer.step()
+    got, want = dict(model.named_parameters()), dict(naive.named_parameters())
+    assert_close({n: p.detach() for n, p in got.items()}, {n: p.detach() for n, p in want.items()})
+    start = {n: p.detach() for n, p in make_model(prompt).named_parameters()}
+    assert min(float((p.detach() - start[n]).abs().max()) for n, p in got.items()) > 1e-4  # every tensor moved
+
+    # The carried state: the reference's, by parameter index, against ours by prompt index and transformer name.
+    names = [n for n, _ in naive.named_parameters()]
+    reference = {names[i]: entry for i, entry in carried["state"].items()}
+    inner = step.state_dict()["inner_optimizer"][0]
+    prompt_names = [n for n, _ in model.prompt.named_parameters(prefix="prompt")]
+    ours = {prompt_names[int(i)]: e for i, e in inner.items() if i != "transformer"} | inner["transformer"]
+    assert ours.keys() == reference.keys() == set(names)
+    for n, entry in reference.items():
+        assert ours[n].keys() == entry.keys(), n
+        # 4 tasks: k + 1 = 3 prompt steps and 1 transformer step each
+        assert ours[n]["step"] == entry["step"] == (4 * 3 if n.startswith("prompt") else 4), n
+        assert_close({k: v for k, v in ours[n].items() if k != "step"}, {k: v for k, v in entry.items() if k != "step"})
 
 
 def test_zero_inner_steps_fomaml_is_the_plain_query_gradient(make_model, tiny_tokenizer):
@@ -132,8 +183,12 @@ def test_zero_inner_steps_fomaml_is_the_plain_query_gradient(make_model, tiny_to
 
 def first_adafactor_update(g: torch.Tensor, lr: float) -> torch.Tensor:
     """Adafactor's first step from fresh state, by hand: beta2 = 1 - 1**-0.8 = 0, so the second moment is g² itself
-    (factored into row and column means over the last two dims), then RMS clipping at 1 and the fixed lr."""
+    (factored into row and column means over the last two dims of a matrix), then RMS clipping at 1 and the
+    fixed lr."""
     sq = g * g + 1e-30
+    if g.dim() < 2:
+        u = g / sq.sqrt()
+        return lr * u / max(1.0, float(u.pow(2).mean().sqrt()))
     row, col = sq.mean(-1), sq.mean(-2)
     v = (row / row.mean(-1, keepdim=True))[..., :, None] * col[..., None, :]
     u = g / v.sqrt()
@@ -145,14 +200,19 @@ def test_hand_calculation_reptile_zero_steps_and_fomaml_one_step(make_model, tin
     model = make_model("shallow")
     ((support, query),) = make_episodes(1, 1, len(tiny_tokenizer), seed=3)
 
-    # Reptile, k = 0: the learner takes just the full step from θ: transformer by SGD, prompt by Adafactor.
+    # Reptile, k = 0: the learner takes just the full step from θ: Adafactor's first step for every tensor
+    # (with transformer_step="sgd": plain SGD for the transformer).
     got, _, _ = run(model, "reptile", [(support, query)], inner_steps=0)
+    sgd, _, _ = run(model, "reptile", [(support, query)], inner_steps=0, transformer_step="sgd")
     model.zero_grad(set_to_none=True)
     model(**query).loss.backward()
     g = grads(model)
     for n in got:
+        # rtol 1e-4: the step sums its loss per row before dividing (train.losses), HF's loss averages at once; the
+        # rounding apart (~1e-7 of a gradient) moves Adafactor's update of a small element by up to 3e-5 of itself.
+        torch.testing.assert_close(got[n], first_adafactor_update(g[n], LR), atol=1e-7, rtol=1e-4, msg=n)
         want = first_adafactor_update(g[n], LR) if n == "prompt.weight" else LR * g[n]
-        torch.testing.assert_close(got[n], want, atol=1e-7, rtol=1e-5, msg=n)
+        torch.testing.assert_close(sgd[n], want, atol=1e-7, rtol=1e-5, msg=n)
 
     # FOMAML, k = 1: the prompt moves once by the hand Adafactor step on the support gradient; the
     # meta-gradient is the query gradient of the model with that prompt, for all parameters.
@@ -210,7 +270,7 @@ class CopyWatch(TorchDispatchMode):
 def test_the_transformer_is_never_copied(make_model, tiny_tokenizer, monkeypatch):
     model = make_model("deep")
     episodes = make_episodes(2, 2, len(tiny_tokenizer))
-    want = {m: naive_meta_grads(model, m, episodes, 2, LR, True) for m in ("fomaml", "reptile")}
+    want = {m: naive_meta_grads(model, m, episodes, 2, LR, True)[0] for m in ("fomaml", "reptile")}
     before = {n: (p.data_ptr(), p.detach().clone()) for n, p in model.named_parameters()}
 
     def refuse(*args, **kwargs):
@@ -268,6 +328,12 @@ def test_state_dict_round_trip_gives_the_same_next_meta_gradient(make_model, tas
     assert doc["episodes_done"] == 3 and doc["task_batcher"] == {"episode": 3, "seed": 0}
     inner_steps_taken = 3 * (2 + (method == "reptile"))  # 3 tasks x (k, or k + 1 for Reptile's full step)
     assert len(doc["inner_optimizer"]) == 1 and doc["inner_optimizer"][0]["0"]["step"] == inner_steps_taken
+    if method == "reptile":  # every transformer tensor's carried Adafactor state: one full step per task
+        transformer = doc["inner_optimizer"][0]["transformer"]
+        assert len(transformer) == len(model.transformer_parameters())
+        assert all(entry["step"] == 3 for entry in transformer.values())
+    else:
+        assert "transformer" not in doc["inner_optimizer"][0]
     step(model, None)
     want = grads(model)
 
@@ -282,6 +348,9 @@ def test_state_dict_round_trip_gives_the_same_next_meta_gradient(make_model, tas
     fresh(model, None)
     assert_close(grads(model), want, atol=0)
     assert fresh.task_batcher.state_dict() == {"episode": 6, "seed": 0}
+    resumed, original = fresh.state_dict()["inner_optimizer"][0], step.state_dict()["inner_optimizer"][0]
+    assert json.dumps(flatten_state(resumed)[0]) == json.dumps(flatten_state(original)[0])
+    assert all(torch.equal(flatten_state(resumed)[1][k], t) for k, t in flatten_state(original)[1].items())
 
     # Without the inner state (only the data position) the result differs: the state matters.
     partial = MetaStep(
@@ -294,6 +363,8 @@ def test_state_dict_round_trip_gives_the_same_next_meta_gradient(make_model, tas
     partial.load_state_dict({"method": method, "episodes_done": 3, "task_batcher": {"episode": 3, "seed": 0}})
     partial(model, None)
     assert (grads(model)["prompt.weight"] - want["prompt.weight"]).abs().max() > 1e-5
+    name = "transformer.encoder.block.0.layer.1.DenseReluDense.wi_0.weight"
+    assert (grads(model)[name] - want[name]).abs().max() > 1e-5
 
 
 def test_plain_iterable_resumes_by_skipping(make_model, tiny_tokenizer):

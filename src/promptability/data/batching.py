@@ -10,8 +10,8 @@ produces (columns ``task``, ``index``, ``input_ids``, ``labels``,
   shuffled global batches, "iid" slices of the mixture sorted by length inside
   the step, or "length_bands"; resumable, and split across ranks in lockstep.
 * ``collate`` / ``collate_eval``: dynamic padding to the longest in the batch.
-* ``TaskBatcher`` / ``fewshot_batch``: per-task support/query batches for
-  meta-learning and fixed few-shot batches.
+* ``fewshot_batch``: fixed few-shot batches (meta-learning's episodes are
+  ``promptability.data.episodes``).
 """
 
 from __future__ import annotations
@@ -193,83 +193,6 @@ def padding_fraction(batches: Iterable[Mapping[str, torch.Tensor]]) -> float:
             total += mask.numel()
             padded += int((mask == 0).sum())
     return padded / total if total else 0.0
-
-
-@dataclass
-class Episode:
-    task: str
-    support: list[dict[str, torch.Tensor]]
-    query: dict[str, torch.Tensor]
-
-
-class TaskBatcher:
-    """Meta-learning episodes: one sampled task, ``support_batches`` support batches and one query batch.
-
-    Support and query examples are all different when the task has at least
-    ``(support_batches + 1) * batch_size`` examples; for smaller tasks each
-    batch is drawn on its own (no repeats inside a batch of at most the task's
-    size), so examples repeat across batches. Episode ``i``
-    depends only on (seed, i), so ``state_dict()`` = {"episode", "seed"} resumes
-    exactly. ``task_sampling``: "proportional" (to task size) or "uniform".
-    """
-
-    def __init__(
-        self,
-        dataset: Dataset,
-        *,
-        pad_id: int,
-        support_batches: int = 1,
-        batch_size: int = 16,
-        seed: int = 0,
-        task_sampling: str = "proportional",
-    ) -> None:
-        if task_sampling not in ("proportional", "uniform"):
-            raise ValueError(f"task_sampling must be 'proportional' or 'uniform', got {task_sampling!r}")
-        if support_batches < 0 or batch_size < 1:
-            raise ValueError(f"need support_batches >= 0 and batch_size >= 1, got {support_batches}, {batch_size}")
-        self.dataset = dataset.select_columns(TRAIN_COLUMNS)
-        self.groups = task_indices(dataset)
-        if not self.groups:
-            raise ValueError("TaskBatcher needs a non-empty dataset")
-        self.tasks = list(self.groups)
-        sizes = np.array([len(self.groups[t]) for t in self.tasks], dtype=np.float64)
-        self.probs = sizes / sizes.sum() if task_sampling == "proportional" else np.full(len(sizes), 1 / len(sizes))
-        self.pad_id = pad_id
-        self.support_batches = support_batches
-        self.batch_size = batch_size
-        self.seed = seed
-        self.episode_index = 0
-
-    def episode(self, i: int) -> Episode:
-        rng = np.random.default_rng([self.seed, i])
-        task = self.tasks[rng.choice(len(self.tasks), p=self.probs)]
-        idx = self.groups[task]
-        need = (self.support_batches + 1) * self.batch_size
-        if len(idx) >= need:
-            picked = rng.permutation(idx)[:need]
-        else:  # too small for disjoint batches: each batch its own draw, distinct inside while possible
-            picked = np.concatenate([self._draw(rng, idx) for _ in range(self.support_batches + 1)])
-        batches = [
-            collate(self.dataset[picked[b : b + self.batch_size].tolist()], self.pad_id)
-            for b in range(0, need, self.batch_size)
-        ]
-        return Episode(task, batches[:-1], batches[-1])
-
-    def _draw(self, rng: np.random.Generator, idx: np.ndarray) -> np.ndarray:
-        rounds = -(-self.batch_size // len(idx))
-        return np.concatenate([rng.permutation(idx) for _ in range(rounds)])[: self.batch_size]
-
-    def __iter__(self) -> Iterator[Episode]:
-        while True:
-            episode = self.episode(self.episode_index)
-            self.episode_index += 1
-            yield episode
-
-    def state_dict(self) -> dict[str, int]:
-        return {"episode": self.episode_index, "seed": self.seed}
-
-    def load_state_dict(self, state: Mapping[str, int]) -> None:
-        self.episode_index, self.seed = int(state["episode"]), int(state["seed"])
 
 
 def fewshot_indices(dataset: Dataset, task: str, k: int, *, seed: int = 0) -> list[int]:

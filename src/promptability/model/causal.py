@@ -12,8 +12,9 @@ the logits that predict each target token.
 - ``deep``: per-layer key/value prefixes (with the model's number of key/value heads, so GQA works)
   in every self-attention layer, entering through the seam in :mod:`promptability.model.prompts.deep`. The
   prefix is added inside the attention function, after rotary embeddings: real tokens keep their
-  positions, prefix keys carry no position. Each layer's prefix starts as that layer's own keys and
-  values of random tokens (the key/value cache of a forward pass over them).
+  positions, prefix keys carry no position. A fresh prefix starts N(0, 1) (``deep_init="normal"``) or, with
+  ``deep_init="tokens"``, as each layer's own keys and values of random tokens (the key/value cache of a
+  forward pass over them).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from promptability.model.prompted import PRESETS, PromptedModel
 from promptability.model.prompts import NO_PROMPT
-from promptability.model.prompts.deep import AttentionLayout, Site
+from promptability.model.prompts.deep import DEFAULT_DEEP_INIT, AttentionLayout, Site
 
 __all__ = ["PRESETS", "PromptedCausalLM", "self_attention_modules"]
 
@@ -44,12 +45,13 @@ class PromptedCausalLM(PromptedModel):
         prompt_length: int = 20,
         seed: int = 0,
         base_model: str | None = None,
+        deep_init: str = DEFAULT_DEEP_INIT,
     ) -> None:
         if transformer.config.is_encoder_decoder:
             raise ValueError("PromptedCausalLM wraps decoder-only models; use PromptedSeq2SeqLM for encoder-decoders")
         if transformer.config.pad_token_id is None and tokenizer is not None and tokenizer.pad_token_id is not None:
             transformer.config.pad_token_id = tokenizer.pad_token_id
-        super().__init__(transformer, tokenizer, prompt, prompt_length, seed, base_model)
+        super().__init__(transformer, tokenizer, prompt, prompt_length, seed, base_model, deep_init)
 
     def attention_layout(self) -> AttentionLayout:
         modules = self_attention_modules(self.transformer)
@@ -59,12 +61,7 @@ class PromptedCausalLM(PromptedModel):
         return AttentionLayout(sites, modules, kv_heads, first.head_dim)  # type: ignore[arg-type]  # nn.Module.__getattr__ types dynamic attributes as Tensor | Module
 
     def settings(self) -> dict[str, Any]:
-        return {
-            "prompt": self.prompt_kind,
-            "prompt_length": self.prompt_length,
-            "base_model": self.base_model,
-            "architecture": self.architecture,
-        }
+        return {**super().settings(), "architecture": self.architecture}
 
     # ----- forward ----------------------------------------------------------------------------
     def forward(

@@ -20,6 +20,7 @@ from promptability.model.prompted import (
     PromptSettingsError,
 )
 from promptability.model.prompts import NO_PROMPT
+from promptability.model.prompts.deep import DEFAULT_DEEP_INIT
 
 
 def load_model(
@@ -27,6 +28,7 @@ def load_model(
     prompt: str | None = None,
     prompt_length: int | None = None,
     seed: int = 0,
+    deep_init: str = DEFAULT_DEEP_INIT,
     **kwargs,
 ) -> PromptedSeq2SeqLM | PromptedCausalLM:
     """Loads a T5-family model (or a decoder-only causal LM) with an optional soft prompt.
@@ -41,7 +43,8 @@ def load_model(
     - any other Hugging Face directory or Hub id: ``T5ForConditionalGeneration.from_pretrained``, or, when its
       config is not an encoder-decoder (Llama, GPT-2, ...), ``AutoModelForCausalLM.from_pretrained`` wrapped in a
       PromptedCausalLM. Saved PromptedCausalLM directories record ``"architecture": "causal"``.
-    ``prompt`` defaults to the checkpoint's kind (or "none"), ``prompt_length`` to 20.
+    ``prompt`` defaults to the checkpoint's kind (or "none"), ``prompt_length`` to 20. ``deep_init``: how a
+    fresh deep prompt starts (``DEEP_INITS``); a checkpoint's saved deep prompt keeps the init it records.
     """
     name = str(name_or_path)
     if is_named(name) and not Path(name).exists():
@@ -57,7 +60,7 @@ def load_model(
         read_json_file(config_file, "model settings", ("prompt", "prompt_length")) if config_file.is_file() else None
     )
     if settings is None:
-        return _load_plain(name, prompt or NO_PROMPT, prompt_length or 20, seed, **kwargs)
+        return _load_plain(name, prompt or NO_PROMPT, prompt_length or 20, seed, deep_init, **kwargs)
 
     saved_kind, saved_length = settings["prompt"], settings["prompt_length"]
     kind = prompt or saved_kind
@@ -71,7 +74,7 @@ def load_model(
         base = settings["base_model"]
         if not Path(base).exists() and (path / base).exists():
             base = str(path / base)
-        model = load_model(base, prompt=kind, prompt_length=length, seed=seed, **kwargs)
+        model = load_model(base, prompt=kind, prompt_length=length, seed=seed, deep_init=deep_init, **kwargs)
         model.base_model = settings["base_model"]
     else:
         causal = settings.get("architecture") == "causal"
@@ -82,8 +85,12 @@ def load_model(
         wrapper = PromptedCausalLM if causal else PromptedSeq2SeqLM
         # transformers types the Auto class's from_pretrained as _BaseModelWithGenerate, so mypy pairs each
         # wrapper with a union of both; ``causal`` picks the wrapper and the class that built the transformer together
-        model = wrapper(transformer, tokenizer, kind, length, seed=seed, base_model=base_name(name))  # type: ignore[arg-type]
+        model = wrapper(
+            transformer,  # type: ignore[arg-type]
+            tokenizer, kind, length, seed=seed, base_model=base_name(name), deep_init=deep_init,
+        )  # fmt: skip
     if saved_kind != NO_PROMPT:
+        model.deep_init = settings.get("deep_init", model.deep_init)
         with blame_file(path / PROMPT_FILE, "the prompt"):
             state = load_file(str(path / PROMPT_FILE))
         assert model.prompt is not None  # a saved prompt kind builds a prompt
@@ -96,12 +103,14 @@ def load_model(
 
 
 def _load_plain(
-    name: str, prompt: str, prompt_length: int, seed: int, **kwargs
+    name: str, prompt: str, prompt_length: int, seed: int, deep_init: str, **kwargs
 ) -> PromptedSeq2SeqLM | PromptedCausalLM:
     """A model that is not a promptability folder: "tiny", a Hugging Face folder or a Hub id."""
     if name == "tiny":
         transformer, tokenizer = _tiny(seed, **kwargs)
-        return PromptedSeq2SeqLM(transformer, tokenizer, prompt, prompt_length, seed=seed, base_model=base_name(name))
+        return PromptedSeq2SeqLM(
+            transformer, tokenizer, prompt, prompt_length, seed=seed, base_model=base_name(name), deep_init=deep_init
+        )
     if not Path(name).exists() and (
         name.startswith((".", "/", "~")) or os.sep in name and not _looks_like_hub_id(name)
     ):
@@ -115,7 +124,10 @@ def _load_plain(
     wrapper = PromptedCausalLM if causal else PromptedSeq2SeqLM
     # transformers types the Auto class's from_pretrained as _BaseModelWithGenerate, so mypy pairs each
     # wrapper with a union of both; ``causal`` picks the wrapper and the class that built the transformer together
-    return wrapper(transformer, tokenizer, prompt, prompt_length, seed=seed, base_model=base_name(name))  # type: ignore[arg-type]
+    return wrapper(
+        transformer,  # type: ignore[arg-type]
+        tokenizer, prompt, prompt_length, seed=seed, base_model=base_name(name), deep_init=deep_init,
+    )  # fmt: skip
 
 
 class HubUnreachableError(OSError):

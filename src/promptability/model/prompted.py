@@ -5,7 +5,7 @@ after the paper's configurations. A saved model is a directory:
 
     config.json, model.safetensors, tokenizer files   the Hugging Face model (save_pretrained)
     prompt.safetensors                                 the prompt tensors (absent for "none")
-    promptability.json                                 {"prompt", "prompt_length", "base_model", ...}
+    promptability.json                                 {"prompt", "prompt_length", "base_model", "deep_init"...}
 
 A prompt-only save (few-shot results) holds just the last two files, with
 ``base_model`` naming the directory or Hub id of the model it tunes.
@@ -28,7 +28,7 @@ from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
 from promptability.io import with_umask
 from promptability.model.prompts import NO_PROMPT, PROMPT_KINDS, Prompt, prompt_names
-from promptability.model.prompts.deep import SITES, AttentionLayout, Site
+from promptability.model.prompts.deep import DEEP_INITS, DEFAULT_DEEP_INIT, SITES, AttentionLayout, Site
 
 CONFIG_FILE = "promptability.json"
 PROMPT_FILE = "prompt.safetensors"
@@ -70,10 +70,13 @@ class PromptedModel(nn.Module):
         prompt_length: int,
         seed: int,
         base_model: str | None,
+        deep_init: str = DEFAULT_DEEP_INIT,
     ) -> None:
         super().__init__()
         if prompt not in prompt_names():
             raise ValueError(f"prompt must be one of {prompt_names()}, got {prompt!r}")
+        if deep_init not in DEEP_INITS:
+            raise ValueError(f"deep_init must be one of {DEEP_INITS}, got {deep_init!r}")
         if prompt != NO_PROMPT and prompt_length < 1:
             raise ValueError(f"prompt_length must be at least 1, got {prompt_length}")
         self.transformer = transformer
@@ -81,6 +84,7 @@ class PromptedModel(nn.Module):
         self.prompt_kind = prompt
         self.prompt_length = prompt_length if prompt != NO_PROMPT else 0
         self.base_model = base_model
+        self.deep_init = deep_init  # how a fresh deep prompt starts (here and in init_prompt)
         self.prompt: Prompt | None = None
         if prompt != NO_PROMPT:
             self.prompt = PROMPT_KINDS[prompt].build(self, prompt_length)
@@ -134,7 +138,10 @@ class PromptedModel(nn.Module):
 
     # ----- save / load ------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
-        return {"prompt": self.prompt_kind, "prompt_length": self.prompt_length, "base_model": self.base_model}
+        out = {"prompt": self.prompt_kind, "prompt_length": self.prompt_length, "base_model": self.base_model}
+        if self.prompt_kind == "deep":
+            out["deep_init"] = self.deep_init
+        return out
 
     def prompt_state(self) -> dict[str, torch.Tensor]:
         return (
@@ -199,8 +206,9 @@ class PromptedSeq2SeqLM(PromptedModel):
         prompt_length: int = 20,
         seed: int = 0,
         base_model: str | None = None,
+        deep_init: str = DEFAULT_DEEP_INIT,
     ) -> None:
-        super().__init__(transformer, tokenizer, prompt, prompt_length, seed, base_model)
+        super().__init__(transformer, tokenizer, prompt, prompt_length, seed, base_model, deep_init)
 
     def attention_layout(self) -> AttentionLayout:
         sites, modules = attention_sites(self.transformer)

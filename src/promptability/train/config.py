@@ -21,11 +21,14 @@ from typing import Any
 import yaml
 
 from promptability.data.caps import CAP_PER
+from promptability.data.episodes import DEFAULT_EPISODES, EPISODE_ORDERS
 from promptability.data.sampler import STEP_COMPOSITIONS
 from promptability.data.tokenize import MAX_SOURCE_LEN, MAX_TARGET_LEN
 from promptability.model.prompts import DEFAULT_PROMPT, NO_PROMPT, PROMPT_KINDS, prompt_names
+from promptability.model.prompts.deep import DEEP_INITS, DEFAULT_DEEP_INIT
 from promptability.train.losses import LOSS_WEIGHTINGS
 from promptability.train.methods import METHODS
+from promptability.train.steps.meta import DEFAULT_TRANSFORMER_STEP, TRANSFORMER_STEPS
 
 PRECISIONS = ("fp32", "bf16")
 # Few-shot draws. "auto": the paper's reference 16-shot subsample where the data is P3 and every template
@@ -36,6 +39,11 @@ T0_TRAIN = "t0-train"  # data.tasks value: the 313 P3 training templates of the 
 
 class ConfigError(ValueError):
     """A configuration value or combination is invalid; the message names the field."""
+
+
+def _check_deep_init(value: str) -> None:
+    if value not in DEEP_INITS:
+        raise ConfigError(f"deep_init must be one of {', '.join(DEEP_INITS)}, got {value!r}")
 
 
 @dataclass
@@ -65,8 +73,15 @@ class MetaConfig:
     inner_steps: int = 7  # k support batches, one inner prompt step each
     task_batch_size: int = 16  # examples per support batch and per query batch
     inner_lr: float = 1e-3
-    task_sampling: str = "proportional"  # or "uniform"
+    task_sampling: str = "proportional"  # or "uniform" (episodes="sample" only)
     carry_inner_state: bool = True
+    # "pass": the reference's episodes, one pass over the mixture without replacement (each task's examples
+    # shuffled and cut into episodes, tasks in proportion to their remaining episodes); "sample": every
+    # episode draws its task (task_sampling) and examples afresh.
+    episodes: str = DEFAULT_EPISODES
+    # Reptile's full-model step on the transformer: "adafactor" (Algorithm 2 and the reference: the inner
+    # Adafactor, its state carried like the prompt's) or "sgd" (plain SGD at inner_lr: no transformer-sized buffer).
+    reptile_transformer_step: str = DEFAULT_TRANSFORMER_STEP
 
 
 @dataclass
@@ -74,6 +89,7 @@ class TrainConfig:
     method: str = "mtl-tp"
     prompt: str | None = None  # None: "none" for mtl-t, "shallow" for the other methods
     prompt_length: int = 20
+    deep_init: str = DEFAULT_DEEP_INIT  # a fresh deep prompt: "normal" N(0, 1) as the reference, or "tokens"
     model: str = "tiny"  # Hub id, model dir, or "tiny" (the offline tiny T5)
     data: DataConfig = field(default_factory=DataConfig)
     batch_size: int = 4096  # examples per optimizer step, over all processes (MTL)
@@ -145,6 +161,19 @@ class TrainConfig:
             )
         if m.task_sampling not in ("proportional", "uniform"):
             raise ConfigError(f"meta.task_sampling must be 'proportional' or 'uniform', got {m.task_sampling!r}")
+        if m.episodes not in EPISODE_ORDERS:
+            raise ConfigError(f"meta.episodes must be one of {', '.join(EPISODE_ORDERS)}, got {m.episodes!r}")
+        if m.episodes == "pass" and m.task_sampling != "proportional":
+            raise ConfigError(
+                f"meta.task_sampling={m.task_sampling!r} needs meta.episodes='sample' (a pass over the mixture "
+                "draws tasks in proportion to their episodes)"
+            )
+        if m.reptile_transformer_step not in TRANSFORMER_STEPS:
+            raise ConfigError(
+                f"meta.reptile_transformer_step must be one of {', '.join(TRANSFORMER_STEPS)}, "
+                f"got {m.reptile_transformer_step!r}"
+            )
+        _check_deep_init(self.deep_init)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -307,6 +336,7 @@ class FewShotConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     prompt: str | None = None  # kind of a fresh prompt for a model without one (default "shallow")
     prompt_length: int = 20
+    deep_init: str = DEFAULT_DEEP_INIT  # a fresh deep prompt: "normal" N(0, 1) as the reference, or "tokens"
     tasks: list[str] | None = None  # default: every held-out template in the data
     method: str | None = None  # method recorded in run.json (default: the model's train.json, else "none")
     templates_per_step: int = 1  # >1: tune that many templates' prompts together in one batch (same result)
@@ -349,4 +379,5 @@ class FewShotConfig:
             raise ConfigError(f"score must be 'mean' or 'sum', got {self.score!r}")
         if not self.lr > 0 or self.prompt_length < 1:
             raise ConfigError(f"need lr > 0 and prompt_length >= 1, got {self.lr}, {self.prompt_length}")
+        _check_deep_init(self.deep_init)
         return self

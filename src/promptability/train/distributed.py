@@ -59,21 +59,27 @@ def average_gradients(params: Iterable[nn.Parameter], accelerator: Any = None, b
 
 
 def gather_ranks(local: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every rank's inner-optimizer state, in rank order (same structure on all ranks: same steps, same prompt)."""
+    """Every rank's inner-optimizer state, in rank order.
+
+    ``local`` is nested dicts of tensors and numbers with the same structure on every rank (same steps, same
+    prompt, same trained transformer tensors); keys are visited in sorted order so that the collectives pair up.
+    """
     world, _ = dist_world()
     if world == 1:
         return [local]
     out: list[dict[str, Any]] = [{} for _ in range(world)]
-    for key in sorted(local, key=int):
-        for name in sorted(local[key]):
-            value = local[key][name]
-            tensor = value if torch.is_tensor(value) else torch.tensor(float(value), dtype=torch.float64)
-            device = tensor.device if tensor.device.type != "cpu" else collective_device()
-            parts = [torch.empty_like(tensor, device=device) for _ in range(world)]
-            torch.distributed.all_gather(parts, tensor.to(device).contiguous())
-            for r, part in enumerate(parts):
-                entry = out[r].setdefault(key, {})
-                entry[name] = part.cpu() if torch.is_tensor(value) else type(value)(part.item())
+    for key in sorted(local):
+        value = local[key]
+        if isinstance(value, dict):
+            for r, nested in enumerate(gather_ranks(value)):
+                out[r][key] = nested
+            continue
+        tensor = value if torch.is_tensor(value) else torch.tensor(float(value), dtype=torch.float64)
+        device = tensor.device if tensor.device.type != "cpu" else collective_device()
+        parts = [torch.empty_like(tensor, device=device) for _ in range(world)]
+        torch.distributed.all_gather(parts, tensor.to(device).contiguous())
+        for r, part in enumerate(parts):
+            out[r][key] = part.cpu() if torch.is_tensor(value) else type(value)(part.item())
     return out
 
 

@@ -112,7 +112,10 @@ def load_for_fewshot(model_dir: str | os.PathLike, config: FewShotConfig) -> tup
         length = config.prompt_length if config.prompt else None  # None: the saved prompt's length
         return load_model(model_dir, prompt=config.prompt, prompt_length=length), False
     kind = config.prompt or DEFAULT_PROMPT
-    return load_model(model_dir, prompt=kind, prompt_length=config.prompt_length, seed=config.seeds[0]), True
+    model = load_model(
+        model_dir, prompt=kind, prompt_length=config.prompt_length, seed=config.seeds[0], deep_init=config.deep_init
+    )
+    return model, True
 
 
 def _std(values: list[float]) -> float:
@@ -194,6 +197,8 @@ def _settings(
                 "score": config.score, "epochs": config.epochs, "lr": config.lr, "prompt_length": model.prompt_length,
                 "fresh_prompt": fresh, "tuned": "prompt-only", "loss_weighting": config.loss_weighting, "draw": draw,
                 "precision": config.precision, "source_eos": config.source_eos and not model.is_causal}  # fmt: skip
+    if fresh and model.prompt_kind == "deep":
+        settings["deep_init"] = model.deep_init
     if groups is not None:
         settings["groups"] = groups
     return settings

@@ -200,7 +200,9 @@ def pretrain(
             if accelerator.is_main_process and not (out / "base-model" / CONFIG_FILE).is_file():
                 load_model("tiny", seed=config.seed).save(name)
             accelerator.wait_for_everyone()
-        model = load_model(name, prompt=config.prompt, prompt_length=prompt_length, seed=config.seed)
+        model = load_model(
+            name, prompt=config.prompt, prompt_length=prompt_length, seed=config.seed, deep_init=config.deep_init
+        )
     elif model.prompt_kind != config.prompt:
         raise ConfigError(f"the given model has a {model.prompt_kind!r} prompt, the config asks for {config.prompt!r}")
     dataset, data_info = load_pretraining_data(config, model.tokenizer, accelerator, model.is_causal)

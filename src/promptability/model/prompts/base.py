@@ -13,8 +13,14 @@ if TYPE_CHECKING:
 
 
 def init_token_ids(vocab_size: int, length: int, generator: torch.Generator, top: int = 5000) -> torch.Tensor:
-    """Random token ids among the ``top`` first vocabulary entries (Lester et al.'s sampled-vocab init)."""
-    return torch.randint(0, min(top, vocab_size), (length,), generator=generator)
+    """``length`` distinct random token ids among the ``top`` first vocabulary entries (Lester et al.'s
+    sampled-vocab init, drawn without replacement as the reference does).
+
+    A prompt longer than the pool (only with a tiny vocabulary) repeats ids only after using every one.
+    """
+    pool = min(top, vocab_size)
+    rounds = -(-length // pool)
+    return torch.cat([torch.randperm(pool, generator=generator) for _ in range(rounds)])[:length]
 
 
 class Prompt(nn.Module, ABC):

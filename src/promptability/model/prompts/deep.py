@@ -38,6 +38,11 @@ PREFIX_ATTENTION = "promptability_prefix"
 _SLOT = "_promptability_prefix"  # attribute on an attention module: a _PrefixSlot (not an nn.Module)
 
 SITES = ("encoder", "decoder_self", "decoder_cross")
+# How a fresh deep prompt starts (PromptedModel's ``deep_init``, TrainConfig/FewShotConfig ``deep_init``):
+# "normal": N(0, 1) tables, as the reference's nn.Embedding prefix tables start (T5's own init leaves them alone);
+# "tokens": each site's keys and values of random tokens (ours before issue 12).
+DEEP_INITS = ("normal", "tokens")
+DEFAULT_DEEP_INIT = "normal"
 
 
 @dataclass(frozen=True)
@@ -75,14 +80,19 @@ class DeepPrompt(Prompt):
         return cls(layout.sites, length, layout.kv_heads, layout.head_dim)
 
     def initialize(self, model: PromptedModel, generator: torch.Generator) -> None:
-        """Each site's prefix starts as that site's keys and values of random tokens.
+        """Starts the prefixes as ``model.deep_init`` says (``DEEP_INITS``).
 
-        This keeps every prefix at the scale that site's keys and values naturally
-        have, which a fixed-variance random init would not. A T5 site projects the
-        tokens' embeddings; a decoder-only layer gets its key/value cache of a
-        forward pass over the tokens.
+        "tokens" keeps every prefix at the scale that site's keys and values
+        naturally have, which a fixed-variance random init does not: a T5 site
+        projects the tokens' embeddings; a decoder-only layer gets its key/value
+        cache of a forward pass over the tokens.
         """
-        if model.is_causal:
+        init = model.deep_init
+        if init not in DEEP_INITS:
+            raise ValueError(f"deep_init must be one of {DEEP_INITS}, got {init!r}")
+        if init == "normal":
+            self.init_normal(generator)
+        elif model.is_causal:
             keys, values = _layer_kv_of_random_tokens(model.transformer, self.length, generator, self.base_attention)
             with torch.no_grad():
                 for i in range(len(self.sites)):
@@ -92,6 +102,25 @@ class DeepPrompt(Prompt):
             modules = model.attention_layout().modules
             embeddings = cast(nn.Embedding, model.transformer.get_input_embeddings())  # typed nn.Module upstream
             self.init_from_projections(modules, embeddings, generator)
+
+    @torch.no_grad()
+    def init_normal(self, generator: torch.Generator) -> None:
+        """N(0, 1) draws laid out as the reference's tables: one (length, layers * 2 * heads * d_kv) table per
+        site kind, row p viewed as (layers, 2, heads, d_kv) with [l, 0] layer l's key and [l, 1] its value.
+
+        So a reference-shaped table drawn from the same generator state holds exactly these numbers.
+        """
+        heads, _, d_kv = self.keys[0].shape if self.sites else (0, 0, 0)
+        for kind in SITES:
+            index = [i for i, s in enumerate(self.sites) if s.kind == kind]
+            if not index:
+                continue
+            layers = sorted(index, key=lambda i: self.sites[i].layer)
+            table = torch.randn(self.length, len(layers) * 2 * heads * d_kv, generator=generator)
+            table = table.view(self.length, len(layers), 2, heads, d_kv)
+            for layer, i in enumerate(layers):
+                self.keys[i].copy_(table[:, layer, 0].transpose(0, 1))
+                self.values[i].copy_(table[:, layer, 1].transpose(0, 1))
 
     @torch.no_grad()
     def init_from_projections(

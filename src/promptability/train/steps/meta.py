@@ -17,34 +17,41 @@ From that single backward pass:
 * FOMAML's meta-gradient is ``(g_T, g_P)`` (first order: no second
   derivatives through the inner loop).
 * Reptile's is θ − θ'' where θ'' is the learner after the k prompt steps plus
-  one full-model step on the query batch. That full step moves the prompt with
-  the inner Adafactor (its (k+1)-th step, same state) and the transformer with
-  plain SGD at ``inner_lr``, so the transformer's part is exactly
-  ``inner_lr * g_T``, formed without touching (or copying) the transformer; the
-  prompt's part is θ_P − φ'' over all k+1 steps.
+  one full-model step on the query batch (Algorithm 2, and the reference's
+  ``MetaLearner``, which unfreezes its learner for that step). That full step
+  is the inner Adafactor's for every parameter: the prompt's (k+1)-th step,
+  and one step for each transformer tensor, whose Adafactor state is carried
+  from task to task like the prompt's. The transformer's share of θ − θ'' is
+  just that step's update, which depends on g_T and the state but not on θ_T
+  (no parameter scaling, no weight decay), so it is formed without moving or
+  copying the transformer: the real Adafactor steps a per-tensor running sum
+  instead of the weights (``TransformerStep``). ``transformer_step="sgd"``
+  keeps the older shortcut: plain SGD at ``inner_lr``, a share of exactly
+  ``inner_lr * g_T`` that needs no extra buffer.
 
-A batch's loss is weighted as ``loss_weighting`` says (``train.losses``: each
-example's mean token NLL averaged over the batch, or the mean over its target
-tokens), so ``micro_batch_size`` splits change nothing. Meta-gradients are averaged over
-the meta-batch and across processes and left in ``.grad`` of every trainable
-parameter (any ``.grad`` there before the call is discarded). The meta-batch is
-split across processes: rank r handles the r-th contiguous share of each
-step's episodes, each rank carrying its own inner-optimizer state (so with
-``carry_inner_state`` the result depends on the number of processes, as in the
-paper's multi-GPU runs; ``state_dict`` saves every rank's state for exact resume).
-Metrics (loss = mean post-adaptation query loss, support_loss_first/last,
-tokens, target_tokens, examples, tasks) are summed/averaged over all processes.
+A batch's loss is weighted as ``loss_weighting`` says (``train.losses``: each example's mean token NLL averaged
+over the batch, or the mean over its target tokens), so ``micro_batch_size`` splits change nothing.
+Meta-gradients are averaged over the meta-batch and across processes and left in ``.grad`` of every trainable
+parameter (any ``.grad`` there before the call is discarded). The meta-batch is split across processes: rank r
+handles the r-th contiguous share of each step's episodes, each rank carrying its own inner-optimizer state (so
+with ``carry_inner_state`` the result depends on the number of processes, as in the paper's multi-GPU runs;
+``state_dict`` saves every rank's state for exact resume).
+Metrics (loss = mean post-adaptation query loss, support_loss_first/last, tokens, target_tokens, examples,
+tasks) are summed/averaged over all processes.
 
 Memory: the only graph alive is the current forward pass's; across tasks we
 keep the learner prompt, its inner-optimizer state and a prompt-sized
 meta-gradient sum, while transformer gradients accumulate in place in ``.grad``
-as in a plain multi-task step.
+as in a plain multi-task step. Reptile's Adafactor transformer step needs each
+task's g_T on its own (the update is not linear in it), so ``.grad`` holds one
+task's gradient at a time and one more fp32 transformer-sized tensor holds the
+running sum of the updates, allocated once; with Adafactor's factored state
+(a row and a column vector per matrix) that is the whole cost. The reference
+clones the whole model, with its gradients, for every task.
 
-Episodes come from a ``TaskBatcher`` (its ``episode(i)`` gives random access,
-so each rank reads only its share) or any re-iterable of episodes, each an
-object with ``support``/``query`` or a pair ``(support_batches, query_batch)``;
-a batch is the model's forward kwargs (input_ids, attention_mask, labels,
-decoder_attention_mask).
+Episodes come from a ``TaskBatcher`` (its ``episode(i)`` gives random access, so each rank reads only its share)
+or any re-iterable of episodes, each an object with ``support``/``query`` or a pair ``(support_batches,
+query_batch)``; a batch is the model's forward kwargs (input_ids, attention_mask, labels, decoder_attention_mask).
 """
 
 from __future__ import annotations
@@ -56,16 +63,19 @@ import torch
 from torch import nn
 from transformers.optimization import Adafactor
 
-from promptability.data.batching import TaskBatcher
+from promptability.data.episodes import TaskBatcher
 from promptability.train.distributed import average_gradients, dist_world, gather_ranks, world_of
 from promptability.train.loop import autocast, build_optimizer
 from promptability.train.losses import check_weighting, loss_units, weighted_nll_sum
+from promptability.train.steps.inner import TRANSFORMER_STATE, TransformerStep, export_state, import_state
 
 if TYPE_CHECKING:
     from promptability.model.prompted import PromptedModel
     from promptability.train.config import TrainConfig
 
 ALGORITHMS = ("fomaml", "reptile")  # the registry's methods built by build_meta_step
+TRANSFORMER_STEPS = ("adafactor", "sgd")  # Reptile's full-model step on the transformer
+DEFAULT_TRANSFORMER_STEP = "adafactor"  # Algorithm 2 and the reference
 Batch = dict[str, torch.Tensor]
 
 
@@ -86,7 +96,8 @@ class MetaStep:
     a fresh inner optimizer. ``micro_batch_size``: examples per forward pass
     (None: a whole support/query batch at once). ``loss_weighting``: "token"
     (the default, this step's original loss) or "example"; training runs take
-    it from the config (``build_meta_step``).
+    it from the config (``build_meta_step``). ``transformer_step``: Reptile's
+    full-model step on the transformer, "adafactor" (Algorithm 2) or "sgd".
     """
 
     steps_per_epoch: int  # set by build_meta_step
@@ -101,9 +112,12 @@ class MetaStep:
         carry_inner_state: bool = True,
         micro_batch_size: int | None = None,
         loss_weighting: str = "token",
+        transformer_step: str = DEFAULT_TRANSFORMER_STEP,
     ) -> None:
         if method not in ALGORITHMS:
             raise ValueError(f"method must be one of {ALGORITHMS}, got {method!r}")
+        if transformer_step not in TRANSFORMER_STEPS:
+            raise ValueError(f"transformer_step must be one of {TRANSFORMER_STEPS}, got {transformer_step!r}")
         if meta_batch_size < 1:
             raise ValueError(f"meta_batch_size must be at least 1, got {meta_batch_size}")
         if inner_steps < 0:
@@ -120,12 +134,15 @@ class MetaStep:
         self.carry_inner_state = carry_inner_state
         self.micro_batch_size = micro_batch_size
         self.loss_weighting = check_weighting(loss_weighting)
+        self.transformer_step = transformer_step
         self.episodes_done = 0  # global episode position (all ranks together)
         self._iterator: Iterator | None = None
         self._names: list[str] | None = None
         self._learner: list[torch.Tensor] | None = None
         self._optimizer: Adafactor | None = None
         self._pending_inner_state: dict[str, Any] | None = None
+        self._full: TransformerStep | None = None  # Reptile's Adafactor step on the transformer
+        self._pending_transformer_state: dict[str, Any] = {}
 
     # ----- data ---------------------------------------------------------------------------------
     def _random_access(self) -> bool:
@@ -187,6 +204,20 @@ class MetaStep:
             logits = torch.func.functional_call(model, params, (), {**batch, "return_loss": False}).logits
             return weighted_nll_sum(logits, batch["labels"], batch["decoder_attention_mask"], self.loss_weighting)
 
+    def _transformer_full_step(self, model: nn.Module, prompt_ids: set[int]) -> TransformerStep | None:
+        """Reptile's Adafactor step on the trainable transformer tensors (None: FOMAML, "sgd", or none trainable)."""
+        if self.method != "reptile" or self.transformer_step != "adafactor":
+            return None
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in prompt_ids]
+        if not named:
+            return None
+        if self._full is None or not self._full.fits(named):
+            self._full = TransformerStep(named, self.inner_lr)
+            self._full.load(self._pending_transformer_state)
+            self._pending_transformer_state = {}
+        self._full.start()
+        return self._full
+
     # ----- the step -----------------------------------------------------------------------------
     def __call__(self, model: nn.Module, accelerator: Any = None) -> dict[str, float]:
         if accelerator is not None and hasattr(accelerator, "unwrap_model"):
@@ -205,6 +236,7 @@ class MetaStep:
             p.grad = None
         train_prompt = any(p.requires_grad for p in prompt)
         prompt_sum = [torch.zeros_like(p, dtype=torch.float32) for p in prompt] if train_prompt else None
+        full = self._transformer_full_step(model, prompt_ids)
 
         # query NLL/token summed over tasks, first and last support loss, tokens, target tokens, examples, tasks
         totals = torch.zeros(7, dtype=torch.float64, device=device)
@@ -217,6 +249,8 @@ class MetaStep:
                     t.copy_(p)
             if not self.carry_inner_state:
                 self._optimizer.state.clear()
+                if full is not None:
+                    full.optimizer.state.clear()
             for i, batch in enumerate(support[: self.inner_steps]):
                 count = _count(batch, totals, self.loss_weighting)
                 grads = [torch.zeros_like(t) for t in self._learner]
@@ -237,13 +271,16 @@ class MetaStep:
             count = _count(query, totals, self.loss_weighting)
             for micro in self._micro(query, device):
                 nll = self._nll(model, micro, accelerator)
-                # g_T accumulates unscaled in .grad (scaled once after the meta-batch); g_P lands in learner.grad.
+                # g_T accumulates unscaled in .grad (scaled once after the meta-batch, or consumed task by task by
+                # Reptile's Adafactor step); g_P lands in learner.grad.
                 (nll / count).backward()
                 totals[0] += (nll.detach() / count).double()
                 del nll
             totals[6] += 1
             if self.method == "reptile":
                 self._optimizer.step()  # the prompt's part of the full-model step
+                if full is not None:
+                    full.step()  # the transformer's part; leaves .grad zeroed for the next task
             if prompt_sum is not None:
                 for acc, t, p in zip(prompt_sum, self._learner, prompt, strict=True):
                     # cast: the query backward above set the learner's .grad
@@ -252,13 +289,16 @@ class MetaStep:
                 t.grad = None
 
         tasks = max(int(totals[6]), 1)
-        # FOMAML's transformer meta-gradient is g_T; Reptile's SGD full step moved the transformer by inner_lr * g_T.
+        # FOMAML's transformer meta-gradient is g_T; Reptile's SGD full step moved the transformer by inner_lr * g_T;
+        # its Adafactor step by the updates summed in ``full``.
         scale = (1.0 if self.method == "fomaml" else self.inner_lr) / tasks
         for p in transformer:
             if p.grad is None:  # outside the graph: still a (zero) meta-gradient, and part of the all-reduce
                 p.grad = torch.zeros_like(p)
-            else:
+            elif full is None:
                 p.grad.mul_(scale)
+        if full is not None:
+            full.write_mean_update(tasks)
         if prompt_sum is not None:
             for p, acc in zip(prompt, prompt_sum, strict=True):
                 if p.requires_grad:
@@ -292,6 +332,9 @@ class MetaStep:
                 local = self._inner_state()
             else:
                 local = dict(self._pending_inner_state or {})
+            transformer = self._full.state() if self._full is not None else self._pending_transformer_state
+            if transformer:
+                local[TRANSFORMER_STATE] = transformer
             state["inner_optimizer"] = gather_ranks(local)
         return state
 
@@ -309,7 +352,12 @@ class MetaStep:
                 next(self._iterator)
         per_rank = state.get("inner_optimizer") or []
         rank = dist_world()[1]
-        inner = per_rank[rank] if self.carry_inner_state and rank < len(per_rank) else {}
+        inner = dict(per_rank[rank]) if self.carry_inner_state and rank < len(per_rank) else {}
+        transformer = inner.pop(TRANSFORMER_STATE, {})
+        if self._full is None:
+            self._pending_transformer_state = dict(transformer)
+        else:
+            self._full.load(transformer)
         if self._optimizer is None:
             self._pending_inner_state = dict(inner)
         else:
@@ -317,26 +365,11 @@ class MetaStep:
 
     def _inner_state(self) -> dict[str, Any]:
         assert self._learner is not None and self._optimizer is not None  # called once _setup built them
-        out: dict[str, Any] = {}
-        for i, t in enumerate(self._learner):
-            entry = self._optimizer.state.get(t)
-            if entry:
-                out[str(i)] = {k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in entry.items()}
-        return out
+        return export_state(self._optimizer, {str(i): t for i, t in enumerate(self._learner)})
 
     def _load_inner_state(self, inner: Mapping[str, Any]) -> None:
         assert self._learner is not None and self._optimizer is not None  # called once _setup built them
-        self._optimizer.state.clear()
-        for key, entry in inner.items():
-            i = int(key)
-            if not 0 <= i < len(self._learner):
-                raise ValueError(
-                    f"inner optimizer state names prompt tensor {i}, but the prompt has {len(self._learner)}"
-                )
-            t = self._learner[i]
-            self._optimizer.state[t] = {
-                k: (v.to(t.device).clone() if torch.is_tensor(v) else v) for k, v in entry.items()
-            }
+        import_state(self._optimizer, {str(i): t for i, t in enumerate(self._learner)}, inner, "prompt tensor")
 
 
 def _count(batch: Batch, totals: torch.Tensor, weighting: str) -> int:
@@ -353,12 +386,14 @@ def build_meta_step(method: str, model: PromptedModel, data: Any, config: TrainC
     m = config.meta
     batcher = TaskBatcher(
         data, pad_id=model.pad_token_id, support_batches=m.inner_steps, batch_size=m.task_batch_size,
-        seed=config.seed, task_sampling=m.task_sampling,
+        seed=config.seed, task_sampling=m.task_sampling, episodes=m.episodes,
     )  # fmt: skip
     step = MetaStep(method, batcher, meta_batch_size=m.meta_batch_size, inner_steps=m.inner_steps,
                     inner_lr=m.inner_lr, carry_inner_state=m.carry_inner_state,
-                    loss_weighting=config.loss_weighting)  # fmt: skip
-    # "One epoch": as many examples drawn as the mixture holds.
-    per_step = m.meta_batch_size * (m.inner_steps + 1) * m.task_batch_size
-    step.steps_per_epoch = max(1, -(-len(data) // per_step))
+                    loss_weighting=config.loss_weighting, transformer_step=m.reptile_transformer_step)  # fmt: skip
+    # "One epoch": one pass over the mixture's episodes, or (sampled episodes) as many examples as it holds.
+    per_pass = batcher.episodes_per_pass
+    if per_pass is None:
+        per_pass = -(-len(data) // ((m.inner_steps + 1) * m.task_batch_size))
+    step.steps_per_epoch = max(1, -(-per_pass // m.meta_batch_size))
     return step
