@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="delete --out and recompute every stage")
     p.add_argument(
         "--seeds", type=positive_int, metavar="N",
-        help="continued-pretraining seeds per row: 0..N-1 (default 3; --quick: 1); a rerun with more reuses the first",
+        help="continued-pretraining seeds per row: 0..N-1 (default 2; --quick: 1); a rerun with more reuses the first",
     )  # fmt: skip
     add_no_progress(p)
     p.set_defaults(func=run)
