@@ -143,3 +143,18 @@ def test_cli_pretrain_and_resume_on_a_saved_model(make_model, tmp_path, capsys):
     assert main(args + ["--resume"]) == 0
     info = json.loads((tmp_path / "run" / "train.json").read_text())
     assert (info["steps"], info["examples_seen"], info["resumed_from_step"]) == (3, 12, 2)
+    # A run saved before later options existed resumes with the behaviour it had, or says which setting to give.
+    saved = tmp_path / "run" / "train_config.json"
+    old = json.loads(saved.read_text())
+    for section, name in [(None, "loss_weighting"), (None, "deep_init"), ("data", "step_composition"),
+                          ("data", "cap_per"), ("meta", "episodes"), ("meta", "reptile_transformer_step")]:  # fmt: skip
+        (old[section] if section else old).pop(name)
+    saved.write_text(json.dumps(old))
+    args[args.index("--max-steps") + 1] = "4"
+    assert main(args + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "loss_weighting: the run has 'token', now 'example'" in err and "deep_init: the run has 'tokens'" in err
+    legacy = ["--set", "loss_weighting=token", "--set", "deep_init=tokens", "--set", "data.step_composition=length_bands",
+              "--set", "meta.episodes=sample", "--set", "meta.reptile_transformer_step=sgd"]  # fmt: skip
+    assert main(args + legacy + ["--resume"]) == 0
+    assert json.loads((tmp_path / "run" / "train.json").read_text())["steps"] == 4

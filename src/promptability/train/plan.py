@@ -112,13 +112,14 @@ def _settings(config: TrainConfig) -> dict[str, Any]:
         "optimizer": "Adafactor (constant lr, no parameter scaling, no relative step, no warmup)",
         "lr": config.lr, "global_batch": config.batch_size, "micro_batch": config.micro_batch_size,
         "clip_norm": config.clip_norm, "max_source_len": data.max_source_len, "max_target_len": data.max_target_len,
-        "cap": data.cap, "cap_per": getattr(data, "cap_per", "template"),
+        "cap": data.cap, "cap_per": data.cap_per, "deep_init": config.deep_init if config.prompt == "deep" else None,
         "loss_weighting": config.loss_weighting,
         "step_composition": data.step_composition,
         "epochs": config.epochs, "max_steps": config.max_steps, "seed": config.seed,
         "meta": asdict(config.meta) if meta else None,
-        "fewshot": {"shots": fewshot.shots, "epochs": fewshot.epochs, "lr": fewshot.lr,
-                    "draws": len(fewshot.seeds), "precision": fewshot.precision},
+        "fewshot": {"shots": fewshot.shots, "epochs": fewshot.epochs, "lr": fewshot.lr, "draw": fewshot.draw,
+                    "seeds": len(fewshot.seeds), "loss_weighting": fewshot.loss_weighting,
+                    "precision": fewshot.precision, "source_eos": fewshot.source_eos},
     }  # fmt: skip
 
 
@@ -138,10 +139,9 @@ def _flop_factor(config: TrainConfig) -> float:
     trains_transformer = METHODS[config.method].freeze != "mtl-p"
     if not _is_meta(config):
         return 6.0 if trains_transformer else 4.0
-    m = config.meta
-    # The inner loop's support batches train only the prompt (FOMAML) or, in Reptile, the transformer too.
-    support = 6.0 if config.method == "reptile" else 4.0
-    return (m.inner_steps * support + 6.0) / (m.inner_steps + 1)
+    # Support batches train only the prompt (Reptile's full-model step uses the query pass's gradients).
+    inner = config.meta.inner_steps
+    return (inner * 4.0 + 6.0) / (inner + 1)
 
 
 def _data_plan(config: TrainConfig, model: nn.Module, tokenizer: Any) -> dict[str, Any]:
@@ -243,17 +243,21 @@ def format_plan(plan: dict[str, Any]) -> str:
         ),
         (
             f"data       sources <= {s['max_source_len']} tokens, targets <= {s['max_target_len']}, "
-            f"cap {s['cap']} per {s['cap_per']}"
+            f"cap {s['cap']} per {s['cap_per']}" + (f"; deep prompt init {s['deep_init']}" if s["deep_init"] else "")
         ),
     ]
     if s["meta"]:
         m = s["meta"]
         lines.append(
             f"meta       {m['meta_batch_size']} tasks per step, {m['inner_steps']} inner steps x "
-            f"{m['task_batch_size']} examples, inner lr {m['inner_lr']:g}"
+            f"{m['task_batch_size']} examples, inner lr {m['inner_lr']:g}; episodes: {m['episodes']}; Reptile's "
+            f"transformer step: {m['reptile_transformer_step']}"
         )
     f = s["fewshot"]
-    lines.append(f"few-shot   {f['shots']} shots, {f['epochs']} steps at lr {f['lr']:g}, {f['draws']} draws")
+    lines.append(
+        f"few-shot   {f['shots']} shots ({f['draw']} draw, {f['seeds']} seeds), {f['epochs']} steps at lr {f['lr']:g}, "
+        f"loss per {f['loss_weighting']}, {f['precision']}"
+    )
     if "data" in plan:
         d, c = plan["data"], plan["compute"]
         lines += [

@@ -111,6 +111,14 @@ def load_pretraining_data(
     return mixture.dataset, info
 
 
+# Options added after runs were saved, with the behaviour those runs had: resuming one keeps its own behaviour or
+# says which setting to give (e.g. --set loss_weighting=token), rather than refusing over a missing key.
+LEGACY_SETTINGS = {
+    "loss_weighting": "token", "deep_init": "tokens", "data.step_composition": "length_bands",
+    "data.cap_per": "template", "meta.episodes": "sample", "meta.reptile_transformer_step": "sgd",
+}  # fmt: skip
+
+
 def _check_resumable(out: Path, config: TrainConfig, resume: bool) -> None:
     saved = out / "train_config.json"
     if not resume:
@@ -120,11 +128,18 @@ def _check_resumable(out: Path, config: TrainConfig, resume: bool) -> None:
             )
         return
     if saved.is_file():
-        old = json.loads(saved.read_text())
-        keys = ("method", "prompt", "prompt_length", "model", "batch_size", "seed", "loss_weighting", "data")
-        diff = [k for k in keys if old.get(k) != config.to_dict().get(k)]
+        old, new = json.loads(saved.read_text()), config.to_dict()
+        for key, value in LEGACY_SETTINGS.items():  # a run saved before the option existed used its old behaviour
+            section, _, name = key.rpartition(".")
+            (old.get(section, {}) if section else old).setdefault(name, value)
+        keys = ("method", "prompt", "prompt_length", "model", "batch_size", "seed", "loss_weighting", "deep_init",
+                "data", "meta")  # fmt: skip
+        diff = [k for k in keys if old.get(k) != new.get(k)]
         if diff:
-            raise ConfigError(f"--resume with settings that differ from {saved}: {', '.join(diff)}")
+            raise ConfigError(
+                f"--resume with settings that differ from {saved}: "
+                + "; ".join(f"{k}: the run has {old.get(k)!r}, now {new.get(k)!r}" for k in diff)
+            )
 
 
 def save_final_model(model: PromptedModel, out: Path, extra: dict[str, Any]) -> None:
