@@ -103,3 +103,12 @@ def test_cli_plan_prints_text_and_json(capsys):
     assert plan["settings"]["meta"]["inner_steps"] == 7 and plan["settings"]["method"] == "fomaml"
     assert main(["plan", str(path), "--data", "/nonexistent/p3"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_the_demo_config_plans_with_the_tiny_models_own_counts():
+    from promptability.model import load_model
+
+    plan = make_plan(load_config(next(c for c in CONFIGS if c.name == "demo-tiny.yaml")))
+    model = load_model("tiny", prompt="shallow", prompt_length=20)
+    assert plan["parameters"]["total"] == sum(p.numel() for p in model.parameters())
+    assert plan["parameters"]["prompt"] == 20 * model.transformer.config.d_model
