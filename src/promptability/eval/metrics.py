@@ -295,13 +295,7 @@ def paired_bootstrap(
     is the fraction of resamples where B's ARG is not above A's. ``chance`` is as in
     ``arg_breakdown``.
     """
-    if samples < 1:
-        raise MetricsError(f"samples must be >= 1, got {samples}")
-    if not 0 < confidence < 1:
-        raise MetricsError(f"confidence must be in (0, 1), got {confidence}")
-    if set(correct_a) != set(correct_b):
-        only_a, only_b = sorted(set(correct_a) - set(correct_b)), sorted(set(correct_b) - set(correct_a))
-        raise MetricsError(f"runs cover different templates: only in A: {only_a}; only in B: {only_b}")
+    _check_bootstrap(samples, confidence, correct_a, correct_b)
     spec = resolve_groups(groups)
     used, missing, unknown = _select(list(correct_a), spec, partial, "the compared runs")
     rng = np.random.default_rng(seed)
@@ -318,35 +312,62 @@ def paired_bootstrap(
         instances += n
         point_a[name], point_b[name] = float(a.mean()), float(b.mean())
         out_a, out_b = np.empty(samples), np.empty(samples)
-        # Chunks of rows keep the [rows, n] index matrix within max_cells entries.
-        step = max(1, max_cells // n)
-        for lo in range(0, samples, step):
-            idx = rng.integers(0, n, size=(min(step, samples - lo), n), dtype=np.int32)
-            out_a[lo : lo + len(idx)] = a[idx].mean(axis=1)
-            out_b[lo : lo + len(idx)] = b[idx].mean(axis=1)
+        for rows, idx in instance_draws(rng, n, samples, max_cells):
+            out_a[rows], out_b[rows] = a[idx].mean(axis=1), b[idx].mean(axis=1)
         acc_a[name], acc_b[name] = out_a, out_b
     checked = _check_chance(chance, used)
-    arg_a, _ = _arg(point_a, spec, checked)
-    arg_b, _ = _arg(point_b, spec, checked)
-    boot_a, _ = _arg(acc_a, spec, checked)
-    boot_b, _ = _arg(acc_b, spec, checked)
-    diff = boot_b - boot_a
+    return BootstrapResult(
+        **bootstrap_summary(point_a, point_b, acc_a, acc_b, spec, checked, confidence),
+        samples=samples, seed=seed, confidence=confidence, templates=len(used), instances=instances,
+        partial=bool(missing or unknown),
+    )  # fmt: skip
+
+
+def _check_bootstrap(samples: int, confidence: float, templates_a: Iterable[str], templates_b: Iterable[str]) -> None:
+    """The arguments both bootstraps (this one and ``eval.significance``'s) refuse alike."""
+    if samples < 1:
+        raise MetricsError(f"samples must be >= 1, got {samples}")
+    if not 0 < confidence < 1:
+        raise MetricsError(f"confidence must be in (0, 1), got {confidence}")
+    if set(templates_a) != set(templates_b):
+        only_a, only_b = sorted(set(templates_a) - set(templates_b)), sorted(set(templates_b) - set(templates_a))
+        raise MetricsError(f"runs cover different templates: only in A: {only_a}; only in B: {only_b}")
+
+
+def instance_draws(
+    rng: np.random.Generator, n: int, samples: int, max_cells: int
+) -> Iterable[tuple[slice, np.ndarray]]:
+    """The instance indices of every resample of one template, in chunks of rows: (rows, [rows, n] indices).
+
+    Chunks keep the index matrix within ``max_cells`` entries. Both bootstraps draw through this, so the same
+    generator state gives the same indices in both (their one-run-per-side equality rests on it).
+    """
+    step = max(1, max_cells // n)
+    for lo in range(0, samples, step):
+        idx = rng.integers(0, n, size=(min(step, samples - lo), n), dtype=np.int32)
+        yield slice(lo, lo + len(idx)), idx
+
+
+def bootstrap_summary(
+    point_a: Mapping[str, float],
+    point_b: Mapping[str, float],
+    acc_a: Mapping[str, np.ndarray],
+    acc_b: Mapping[str, np.ndarray],
+    spec: dict[str, tuple[str, int]],
+    chance: Mapping[str, float] | None,
+    confidence: float,
+) -> dict[str, Any]:
+    """Both ARGs, their difference, its interval and the two one-sided p-values, from per-template accuracies
+    (points) and per-resample accuracies (``acc``)."""
+    arg_a, _ = _arg(point_a, spec, chance)
+    arg_b, _ = _arg(point_b, spec, chance)
+    diff = _arg(acc_b, spec, chance)[0] - _arg(acc_a, spec, chance)[0]
     # Ties count against B, so identical runs give p = 1; a tiny tolerance absorbs
     # float noise from summing the same numbers in a different order.
     tol = 1e-9
     tail = (1 - confidence) / 2 * 100
-    return BootstrapResult(
-        arg_a=float(arg_a),
-        arg_b=float(arg_b),
-        difference=float(arg_b - arg_a),
-        ci_low=float(np.percentile(diff, tail)),
-        ci_high=float(np.percentile(diff, 100 - tail)),
-        p_value=float(np.mean(diff <= tol)),
-        p_worse=float(np.mean(diff >= -tol)),
-        samples=samples,
-        seed=seed,
-        confidence=confidence,
-        templates=len(used),
-        instances=instances,
-        partial=bool(missing or unknown),
-    )
+    return {
+        "arg_a": float(arg_a), "arg_b": float(arg_b), "difference": float(arg_b - arg_a),
+        "ci_low": float(np.percentile(diff, tail)), "ci_high": float(np.percentile(diff, 100 - tail)),
+        "p_value": float(np.mean(diff <= tol)), "p_worse": float(np.mean(diff >= -tol)),
+    }  # fmt: skip

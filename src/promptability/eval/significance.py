@@ -39,10 +39,12 @@ from promptability.eval.metrics import (
     BootstrapResult,
     GroupSpec,
     MetricsError,
-    _arg,
     _as_correct,
+    _check_bootstrap,
     _check_chance,
     _select,
+    bootstrap_summary,
+    instance_draws,
     resolve_groups,
 )
 
@@ -126,15 +128,9 @@ def hierarchical_bootstrap(
     both sides, e.g. a row's 0-shot runs against its 16-shot runs. ``p_value``, ``p_worse``, the interval and
     ``chance`` are as in ``paired_bootstrap``, which this equals with one run per side.
     """
-    if samples < 1:
-        raise MetricsError(f"samples must be >= 1, got {samples}")
-    if not 0 < confidence < 1:
-        raise MetricsError(f"confidence must be in (0, 1), got {confidence}")
     draws_a, runs_a = _layout(side_a, "A")
     draws_b, runs_b = _layout(side_b, "B")
-    if set(runs_a[0]) != set(runs_b[0]):
-        only_a, only_b = sorted(set(runs_a[0]) - set(runs_b[0])), sorted(set(runs_b[0]) - set(runs_a[0]))
-        raise MetricsError(f"runs cover different templates: only in A: {only_a}; only in B: {only_b}")
+    _check_bootstrap(samples, confidence, runs_a[0], runs_b[0])
     if paired_seeds and len(draws_a) != len(draws_b):
         raise MetricsError(
             f"paired_seeds needs as many pretraining seeds in A ({len(draws_a)}) as in B ({len(draws_b)})"
@@ -161,23 +157,15 @@ def hierarchical_bootstrap(
         instances += n
         point_a[name], point_b[name] = _weighted_point(xa, point_w_a), _weighted_point(xb, point_w_b)
         per_run_a, per_run_b = np.empty((samples, len(xa))), np.empty((samples, len(xb)))
-        step = max(1, max_cells // n)  # as paired_bootstrap: the same chunks draw the same indices
-        for lo in range(0, samples, step):
-            idx = rng.integers(0, n, size=(min(step, samples - lo), n), dtype=np.int32)
+        for rows, idx in instance_draws(rng, n, samples, max_cells):  # paired_bootstrap's stream and chunks
             for r, x in enumerate(xa):
-                per_run_a[lo : lo + len(idx), r] = x[idx].mean(axis=1)
+                per_run_a[rows, r] = x[idx].mean(axis=1)
             for r, x in enumerate(xb):
-                per_run_b[lo : lo + len(idx), r] = x[idx].mean(axis=1)
+                per_run_b[rows, r] = x[idx].mean(axis=1)
         acc_a[name], acc_b[name] = (per_run_a * weights_a).sum(axis=1), (per_run_b * weights_b).sum(axis=1)
     checked = _check_chance(chance, used)
-    arg_a, _ = _arg(point_a, spec, checked)
-    arg_b, _ = _arg(point_b, spec, checked)
-    diff = _arg(acc_b, spec, checked)[0] - _arg(acc_a, spec, checked)[0]
-    tol, tail = 1e-9, (1 - confidence) / 2 * 100  # ties count against B, as in paired_bootstrap
     return HierarchicalBootstrapResult(
-        arg_a=float(arg_a), arg_b=float(arg_b), difference=float(arg_b - arg_a),
-        ci_low=float(np.percentile(diff, tail)), ci_high=float(np.percentile(diff, 100 - tail)),
-        p_value=float(np.mean(diff <= tol)), p_worse=float(np.mean(diff >= -tol)),
+        **bootstrap_summary(point_a, point_b, acc_a, acc_b, spec, checked, confidence),
         samples=samples, seed=seed, confidence=confidence, templates=len(used), instances=instances,
         partial=bool(missing or unknown), pretrain_seeds_a=len(draws_a), pretrain_seeds_b=len(draws_b),
         runs_a=len(runs_a), runs_b=len(runs_b), paired_seeds=paired_seeds,
