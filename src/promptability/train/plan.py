@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ def _transformer_config(name: str) -> Any:
     from promptability.model.loading import load_model
 
     if name == "tiny":
-        return load_model("tiny").transformer.config
+        return _tiny().transformer.config
     _reachable(name)
     try:
         return AutoConfig.from_pretrained(name)
@@ -208,6 +209,15 @@ def make_plan(
     return plan
 
 
+@lru_cache(maxsize=1)
+def _tiny() -> Any:
+    """The offline tiny model, built once per process: its tokenizer is trained afresh each time (not bit for bit
+    the same run to run), so the shapes and the token counts must come from the same one."""
+    from promptability.model.loading import load_model
+
+    return load_model("tiny")
+
+
 def _reachable(name: str) -> None:
     """A Hub id that is not cached, with no network, fails at once (``HubUnreachableError``), not after retries."""
     from promptability.model.loading import fail_fast_offline
@@ -222,7 +232,7 @@ def _tokenizer(name: str) -> Any:
     from promptability.model.loading import load_model
 
     if name == "tiny":
-        return load_model("tiny").tokenizer
+        return _tiny().tokenizer
     _reachable(name)
     try:
         return AutoTokenizer.from_pretrained(name)
