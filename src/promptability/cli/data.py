@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections import Counter
 
-from promptability.cli.common import add_group
+from promptability.cli.common import add_group, add_no_progress, given
 from promptability.data import registry
 
 _data_subparsers: argparse._SubParsersAction | None = None
@@ -38,6 +38,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from promptability.suite.generate import add_suite_command
 
     add_suite_command(_data_subparsers)
+    _register_fetch()
+
+
+def _register_fetch() -> None:
+    from promptability.data import hub
+
+    fetch = add_data_command(
+        "fetch", f"download P3 template folders from the Hugging Face Hub ({hub.P3_REPO}) or its local cache"
+    )
+    fetch.add_argument("source", choices=("p3",), help="what to fetch (P3's TFRecord template folders)")
+    fetch.add_argument("--out", required=True, help="folder to fill: OUT/data/<template>/, readable as --data OUT")
+    fetch.add_argument("--train", action="store_true", help="the 313 T0 training templates (train split)")
+    fetch.add_argument(
+        "--heldout", action="store_true", help="the 116 held-out templates (evaluation and few-shot splits)"
+    )
+    fetch.add_argument("--dev", action="store_true", help="the 42 dev templates (evaluation and few-shot splits)")
+    fetch.add_argument("--templates", nargs="+", default=[], metavar="NAME", help="these P3 templates too")
+    fetch.add_argument("--splits", nargs="+", metavar="SPLIT", help="these splits of every template instead")
+    fetch.add_argument("--revision", help=f"branch, tag or commit of {hub.P3_REPO} (default: {hub.P3_REVISION})")
+    fetch.add_argument("--cache-dir", help="the Hub cache to download through (default: HF_HUB_CACHE)")
+    add_no_progress(fetch)
+    fetch.set_defaults(func=cmd_fetch)
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from promptability.data import hub
+
+    names = hub.select_templates(train=args.train, heldout=args.heldout, dev=args.dev, names=args.templates)
+    report = hub.fetch_p3(
+        args.out, names, progress=not args.no_progress, **given(args, "splits", "revision", "cache_dir")
+    )
+    print(
+        f"{len(report.templates)} P3 templates in {report.out / 'data'} ({hub.P3_REPO} at {report.commit}): "
+        f"{report.fetched} files fetched, {report.kept} already there"
+        + (f", {len(report.provided)} template folders already in place" if report.provided else "")
+    )
+    print(f"read them with --data {report.out}; {report.out / hub.MANIFEST} records the files")
+    return 0
 
 
 def _dataset(name: str) -> str:
