@@ -191,6 +191,7 @@ def test_a_folder_keeps_one_commit(cached, tmp_path):
 
 def test_online_listing_decides_what_the_hub_lacks(cached, tmp_path, monkeypatch):
     """The Hub's own listing (stubbed: no network here); files then come from the cache by commit."""
+    storage = cached[1]
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(hub, "_offline", lambda: False)
     source = tmp_path / "src" / "data" / TRAIN_T
@@ -204,10 +205,14 @@ def test_online_listing_decides_what_the_hub_lacks(cached, tmp_path, monkeypatch
     def unreachable(repo, revision, templates):
         raise ConnectionError("no route to host")
 
+    # the Hub's answer for a revision name is kept in the cache's refs/, for fetches made offline later
+    hub.fetch_p3(tmp_path / "v1", [TRAIN_T], revision="v1", progress=False)
+    assert (storage / "refs" / "v1").read_text() == COMMIT
     monkeypatch.setattr(hub, "_hub_listing", unreachable)
     assert hub.fetch_p3(out, [TRAIN_T, HELD_T], progress=False).fetched == 5  # served by the cache
     with pytest.raises(hub.P3FetchError, match=r"could not be reached \(ConnectionError: no route to host\)"):
         hub.fetch_p3(out, ["no_such_template"], progress=False)
+    assert hub.fetch_p3(tmp_path / "v1-again", [TRAIN_T], revision="v1", progress=False).fetched == 2
 
 
 def test_cli_fetch(cached, tmp_path, capsys):

@@ -32,7 +32,7 @@ from promptability.data import registry
 from promptability.data.p3 import p3_format, p3_splits
 from promptability.data.readers import eval_split_for, train_split_for
 from promptability.data.schema import DataError
-from promptability.io import BadFileError, atomic_path, read_json_file, write_json_atomic
+from promptability.io import BadFileError, atomic_path, read_json_file, write_json_atomic, write_text_atomic
 
 P3_REPO = "bigscience/P3"
 # The branch, not a commit: P3 has not changed since its release, and the manifest records the
@@ -183,6 +183,16 @@ def _read_manifest(out: Path, repo_id: str) -> dict[str, Any]:
     return manifest
 
 
+def _remember_ref(cache_dir: Path, repo_id: str, revision: str, commit: str) -> None:
+    """``refs/<revision>`` in the cache, as snapshot_download writes it: an offline fetch resolves the name later."""
+    from huggingface_hub.file_download import repo_folder_name
+
+    if revision != commit:
+        ref = cache_dir / repo_folder_name(repo_id=repo_id, repo_type="dataset") / "refs" / revision
+        if not ref.is_file() or ref.read_text(encoding="utf-8").strip() != commit:
+            write_text_atomic(ref, commit)
+
+
 def _resolve(
     repo_id: str, revision: str, templates: set[str], cache_dir: Path, offline: bool
 ) -> tuple[str | None, dict[str, dict[str, int]], str]:
@@ -192,6 +202,7 @@ def _resolve(
     if not offline:
         try:
             commit, listing = _hub_listing(repo_id, revision, templates)
+            _remember_ref(cache_dir, repo_id, revision, commit)
             return commit, listing, f"{repo_id} has no such folder data/<template>/ at commit {commit[:12]}"
         except RevisionNotFoundError:
             raise P3FetchError(f"--revision: {repo_id} has no revision '{revision}'") from None
