@@ -175,6 +175,8 @@ def test_offline_without_the_revision_in_the_cache(cached, tmp_path):
     with pytest.raises(hub.P3FetchError, match=r"has no revision 'v9' of bigscience/P3.*HF_HUB_OFFLINE is set"):
         hub.fetch_p3(tmp_path / "p3", [TRAIN_T], revision="v9", progress=False)
     report = hub.fetch_p3(tmp_path / "p3", [TRAIN_T], revision=COMMIT, progress=False)  # a commit needs no ref
+    with pytest.raises(hub.P3FetchError, match=r"--revision: '\.\./\.\./x' is not a branch"):
+        hub.fetch_p3(tmp_path / "p3", [TRAIN_T], revision="../../x", progress=False)
     assert report.fetched == 2
 
 

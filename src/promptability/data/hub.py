@@ -29,19 +29,18 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from promptability.data import registry
-from promptability.data.p3 import p3_format, p3_splits
+from promptability.data.p3 import TFRECORD_RE, p3_format, p3_splits
 from promptability.data.readers import eval_split_for, train_split_for
 from promptability.data.schema import DataError
 from promptability.io import BadFileError, atomic_path, read_json_file, write_json_atomic, write_text_atomic
 
 P3_REPO = "bigscience/P3"
-# The branch, not a commit: P3 has not changed since its release, and the manifest records the
-# commit a fetch resolved to (pass that as the revision to fetch the very same files again).
+# The branch, not a commit (none could be checked from here): the manifest records the commit a
+# fetch resolved to, and passing that as the revision fetches the very same files again.
 P3_REVISION = "main"
 MANIFEST = "p3-fetch.json"
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_SHARD = re.compile(r"^(?P<split>[A-Za-z0-9_]+)\.tfrecord-(?P<index>\d+)-of-(?P<count>\d+)$")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 # Templates the Hub repository does not hold, by name prefix: why, and where their files come from.
@@ -112,7 +111,8 @@ def _hub_listing(repo_id: str, revision: str, templates: set[str]) -> tuple[str,
     for entry in tree:
         parts = entry.path.split("/")
         if isinstance(entry, RepoFile) and len(parts) == 3 and parts[1] in templates:
-            listing.setdefault(parts[1], {})[parts[2]] = entry.size
+            # an LFS file's own size: the one the downloaded file has
+            listing.setdefault(parts[1], {})[parts[2]] = entry.lfs.size if entry.lfs else entry.size
     return commit, listing
 
 
@@ -141,9 +141,9 @@ def _wanted_files(files: dict[str, int], splits: list[str]) -> tuple[dict[str, i
     """The shards and info file of each split among ``files`` (name -> size), or why they are not all there."""
     wanted: dict[str, int] = {}
     for split in splits:
-        shards = {name: m for name in files if (m := _SHARD.match(name)) and m["split"] == split}
+        shards = {name: m for name in files if (m := TFRECORD_RE.match(name)) and m["split"] == split}
         if not shards:
-            have = sorted({m["split"] for name in files if (m := _SHARD.match(name))})
+            have = sorted({m["split"] for name in files if (m := TFRECORD_RE.match(name))})
             return {}, f"no '{split}' split (it has: {', '.join(have) or 'no TFRecord files'})"
         counts = {int(m["count"]) for m in shards.values()}
         indices = {int(m["index"]) for m in shards.values()}
@@ -301,6 +301,8 @@ def fetch_p3(
     out, names = Path(out), list(dict.fromkeys(templates))
     if not names:
         raise P3FetchError("no templates chosen: give --train, --heldout, --dev or --templates NAME...")
+    if not revision or revision.startswith("/") or ".." in revision.split("/"):
+        raise P3FetchError(f"--revision: {revision!r} is not a branch, tag or commit name")  # it names a file in refs/
     cache = Path(cache_dir if cache_dir is not None else constants.HF_HUB_CACHE).expanduser()
     offline = _offline() if offline is None else offline
     manifest = _read_manifest(out, repo_id)

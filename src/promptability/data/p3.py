@@ -35,7 +35,7 @@ from typing import Any, TypedDict
 
 from promptability.data.schema import DataError, Example, validate
 
-TFRECORD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)\.tfrecord-\d+-of-\d+$")
+TFRECORD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)\.tfrecord-(?P<index>\d+)-of-(?P<count>\d+)$")
 # Shapes used when a native folder lacks its info.{split}.json: True = one value.
 _SCALAR_FIELDS = {"inputs_pretokenized", "targets_pretokenized", "is_correct", "weight"}
 
