@@ -151,6 +151,10 @@ def test_missing_templates_are_listed_with_the_way_to_get_them(cached, tmp_path)
     assert f"in {out / 'data' / STORY_T}/ and rerun" in story_line
     assert "test.tfrecord-00000-of-00001 + info.test.json" in story_line
     assert "  no_such_template: not in the Hub cache" in message and "HF_HUB_OFFLINE is set" in message
+    with pytest.raises(hub.P3FetchError) as caught:
+        hub.fetch_p3(out, ["no_such_template", "other_one", TRAIN_T], progress=False)
+    why = f"not in the Hub cache ({tmp_path / 'hub'}), and HF_HUB_OFFLINE is set: unset it to download"
+    assert str(caught.value).splitlines()[1:] == [f"  2 templates, {why}: no_such_template, other_one"]
     assert (out / "data" / TRAIN_T / "train.tfrecord-00000-of-00001").is_file()
     # the user puts StoryCloze's P3 files in place; the rerun takes them as they are
     write_native(out / "data" / STORY_T, "validation", scored_rows([2], [1]))

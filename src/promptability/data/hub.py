@@ -335,7 +335,13 @@ def fetch_p3(
     write_json_atomic(out / MANIFEST, manifest)
     if report.missing:
         done = len(names) - len(report.missing)
-        lines = "\n".join(f"  {t}: {why}" for t, why in sorted(report.missing.items()))
+        by_reason: dict[str, list[str]] = {}
+        for template, why in sorted(report.missing.items()):
+            by_reason.setdefault(why, []).append(template)
+        lines = "\n".join(
+            f"  {names[0]}: {why}" if len(names) == 1 else f"  {len(names)} templates, {why}: {', '.join(names)}"
+            for why, names in by_reason.items()
+        )
         raise P3FetchError(
             f"{len(report.missing)} of {len(names)} P3 templates could not be fetched "
             f"(the other {done} are in {out / 'data'}):\n{lines}"
