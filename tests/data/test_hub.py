@@ -230,3 +230,17 @@ def test_cli_fetch(cached, tmp_path, capsys):
     assert "error: 1 of 1 P3 templates could not be fetched" in capsys.readouterr().err
     assert main(["data", "fetch", "p3", "--out", str(out), "--no-progress"]) == 2
     assert "no templates chosen" in capsys.readouterr().err
+
+
+def test_across_file_systems_the_files_are_copied(cached, tmp_path, monkeypatch):
+    def no_link(src, dst):
+        raise OSError(18, "Invalid cross-device link")  # EXDEV, as os.link fails between file systems
+
+    monkeypatch.setattr(os, "link", no_link)
+    _, storage = cached
+    out = tmp_path / "p3"
+    assert hub.fetch_p3(out, [TRAIN_T], progress=False).fetched == 2
+    shard = out / "data" / TRAIN_T / "train.tfrecord-00000-of-00001"
+    blob = (storage / "snapshots" / COMMIT / "data" / TRAIN_T / shard.name).resolve()
+    assert shard.read_bytes() == blob.read_bytes() and shard.stat().st_ino != blob.stat().st_ino
+    assert not shard.is_symlink()
