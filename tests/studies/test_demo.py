@@ -53,6 +53,10 @@ def test_quick_check_trains_only_the_base_and_the_oracle(tmp_path, capsys):
     stages = [s["stage"] for s in json.loads((out / "timings.json").read_text())["stages"]]
     assert stages == ["suite", "LM adaptation (base model)", "pretrain oracle (instrument)", "0-shot base (instrument)",
                       "0-shot oracle (instrument)", "knowledge probe of the base (instrument)"]  # fmt: skip
+    # another scale in the same folder is refused before any stage runs; more seeds are not another scale
+    assert main(["demo", "--scale", "large", "--check", "--out", str(out), "--no-progress"]) == 2
+    assert "other settings (" in capsys.readouterr().err
+    assert main(["demo", "--quick", "--seeds", "2", "--check", "--out", str(out), "--no-progress"]) == 0
 
 
 def test_seeds_option_reaches_the_demo_and_the_real_study(monkeypatch, tmp_path):
@@ -69,3 +73,31 @@ def test_seeds_option_reaches_the_demo_and_the_real_study(monkeypatch, tmp_path)
     assert main(["study", "real", "--data", str(tmp_path)]) == 0
     assert calls == [[0, 1], None, [0, 1, 2], [0]]
     assert demo.Scale().pretrain_seeds == [0, 1] and demo.QUICK.pretrain_seeds == [0]
+
+
+def test_scale_option_picks_a_preset(monkeypatch, tmp_path):
+    import promptability.studies.demo as demo
+
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda *a, **kw: calls.append(a[1]) or "table")
+    for argv in (["--quick"], ["--scale", "large"], [], ["--scale", "quick"]):
+        assert main(["demo", "--out", str(tmp_path), *argv]) == 0
+    assert calls == ["quick", "large", "default", "quick"]
+    large, default = demo.SCALES["large"], demo.SCALES["default"]
+    assert large.lm_steps == default.lm_steps and large.lm_passages == default.lm_passages  # the same base model
+    assert len(large.pretrain_seeds) == 3 and large.mtl_steps == 2 * default.mtl_steps
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="unknown demo scale 'huge'"):
+        demo.run_demo(tmp_path / "x", "huge")
+
+
+def test_study_scale_option_picks_a_preset(monkeypatch, tmp_path):
+    import promptability.studies.real as real
+
+    calls = []
+    monkeypatch.setattr(real, "run_real_study", lambda *a, **kw: calls.append(a[4]) or "table")
+    for argv in (["--scale", "gpu"], ["--quick"], [], ["--scale", "gpu", "--seeds", "1"]):
+        assert main(["study", "real", "--data", str(tmp_path), *argv]) == 0
+    assert calls[:3] == [real.GPU, real.QUICK, real.StudyScale()]
+    assert calls[3].pretrain_seeds == [0] and calls[3].mtl_steps == real.GPU.mtl_steps  # options refine a preset
+    assert real.GPU.fewshot_epochs == 100 and len(real.GPU.pretrain_seeds) == 3 and real.GPU.eval_instances >= 64

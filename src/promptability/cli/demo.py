@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from promptability.cli.common import add_no_progress, positive_int
+from promptability.cli.common import add_no_progress, fail, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    p.add_argument("--quick", action="store_true", help="a minute-scale run with tiny counts (used by the tests)")
+    p.add_argument(
+        "--scale", choices=("default", "quick", "large"), default="default",
+        help="default: the 15-minute miniature; large: about an hour (3 pretraining seeds, twice the steps, 2 "
+        "few-shot draws); quick: a minute-scale run with tiny counts (used by the tests). The numbers of each are "
+        "the Scale presets in promptability/studies/demo.py",
+    )  # fmt: skip
+    p.add_argument("--quick", action="store_true", help="the same as --scale quick")
     p.add_argument(
         "--check",
         action="store_true",
@@ -39,16 +45,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from promptability.studies.demo import run_demo
+    from promptability.studies.pipeline import StudySettingsError
 
     seeds = None if args.seeds is None else list(range(args.seeds))
-    table = run_demo(
-        args.out,
-        quick=args.quick,
-        force=args.force,
-        progress=not args.no_progress,
-        check=args.check,
-        pretrain_seeds=seeds,
-    )
+    scale = "quick" if args.quick else args.scale
+    try:
+        table = run_demo(args.out, scale, force=args.force, progress=not args.no_progress, check=args.check,
+                         pretrain_seeds=seeds)  # fmt: skip
+    except StudySettingsError as error:
+        return fail(error)
     print()
     print(table)
     files = "instrument.md" if args.check else "table.md, table.csv, table.json, per_group_accuracy.png, instrument.md"

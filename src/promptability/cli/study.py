@@ -27,7 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     real.add_argument("--templates", help="promptsource templates folder (default: DATA/../promptsource)")
     real.add_argument("--out", default="runs/study-real", help="output folder (default: runs/study-real)")
     real.add_argument("--model", default="smollm2-135m", help="model to study: a named model, folder or Hub id")
-    real.add_argument("--quick", action="store_true", help="a seconds-long smoke run at toy scale")
+    real.add_argument(
+        "--scale", choices=("default", "quick", "gpu"), default="default",
+        help="default: about an hour on 2 CPU cores; gpu: paper-like (64 instances per template, 1,000 MTL steps x "
+        "32, 100 few-shot epochs, 3 pretraining seeds) for one GPU, see scripts/study-gpu.sh; quick: a smoke run",
+    )  # fmt: skip
+    real.add_argument("--quick", action="store_true", help="the same as --scale quick")
     real.add_argument("--force", action="store_true", help="start over instead of reusing finished stages")
     real.add_argument("--eval-instances", type=positive_int, help="instances per held-out template (default 16)")
     real.add_argument("--mtl-steps", type=positive_int, help="continued-pretraining steps per row (default 40)")
@@ -47,9 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_real(args: argparse.Namespace) -> int:
     from promptability.studies.pipeline import StudySettingsError
-    from promptability.studies.real import QUICK, StudyScale, run_real_study
+    from promptability.studies.real import SCALES, run_real_study
 
-    scale = QUICK if args.quick else StudyScale()
+    scale = SCALES["quick" if args.quick else args.scale]
     overrides = {"eval_instances": args.eval_instances, "mtl_steps": args.mtl_steps, "lr": args.lr,
                  "fewshot_epochs": args.fewshot_epochs, "fewshot_lr": args.fewshot_lr,
                  "precision": args.precision, "pretrain_seeds": args.seeds and list(range(args.seeds))}  # fmt: skip

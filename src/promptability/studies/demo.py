@@ -16,13 +16,13 @@ Layout:
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from promptability.io import write_json_atomic, write_jsonl_atomic
 from promptability.model.prompts import NO_PROMPT, PROMPT_KINDS
-from promptability.studies.pipeline import Plan, run_plan, start, write_tables
+from promptability.studies.pipeline import Plan, check_settings, run_plan, start, write_tables
 from promptability.train.methods import METHODS
 
 if TYPE_CHECKING:
@@ -49,6 +49,9 @@ class Scale:
     lm_passages: int = 8000  # LM-adaptation texts (prefix -> continuation)
     lm_steps: int = 250
     batch_size: int = 32  # MTL examples per optimizer step
+    # Examples per forward pass. A step's examples are sorted by length and cut into micro-batches, so smaller
+    # ones pad less; with example-weighted losses the step's gradient is the same for any micro-batch size.
+    micro_batch_size: int = 8
     mtl_steps: int = 250  # per MTL row (and the oracle): 250 x 32 = 8,000 examples, ~40% of an epoch of the suite
     meta_steps: int = 20  # per meta-learning row: 20 x 4 tasks x (3 support + 1 query) x 16 = 5,120 examples
     meta_batch_size: int = 4
@@ -60,6 +63,10 @@ class Scale:
     seeds: list[int] = field(default_factory=lambda: [0])  # 16-shot draws (and prompt inits) per model
     prompt_length: int = 20
     pretrain_seeds: list[int] = field(default_factory=lambda: [0, 1])  # continued-pretraining runs per row
+    # The training settings of every stage (LM adaptation, rows, oracle): the reference code's, as in the paper
+    # configs; the instrument checks of other choices are in docs/miniature.md.
+    step_composition: str = "iid"
+    loss_weighting: str = "example"
 
     def describe(self, model_params: int) -> str:
         return (
@@ -77,6 +84,13 @@ QUICK = Scale(
     inner_steps=1, max_source_len=128, max_target_len=32, fewshot_epochs=3, prompt_length=4, pretrain_seeds=[0],
     seeds=[0, 1, 2],  # few-shot seeds: the tests see the few-shot level of the report
 )  # fmt: skip
+# About an hour on 2 quiet cores: the default's base (same LM adaptation), twice the continued-pretraining
+# steps, 3 pretraining seeds, 2 few-shot draws and 2 templates per held-out dataset at 16 shots.
+LARGE = Scale(mtl_steps=500, meta_steps=40, pretrain_seeds=[0, 1, 2], seeds=[0, 1], fewshot_templates_per_dataset=2)
+SCALES: dict[str, Scale] = {"default": Scale(), "quick": QUICK, "large": LARGE}
+# Settings a rerun may extend (more seeds reuse the runs already made); any other change needs another --out.
+EXTENDABLE = ("pretrain_seeds", "seeds")
+
 
 # The rows of the paper's Table 1: (row name, method, prompt kind). "base" is "no continued pretraining".
 ROWS: list[tuple[str, str, str]] = [
@@ -101,7 +115,7 @@ def lm_records(passages: list[str], seed: int) -> list[dict[str, Any]]:
 
 def run_demo(
     out: str | Path = "runs/demo",
-    quick: bool = False,
+    scale: str | Scale = "default",
     force: bool = False,
     progress: bool = True,
     check: bool = False,
@@ -109,17 +123,22 @@ def run_demo(
 ) -> str:
     """Runs (or continues) the whole study; returns the Markdown table, then the instrument's floor/ceiling table.
 
-    ``check``: only the suite, the base model and the instrument check (``promptability.studies.instrument``).
-    ``pretrain_seeds`` replaces the scale's.
+    ``scale``: a name in ``SCALES`` or a ``Scale``. ``check``: only the suite, the base model and the
+    instrument check (``promptability.studies.instrument``). ``pretrain_seeds`` replaces the scale's.
     """
     from promptability.data.suite_layout import read_meta
     from promptability.model import load_model
     from promptability.studies.instrument import run_instrument
     from promptability.suite.generate import write_suite
 
-    scale = QUICK if quick else Scale()
+    if isinstance(scale, str):
+        if scale not in SCALES:
+            raise ValueError(f"unknown demo scale {scale!r}: choose one of {', '.join(SCALES)}")
+        scale = SCALES[scale]
     scale = scale if pretrain_seeds is None else replace(scale, pretrain_seeds=pretrain_seeds)
     out, stages = start(out, force, "demo")
+    fixed = {k: v for k, v in asdict(scale).items() if k not in EXTENDABLE}
+    check_settings(out, {"model": "tiny", "data": "suite", "scale": fixed})
     suite_dir, base = out / "suite", out / "models" / "base"
     stages.run("suite", suite_dir / "suite.json",
                lambda: write_suite(suite_dir, seed=0, size=scale.suite_size, progress=progress))  # fmt: skip
@@ -143,8 +162,8 @@ def _train_config(scale: Scale, method: str, prompt: str, data: Path, steps: int
     return TrainConfig(
         method=method, prompt=prompt, prompt_length=scale.prompt_length, model=model,
         data=DataConfig(path=str(data), split="train", max_source_len=scale.max_source_len,
-                        max_target_len=scale.max_target_len),
-        batch_size=scale.batch_size, micro_batch_size=scale.batch_size, max_steps=steps,
+                        max_target_len=scale.max_target_len, step_composition=scale.step_composition),
+        loss_weighting=scale.loss_weighting, batch_size=scale.batch_size, micro_batch_size=scale.micro_batch_size, max_steps=steps,
         save_every=max(steps // 4, 1), log_every=5,
         meta=MetaConfig(meta_batch_size=scale.meta_batch_size, inner_steps=scale.inner_steps),
     )  # fmt: skip
