@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from promptability.data import registry
 from promptability.data.promptsource import (
@@ -33,8 +33,9 @@ from promptability.data.promptsource import (
     render_records,
     template_for,
 )
-from promptability.data.realdata import read_raw
 from promptability.data.realdata import available as curated_splits
+from promptability.data.realdata import read_raw
+from promptability.data.schema import DataError, Example
 
 Row = dict[str, Any]
 KINDS = ("hub", "disk", "parquet", "json", "curated")
@@ -47,7 +48,7 @@ EVAL_SPLITS = {"anli/r1": "dev", "anli/r2": "dev", "anli/r3": "dev"}
 _SHARD = re.compile(r"-\d+-of-\d+$")
 
 
-class SourceError(ValueError):
+class SourceError(DataError):
     """A spec that cannot be parsed, a source that cannot be read, or a split or dataset it lacks."""
 
 
@@ -92,7 +93,7 @@ def parse_source(text: str, dataset: str | None = None) -> SourceSpec:
     suffix = ""
     if not config and repo in dataset_keys() and "/" in repo:  # a registry key: "super_glue/rte", "anli/r1"
         repo, subset = repo.split("/")
-        config, suffix = (None, f"_{subset}") if repo == "anli" else (subset, "")
+        config, suffix = ("", f"_{subset}") if repo == "anli" else (subset, "")
         dataset = dataset or f"{repo}/{subset}"
     if not repo or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", repo):
         raise SourceError(f"source {text!r}: {repo!r} is not a Hub dataset id (NAME or OWNER/NAME)")
@@ -226,7 +227,7 @@ def source_records(
     templates: str | Path | None = None,
     limit: int | None = None,
     seed: int = 0,
-) -> list[dict[str, Any]]:
+) -> list[Example]:
     """Evaluation records: ``split``'s rows (the first ``limit``) rendered by every template of the dataset.
 
     ``split`` defaults to the dataset's evaluation split (``EVAL_SPLITS``, else "validation"). ``tasks``
@@ -242,4 +243,18 @@ def source_records(
             raise SourceError(f"{dataset} has no template(s) {', '.join(unknown)}; it has: {', '.join(sorted(found))}")
         found = {n: t for n, t in found.items() if n in tasks}
     rows = source.rows(dataset, split or EVAL_SPLITS.get(dataset, "validation"))[:limit]
-    return [record for name, template in found.items() for record in render_records(template, rows, name, seed)]
+    rendered = [record for name, template in found.items() for record in render_records(template, rows, name, seed)]
+    return cast(list[Example], rendered)  # render_records validates every record
+
+
+def source_map(specs: list[str]) -> dict[str, str]:
+    """Dataset key -> spec, from ``[DATASET=]KIND:LOCATION`` texts; each needs a dataset, named once."""
+    out: dict[str, str] = {}
+    for text in specs:
+        dataset = parse_source(text).dataset
+        if dataset is None:
+            raise SourceError(f"source {text!r}: name the dataset its rows belong to, as DATASET={text}")
+        if dataset in out:
+            raise SourceError(f"sources {out[dataset]!r} and {text!r} both give {dataset}")
+        out[dataset] = text
+    return out
