@@ -144,6 +144,7 @@ def test_parse_source_forms():
                                                             DEFAULT_REVISION)  # fmt: skip
     assert parse_source("hub:anli/r2@abc123") == SourceSpec("hub", "anli", "anli/r2", None, "abc123", "_r2")
     assert parse_source("hub:Rowan/hellaswag@v1").dataset == "hellaswag"
+    assert parse_source("anli/r3=hub:facebook/anli@v2").split_suffix == "_r3"
     owned = parse_source("super_glue/rte=hub:aps/super_glue:rte@deadbeef")
     assert (owned.location, owned.config, owned.revision, owned.dataset) == ("aps/super_glue", "rte", "deadbeef",
                                                                             "super_glue/rte")  # fmt: skip
@@ -243,3 +244,15 @@ def test_evaluate_from_a_parquet_folder_equals_the_same_records_as_jsonl(make_mo
 
 def test_load_templates_default_root_is_shipped():
     assert load_templates(None, "super_glue", "rte") == load_templates(shipped_templates(), "super_glue", "rte")
+
+
+def test_hub_loading_scripts_are_refused_with_the_parquet_route(monkeypatch):
+    import datasets
+
+    def load(path, name=None, **kwargs):
+        raise RuntimeError("Dataset scripts are no longer supported, but found super_glue.py")
+
+    monkeypatch.setattr(datasets, "load_dataset", load)
+    with pytest.raises(SourceError) as err:
+        Source("hub:super_glue/rte@script-rev").rows("super_glue/rte", "validation")
+    assert "--revision refs/convert/parquet" in str(err.value) and "super_glue/rte=parquet:DIR/rte" in str(err.value)

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument(
         "--source", metavar="[DATASET=]KIND:LOCATION",
         help="raw rows of one dataset in the Hub's schema, rendered by its promptsource templates: "
-             "hub:super_glue/rte[@REVISION] (default revision refs/convert/parquet), super_glue/rte=parquet:DIR, "
+             "hub:super_glue/rte[@REVISION] (default revision main), super_glue/rte=parquet:DIR, "
              "=disk:DIR (save_to_disk), =json:DIR, =curated:DIR (../shared/realdata's files)",
     )  # fmt: skip
     p.add_argument(

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     real.add_argument(
         "--source", action="append", default=[], metavar="[DATASET=]KIND:LOCATION",
         help="where one dataset's rows come from, instead of --data (repeatable): hub:super_glue/rte[@REVISION] "
-             "(default revision refs/convert/parquet), hellaswag=parquet:DIR, anli/r1=disk:DIR, dream=json:DIR",
+             "(default revision main), hellaswag=parquet:DIR, anli/r1=disk:DIR, dream=json:DIR",
     )  # fmt: skip
     real.add_argument(
         "--templates", help="promptsource templates folder, e.g. a checkout's promptsource/templates "

@@ -4,8 +4,9 @@ A spec is ``[DATASET=]KIND:LOCATION`` with KIND one of:
 
 * ``hub:REPO[:CONFIG][@REVISION]`` -- ``datasets.load_dataset`` (never remote code). ``hub:super_glue/rte``
   is short for ``hub:super_glue:rte`` when ``super_glue/rte`` is a dataset of the registry (and
-  ``hub:anli/r1`` reads ``anli``'s splits ``dev_r1``, ``train_r1``...). REVISION defaults to
-  ``DEFAULT_REVISION``; pin a commit for results that others can reproduce.
+  ``anli/r1``'s rows are ANLI's splits ``dev_r1``, ``train_r1``...). REVISION defaults to
+  ``DEFAULT_REVISION``; pin a commit for results that others can reproduce. A Hub dataset that is a
+  loading script is refused; its Parquet export (branch refs/convert/parquet), downloaded, reads as ``parquet:``.
 * ``disk:PATH`` -- a ``save_to_disk`` folder: a DatasetDict (its splits), or one Dataset (its folder name is the split).
 * ``parquet:PATH`` / ``json:PATH`` -- a file, or a folder of files in any of the Hub's layouts: ``SPLIT.parquet``,
   ``data/SPLIT-00000-of-00001.parquet``, ``CONFIG/SPLIT/0000.parquet`` (JSON: ``.json``/``.jsonl``).
@@ -39,9 +40,8 @@ from promptability.data.schema import DataError, Example
 
 Row = dict[str, Any]
 KINDS = ("hub", "disk", "parquet", "json", "curated")
-# The Hub's own Parquet export: it exists for script-based datasets too (super_glue, hellaswag), which
-# ``datasets`` no longer runs. A branch, not a commit: pin one with @REVISION to freeze the data.
-DEFAULT_REVISION = "refs/convert/parquet"
+# A branch, not a commit: pin one with @REVISION to freeze the data.
+DEFAULT_REVISION = "main"
 _SUFFIXES = {"parquet": (".parquet",), "json": (".json", ".jsonl")}
 # The split a held-out dataset is evaluated on where it is not "validation" (as the real study's).
 EVAL_SPLITS = {"anli/r1": "dev", "anli/r2": "dev", "anli/r3": "dev"}
@@ -90,15 +90,15 @@ def parse_source(text: str, dataset: str | None = None) -> SourceSpec:
         return SourceSpec(head, rest, dataset)
     repo, _, revision = rest.partition("@")
     repo, _, config = repo.partition(":")
-    suffix = ""
     if not config and repo in dataset_keys() and "/" in repo:  # a registry key: "super_glue/rte", "anli/r1"
         repo, subset = repo.split("/")
-        config, suffix = ("", f"_{subset}") if repo == "anli" else (subset, "")
-        dataset = dataset or f"{repo}/{subset}"
+        config, dataset = ("" if repo == "anli" else subset), dataset or f"{repo}/{subset}"
     if not repo or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", repo):
         raise SourceError(f"source {text!r}: {repo!r} is not a Hub dataset id (NAME or OWNER/NAME)")
-    implied = repo.split("/")[-1] + (f"/{config}" if config else "")
-    return SourceSpec("hub", repo, dataset or implied, config or None, revision or DEFAULT_REVISION, suffix)
+    dataset = dataset or repo.split("/")[-1] + (f"/{config}" if config else "")
+    # The Hub keeps ANLI's rounds as splits of one dataset: "dev_r1", "train_r1"...
+    suffix = f"_{dataset.split('/')[1]}" if dataset.startswith("anli/") and not config else ""
+    return SourceSpec("hub", repo, dataset, config or None, revision or DEFAULT_REVISION, suffix)
 
 
 class Source:
@@ -153,6 +153,12 @@ def _hub(spec: SourceSpec) -> Any:
 
     try:
         return datasets.load_dataset(spec.location, spec.config, revision=spec.revision)
+    except RuntimeError as err:  # datasets >= 4 refuses loading scripts; promptability would never run one either
+        raise SourceError(
+            f"source {spec}: {spec.location} at {spec.revision} is a loading script, which is never run ({err}). "
+            f"Download the Hub's Parquet export instead (huggingface-cli download --repo-type dataset {spec.location} "
+            f"--revision refs/convert/parquet --local-dir DIR) and give {spec.dataset}=parquet:DIR/{spec.config or 'default'}"
+        ) from err
     except (OSError, ValueError) as err:  # ConnectionError offline; DatasetNotFoundError is a FileNotFoundError
         raise SourceError(
             f"source {spec}: cannot load {spec.location}{f' ({spec.config})' if spec.config else ''} at revision "

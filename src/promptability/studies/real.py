@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from promptability.io import write_text_atomic
-from promptability.studies.data import MANIFEST, build_study_data
+from promptability.studies.data import MANIFEST, build_study_data, study_sources
 from promptability.studies.pipeline import Plan, check_settings, run_plan, start, write_tables
 
 if TYPE_CHECKING:
@@ -127,6 +127,7 @@ def run_real_study(
         if path is not None and not Path(path).is_dir():
             raise FileNotFoundError(f"{path} is not a directory: give {what}")
     resolved = None if data is None else str(Path(data).resolve())
+    study_sources(data, sources)  # a bad spec or an unknown dataset fails before any folder is made
     settings: dict[str, Any] = {"model": model, "data": resolved, "scale": asdict(scale)}
     if sources:  # only when given, so that studies started before sources existed resume
         settings["sources"] = dict(sources)
