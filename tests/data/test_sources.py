@@ -99,6 +99,10 @@ def test_shards_and_split_folders_are_concatenated_in_order(tmp_path):
         shard.to_parquet(str(tmp_path / "b" / "rte" / "validation" / f"000{i}.parquet"))  # refs/convert/parquet
     for folder in ("a", "b"):
         assert Source(f"super_glue/rte=parquet:{tmp_path / folder}").rows("super_glue/rte", "validation") == RTE
+    shards[0].to_parquet(str(tmp_path / "b" / "cb" / "validation" / "0000.parquet"))
+    with pytest.raises(SourceError, match=r"validation of several configs \(cb, rte\): give DIR/CONFIG"):
+        Source(f"super_glue/rte=parquet:{tmp_path / 'b'}").splits("super_glue/rte")
+    assert Source(f"super_glue/rte=parquet:{tmp_path / 'b' / 'rte'}").rows("super_glue/rte", "validation") == RTE
     single = tmp_path / "b" / "rte" / "validation" / "0001.parquet"
     assert Source(f"super_glue/rte=parquet:{single}").splits("super_glue/rte") == ["validation"]
 

@@ -69,13 +69,14 @@ class SourceSpec:
         return f"{self.dataset}={where}" if self.dataset else where
 
 
-def dataset_keys() -> set[str]:
+@cache
+def dataset_keys() -> frozenset[str]:
     """The registry's datasets as ``dataset[/subset]`` (ANLI's rounds: anli/r1, anli/r2, anli/r3)."""
     keys = set()
     for name in registry.train_templates() + list(registry.heldout_templates()) + registry.dev_templates():
         info = registry.template_info(name)
         keys.add(info["dataset_name"] + (f"/{info['subset_name']}" if info["subset_name"] else ""))
-    return keys
+    return frozenset(keys)
 
 
 def parse_source(text: str, dataset: str | None = None) -> SourceSpec:
@@ -192,6 +193,10 @@ def _files(kind: str, location: str) -> dict[str, list[Path]]:
         out.setdefault(split, []).append(path)
     if not out:
         raise SourceError(f"source {kind}:{location}: no {'/'.join(_SUFFIXES[kind])} files there")
+    for split, paths in out.items():  # the Parquet export's CONFIG/SPLIT/0000.parquet, several configs at once
+        if len(configs := {p.parent.parent for p in paths if p.parent.name == split}) > 1:
+            names = ", ".join(sorted(c.name for c in configs))
+            raise SourceError(f"source {kind}:{location} holds {split} of several configs ({names}): give DIR/CONFIG")
     return out
 
 
