@@ -21,12 +21,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model", required=True, help="model directory (pretrain output, prompt-only save, HF dir) or Hub id"
     )
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument("--data", help="JSONL/Parquet file or folder, P3 save_to_disk or TFRecord folder, suite dir")
+    data.add_argument(
+        "--source", metavar="[DATASET=]KIND:LOCATION",
+        help="raw rows of one dataset in the Hub's schema, rendered by its promptsource templates: "
+             "hub:super_glue/rte[@REVISION] (default revision main), super_glue/rte=parquet:DIR, "
+             "=disk:DIR (save_to_disk), =json:DIR, =curated:DIR (../shared/realdata's files)",
+    )  # fmt: skip
     p.add_argument(
-        "--data", required=True, help="JSONL/Parquet file or folder, P3 save_to_disk or TFRecord folder, suite dir"
+        "--templates", help="with --source: promptsource templates folder (default: the ones shipped in the package)"
     )
+    p.add_argument("--instances", type=positive_int, help="with --source: the first N rows of the split (default all)")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--tasks", nargs="+", help="evaluate only these templates")
-    p.add_argument("--split", help="split to read (default: validation; test for StoryCloze)")
+    p.add_argument(
+        "--split", help="split to read (default: validation; test for StoryCloze; with --source: "
+        "the dataset's split, validation or dev for ANLI)"
+    )  # fmt: skip
     p.add_argument(
         "--score", choices=("mean", "sum"), default="mean", help="mean (default) or sum of choice-token log-probs"
     )
@@ -62,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from promptability.data.fingerprint import records_fingerprint
     from promptability.data.readers import read_examples
     from promptability.data.schema import DataError
+    from promptability.data.sources import Source, source_records
     from promptability.data.suite_layout import find_meta
     from promptability.eval.groups import groups_for
     from promptability.eval.rank import PartialResults, evaluate, write_run
@@ -71,14 +84,19 @@ def run(args: argparse.Namespace) -> int:
 
     ensure_writable_dir(args.out)  # before any scoring: a read-only --out must not cost the evaluation
     tasks = args.tasks
-    if tasks is None and (suite := find_meta(args.data)) is not None:  # a suite: its held-out templates
-        tasks = [t for t, info in suite["templates"].items() if info["role"] == "heldout"]
-    records = read_examples(args.data, split=args.split, tasks=tasks)
+    if args.source is not None:
+        source = Source(args.source)
+        records = source_records(source, args.split, tasks=tasks, templates=args.templates, limit=args.instances)
+        data = str(source.spec)
+    else:
+        if tasks is None and (suite := find_meta(args.data)) is not None:  # a suite: its held-out templates
+            tasks = [t for t, info in suite["templates"].items() if info["role"] == "heldout"]
+        records, data = read_examples(args.data, split=args.split, tasks=tasks), str(args.data)
     if not records:
-        raise DataError(f"{args.data}: no records to evaluate")
+        raise DataError(f"{data}: no records to evaluate")
     # What the scores depend on; finished tasks in --out/partial are reused only if these match.
     settings = {
-        "model": str(args.model), "data": str(args.data), "split": args.split, "tasks": args.tasks,
+        "model": str(args.model), "data": data, "split": args.split, "tasks": args.tasks,
         "score": args.score, "max_source_len": args.max_source_len, "max_target_len": args.max_target_len,
         "bf16": args.precision == "bf16", "records": records_fingerprint(records),
     }  # fmt: skip
@@ -110,8 +128,8 @@ def run(args: argparse.Namespace) -> int:
         "model_size": args.model_size or model_size(args.model, info),
         "seed": info.get("seed"),
         "score": args.score,
-        "data": str(args.data),
-        "groups": groups_for(records, args.data),
+        "data": data,
+        "groups": groups_for(records, args.data),  # a --source's dataset: the registry's groups, else its own
         "precision": args.precision,
         "source_eos": args.source_eos and not model.is_causal,  # the decoder-only layout never has one
     }

@@ -19,12 +19,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     real = sub.add_parser(
         "real", help="the real miniature study (about an hour on 2 CPU cores with smollm2-135m)",
-        description="Real data in original formats (the layout of ../shared/realdata, described in its README) plus "
+        description="Real data (curated files in original formats, the layout of ../shared/realdata described in its README, "
+        "or per dataset any Hub name or local save_to_disk/Parquet/JSON folder in the Hub's schema) plus "
         "promptsource's templates -> MTL continued pretraining -> 0/16-shot rank classification -> report. "
         "Install the default model first: promptability model install smollm2-135m.",
     )  # fmt: skip
-    real.add_argument("--data", required=True, help="folder of real data files, e.g. ../shared/realdata")
-    real.add_argument("--templates", help="promptsource templates folder (default: DATA/../promptsource)")
+    real.add_argument("--data", help="folder of the curated real data files, e.g. ../shared/realdata")
+    real.add_argument(
+        "--source", action="append", default=[], metavar="[DATASET=]KIND:LOCATION",
+        help="where one dataset's rows come from, instead of --data (repeatable): hub:super_glue/rte[@REVISION] "
+             "(default revision main), hellaswag=parquet:DIR, anli/r1=disk:DIR, dream=json:DIR",
+    )  # fmt: skip
+    real.add_argument(
+        "--templates", help="promptsource templates folder, e.g. a checkout's promptsource/templates "
+        "(default: the templates shipped in the package)"
+    )  # fmt: skip
     real.add_argument("--out", default="runs/study-real", help="output folder (default: runs/study-real)")
     real.add_argument("--model", default="smollm2-135m", help="model to study: a named model, folder or Hub id")
     real.add_argument(
@@ -51,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_real(args: argparse.Namespace) -> int:
+    from promptability.data.sources import SourceError, source_map
     from promptability.studies.pipeline import StudySettingsError
     from promptability.studies.real import SCALES, run_real_study
 
@@ -60,9 +70,10 @@ def cmd_real(args: argparse.Namespace) -> int:
                  "precision": args.precision, "pretrain_seeds": args.seeds and list(range(args.seeds))}  # fmt: skip
     scale = replace(scale, **{k: v for k, v in overrides.items() if v is not None})
     try:
+        sources = source_map(args.source)
         table = run_real_study(args.data, args.templates, args.out, args.model, scale, force=args.force,
-                               progress=not args.no_progress)  # fmt: skip
-    except (FileNotFoundError, StudySettingsError) as error:
+                               progress=not args.no_progress, sources=sources)  # fmt: skip
+    except (FileNotFoundError, StudySettingsError, SourceError) as error:
         return fail(error, sys.stdout)
     print(table)
     print(f"report: {args.out}/report/")

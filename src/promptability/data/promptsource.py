@@ -1,6 +1,7 @@
 """Render promptsource templates over raw dataset rows into project records, without promptsource.
 
-Templates are promptsource's ``DATASET/[SUBSET/]templates.yaml`` files (``!Template`` entries,
+Templates are promptsource's ``DATASET/[SUBSET/]templates.yaml`` files (shipped in the package for the
+registry's datasets, ``shipped_templates()``; or any promptsource checkout's ``templates`` folder) (``!Template`` entries,
 each a jinja ``source ||| target``). Rendering reproduces ``promptsource.templates.Template.apply``:
 a jinja2 environment (here the immutable sandbox: templates are data and never run code) with its filters ``choice``, ``most_frequent``, ``highlight`` and the
 global ``zip``; "-" in example keys becomes "_" (``removeHyphen``, which P3 applied); ``answer_choices``
@@ -19,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -130,8 +132,15 @@ for _tag in ("!Template", "!TemplateMetadata"):
     _Loader.add_constructor(_tag, lambda loader, node: loader.construct_mapping(node, deep=True))
 
 
-def templates_path(root: str | Path, dataset: str, subset: str | None = None) -> Path:
-    return Path(root, dataset, *([subset] if subset else []), "templates.yaml")
+def shipped_templates() -> Path:
+    """The promptsource templates shipped in the package: the registry's 55 datasets (see its NOTICE)."""
+    return Path(str(resources.files("promptability.assets").joinpath("promptsource")))
+
+
+def templates_path(root: str | Path | None, dataset: str, subset: str | None = None) -> Path:
+    """``root``'s templates.yaml of a dataset; ``root`` None means the shipped templates."""
+    return Path(root if root is not None else shipped_templates(), dataset, *([subset] if subset else []),
+                "templates.yaml")  # fmt: skip
 
 
 @lru_cache(maxsize=256)
@@ -153,7 +162,7 @@ def _load(path: Path) -> dict[str, Template]:
     return out
 
 
-def load_templates(root: str | Path, dataset: str, subset: str | None = None) -> dict[str, Template]:
+def load_templates(root: str | Path | None, dataset: str, subset: str | None = None) -> dict[str, Template]:
     """The templates of one dataset (and subset), keyed by promptsource name."""
     return dict(_load(templates_path(root, dataset, subset).resolve()))
 
@@ -163,7 +172,7 @@ def normalise(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "_", name)
 
 
-def template_for(root: str | Path, p3_name: str) -> Template:
+def template_for(root: str | Path | None, p3_name: str) -> Template:
     """The promptsource template behind a P3/T0 template name of the registry.
 
     Held-out names end in "_score_eval" (P3's one-row-per-choice variant), which is dropped.

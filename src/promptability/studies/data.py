@@ -8,8 +8,9 @@ Output (read by the same trainers and evaluators as the demo's suite)::
     out/study.json                             counts, provenance of every pool, skipped templates
 
 Every template of a held-out dataset is evaluated on the same raw instances. Where a held-out
-dataset has no training split here (ANLI, HellaSwag, Winogrande), its few-shot pool is a fixed,
-held-back slice of the evaluation file that is never evaluated on.
+dataset has no training split in its source (the curated files of ANLI, HellaSwag, Winogrande), its
+few-shot pool is a fixed, held-back slice of the evaluation file that is never evaluated on.
+Rows come from the curated files or from any ``data.sources`` spec per dataset (Hub, save_to_disk, Parquet, JSON).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +26,26 @@ from tqdm.auto import tqdm
 
 from promptability.data.promptsource import TemplateError, render_records, template_for
 from promptability.data.readers import eval_split_for, train_split_for
-from promptability.data.realdata import available, read_raw
 from promptability.data.registry import heldout_templates, template_info, train_templates
+from promptability.data.sources import Source, SourceError, SourceSpec, parse_source
 from promptability.io import write_json_atomic, write_jsonl_atomic
 
 MANIFEST = "study.json"
 
-# Held-out dataset -> (the split evaluated on, the split few-shot examples come from or None).
+# Held-out dataset -> (the split evaluated on, the split few-shot examples come from where present).
 # StoryCloze is evaluated on its 2016 validation split, as in P3; its labelled test split is the pool.
+# The curated files have no train split of ANLI, HellaSwag and Winogrande; the Hub's have.
 HELDOUT_SPLITS: dict[str, tuple[str, str | None]] = {
     "super_glue/rte": ("validation", "train"),
     "super_glue/cb": ("validation", "train"),
     "super_glue/copa": ("validation", "train"),
     "super_glue/wic": ("validation", "train"),
     "super_glue/wsc.fixed": ("validation", "train"),
-    "anli/r1": ("dev", None),
-    "anli/r2": ("dev", None),
-    "anli/r3": ("dev", None),
-    "hellaswag": ("validation", None),
-    "winogrande/winogrande_xl": ("validation", None),
+    "anli/r1": ("dev", "train"),
+    "anli/r2": ("dev", "train"),
+    "anli/r3": ("dev", "train"),
+    "hellaswag": ("validation", "train"),
+    "winogrande/winogrande_xl": ("validation", "train"),
     "story_cloze/2016": ("validation", "test"),
 }
 
@@ -88,8 +90,8 @@ def _shuffled(rows: list[dict[str, Any]], seed: int, key: str) -> list[dict[str,
 
 
 def build_study_data(
-    realdata: str | Path,
-    templates: str | Path,
+    realdata: str | Path | None,
+    templates: str | Path | None,
     out: str | Path,
     *,
     eval_instances: int,
@@ -99,30 +101,57 @@ def build_study_data(
     max_source_words: int = 200,
     seed: int = 0,
     progress: bool = True,
+    sources: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Writes the data directory (``study.json`` last) and returns its manifest."""
-    realdata, templates, out = Path(realdata), Path(templates), Path(out)
+    """Writes the data directory (``study.json`` last) and returns its manifest.
+
+    Each dataset's rows come from ``sources[key]`` (a ``data.sources`` spec) if given, else from the
+    curated files under ``realdata`` (if given); ``templates`` None means the shipped promptsource templates.
+    """
+    out = Path(out)
     manifest: dict[str, Any] = {"heldout": {}, "train": {}, "pools": {}, "skipped": {}, "seed": seed,
                                 "eval_instances": eval_instances, "train_per_template": train_per_template,
                                 "max_source_words": max_source_words}  # fmt: skip
-    source = _Source(realdata, templates, available(realdata), seed)
+    if sources:
+        manifest["sources"] = dict(sources)
+    source = _Source(study_sources(realdata, sources), None if templates is None else Path(templates), seed)
     _write_heldout(source, out, manifest, eval_instances, pool_holdout, pool_size, progress)
     _write_train(source, out, manifest, train_per_template, max_source_words, progress)
     write_json_atomic(out / MANIFEST, manifest)
     return manifest
 
 
-@dataclass(frozen=True)
-class _Source:
-    """Where the raw rows and the templates come from, and the seed of every shuffle and rendering."""
+def study_sources(realdata: str | Path | None, sources: Mapping[str, str] | None) -> dict[str, Source]:
+    """Dataset key -> its source, for every dataset the study reads; an unknown key or a bad spec is an error."""
+    curated = Source(SourceSpec("curated", str(realdata))) if realdata is not None else None
+    out = {key: curated for key in (*HELDOUT_SPLITS, *TRAIN_SPLITS) if curated is not None}
+    for key, spec in (sources or {}).items():
+        if key not in HELDOUT_SPLITS and key not in TRAIN_SPLITS:
+            known = ", ".join([*HELDOUT_SPLITS, *TRAIN_SPLITS])
+            raise SourceError(f"source {spec}: the study reads no dataset {key!r}; it reads {known}")
+        out[key] = Source(parse_source(spec, key))
+    return out
 
-    realdata: Path
-    templates: Path
-    present: dict[str, list[str]]  # realdata key -> the splits there
+
+@dataclass
+class _Source:
+    """Where each dataset's raw rows and the templates come from, and the seed of every shuffle and rendering."""
+
+    sources: dict[str, Source]  # dataset key -> its source
+    templates: Path | None  # None: the shipped templates
     seed: int
+    _splits: dict[str, list[str]] = field(default_factory=dict)
+
+    def where(self, key: str) -> str:
+        return str(self.sources[key].spec) if key in self.sources else "any source (none given)"
+
+    def splits(self, key: str) -> list[str]:
+        if key not in self._splits:
+            self._splits[key] = self.sources[key].splits(key) if key in self.sources else []
+        return self._splits[key]
 
     def rows(self, key: str, split: str) -> list[dict[str, Any]]:
-        return read_raw(self.realdata, key, split)
+        return self.sources[key].rows(key, split)
 
     def render(self, name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return render_records(template_for(self.templates, name), rows, name, seed=self.seed)
@@ -131,20 +160,22 @@ class _Source:
 def _write_heldout(source: _Source, out: Path, manifest: dict[str, Any], eval_instances: int, pool_holdout: int,
                    pool_size: int, progress: bool) -> None:  # fmt: skip
     """Every held-out template's evaluation instances and few-shot pool; the templates of a dataset share rows."""
-    seed, present = source.seed, source.present
+    seed = source.seed
     by_dataset: dict[str, list[str]] = defaultdict(list)
     for name in heldout_templates():
         by_dataset[dataset_key(name)].append(name)
     bar = tqdm(total=len(heldout_templates()), desc="held-out templates", disable=not progress, dynamic_ncols=True)
     for key, names in by_dataset.items():
         eval_split, pool_split = HELDOUT_SPLITS.get(key, (None, None))
-        if eval_split is None or eval_split not in present.get(key, []):
+        if eval_split is None or eval_split not in source.splits(key):
             for name in names:
-                manifest["skipped"][name] = f"no {key} {eval_split or ''} data in {source.realdata}".replace("  ", " ")
+                manifest["skipped"][name] = f"no {key} {eval_split or ''} data in {source.where(key)}".replace(
+                    "  ", " "
+                )
             bar.update(len(names))
             continue
         rows = _shuffled(source.rows(key, eval_split), seed, key)
-        if pool_split is not None and pool_split in present[key]:
+        if pool_split is not None and pool_split in source.splits(key):
             pool = _shuffled(source.rows(key, pool_split), seed, key)[:pool_size]
             manifest["pools"][key] = f"the {pool_split} split ({pool_size} of its rows at most)"
         else:
@@ -177,8 +208,8 @@ def _write_train(source: _Source, out: Path, manifest: dict[str, Any], train_per
     raw: dict[str, list[dict[str, Any]]] = {}
     for name in tqdm(wanted, desc="training templates", disable=not progress, dynamic_ncols=True):
         key = dataset_key(name)
-        if TRAIN_SPLITS[key] not in source.present.get(key, []):
-            manifest["skipped"][name] = f"no {key} data in {source.realdata}"
+        if TRAIN_SPLITS[key] not in source.splits(key):
+            manifest["skipped"][name] = f"no {key} data in {source.where(key)}"
             continue
         if key not in raw:
             rows = source.rows(key, TRAIN_SPLITS[key])

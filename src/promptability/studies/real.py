@@ -4,7 +4,7 @@ zero- and few-shot evaluation on the real held-out datasets, and the Table-1 sty
 Layout under ``out`` (each stage resumable, through ``promptability.studies.pipeline`` as the demo)::
 
     out/settings.json               the model, data and scale the finished stages were made with
-    out/data/                       records rendered from --data with promptsource templates (study.json last)
+    out/data/                       records rendered from --data/--source with promptsource templates (study.json last)
     out/models/<row>/seed-<p>/      continued pretraining: mtl-t, mtl-tp-shallow, mtl-tp-deep, per pretraining seed
     out/runs/0shot/<row>/seed-<p>/  zero-shot rank classification (base = the model as given: runs/0shot/base/)
     out/runs/16shot/<row>-<kind>/pseed-<p>/seed-<f>/   few-shot prompt tuning + evaluation (base: no pseed-<p>)
@@ -14,12 +14,13 @@ Layout under ``out`` (each stage resumable, through ``promptability.studies.pipe
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from promptability.io import write_text_atomic
-from promptability.studies.data import MANIFEST, build_study_data
+from promptability.studies.data import MANIFEST, build_study_data, study_sources
 from promptability.studies.pipeline import Plan, check_settings, run_plan, start, write_tables
 
 if TYPE_CHECKING:
@@ -112,28 +113,41 @@ def fewshot_templates(manifest: dict[str, Any], per_dataset: int) -> list[str]:
 
 
 def run_real_study(
-    data: str | Path,
+    data: str | Path | None,
     templates: str | Path | None = None,
     out: str | Path = "runs/study-real",
     model: str = "smollm2-135m",
     scale: StudyScale | None = None,
     force: bool = False,
     progress: bool = True,
+    sources: Mapping[str, str] | None = None,
 ) -> str:
-    """Runs (or continues) the study; returns the Markdown table."""
+    """Runs (or continues) the study; returns the Markdown table.
+
+    ``data`` is the curated files' folder (or None); ``sources`` maps dataset keys to ``data.sources`` specs
+    that replace it for those datasets. ``templates`` None: the promptsource templates shipped in the package.
+    """
     scale = scale or StudyScale()
-    data = Path(data)
-    templates = Path(templates) if templates is not None else data.parent / "promptsource"
+    if data is None and not sources:
+        raise FileNotFoundError(
+            "no data: give --data (the curated files, see ../shared/realdata/README.md) or --source"
+        )
     for path, what in ((data, "--data (real data, see ../shared/realdata/README.md)"),
-                       (templates, "--templates (promptsource's templates.yaml tree)")):  # fmt: skip
-        if not path.is_dir():
+                       (templates, "--templates (promptsource's templates folder)")):  # fmt: skip
+        if path is not None and not Path(path).is_dir():
             raise FileNotFoundError(f"{path} is not a directory: give {what}")
+    resolved = None if data is None else str(Path(data).resolve())
+    study_sources(data, sources)  # a bad spec or an unknown dataset fails before any folder is made
+    settings: dict[str, Any] = {"model": model, "data": resolved, "scale": asdict(scale)}
+    if sources:  # only when given, so that studies started before sources existed resume
+        settings["sources"] = dict(sources)
     out, stages = start(out, force, "study")
-    check_settings(out, {"model": model, "data": str(data.resolve()), "scale": asdict(scale)})
+    check_settings(out, settings)
     data_dir = out / "data"
     stages.run("data", data_dir / MANIFEST, lambda: build_study_data(
         data, templates, data_dir, eval_instances=scale.eval_instances, pool_holdout=scale.pool_holdout,
-        train_per_template=scale.train_per_template, max_source_words=scale.max_source_words, progress=progress))  # fmt: skip
+        train_per_template=scale.train_per_template, max_source_words=scale.max_source_words, progress=progress,
+        sources=sources))  # fmt: skip
     manifest = json.loads((data_dir / MANIFEST).read_text())
     tuned = fewshot_templates(manifest, scale.fewshot_templates_per_dataset)
     run_plan(_plan(out, model, scale, manifest, tuned), out, stages, progress)
