@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
+from tests.model.test_causal import concat, tiny_causal
 from transformers import AutoModelForCausalLM, T5ForConditionalGeneration
 
 from promptability.cli import main
@@ -18,7 +19,6 @@ from promptability.model.peft_export import (
     export_peft,
     peft_adapter,
 )
-from tests.model.test_causal import concat, tiny_causal
 
 peft = pytest.importorskip("peft")
 
@@ -154,4 +154,3 @@ def test_missing_peft_is_a_clear_error(make_model, monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)  # import peft now raises ImportError
     with pytest.raises(PeftExportError, match="pip install"):
         peft_adapter(make_model("shallow"), "base")
-

@@ -10,8 +10,8 @@
   ours keep 0...; with rotary positions only the difference of query and key positions matters, so each prefix key
   is exported rotated by ``length`` positions and every attention score is the same. Models with absolute position
   embeddings (GPT-2) cannot be expressed and raise ``PeftExportError``.
-- A T5 deep prompt cannot be expressed (PEFT's prefix tuning gives T5's decoder a prefix but not its encoder) and
-  raises ``PeftExportError``.
+- A T5 deep prompt cannot be expressed (PEFT's prefix tuning gives T5's decoder self-attention a prefix, but not its
+  encoder or its cross-attention) and raises ``PeftExportError``.
 
 A model folder saved in full (continued pretraining trains the transformer: MTL-T, MTL-TP, meta-learning) is exported
 as ``DIR/base`` (a plain Transformers folder with its tokenizer) plus the adapter in ``DIR``, whose
@@ -87,9 +87,9 @@ def peft_adapter(model: PromptedModel, base_model_name_or_path: str) -> tuple[Pe
     if isinstance(prompt, DeepPrompt):
         if not isinstance(model, PromptedCausalLM):
             raise PeftExportError(
-                "a T5 deep prompt cannot be exported to PEFT: PEFT's prefix tuning prefixes T5's decoder "
-                "self- and cross-attention but not its encoder, where most of a deep prompt's effect is; "
-                "export a shallow prompt, or use the model through promptability.load_model"
+                "a T5 deep prompt cannot be exported to PEFT: PEFT's prefix tuning reaches only T5's decoder "
+                "self-attention, not its encoder self-attention or its cross-attention, which our deep prompt "
+                "prefixes too; export a shallow prompt, or use the model through promptability.load_model"
             )
         table, kv_heads, head_dim = _prefix_table(model, prompt)
         config = peft.PrefixTuningConfig(
@@ -200,17 +200,8 @@ def export_peft(model_path: str | os.PathLike, out: str | os.PathLike, force: bo
 
 
 def _save_transformer(model: PromptedModel, folder: Path) -> None:
-    """The transformer as a plain Transformers folder: its attention as it was before our prefix seam took over."""
-    transformer = model.transformer
-    current = transformer.config._attn_implementation
-    base = getattr(model.prompt, "base_attention", None)
-    try:
-        if base is not None:
-            transformer.set_attn_implementation(base)
-        transformer.save_pretrained(folder, safe_serialization=True)
-    finally:
-        if base is not None:
-            transformer.set_attn_implementation(current)
+    # Transformers does not write the attention implementation into config.json, so our prefix seam does not travel.
+    model.transformer.save_pretrained(folder, safe_serialization=True)
     if model.tokenizer is not None:
         model.tokenizer.save_pretrained(folder)
 
