@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-_MODULES = ("data", "model", "evaluate", "metrics", "train", "plan", "study", "demo")
+_MODULES = ("data", "model", "evaluate", "metrics", "train", "plan", "study", "demo", "export")
 
 # Errors that mean "your input is wrong", not "the program is": printed as ``error: ...`` with
 # exit code 2 and no traceback, by every command. Named by module so that the CLI does not
@@ -27,6 +27,7 @@ USER_ERRORS = (
     ("promptability.model.prompted", "PromptSettingsError"),
     ("promptability.model.named", "NamedModelError"),
     ("promptability.model.loading", "HubUnreachableError"),
+    ("promptability.model.peft_export", "PeftExportError"),
     ("promptability.studies.pipeline", "StudySettingsError"),
 )
 
