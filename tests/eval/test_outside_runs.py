@@ -11,6 +11,7 @@ from tests.eval.test_report import TASKS, make_run
 from promptability.cli import main
 from promptability.data.registry import heldout_templates
 from promptability.eval.metrics import average_relative_gain, few
+from promptability.eval.outside import load_any_run
 from promptability.eval.report import build_report
 from promptability.eval.runs import RunError, find_runs, load_run
 from promptability.io import write_json_atomic, write_jsonl_atomic
@@ -60,13 +61,13 @@ def test_arg_of_an_outside_folder_equals_the_arg_of_its_accuracies(tmp_path, cor
     assert "run: another tool's predictions: unknown, prompt unknown, shots unknown, unknown" in out
     assert main(["arg", str(path), "--method", "T0", "--prompt", "none", "--shots", "16", "--model", "x/t0-3b"]) == 0
     assert "run: another tool's predictions: t0, prompt none, 16-shot, x/t0-3b" in capsys.readouterr().out
-    run = load_run(path, identity={"method": "T0", "shots": 16, "model": None})
+    run = load_any_run(path, identity={"method": "T0", "shots": 16, "model": None})
     assert run.config == ("t0", "unknown", 16, "unknown") and run.arg().value == pytest.approx(expected)
 
 
 def test_accuracy_json_must_agree_with_the_predictions(tmp_path, correct, capsys):
     acc = {t: float(v.mean()) for t, v in correct.items()}
-    assert load_run(outside(tmp_path / "agree", correct, accuracy=acc)).accuracy == pytest.approx(acc)
+    assert load_any_run(outside(tmp_path / "agree", correct, accuracy=acc)).accuracy == pytest.approx(acc)
     task = sorted(acc)[0]
     wrong = 0.0 if acc[task] > 0.5 else 1.0
     path = outside(tmp_path / "disagree", correct, accuracy={**acc, task: wrong})
@@ -97,6 +98,8 @@ def test_compare_refuses_other_instances_and_identity_of_our_runs(tmp_path, corr
     assert main(["arg", str(a), "--shots", "4"]) == 2
     assert "--shots describe a folder with only another tool's predictions" in capsys.readouterr().err
     assert find_runs([b]) == [b]
+    with pytest.raises(RunError, match=r"has a run.json, which says what the run is; \['shots'\]"):
+        load_any_run(a, identity={"shots": 4})
 
 
 @pytest.mark.parametrize(
@@ -113,13 +116,13 @@ def test_compare_refuses_other_instances_and_identity_of_our_runs(tmp_path, corr
 def test_outside_rows_are_checked_with_file_line_and_field(tmp_path, row, message):
     (tmp_path / "predictions.jsonl").write_text(json.dumps(row) + "\n")
     with pytest.raises(RunError, match=message):
-        load_run(tmp_path)
+        load_any_run(tmp_path)
 
 
 def test_per_instance_choices_give_chance_and_unknown_shots_have_no_report_column(tmp_path):
     rows = [{"task": "t", "index": i, "num_choices": k, "correct": i % 2 == 0} for i, k in enumerate([2, 4, 2, 4])]
     (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run = load_run(tmp_path)
+    run = load_any_run(tmp_path)
     assert run.chance == {"t": pytest.approx((1 / 2 + 1 / 4) / 2)} and run.accuracy == {"t": 0.5}
     with pytest.raises(RunError, match="without its number of shots"):
         build_report([run], baseline="none")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from promptability.cli.common import fail, given, non_negative_int, positive_int, probability
 from promptability.eval.metrics import MetricsError, arg_breakdown, few
-from promptability.eval.outside import IDENTITY_FIELDS
+from promptability.eval.outside import IDENTITY_FIELDS, load_any_run
 from promptability.eval.provenance import SETTINGS, draw, mismatches, recorded, setting
 from promptability.eval.runs import (
     Run,
@@ -22,7 +22,6 @@ from promptability.eval.runs import (
     find_runs,
     is_outside_run,
     load_accuracies,
-    load_run,
 )
 from promptability.eval.seeds import TESTS, compare_runs, split_by_pretrain_seed, test_text
 from promptability.model.prompts import prompt_names
@@ -54,7 +53,7 @@ def _cmd_arg(args: argparse.Namespace) -> int:
     outside = None
     try:
         if is_outside_run(Path(args.file)):
-            outside = load_run(args.file, identity=_identity(args))
+            outside = load_any_run(args.file, identity=_identity(args))
             accuracies, groups = outside.accuracy, outside.arg_groups
         elif given := [f"--{k}" for k, v in _identity(args).items() if v is not None]:
             raise RunError(f"{args.file}: {', '.join(given)} describe a folder with only another tool's predictions")
@@ -89,7 +88,7 @@ def _side(spec: str, name: str, identity: dict[str, object]) -> list[Run]:
     if any(v is not None for v in identity.values()) and not all(is_outside_run(p) for p in paths):
         raise RunError(f"run {name} ({spec}): --*-{name.lower()} options describe folders of another tool's "
                        f"predictions only; a run.json says what our runs are")  # fmt: skip
-    runs = [load_run(path, require_predictions=True, identity=identity if is_outside_run(path) else None)
+    runs = [load_any_run(path, require_predictions=True, identity=identity if is_outside_run(path) else None)
             for path in paths]  # fmt: skip
     configs = {run.config for run in runs}
     if len(configs) > 1:
@@ -155,7 +154,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     try:
         from tqdm.auto import tqdm
 
-        runs = [load_run(path) for path in tqdm(find_runs(args.runs), desc="loading runs", unit="run", disable=None)]
+        runs = [
+            load_any_run(path) for path in tqdm(find_runs(args.runs), desc="loading runs", unit="run", disable=None)
+        ]
         if args.baseline and args.baseline not in {run.method for run in runs}:
             raise RunError(f"--baseline {args.baseline!r} matches no run (methods: {sorted({r.method for r in runs})})")
         report = build_report(

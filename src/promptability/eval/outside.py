@@ -24,12 +24,15 @@ from promptability.eval.runs import (
     ACCURACY_FILE,
     NO_LABEL,
     PREDICTIONS_FILE,
+    RUN_FILE,
     Run,
     RunError,
     TaskPredictions,
     _parse_accuracy,
     _read_json,
     check_agreement,
+    is_outside_run,
+    load_run,
 )
 from promptability.model.prompts import prompt_names
 
@@ -139,3 +142,18 @@ def load_outside_run(root: Path, identity: Mapping[str, Any] | None) -> Run:
     fields = {k: info[k] for k in ("method", "prompt", "shots", "model")}
     return Run(path=root, **fields, model_size=Path(info["model"]).name, seed=None, score=None, groups=None,
                accuracy=accuracy, predictions=preds, meta=info)  # fmt: skip
+
+
+def load_any_run(
+    path: str | Path, *, require_predictions: bool = False, identity: Mapping[str, Any] | None = None
+) -> Run:
+    """``runs.load_run`` for our runs, ``load_outside_run`` for a folder with only another tool's predictions.
+
+    ``identity`` (``method``, ``prompt``, ``shots``, ``model``; None values ignored) is for the latter only.
+    """
+    root = Path(path)
+    if is_outside_run(root):
+        return load_outside_run(root, identity)
+    if given := sorted(k for k, v in (identity or {}).items() if v is not None):
+        raise RunError(f"{root}: has a {RUN_FILE}, which says what the run is; {given} are for runs without one")
+    return load_run(root, require_predictions=require_predictions)

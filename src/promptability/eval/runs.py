@@ -4,7 +4,7 @@ A run directory holds ``run.json`` (what was evaluated), ``accuracy.json``
 (``{task: accuracy}``) and ``predictions.jsonl`` (one line per instance: ``task``,
 ``index``, ``scores``, ``prediction``, ``label``). ``load_run`` validates all three
 and says which file, line and field is wrong. A folder with ``predictions.jsonl`` and no ``run.json`` is
-another tool's run (``eval.outside``): its identity is given to ``load_run``, else "unknown".
+another tool's run, read by ``eval.outside``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -231,14 +231,13 @@ def _parse_predictions(path: Path, choices: dict[str, int]) -> dict[str, TaskPre
     return out
 
 
-def load_run(path: str | Path, *, require_predictions: bool = False, identity: Mapping[str, Any] | None = None) -> Run:
+def load_run(path: str | Path, *, require_predictions: bool = False) -> Run:
     """Load and validate a run directory (or its ``run.json``).
 
     ``predictions.jsonl`` is read when present (``require_predictions`` makes it
     mandatory); its tasks must match ``accuracy.json`` and its per-task accuracy
-    must agree with it to half an instance. A folder without ``run.json`` but with
-    ``predictions.jsonl`` is an outside run (``eval.outside``), whose ``identity``
-    (``method``, ``prompt``, ``shots``, ``model``; None values ignored) is given here.
+    must agree with it to half an instance. Another tool's run (no ``run.json``):
+    ``eval.outside.load_any_run``.
     """
     root = Path(path)
     if root.name == RUN_FILE and root.is_file():
@@ -247,12 +246,6 @@ def load_run(path: str | Path, *, require_predictions: bool = False, identity: M
         raise RunError(
             f"{root}: not a run directory (a folder with {RUN_FILE} and {ACCURACY_FILE}, or {PREDICTIONS_FILE})"
         )
-    if is_outside_run(root):
-        from promptability.eval.outside import load_outside_run
-
-        return load_outside_run(root, identity)
-    if given := sorted(k for k, v in (identity or {}).items() if v is not None):
-        raise RunError(f"{root}: has a {RUN_FILE}, which says what the run is; {given} are for runs without one")
     meta = _read_json(root / RUN_FILE)
     info = _parse_meta(root / RUN_FILE, meta)
     accuracy = _parse_accuracy(root / ACCURACY_FILE, _read_json(root / ACCURACY_FILE))
@@ -320,7 +313,7 @@ def load_accuracies(path: str | Path) -> tuple[dict[str, float], dict[str, Any] 
     if not path.exists():
         raise RunError(f"{path}: no such file or run directory")
     if path.is_dir():
-        if not (path / RUN_FILE).is_file() and not is_outside_run(path) and (path / ACCURACY_FILE).is_file():
+        if not (path / RUN_FILE).is_file() and (path / ACCURACY_FILE).is_file():
             path = path / ACCURACY_FILE
         else:
             run = load_run(path)
