@@ -103,7 +103,8 @@ def test_continuation_layout_for_decoder_only_models(byt5, tmp_path):
     """No EOS anywhere, sources cut from the left, answers with a leading space; its own cache entry."""
     records = [
         rec("a", "x" * 8 + "ab", "yes", ["yes", "no"], 0),  # 10 ids: cut to the last 6
-        rec("a", "abc</s>", " d</s>"),  # a literal trailing EOS goes; a leading space is not doubled
+        rec("a", "abc</s>", " d</s>"),  # a literal trailing EOS goes
+        rec("a", "abc ", " d"),  # the source's space moves to the answer: " " + " d", not doubled by the layout
     ]
     out = T.tokenize_records(records, byt5, max_source_len=6, max_target_len=3, cache_dir=tmp_path,
                              continuation=True)  # fmt: skip
@@ -112,7 +113,12 @@ def test_continuation_layout_for_decoder_only_models(byt5, tmp_path):
     assert ds[0]["input_ids"] == ids("xxxxab") and st.sources_truncated == 1
     assert ds[0]["labels"] == ids(" ye") and st.targets_truncated == 1  # the first 3 ids of " yes"
     assert ds[0]["choice_ids"] == [ids(" ye"), ids(" no")]
-    assert ds[1]["input_ids"] == ids("abc") and ds[1]["labels"] == ids(" d")
+    # The answer's ids are those it has in the joined text, where ByT5 drops the space after a literal "</s>".
+    assert ds[1]["input_ids"] == ids("abc") and ds[1]["labels"] == ids("d")
+    assert ds[2]["input_ids"] == ids("abc") and ds[2]["labels"] == ids("  d")
+    earlier = T.tokenize_records(records, byt5, max_source_len=6, max_target_len=3, use_cache=False, continuation=True,
+                                 joined=False)  # fmt: skip
+    assert earlier.key != out.key and earlier.dataset[2]["input_ids"] == ids("abc ")  # the earlier rule kept it
     seq2seq = T.tokenize_records(records, byt5, max_source_len=6, max_target_len=3, cache_dir=tmp_path)
     assert seq2seq.key != out.key and seq2seq.dataset[1]["input_ids"] == ids("abc") + [EOS]
 

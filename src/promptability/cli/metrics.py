@@ -1,4 +1,8 @@
-"""`promptability arg`, `compare` and `report`: ARG, paired bootstrap, Table 1."""
+"""`promptability arg`, `compare` and `report`: ARG, paired bootstrap, Table 1.
+
+``arg`` and ``compare`` also read another tool's run: a folder with only ``predictions.jsonl`` (and maybe
+``accuracy.json``), whose identity the options give (``eval.outside``).
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,19 @@ import sys
 from pathlib import Path
 
 from promptability.cli.common import fail, given, non_negative_int, positive_int, probability
-from promptability.eval.metrics import MetricsError, arg_breakdown
+from promptability.eval.metrics import MetricsError, arg_breakdown, few
+from promptability.eval.outside import IDENTITY_FIELDS, load_any_run
 from promptability.eval.provenance import SETTINGS, draw, mismatches, recorded, setting
 from promptability.eval.runs import (
     Run,
     RunError,
     check_same_instances,
     find_runs,
+    is_outside_run,
     load_accuracies,
-    load_run,
 )
 from promptability.eval.seeds import TESTS, compare_runs, split_by_pretrain_seed, test_text
+from promptability.model.prompts import prompt_names
 
 
 def _recorded(path: str) -> str:
@@ -33,9 +39,26 @@ def _recorded(path: str) -> str:
     return ", ".join(f"{name} {recorded(meta, key)}" for key, name in SETTINGS.items())
 
 
+def _identity(args: argparse.Namespace, suffix: str = "") -> dict[str, object]:
+    """What the options say an outside run is (None where not given)."""
+    return {key: getattr(args, key + suffix) for key in IDENTITY_FIELDS}
+
+
+def _outside_text(run: Run) -> str:
+    shots = "shots unknown" if run.shots is None else f"{run.shots}-shot"
+    return f"another tool's predictions: {run.method}, prompt {run.prompt}, {shots}, {run.model}"
+
+
 def _cmd_arg(args: argparse.Namespace) -> int:
+    outside = None
     try:
-        accuracies, groups = load_accuracies(args.file)
+        if is_outside_run(Path(args.file)):
+            outside = load_any_run(args.file, identity=_identity(args))
+            accuracies, groups = outside.accuracy, outside.arg_groups
+        elif given := [f"--{k}" for k, v in _identity(args).items() if v is not None]:
+            raise RunError(f"{args.file}: {', '.join(given)} describe a folder with only another tool's predictions")
+        else:
+            accuracies, groups = load_accuracies(args.file)
         if args.groups:
             groups = json.loads(Path(args.groups).read_text(encoding="utf-8"))
         result = arg_breakdown(accuracies, groups, partial=args.partial)
@@ -48,18 +71,25 @@ def _cmd_arg(args: argparse.Namespace) -> int:
                 f"{group:<16}{result.templates_per_group[group]:>10}{result.group_accuracy[group] * 100:>10.2f}{gain:>10.2f}"
             )
         if result.missing:
-            print(f"missing templates ({len(result.missing)}): {', '.join(result.missing)}")
+            print(f"missing templates ({len(result.missing)}): {few(result.missing)}")
         if result.ignored:
-            print(f"unknown templates ignored ({len(result.ignored)}): {', '.join(result.ignored)}")
-        if recorded := _recorded(args.file):
+            print(f"unknown templates ignored ({len(result.ignored)}): {few(result.ignored)}")
+        if outside is not None:
+            print(f"run: {_outside_text(outside)}")
+        elif recorded := _recorded(args.file):
             print(f"run: {recorded}")
     print(f"{result.label()} (%): {result.value:.4f}")
     return 0
 
 
-def _side(spec: str, name: str) -> list[Run]:
-    """A side of a comparison: a run dir, a folder of seed runs, or comma-separated run dirs."""
-    runs = [load_run(path, require_predictions=True) for path in find_runs(p for p in spec.split(",") if p)]
+def _side(spec: str, name: str, identity: dict[str, object]) -> list[Run]:
+    """A side of a comparison: a run dir, a folder of seed runs, or comma-separated run dirs (ours or outside)."""
+    paths = find_runs(p for p in spec.split(",") if p)
+    if any(v is not None for v in identity.values()) and not all(is_outside_run(p) for p in paths):
+        raise RunError(f"run {name} ({spec}): --*-{name.lower()} options describe folders of another tool's "
+                       f"predictions only; a run.json says what our runs are")  # fmt: skip
+    runs = [load_any_run(path, require_predictions=True, identity=identity if is_outside_run(path) else None)
+            for path in paths]  # fmt: skip
     configs = {run.config for run in runs}
     if len(configs) > 1:
         raise RunError(f"run {name} ({spec}) mixes configurations {sorted(configs)}; pass the seeds of one config")
@@ -68,6 +98,8 @@ def _side(spec: str, name: str) -> list[Run]:
 
 def _describe(runs: list[Run]) -> str:
     r = runs[0]
+    if r.meta.get("outside"):
+        return f"{_outside_text(r)}; {len(runs)} run(s)"
     seeds = ", ".join("-" if x.seed is None else str(x.seed) for x in runs)
     text = (
         f"{r.method}, prompt {r.prompt}, {r.shots}-shot, {r.model_family or r.model}; {len(runs)} run(s), seeds {seeds}"
@@ -81,8 +113,12 @@ def _describe(runs: list[Run]) -> str:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     try:
-        runs_a, runs_b = _side(args.run_a, "A"), _side(args.run_b, "B")
+        runs_a, runs_b = _side(args.run_a, "A", _identity(args, "_a")), _side(args.run_b, "B", _identity(args, "_b"))
         check_same_instances(runs_a + runs_b)
+        ours = [run for run in runs_a + runs_b if not run.meta.get("outside")]
+        for run in runs_a + runs_b:  # another tool's run records no groups: those of the run it is compared with
+            if ours and run.meta.get("outside"):
+                run.groups = ours[0].groups
         groups = runs_a[0].arg_groups
         if any(run.arg_groups != groups for run in runs_a + runs_b):
             raise RunError("the runs carry different 'groups' in run.json")
@@ -118,7 +154,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     try:
         from tqdm.auto import tqdm
 
-        runs = [load_run(path) for path in tqdm(find_runs(args.runs), desc="loading runs", unit="run", disable=None)]
+        runs = [
+            load_any_run(path) for path in tqdm(find_runs(args.runs), desc="loading runs", unit="run", disable=None)
+        ]
         if args.baseline and args.baseline not in {run.method for run in runs}:
             raise RunError(f"--baseline {args.baseline!r} matches no run (methods: {sorted({r.method for r in runs})})")
         report = build_report(
@@ -146,6 +184,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--groups", help="JSON {template: {group, num_choices}} (default: run.json's, else P3 held-out)")
     p.add_argument("--partial", action="store_true", help="ARG over the groups present instead of an error")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the ARG line")
+    _identity_options(p, "")
     p.set_defaults(func=_cmd_arg)
 
     p = subparsers.add_parser(
@@ -168,6 +207,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--test", choices=TESTS, help="significance test (default hierarchical; see above)")
     p.add_argument("--partial", action="store_true", help="allow runs covering only some groups")
     p.add_argument("--out", help="also write the result as JSON here")
+    _identity_options(p, "-a")
+    _identity_options(p, "-b")
     p.set_defaults(func=_cmd_compare)
 
     p = subparsers.add_parser(
@@ -190,3 +231,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--partial", action="store_true", help="allow runs covering only some groups")
     p.set_defaults(func=_cmd_report)
+
+
+def _identity_options(parser: argparse.ArgumentParser, suffix: str) -> None:
+    """What a folder of another tool's predictions.jsonl (no run.json) is; each "unknown" when not given."""
+    side = f" of run {suffix[1:].upper()}" if suffix else ""
+    group = parser.add_argument_group(f"another tool's run{side} (a folder with predictions.jsonl, no run.json)")
+    group.add_argument(f"--method{suffix}", help="its method, e.g. mtl-tp")
+    group.add_argument(f"--prompt{suffix}", choices=prompt_names(), help="its prompt")
+    group.add_argument(f"--shots{suffix}", type=non_negative_int, help="its number of shots")
+    group.add_argument(f"--model{suffix}", help="its model, e.g. t5-large-lm-adapt")

@@ -24,7 +24,8 @@ source in one sequence (as lm-evaluation-harness scores): no id list gets an EOS
 (an end-of-text token between question and answer makes the answer wildly
 unlikely, and one after a short answer mid-text dominates its mean score), the
 source is cut from the left (the question sits at the end), and each target or
-choice is tokenized with a leading space, as the continuation of the text before it.
+choice is tokenized as the continuation of the text before it, with the tokenizer's own BOS (if it adds
+one) in front of the source: the rules of ``data.continuation`` (``joined=False``: the earlier ones).
 
 The result is cached under ``cache_root()/tokenized/<key>`` where the key
 hashes the data (record content, or the given files' paths and contents), the
@@ -50,6 +51,7 @@ from datasets import Dataset, Features, List, Value, load_from_disk
 from datasets.exceptions import DatasetGenerationError
 from tqdm.auto import tqdm
 
+from promptability.data.continuation import encode_pairs, special_prefix
 from promptability.data.fingerprint import files_fingerprint, records_fingerprint, sha256_hex, tokenizer_fingerprint
 from promptability.data.schema import DataError, validate_all
 from promptability.io import remove_stale
@@ -111,6 +113,7 @@ def cache_key(
     max_target_len: int,
     continuation: bool = False,
     source_eos: bool = True,
+    joined: bool = True,
 ) -> str:
     payload = {
         "format": FORMAT_VERSION,
@@ -120,7 +123,7 @@ def cache_key(
         "max_target_len": max_target_len,
     }
     if continuation:  # only when set, so that the seq2seq keys of existing caches stay valid
-        payload["continuation"] = True
+        payload["continuation"] = "joined" if joined else True  # True: the rule before data.continuation
     if not source_eos:  # likewise
         payload["source_eos"] = False
     return sha256_hex(json.dumps(payload, sort_keys=True))[:32]
@@ -163,10 +166,6 @@ def continuation_ids(ids: list[int], max_len: int, eos_id: int, keep_end: bool) 
     return list(kept), end > max_len
 
 
-def as_continuation(text: str) -> str:
-    return text if not text or text[0].isspace() else " " + text
-
-
 def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     if not texts:
         return []
@@ -184,13 +183,17 @@ def _rows(
     progress: bool = True,
     continuation: bool = False,
     source_eos: bool = True,
+    joined: bool = True,
 ) -> Iterator[dict[str, Any]]:
     eos = tokenizer.eos_token_id
-    answer = as_continuation if continuation else (lambda text: text)
+    prefix = special_prefix(tokenizer) if continuation and joined else []
 
     def finish(ids: list[int], max_len: int, is_source: bool = False) -> tuple[list[int], bool]:
+        if continuation and is_source:  # the tokenizer's BOS stays first however long the source
+            kept, cut = continuation_ids(ids, max_len - len(prefix), eos, keep_end=True)
+            return prefix + kept, cut
         if continuation:
-            return continuation_ids(ids, max_len, eos, keep_end=is_source)
+            return continuation_ids(ids, max_len, eos, keep_end=False)
         if is_source and not source_eos:
             return source_ids_without_eos(ids, max_len, eos)
         return finish_ids(ids, max_len, eos)
@@ -200,9 +203,15 @@ def _rows(
     bar = tqdm(validate_all(records), total=total, desc="tokenizing", unit="ex", mininterval=2.0, disable=not progress)
 
     def flush() -> Iterator[dict[str, Any]]:
-        sources = _encode(tokenizer, [r["source"] for r in chunk])
-        targets = _encode(tokenizer, [answer(r["target"]) for r in chunk])
-        choices = _encode(tokenizer, [answer(c) for r in chunk for c in r["choices"]])
+        if continuation:
+            sources, answers = encode_pairs(tokenizer, [r["source"] for r in chunk],
+                                            [[r["target"], *r["choices"]] for r in chunk], joined)  # fmt: skip
+            targets = [a[0] for a in answers]
+            choices = [ids for a in answers for ids in a[1:]]
+        else:
+            sources = _encode(tokenizer, [r["source"] for r in chunk])
+            targets = _encode(tokenizer, [r["target"] for r in chunk])
+            choices = _encode(tokenizer, [c for r in chunk for c in r["choices"]])
         offset = 0
         for record, src, tgt in zip(chunk, sources, targets, strict=True):
             input_ids, cut_src = finish(src, max_source_len, is_source=True)
@@ -303,6 +312,7 @@ def tokenize_records(
     progress: bool = True,
     continuation: bool = False,
     source_eos: bool = True,
+    joined: bool = True,
 ) -> Tokenized:
     """Tokenizes records (or reads them from the cache); see the module docstring.
 
@@ -311,7 +321,8 @@ def tokenize_records(
     and ``records`` is only consumed on a cache miss (pass a callable
     to read lazily); otherwise the records' content is hashed. ``continuation``: the
     decoder-only layout (see the module docstring); pass ``model.is_causal``. ``source_eos=False``: no EOS
-    after the source (seq2seq only; the decoder-only layout has none anyway).
+    after the source (seq2seq only; the decoder-only layout has none anyway). ``joined=False``: the
+    decoder-only layout's earlier tokenization rule (``data.continuation``), to reproduce earlier numbers.
     """
     if getattr(tokenizer, "eos_token_id", None) is None:
         raise ValueError(
@@ -330,13 +341,14 @@ def tokenize_records(
         materialised = list(records() if callable(records) else records)
         data_fp = "records:" + records_fingerprint(materialised)
         get_records = lambda: materialised  # noqa: E731
-    key = cache_key(data_fp, tokenizer_fingerprint(tokenizer), max_source_len, max_target_len, continuation, source_eos)
+    key = cache_key(data_fp, tokenizer_fingerprint(tokenizer), max_source_len, max_target_len, continuation, source_eos,
+                    joined)  # fmt: skip
 
     def rows() -> Iterator[dict[str, Any]]:
         recs = get_records()
         total = len(cast(Sized, recs)) if hasattr(recs, "__len__") else None
         return _rows(recs, tokenizer, max_source_len, max_target_len, stats, chunk_size, total, progress, continuation,
-                     source_eos)  # fmt: skip
+                     source_eos, joined)  # fmt: skip
 
     if not use_cache:
         dataset = Dataset.from_list(list(rows()), features=FEATURES)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -35,6 +35,7 @@ __all__ = [
     "average_relative_gain",
     "chance_level",
     "chance_levels",
+    "few",
     "paired_bootstrap",
     "relative_gain",
     "resolve_groups",
@@ -105,6 +106,12 @@ def resolve_groups(groups: GroupSpec | None = None) -> dict[str, tuple[str, int]
     return out
 
 
+def few(names: Sequence[str], shown: int = 5) -> str:
+    """``names`` for a message: the first ``shown``, then how many more (a run can miss all 106 templates)."""
+    head = ", ".join(names[:shown])
+    return head if len(names) <= shown else f"{head} ... and {len(names) - shown} more"
+
+
 def _select(
     templates: list[str], spec: dict[str, tuple[str, int]], partial: bool, what: str
 ) -> tuple[list[str], list[str], list[str]]:
@@ -115,9 +122,9 @@ def _select(
     if (unknown or missing) and not partial:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing template(s): {', '.join(missing)}")
+            parts.append(f"{len(missing)} missing template(s): {few(missing)}")
         if unknown:
-            parts.append(f"{len(unknown)} unknown template(s) (not in the groups): {', '.join(unknown)}")
+            parts.append(f"{len(unknown)} unknown template(s) (not in the groups): {few(unknown)}")
         raise MetricsError(
             f"{what} does not cover the expected {len(spec)} templates: "
             + "; ".join(parts)
@@ -125,7 +132,7 @@ def _select(
         )
     used = sorted(present & spec.keys())
     if not used:
-        raise MetricsError(f"{what} has none of the expected templates (unknown: {', '.join(unknown)})")
+        raise MetricsError(f"{what} has none of the expected templates (unknown: {few(unknown)})")
     return used, missing, unknown
 
 

@@ -122,12 +122,18 @@ def _prompt_key(prompt: str) -> int:
     return kinds.index(prompt) if prompt in kinds else len(kinds)
 
 
+def _shots(run: Run) -> int:
+    if run.shots is None:
+        raise RunError(f"{run.path}: another tool's run without its number of shots has no column in the report")
+    return run.shots
+
+
 def _place(runs: list[Run], partial: bool) -> tuple[list[Column], dict[tuple[str, Column], Cell]]:
     configs = group_by_config(runs)
     used_prompts: dict[tuple[str, int], set[str]] = {}
     for members in configs.values():
         if members[0].prompt != NO_PROMPT:
-            used_prompts.setdefault((members[0].model_size, members[0].shots), set()).add(members[0].prompt)
+            used_prompts.setdefault((members[0].model_size, _shots(members[0])), set()).add(members[0].prompt)
     cells: dict[tuple[str, Column], Cell] = {}
     # Explicit prompts first, so a prompt-less run only fills the columns left empty.
     for members in sorted(configs.values(), key=lambda m: m[0].prompt == NO_PROMPT):
@@ -136,11 +142,12 @@ def _place(runs: list[Run], partial: bool) -> tuple[list[Column], dict[tuple[str
         prompts = (
             [first.prompt]
             if not shared
-            else [p for p in PROMPT_KINDS if p in used_prompts.get((first.model_size, first.shots), ())] or [NO_PROMPT]
+            else [p for p in PROMPT_KINDS if p in used_prompts.get((first.model_size, _shots(first)), ())]
+            or [NO_PROMPT]
         )
         results = [run.arg(partial=partial) for run in members]
         for prompt in prompts:
-            key = (first.method, Column(first.model_size, prompt, first.shots))
+            key = (first.method, Column(first.model_size, prompt, _shots(first)))
             if key in cells:
                 if shared and not cells[key].shared:
                     continue  # an explicit prompt of the same method wins over the prompt-less run

@@ -3,7 +3,8 @@
 A run directory holds ``run.json`` (what was evaluated), ``accuracy.json``
 (``{task: accuracy}``) and ``predictions.jsonl`` (one line per instance: ``task``,
 ``index``, ``scores``, ``prediction``, ``label``). ``load_run`` validates all three
-and says which file, line and field is wrong.
+and says which file, line and field is wrong. A folder with ``predictions.jsonl`` and no ``run.json`` is
+another tool's run, read by ``eval.outside``.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ __all__ = [
     "Run",
     "RunError",
     "TaskPredictions",
+    "check_agreement",
     "check_same_instances",
     "find_runs",
     "group_by_config",
+    "is_outside_run",
     "load_accuracies",
     "load_run",
     "pooled_correctness",
@@ -38,6 +41,7 @@ __all__ = [
 ]
 
 RUN_FILE, ACCURACY_FILE, PREDICTIONS_FILE = "run.json", "accuracy.json", "predictions.jsonl"
+NO_LABEL = -1  # the label of an instance whose outside run did not write it
 # The paper's Table 1 order; other method names sort after these.
 METHOD_ORDER = ("none", "mtl-t", "mtl-p", "mtl-tp", "fomaml", "reptile")
 
@@ -51,9 +55,9 @@ class TaskPredictions:
     """One task's instances, sorted by ``index``; ``num_choices`` is each instance's (``len(scores)``)."""
 
     index: np.ndarray
-    label: np.ndarray
+    label: np.ndarray  # NO_LABEL (-1) where an outside run did not write it
     correct: np.ndarray
-    num_choices: np.ndarray
+    num_choices: np.ndarray  # 0 where an outside run did not write it
 
 
 @dataclass
@@ -61,7 +65,7 @@ class Run:
     path: Path
     method: str
     prompt: str
-    shots: int
+    shots: int | None  # None: an outside run whose shots were not given
     model: str
     model_size: str
     seed: int | None
@@ -74,7 +78,7 @@ class Run:
     model_family: str | None = None  # what the models of one row's pretraining seeds share (out/models/<row>)
 
     @property
-    def config(self) -> tuple[str, str, int, str]:
+    def config(self) -> tuple[str, str, int | None, str]:
         """What the runs of one configuration share: (method, prompt, shots, model), where the model of a
         seeded row is its family, so its pretraining seeds and few-shot seeds land in one cell."""
         return (self.method, self.prompt, self.shots, self.model_family or self.model)
@@ -86,10 +90,13 @@ class Run:
 
     @property
     def chance(self) -> dict[str, float] | None:
-        """Each task's chance accuracy, the mean of 1/n over its instances (None without predictions)."""
+        """Each task's chance accuracy, the mean of 1/n over its instances (None without predictions); tasks
+        of an outside run with unknown numbers of choices are left out (their groups' count is used)."""
         if self.predictions is None:
             return None
-        return {task: chance_level(p.num_choices.tolist()) for task, p in self.predictions.items()}
+        return {
+            task: chance_level(p.num_choices.tolist()) for task, p in self.predictions.items() if p.num_choices.all()
+        }
 
     def arg(self, *, partial: bool = False) -> ARGResult:
         """ARG with chance from the predictions' per-instance choices; from ``num_choices`` without them."""
@@ -103,10 +110,12 @@ class Run:
             raise RunError(f"{self.path / PREDICTIONS_FILE}: missing; per-instance predictions are needed here")
         return self.predictions
 
-    def instances(self) -> set[tuple[str, int, int]]:
-        """The set of (task, index, label) the run was evaluated on."""
+    def instances(self, labels: bool = True) -> set[tuple[str, int, int]]:
+        """The set of (task, index, label) the run was evaluated on (label NO_LABEL for all with ``labels=False``)."""
         return {
-            (task, int(i), int(y)) for task, p in self.require_predictions().items() for i, y in zip(p.index, p.label)
+            (task, int(i), int(y) if labels else NO_LABEL)
+            for task, p in self.require_predictions().items()
+            for i, y in zip(p.index, p.label)
         }
 
 
@@ -227,13 +236,16 @@ def load_run(path: str | Path, *, require_predictions: bool = False) -> Run:
 
     ``predictions.jsonl`` is read when present (``require_predictions`` makes it
     mandatory); its tasks must match ``accuracy.json`` and its per-task accuracy
-    must agree with it to half an instance.
+    must agree with it to half an instance. Another tool's run (no ``run.json``):
+    ``eval.outside.load_any_run``.
     """
     root = Path(path)
     if root.name == RUN_FILE and root.is_file():
         root = root.parent
     if not root.is_dir():
-        raise RunError(f"{root}: not a run directory (expected a folder with {RUN_FILE}, {ACCURACY_FILE})")
+        raise RunError(
+            f"{root}: not a run directory (a folder with {RUN_FILE} and {ACCURACY_FILE}, or {PREDICTIONS_FILE})"
+        )
     meta = _read_json(root / RUN_FILE)
     info = _parse_meta(root / RUN_FILE, meta)
     accuracy = _parse_accuracy(root / ACCURACY_FILE, _read_json(root / ACCURACY_FILE))
@@ -242,33 +254,44 @@ def load_run(path: str | Path, *, require_predictions: bool = False) -> Run:
     if pred_path.is_file():
         choices = {t: k for t, (_, k) in resolve_groups(info["groups"]).items()}
         preds = _parse_predictions(pred_path, choices)
-        if set(preds) != set(accuracy):
-            only_p, only_a = sorted(set(preds) - set(accuracy)), sorted(set(accuracy) - set(preds))
-            raise RunError(
-                f"{root}: {PREDICTIONS_FILE} and {ACCURACY_FILE} list different tasks "
-                f"(only in predictions: {only_p}; only in accuracy: {only_a})"
-            )
-        for task, p in preds.items():
-            recomputed = float(p.correct.mean())
-            if abs(recomputed - accuracy[task]) > 0.5 / p.correct.size:
-                raise RunError(
-                    f"{root}: accuracy of {task!r} is {accuracy[task]} in {ACCURACY_FILE} but "
-                    f"{recomputed} from {PREDICTIONS_FILE}"
-                )
+        check_agreement(root, preds, accuracy)
     elif require_predictions:
         raise RunError(f"{pred_path}: file not found (per-instance predictions are needed)")
     pretrain = _parse_pretrain(root / RUN_FILE, meta)
     return Run(path=root, accuracy=accuracy, predictions=preds, meta=meta, **info, **pretrain)
 
 
+def is_outside_run(path: Path) -> bool:
+    """A folder with another tool's predictions.jsonl: no run.json."""
+    return path.is_dir() and not (path / RUN_FILE).is_file() and (path / PREDICTIONS_FILE).is_file()
+
+
+def check_agreement(root: Path, preds: dict[str, TaskPredictions], accuracy: dict[str, float]) -> None:
+    """Raise unless ``predictions.jsonl`` and ``accuracy.json`` list the same tasks, with the same accuracies."""
+    if set(preds) != set(accuracy):
+        only_p, only_a = sorted(set(preds) - set(accuracy)), sorted(set(accuracy) - set(preds))
+        raise RunError(
+            f"{root}: {PREDICTIONS_FILE} and {ACCURACY_FILE} list different tasks "
+            f"(only in predictions: {only_p}; only in accuracy: {only_a})"
+        )
+    for task, p in preds.items():
+        recomputed = float(p.correct.mean())
+        if abs(recomputed - accuracy[task]) > 0.5 / p.correct.size:
+            raise RunError(
+                f"{root}: accuracy of {task!r} is {accuracy[task]} in {ACCURACY_FILE} but "
+                f"{recomputed} from {PREDICTIONS_FILE}"
+            )
+
+
 def find_runs(paths: Iterable[str | Path]) -> list[Path]:
-    """Run directories named by ``paths``: each a run dir, its run.json, or a folder searched for run dirs."""
+    """Run directories named by ``paths``: each a run dir (ours, or an outside one), its run.json, or a folder
+    searched for run dirs (ours only: a run.json marks them)."""
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.name == RUN_FILE and path.is_file():
             hits = [path.parent]
-        elif (path / RUN_FILE).is_file():
+        elif (path / RUN_FILE).is_file() or is_outside_run(path):
             hits = [path]
         elif path.is_dir():
             hits = sorted(p.parent for p in path.rglob(RUN_FILE))
@@ -302,10 +325,14 @@ def load_accuracies(path: str | Path) -> tuple[dict[str, float], dict[str, Any] 
 
 
 def check_same_instances(runs: list[Run]) -> None:
-    """Raise ``RunError`` unless all runs were evaluated on the same (task, index, label) set."""
-    reference = runs[0].instances()
+    """Raise ``RunError`` unless all runs were evaluated on the same (task, index, label) set.
+
+    When an outside run did not write its labels, the (task, index) sets are compared.
+    """
+    labels = all(NO_LABEL not in p.label for run in runs for p in run.require_predictions().values())
+    reference = runs[0].instances(labels)
     for other in runs[1:]:
-        theirs = other.instances()
+        theirs = other.instances(labels)
         if theirs != reference:
             only_a, only_b = sorted(reference - theirs), sorted(theirs - reference)
             raise RunError(
@@ -322,9 +349,9 @@ def pooled_correctness(runs: list[Run]) -> dict[str, np.ndarray]:
     return {task: np.mean([p[task].correct for p in preds], axis=0) for task in preds[0]}
 
 
-def group_by_config(runs: list[Run]) -> dict[tuple[str, str, int, str], list[Run]]:
+def group_by_config(runs: list[Run]) -> dict[tuple[str, str, int | None, str], list[Run]]:
     """Runs grouped by configuration (the seeds of one config together, sorted by pretraining seed, then seed)."""
-    grouped: dict[tuple[str, str, int, str], list[Run]] = {}
+    grouped: dict[tuple[str, str, int | None, str], list[Run]] = {}
     for run in runs:
         grouped.setdefault(run.config, []).append(run)
     for config, members in grouped.items():
