@@ -6,6 +6,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from promptability.model.causal import PromptedCausalLM
+from promptability.model.generation import generate_texts, source_ids
 
 KINDS = ["none", "shallow", "deep"]
 ARCHS = ["t5", "llama"]
@@ -152,3 +153,19 @@ def test_bad_arguments_are_named(make, tiny_tokenizer):
         model.generate(ids, mask, max_new_tokens=0)
     with pytest.raises(ValueError, match="at least one token"):
         model.generate(ids, torch.zeros_like(mask))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_generate_texts_decodes_the_naive_greedy_tokens_up_to_eos(make, arch):
+    model = make(arch, "deep")
+    texts = [SOURCES[1], SOURCES[0], "a dog"]
+    eos = model.tokenizer.eos_token_id
+    expected = []
+    for ids in source_ids(model, texts, max_source_len=64):
+        # The layout evaluation scores: a T5 source ends with EOS, a decoder-only one does not.
+        assert (ids[-1] == eos) != model.is_causal
+        tokens = naive_greedy(model, torch.tensor(ids), STEPS)[0].tolist()
+        end = tokens.index(eos) if eos in tokens else STEPS
+        expected.append(model.tokenizer.decode(tokens[:end], skip_special_tokens=True).strip())
+    assert generate_texts(model, texts, max_new_tokens=STEPS, batch_size=2, max_source_len=64) == expected
+    assert all(expected)
