@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from tqdm.auto import tqdm
@@ -60,7 +61,8 @@ def generate_texts(
             new = model.generate(batch.to(device), mask.to(device), max_new_tokens=max_new_tokens).tolist()
             for i, tokens in zip(rows, new, strict=True):
                 end = next((k for k, t in enumerate(tokens) if t in stops), len(tokens))
-                out[i] = model.tokenizer.decode(tokens[:end], skip_special_tokens=True).strip()
+                # decode is typed str | list[str]; one id list gives one str
+                out[i] = cast(str, model.tokenizer.decode(tokens[:end], skip_special_tokens=True)).strip()
             bar.update(len(rows))
     finally:
         model.train(was_training)
