@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-_MODULES = ("data", "model", "evaluate", "metrics", "train", "plan", "study", "demo", "export")
+_MODULES = ("data", "model", "evaluate", "generate", "metrics", "train", "plan", "study", "demo", "export")
 
 # Errors that mean "your input is wrong", not "the program is": printed as ``error: ...`` with
 # exit code 2 and no traceback, by every command. Named by module so that the CLI does not

@@ -26,7 +26,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from promptability.model.prompted import PRESETS, PromptedModel
+from promptability.model.prompted import PRESETS, PromptedModel, move_padding
 from promptability.model.prompts import NO_PROMPT
 from promptability.model.prompts.deep import DEFAULT_DEEP_INIT, AttentionLayout, Site
 
@@ -63,6 +63,23 @@ class PromptedCausalLM(PromptedModel):
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "architecture": self.architecture}
 
+    def _check_sources(self, src_len: torch.Tensor) -> None:
+        if self.prepended == 0 and bool((src_len == 0).any()):
+            raise ValueError(
+                "every source needs at least one token: a causal LM cannot predict the first target token from nothing"
+            )
+
+    def generation_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
+        """The prompted input embeddings, left-padded: generation continues every row from its last column.
+
+        Padding goes left of the shallow prompt too, so a row's positions (counted from its mask, as ``generate``
+        does) are those of ``forward``: prompt 0..L-1, then the source.
+        """
+        self._check_sources(attention_mask.sum(-1))
+        embeds, mask = self.embed(input_ids, attention_mask)
+        embeds, mask = move_padding(mask, embeds, side="left")
+        return {"inputs_embeds": embeds, "attention_mask": mask}
+
     # ----- forward ----------------------------------------------------------------------------
     def forward(
         self,
@@ -80,10 +97,7 @@ class PromptedCausalLM(PromptedModel):
         target_ids = labels.masked_fill(labels == -100, self.pad_token_id)
         target_mask = target_mask * (labels != -100)
         src_len = attention_mask.long().sum(-1)
-        if self.prepended == 0 and bool((src_len == 0).any()):
-            raise ValueError(
-                "every source needs at least one token: a causal LM cannot predict the first target token from nothing"
-            )
+        self._check_sources(src_len)
         ids, mask = _pack(input_ids, attention_mask.long(), target_ids, target_mask, self.pad_token_id)
         embeds, mask = self.embed(ids, mask)
         logits = self.transformer(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits

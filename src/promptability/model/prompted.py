@@ -36,6 +36,8 @@ PROMPT_FILE = "prompt.safetensors"
 # STAGING holds STAGING_COMPLETE the move is unfinished and the folder is not loadable.
 STAGING = ".final-model"
 STAGING_COMPLETE = "complete.json"
+# How many tokens ``generate`` (and ``promptability generate``) adds when not told.
+DEFAULT_MAX_NEW_TOKENS = 32
 
 # Which groups each preset trains. "prompt-only" is few-shot tuning: same groups as mtl-p, but it names the intent.
 PRESETS: dict[str, tuple[str, ...]] = {
@@ -112,6 +114,43 @@ class PromptedModel(nn.Module):
         if self.prompt is not None:
             embeds, attention_mask = self.prompt.prepend(embeds, attention_mask)
         return embeds, attention_mask
+
+    # ----- generation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        **kwargs: Any,
+    ) -> Any:
+        """Continues each source through Transformers' own ``generate`` (KV cache on), greedy unless ``kwargs`` say
+        otherwise (they reach ``generate`` unchanged: ``num_beams``, ``eos_token_id``, ``return_dict_in_generate``...).
+
+        Returns the new tokens only, (batch, at most ``max_new_tokens``), rows that ended early padded with
+        ``pad_token_id``; with ``return_dict_in_generate=True`` the output object, its ``sequences`` trimmed so.
+        Sources may be padded on either side. The prompt enters as in ``forward``: a shallow one in the input
+        embeddings, a deep one inside attention, so each cached step equals a full prompted forward.
+        """
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        options = {"do_sample": False, "use_cache": True, "pad_token_id": self.pad_token_id, **kwargs}
+        out = self.transformer.generate(  # type: ignore[operator]  # PreTrainedModel types generate loosely
+            **self.generation_inputs(input_ids, attention_mask.long()), max_new_tokens=max_new_tokens, **options
+        )
+        # An encoder-decoder's sequences start with the decoder start token; a decoder-only LM given
+        # inputs_embeds returns only what it generated.
+        skip = 1 if self.transformer.config.is_encoder_decoder else 0
+        if isinstance(out, torch.Tensor):
+            return out[:, skip:]
+        out.sequences = out.sequences[:, skip:]
+        return out
+
+    def generation_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
+        """The prompted inputs ``transformer.generate`` starts from (its keyword arguments)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support generation")
 
     # ----- parameter groups and freezing -------------------------------------------------------
     def prompt_parameters(self) -> list[nn.Parameter]:
@@ -215,6 +254,14 @@ class PromptedSeq2SeqLM(PromptedModel):
         config = self.transformer.config
         return AttentionLayout(sites, modules, config.num_heads, config.d_kv)
 
+    def generation_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
+        """The prompted encoder's states: every decoding step cross-attends to them (and, with a deep prompt,
+        to its cross-attention prefixes; the decoder's self-attention prefixes join the cached keys at each step)."""
+        # Left padding would sit between a shallow prompt and the source and shift their relative positions.
+        input_ids, attention_mask = move_padding(attention_mask, input_ids, side="right")
+        hidden, mask = self.encode(input_ids, attention_mask)
+        return {"encoder_outputs": BaseModelOutput(last_hidden_state=hidden), "attention_mask": mask}
+
     # ----- forward ----------------------------------------------------------------------------
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder states and the mask the decoder must use (extended by a shallow prompt)."""
@@ -258,6 +305,15 @@ class PromptedSeq2SeqLM(PromptedModel):
             raise ValueError("labels are required: PromptedSeq2SeqLM is scored and trained teacher-forced")
         hidden, mask = self.encode(input_ids, attention_mask)
         return self.decode(hidden, mask, labels, decoder_attention_mask, return_loss=return_loss)
+
+
+def move_padding(mask: torch.Tensor, values: torch.Tensor, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``values`` (batch, length, ...) and ``mask`` with each row's padded columns moved to ``side``, the rest in order."""
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    order = torch.argsort(mask if side == "left" else 1 - mask, dim=1, stable=True)
+    index = order.view(*order.shape, *[1] * (values.dim() - 2)).expand_as(values)
+    return values.gather(1, index), mask.gather(1, order)
 
 
 def attention_sites(transformer: T5ForConditionalGeneration) -> tuple[list[Site], list[nn.Module]]:
