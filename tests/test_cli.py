@@ -12,8 +12,21 @@ from promptability.cli import main
 @pytest.mark.slow
 def test_help_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "promptability", "--help"], capture_output=True, text=True, check=True)
-    for command in ("demo", "data", "model", "study", "pretrain", "fewshot", "evaluate", "arg", "compare", "report", "generate",
-                    "export", "plan"):
+    for command in (
+        "demo",
+        "data",
+        "model",
+        "study",
+        "pretrain",
+        "fewshot",
+        "evaluate",
+        "arg",
+        "compare",
+        "report",
+        "generate",
+        "export",
+        "plan",
+    ):
         assert command in out.stdout
 
 
