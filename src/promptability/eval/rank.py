@@ -7,8 +7,11 @@ official T0 checkpoints); a choice's score is the mean log-probability of its to
 highest-scoring choice.
 
 Each source is encoded once; its encoder states are shared by all of its
-choices, which are decoded together in one batch. Padded choice slots (an
-instance with fewer choices than the batch's widest) are never decoded.
+choices, which are decoded together in one batch. Each decoder layer projects
+its cross-attention keys and values once per source (a precomputed
+cross-attention cache, indexed per choice), and the LM head runs on the real
+choice tokens only. Padded choice slots (an instance with fewer choices than
+the batch's widest) are never decoded.
 
 Decoder-only models (``model.is_causal``) are scored by
 :mod:`promptability.eval.rank_causal`: each source runs once with a key/value
