@@ -74,7 +74,6 @@ def test_markdown_sections_are_replaced_not_duplicated(results, tmp_path):
 
 def test_flop_counts_include_cpu_attention_and_limits_cap_targets():
     import torch.nn.functional as F
-
     from benchmarks.flops import capped_target, count_flop, counted_once, flop_limit
 
     q, k, w = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8), torch.randn(8, 4)
