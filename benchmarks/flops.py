@@ -13,9 +13,11 @@ FLOPs actually done. The check column gives the stack-aware count too:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.utils import flop_counter
 
 from benchmarks.common import Settings, Stat, synchronize, timed
 from benchmarks.report import Row, fmt_num
@@ -57,6 +59,47 @@ def stack_aware_flop(context: dict[str, Any], batch_size: int) -> float:
     target_tokens = context.get("mtl_target_tokens_per_step", 0.0)
     source_tokens = tokens - target_tokens + counts["prompt_length"] * batch_size
     return 6.0 * (counts["encoder"] * source_tokens + counts["decoder"] * target_tokens)
+
+
+# ----- FLOP limits of a pair: the ratio of the two sides' FLOP counts for the same work ---------------
+# torch's FlopCounterMode counts matrix products (mm, bmm, addmm, attention), not elementwise work; its table has no
+# entry for the CPU flash-attention kernel that scaled_dot_product_attention runs on CPU, so attention would count 0.
+_CPU_SDPA = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+if _CPU_SDPA not in flop_counter.flop_registry and _CPU_SDPA.default not in flop_counter.flop_registry:
+
+    @flop_counter.register_flop_formula(_CPU_SDPA)
+    def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def count_flop(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """``fn()``'s result and the FLOP of the matrix products it ran (torch's ``FlopCounterMode``)."""
+    with flop_counter.FlopCounterMode(display=False) as counter:
+        out = fn()
+    return out, int(counter.get_total_flops())
+
+
+def counted_once(fn: Callable[[], Any]) -> tuple[Callable[[], Any], dict[str, int]]:
+    """``fn`` whose first call (a pair's warm-up) also counts its FLOP into the returned dict's ``"flop"``."""
+    box: dict[str, int] = {}
+
+    def run() -> Any:
+        if "flop" in box:
+            return fn()
+        out, box["flop"] = count_flop(fn)
+        return out
+
+    return run, box
+
+
+def flop_limit(ours: dict[str, int], baseline: dict[str, int]) -> float:
+    """Baseline FLOP / our FLOP for the same work: the speed-up the arithmetic allows at equal FLOP/s."""
+    return baseline["flop"] / ours["flop"] if ours.get("flop") else float("nan")
+
+
+def capped_target(target: float, limit: float) -> float:
+    """A pair's target, or 90% of its FLOP limit where the target asks for more than the arithmetic allows."""
+    return min(target, round(0.9 * limit, 2)) if limit == limit else target
 
 
 def run(settings: Settings, context: dict[str, Any]) -> list[Row]:

@@ -24,6 +24,7 @@ class Row:
     met: bool | None = None  # None: no target
     check: str = ""  # outcome of the correctness check, in words
     check_ok: bool | None = None
+    limit: float | None = None  # the ratio the two sides' FLOP counts allow for the same work (None: not counted)
 
 
 @dataclass
@@ -75,30 +76,36 @@ def fmt_ratio(stat: Stat | None) -> str:
     return f"{stat.median:.2f}x [{stat.min:.2f}–{stat.max:.2f}]"
 
 
+def fmt_limit(limit: float | None) -> str:
+    return "" if limit is None else f"{limit:.2f}x"
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
 def markdown_table(rows: list[Row]) -> str:
-    head = "| # | measurement | project | baseline | ratio | target | result | check |"
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    head = "| # | measurement | project | baseline | ratio | FLOP limit | target | result | check |"
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         result = "" if r.met is None else ("met" if r.met else "**MISSED**")
         ratio = fmt_ratio(r.ratio) + (f" ({r.ratio_note})" if r.ratio is not None and r.ratio_note else "")
         check = r.check if r.check_ok is not False else f"**FAILED**: {r.check}"
-        cells = [r.pair, r.name, r.ours, r.baseline, ratio, r.target, result, check]
+        cells = [r.pair, r.name, r.ours, r.baseline, ratio, fmt_limit(r.limit), r.target, result, check]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def text_table(rows: list[Row]) -> str:
     """A plain-text table for the terminal."""
-    header = ["#", "measurement", "project", "baseline", "ratio", "target", "result", "check"]
+    header = ["#", "measurement", "project", "baseline", "ratio", "limit", "target", "result", "check"]
     table = [header]
     for r in rows:
         result = "" if r.met is None else ("met" if r.met else "MISSED")
         check = r.check if r.check_ok is not False else f"FAILED: {r.check}"
-        table.append([r.pair, r.name, r.ours, r.baseline, fmt_ratio(r.ratio), r.target, result, check])
+        table.append(
+            [r.pair, r.name, r.ours, r.baseline, fmt_ratio(r.ratio), fmt_limit(r.limit), r.target, result, check]
+        )
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     out = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
     out.insert(1, "  ".join("-" * w for w in widths))
@@ -113,7 +120,9 @@ in one run count: both sides of every pair run in one process on the same weight
 interleaved rep by rep (A then B, then B then A), after warm-up; each rep gives one ratio and the table
 shows the median with [min–max] over reps. A ratio above 1 means the project's way is better, except
 where the ratio column says otherwise; targets are judged on the median as shown (two decimals). Missed
-targets are marked **MISSED**; baselines are not tuned down.
+targets are marked **MISSED**; baselines are not tuned down. The FLOP limit is the baseline's FLOP count
+over ours for the same work (matrix products, counted by torch's `FlopCounterMode` during the warm-up):
+the ratio equal FLOP/s on both sides would give; where a target asks for more, the target is 90% of it.
 
 """
 

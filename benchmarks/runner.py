@@ -22,9 +22,11 @@ PAIRS = ("eval", "mtl", "padding", "meta", "fewshot", "flops", "eval-causal")
 
 METHODS = """How each pair is measured (details in the docstrings of `benchmarks.*`):
 
-1. **evaluation**: `eval.rank.score_choices` (each source encoded once, its states shared by its choices) vs one
-   full forward per (source, choice) pair, as the paper's implementation scores; same `eval_batches` batches, same
-   mean-log-probability scoring; synthetic token ids with sources ~10x longer than choices; one rep = one pass.
+1. **evaluation**: `eval.rank.score_choices` (each source encoded once, each decoder layer's cross-attention
+   keys/values projected once per source, the LM head on real choice tokens only) vs one full forward per (source,
+   choice) pair, as the paper's implementation scores; same `eval_batches` batches, same mean-log-probability
+   scoring; synthetic token ids with sources ~10x longer than choices; one rep = one pass. At size `tiny` also at
+   the T5-small shape (8 examples, at most 3 reps).
 2. **MTL step**: `train.steps.mtl.MTLStep` (MTL-TP, shallow prompt) + clipping + Adafactor, as the training loop runs
    it, vs `peft.get_peft_model(T5ForConditionalGeneration, PromptTuningConfig)` with the transformer unfrozen, its own
    loss, the same Adafactor and clipping; same start weights and prompt, same batches in the same order.
@@ -41,9 +43,11 @@ METHODS = """How each pair is measured (details in the docstrings of `benchmarks
    same dtype. The check column also gives a stack-aware count (encoder weights x source tokens + decoder weights
    x target tokens), since in an encoder-decoder each token passes through one stack only.
 
-7. **causal evaluation**: `eval.rank_causal` (a batch's sources in one left-padded call, choices from the gathered
-   cache) vs each source alone with its own cache (the first implementation); a random Llama of SmolLM2-135M's shape
-   (30 layers, d 576, GQA 9/3; tiny: 2 layers, d 128), shallow prompt, 4 choices, same batches and scores.
+7. **causal evaluation**: `eval.rank_causal` (a batch's sources in one left-padded call without the LM head, choices
+   from the gathered cache, the head only where a choice token is predicted) vs one full forward per (source, choice)
+   with the head at every position (as a user writes it and lm-evaluation-harness scores), and vs each source alone
+   with its own cache (the first implementation); a random Llama of SmolLM2-135M's shape (30 layers, d 576, GQA 9/3,
+   vocabulary 49152; at size `tiny` 4 examples, at most 3 reps), shallow prompt, 4 choices, same batches and scores.
 
 Models of pairs 1-5 are T5 v1.1-layout models with random weights and dropout 0 (`tiny`: the project's offline tiny T5,
 `model.tiny.TINY_CONFIG`, vocabulary 4000; `small`/`base`/`large`: T5 1.1 shapes, vocabulary 32128); the data

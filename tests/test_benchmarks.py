@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = [
     "eval_2choices", "eval_4choices", "mtl_tokens_per_s", "meta_fomaml_time", "meta_fomaml_memory_vs_copy",
     "meta_fomaml_memory_vs_mtl", "meta_reptile_time", "meta_reptile_memory_vs_copy", "meta_reptile_memory_vs_mtl",
-    "fewshot_step_time", "matmul_flops", "mtl_flops_fraction", "eval_causal_4choices",
+    "fewshot_step_time", "matmul_flops", "mtl_flops_fraction", "eval_causal_4choices", "eval_causal_full_4choices",
 ]  # fmt: skip
 
 
@@ -46,6 +46,9 @@ def test_every_pair_has_its_rows_and_checks_pass(results):
         assert row.ratio is not None and row.ratio.n == 1 and math.isfinite(row.ratio.median) and row.ratio.median > 0
         assert row.met in (True, False) and row.target
     assert any("offline suite: skipped" in n for n in results.notes)
+    for key in ("eval_2choices", "eval_4choices", "eval_causal_full_4choices", "eval_causal_4choices"):
+        limit = results.row(key).limit  # FLOP counts of both sides: ours does less work for the same scores
+        assert limit is not None and limit > 1
     assert results.info["device"] == "cpu" and results.info["torch"] == torch.__version__
 
 
@@ -67,6 +70,24 @@ def test_markdown_sections_are_replaced_not_duplicated(results, tmp_path):
     )
     assert text.index("bench:cpu-") < text.index("bench:cuda-")
     assert "| 1 evaluation | rank classification, 4 choices" in text and "predictions identical" in text
+
+
+def test_flop_counts_include_cpu_attention_and_limits_cap_targets():
+    import torch.nn.functional as F
+    from benchmarks.flops import capped_target, count_flop, counted_once, flop_limit
+
+    q, k, w = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8), torch.randn(8, 4)
+    with torch.inference_mode():
+        _, flop = count_flop(lambda: (F.scaled_dot_product_attention(q, k, k), q @ w))
+    # scores and weighted values: 2 x (2 FLOP per multiply-add x 2*3 heads x 5 queries x 7 keys x 8 dims); then q @ w
+    assert flop == 2 * (2 * 2 * 3 * 5 * 7 * 8) + 2 * (2 * 3 * 5) * 8 * 4
+    calls = []
+    fn, box = counted_once(lambda: calls.append(q @ w) or len(calls))
+    assert (fn(), fn(), box) == (1, 2, {"flop": 2 * 30 * 8 * 4})  # counted on the first call only
+    assert flop_limit({"flop": 10}, {"flop": 25}) == 2.5
+    assert (
+        capped_target(4.0, 5.0) == 4.0 and capped_target(4.0, 2.74) == 2.47 and capped_target(3.0, float("nan")) == 3.0
+    )
 
 
 def test_padding_fraction_from_lengths_matches_collated_batches():

@@ -98,6 +98,37 @@ def test_encoder_runs_once_per_source(make_model):
     assert sum(calls) == len(RECORDS), "each source is encoded exactly once"
 
 
+@pytest.mark.parametrize("kind", ["none", "deep"])
+def test_cross_attention_keys_once_per_source_and_lm_head_on_real_tokens_only(make_model, tiny_tokenizer, kind):
+    from promptability.data.batching import collate_eval
+    from promptability.data.tokenize import tokenize_records
+
+    model = make_model(kind)
+    ds = tokenize_records(RECORDS, tiny_tokenizer, use_cache=False, progress=False).dataset
+    batch = collate_eval([ds[i] for i in range(len(ds))], pad_id=0)
+    rows: dict[str, list[int]] = {"k": [], "v": [], "head": []}
+    decoder = model.transformer.get_decoder()
+    modules = [(name, getattr(block.layer[1].EncDecAttention, name)) for block in decoder.block for name in "kv"]
+    modules.append(("head", model.transformer.lm_head))
+    handles = [
+        module.register_forward_hook(
+            lambda m, a, out, name=name: rows[name].append(out.reshape(-1, out.shape[-1]).shape[0])
+        )
+        for name, module in modules
+    ]
+    with torch.no_grad():
+        scores = score_choices(model, batch)
+    for handle in handles:
+        handle.remove()
+    source_positions = batch["input_ids"].shape[0] * (batch["input_ids"].shape[1] + model.prepended)
+    layers = len(decoder.block)
+    assert rows["k"] == rows["v"] == [source_positions] * layers  # per source, not per choice (14 choices)
+    assert rows["head"] == [int(batch["choice_mask"].sum())]
+    for i, record in enumerate(RECORDS):  # the batch keeps the records' order
+        n = len(record["choices"])
+        assert scores[i, :n].tolist() == pytest.approx(naive_scores(model, record, "mean"), rel=1e-5, abs=1e-5)
+
+
 def test_padded_choice_slots_score_minus_inf(make_model, tiny_tokenizer):
     from promptability.data.batching import collate_eval
     from promptability.data.tokenize import tokenize_records

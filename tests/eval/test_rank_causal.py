@@ -114,13 +114,23 @@ def test_sources_run_once_per_batch_and_choices_share_their_cache(make_causal, t
             )
         )
 
+    head_rows = []
     ds = tokenize_records(RECORDS, tiny_tokenizer, use_cache=False, progress=False, continuation=True).dataset
-    handle = model.transformer.register_forward_pre_hook(hook, with_kwargs=True)
+    batch = collate_eval([ds[i] for i in range(len(ds))], pad_id=0)
+    handles = [
+        model.transformer.base_model.register_forward_pre_hook(hook, with_kwargs=True),
+        model.transformer.get_output_embeddings().register_forward_hook(
+            lambda m, args, out: head_rows.append(out.reshape(-1, out.shape[-1]).shape[0])
+        ),
+    ]
     with torch.no_grad():
-        score_choices(model, collate_eval([ds[i] for i in range(len(ds))], pad_id=0))
-    handle.remove()
+        score_choices(model, batch)
+    for handle in handles:
+        handle.remove()
     # one call for the 5 sources; one for the 14 real choices (padded slots never run), since some have 2+ tokens
     assert calls == [("source", len(RECORDS)), ("choices", sum(len(r["choices"]) for r in RECORDS))]
+    # the LM head runs once, on exactly the real choice tokens (none of the source, none of the padding)
+    assert head_rows == [int(batch["choice_mask"].sum())]
 
 
 def test_padded_choice_slots_score_minus_inf(make_causal, tiny_tokenizer):

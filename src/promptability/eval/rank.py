@@ -7,8 +7,11 @@ official T0 checkpoints); a choice's score is the mean log-probability of its to
 highest-scoring choice.
 
 Each source is encoded once; its encoder states are shared by all of its
-choices, which are decoded together in one batch. Padded choice slots (an
-instance with fewer choices than the batch's widest) are never decoded.
+choices, which are decoded together in one batch. Each decoder layer projects
+its cross-attention keys and values once per source (a precomputed
+cross-attention cache, indexed per choice), and the LM head runs on the real
+choice tokens only. Padded choice slots (an instance with fewer choices than
+the batch's widest) are never decoded.
 
 Decoder-only models (``model.is_causal``) are scored by
 :mod:`promptability.eval.rank_causal`: each source runs once with a key/value
@@ -32,6 +35,7 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+from transformers import DynamicCache, EncoderDecoderCache
 
 from promptability.data.batching import eval_batches
 from promptability.data.schema import DataError, Example
@@ -67,14 +71,63 @@ def score_choices(model: Any, batch: dict[str, Any], score: str = "mean") -> tor
     source_of = torch.arange(b, device=device)[:, None].expand(b, c)[real]  # which source each real choice reads
     labels = choice_ids[real]  # [N, T]
     mask = choice_mask[real]
-    logits = model.decode(hidden[source_of], enc_mask[source_of], labels, mask, return_loss=False).logits
-    token_logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    token_logp = token_logp * mask
+    token_logp = choice_token_logprobs(model, hidden, enc_mask, source_of, labels, mask)
     totals = token_logp.sum(-1)
     values = totals / mask.sum(-1).clamp(min=1) if score == "mean" else totals
     scores = torch.full((b, c), float("-inf"), device=device)
     scores[real] = values
     return scores
+
+
+def choice_token_logprobs(
+    model: Any,
+    hidden: torch.Tensor,
+    encoder_mask: torch.Tensor,
+    source_of: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """[N, T] log-probability of each choice token (0 at padding), teacher-forced, choice i reading source ``source_of[i]``.
+
+    Two things a per-choice forward repeats are done once: each decoder layer's cross-attention keys and
+    values are projected from the B sources' encoder states (not from N per-choice copies of them) and handed
+    to the decoder as a precomputed cross-attention cache; and the LM head runs on the real target positions
+    only (not on padding). A deep prompt's cross-attention prefix enters after the cache, as in any forward.
+    """
+    t5 = model.transformer
+    decoder = t5.get_decoder()
+    cache = EncoderDecoderCache(DynamicCache(config=decoder.config), _cross_attention_cache(decoder, hidden, source_of))
+    decoder_ids = t5.prepare_decoder_input_ids_from_labels(labels=labels.masked_fill(mask == 0, -100))
+    states = decoder(
+        input_ids=decoder_ids,
+        attention_mask=mask,
+        # Read only for its shape and to switch cross-attention on: every layer finds its keys in the cache.
+        encoder_hidden_states=hidden[source_of],
+        encoder_attention_mask=encoder_mask[source_of],
+        cache=cache,
+        use_cache=True,
+    ).last_hidden_state
+    scored = mask.bool()
+    picked = states[scored]  # [M, d_model]: the real target positions only
+    if t5.config.scale_decoder_outputs:  # T5's own scaling before its (tied) head
+        picked = picked * (t5.config.d_model**-0.5)
+    logp = torch.log_softmax(t5.lm_head(picked).float(), dim=-1).gather(-1, labels[scored].unsqueeze(-1)).squeeze(-1)
+    out = torch.zeros(labels.shape, dtype=logp.dtype, device=logp.device)
+    out[scored] = logp
+    return out
+
+
+def _cross_attention_cache(decoder: Any, hidden: torch.Tensor, source_of: torch.Tensor) -> DynamicCache:
+    """Each decoder layer's cross-attention keys/values, projected once per source, then indexed per choice."""
+    b, s, _ = hidden.shape
+    layers = []
+    for block in decoder.block:
+        attention = block.layer[1].EncDecAttention
+        shape = (b, s, attention.n_heads, attention.key_value_proj_dim)
+        keys = attention.k(hidden).view(shape).transpose(1, 2)
+        values = attention.v(hidden).view(shape).transpose(1, 2)
+        layers.append((keys[source_of], values[source_of]))
+    return DynamicCache(layers)
 
 
 @torch.inference_mode()
