@@ -63,3 +63,63 @@ def test_row_nll_with_swapped_parameters_and_a_model_without_the_fast_path(make_
             return self.inner(**kwargs)
 
     torch.testing.assert_close(row_nll(LogitsOnly(model), batch), row_nll(model, batch), rtol=1e-6, atol=0)
+
+
+def _leaves(root) -> set[int]:
+    """ids of the tensors the autograd graph under ``root`` accumulates a gradient into."""
+    seen, todo, out = set(), [root], set()
+    while todo:
+        fn = todo.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        if type(fn).__name__ == "AccumulateGrad":
+            out.add(id(fn.variable))
+        todo.extend(f for f, _ in fn.next_functions)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["shallow", "deep"])
+def test_few_shot_tuning_never_computes_or_stores_transformer_gradients(make_model, batch, accelerator, kind):
+    from promptability.train.steps.fixed_batch import FixedBatchStep
+
+    model = make_model(kind).train()
+    trained = model.freeze("prompt-only")
+    assert {id(p) for p in trained} == {id(p) for p in model.prompt_parameters()}
+    # the graph ends at the prompt alone: no weight-gradient node exists for any transformer tensor
+    loss = row_nll(model, batch).sum()
+    assert _leaves(loss.grad_fn) == {id(p) for p in model.prompt_parameters()}
+    del loss
+
+    FixedBatchStep(batch)(model, accelerator)
+    assert all(p.grad is None for p in model.transformer.parameters())
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in model.prompt_parameters())
+    model.zero_grad(set_to_none=True)
+
+    model.freeze("all")  # the same graph with the transformer trainable reaches every weight
+    loss = row_nll(model, batch).sum()
+    assert {id(p) for p in model.transformer.parameters()} <= _leaves(loss.grad_fn)
+
+
+def test_fused_gelu_is_transformers_gelu_new(make_model, batch):
+    import copy
+
+    from transformers.activations import NewGELUActivation
+
+    model = make_model("shallow").train()
+    acts = [m for m in model.transformer.modules() if hasattr(m, "act")]
+    assert acts and all(type(m.act) is torch.nn.GELU and m.act.approximate == "tanh" for m in acts)
+    stock = copy.deepcopy(model)
+    for m in stock.transformer.modules():
+        if hasattr(m, "act"):
+            m.act = NewGELUActivation()
+    x = torch.randn(4, 64) * 4
+    torch.testing.assert_close(acts[0].act(x), NewGELUActivation()(x), rtol=1e-6, atol=1e-6)
+    losses = []
+    for m in (model, stock):
+        loss = row_nll(m, batch).sum()
+        loss.backward()
+        losses.append((float(loss), m.transformer.shared.weight.grad.clone()))
+    assert losses[0][0] == pytest.approx(losses[1][0], rel=1e-6)
+    scale = float(losses[1][1].abs().max())  # float rounding only: within 1e-5 of the largest entry
+    assert float((losses[0][1] - losses[1][1]).abs().max()) <= 1e-5 * scale
