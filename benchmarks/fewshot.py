@@ -82,7 +82,9 @@ def _pair(settings: Settings, key: str, where: str, target: float) -> Row:
              "time per step",
         ours=fmt_stat(Stat.of(timing.ours).scaled(per_step), "s"),
         baseline=fmt_stat(Stat.of(timing.baseline).scaled(per_step), "s"),
-        ratio=ratio, ratio_note="speed-up", target=f">= {target:g}x", met=round(ratio.median, 2) >= target,
+        ratio=ratio, ratio_note="speed-up", met=round(ratio.median, 2) >= target,
+        # per weight and token: forward 2 + input gradient 2 FLOP, vs + weight gradient 2 (the optimizer uncounted)
+        target=f">= {target:g}x (FLOP limit 1.5x)",
         check=f"first-step prompt gradients {'match' if diff <= 1e-4 or settings.bf16 else 'DIFFER'} (max diff "
               f"{diff:.1e} of the largest); transformer tensors with a .grad: {frozen_grads[0]}",
         check_ok=ok,

@@ -16,7 +16,7 @@ Where the time went (torch.profiler, CPU, the T5-small shape: batch 16, source
 ~128 / target ~16, before this pair's changes; self CPU time of one MTL-TP step):
 
     matrix products (aten::mm, bmm)                        ~43%
-    transformers' Adafactor step over 77M parameters       ~23%  (~12 elementwise passes per tensor, one of
+    transformers' Adafactor step over 60M parameters       ~23%  (~12 elementwise passes per tensor, one of
                                                                   them an RMS nobody reads without scaling)
     the rest: layer norms, gated GELU's tanh formula,      ~30%  (gelu_new: 8 tensors forward, ~15 backward)
       masks, copies, autograd

@@ -49,7 +49,7 @@ class FusedAdafactor(Adafactor):
         return True
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         if not self._fast():
             return super().step(closure)
         loss = None
