@@ -6,13 +6,16 @@ zero_grad), from the same weights; only the freeze preset differs
 (``prompt-only`` vs ``all``). With the transformer frozen, backward still
 carries activation gradients down to the prompt at the input but computes no
 weight gradients, so the step should cost about 2/3 of a full step (forward 1,
-backward 2 -> 1). Target: clearly cheaper, which we take as a speed-up of at least 1.2x.
+backward 2 -> 1), and Adafactor steps the prompt alone. Targets: at least 1.2x at the tiny shape, 1.5x at
+the T5-small shape (pair 2's workload, measured in every tiny run). The check also counts the transformer
+tensors holding a ``.grad`` after the frozen step's backward: 0, no weight gradient was computed or stored.
 The first step's prompt gradient must be the same either way.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -21,9 +24,20 @@ from benchmarks.common import PAD_ID, Settings, Stat, build_model, make_accelera
 from benchmarks.report import Row, fmt_stat
 
 TARGET = 1.2
+SMALL_TARGET = 1.5  # the issue's target at the T5-small shape, where the optimizer's share is larger
 
 
 def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
+    rows = [_pair(settings, "fewshot", "", TARGET)]
+    if settings.size.name == "tiny":  # the issue's T5-small workload, as pair 2 runs it
+        from benchmarks.mtl import SMALL_REPS, SMALL_STEP
+
+        small = replace(settings, size=SMALL_STEP, reps=min(settings.reps, SMALL_REPS))
+        rows.append(_pair(small, "fewshot_small", " at the T5-small shape", SMALL_TARGET))
+    return rows
+
+
+def _pair(settings: Settings, key: str, where: str, target: float) -> Row:
     from promptability.data.batching import fewshot_batch
     from promptability.train.loop import build_optimizer
     from promptability.train.steps.fixed_batch import FixedBatchStep
@@ -36,6 +50,7 @@ def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
     prompt_model = build_model(settings).train()
     full_model = copy.deepcopy(prompt_model)
     first: dict[str, torch.Tensor] = {}
+    frozen_grads: list[int] = []
 
     def runner(model, preset: str, side: str):
         params = model.freeze(preset)
@@ -47,6 +62,7 @@ def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
                 step(model, accelerator)
                 if side not in first:
                     first[side] = model.prompt.weight.grad.detach().float().clone()
+                    frozen_grads.append(sum(p.grad is not None for p in model.transformer.parameters()))
                 float(torch.nn.utils.clip_grad_norm_(params, 1.0))
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -54,21 +70,25 @@ def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
         return one_rep
 
     timing = time_pair(runner(prompt_model, "prompt-only", "ours"), runner(full_model, "all", "full"), settings,
-                       "few-shot step")  # fmt: skip
+                       f"few-shot step{where}")  # fmt: skip
     scale = max(float(first["full"].abs().max()), 1e-30)
     diff = float((first["ours"] - first["full"]).abs().max()) / scale
-    ok = diff <= (5e-2 if settings.bf16 else 1e-4)
+    ok = diff <= (5e-2 if settings.bf16 else 1e-4) and frozen_grads[0] == 0
     ratio = Stat.of(timing.ratios())
     per_step = 1 / size.steps_per_rep
-    return [Row(
-        key="fewshot_step_time", pair="4 few-shot",
-        name=f"{size.shots}-shot prompt-tuning step: frozen transformer (prompt-only) vs full-model step: time per step",
+    return Row(
+        key=f"{key}_step_time", pair="4 few-shot",
+        name=f"{size.shots}-shot prompt-tuning step{where}: frozen transformer (prompt-only) vs full-model step: "
+             "time per step",
         ours=fmt_stat(Stat.of(timing.ours).scaled(per_step), "s"),
         baseline=fmt_stat(Stat.of(timing.baseline).scaled(per_step), "s"),
-        ratio=ratio, ratio_note="speed-up", target=f">= {TARGET:g}x (ideal ~1.5x)", met=round(ratio.median, 2) >= TARGET,
-        check=f"first-step prompt gradients {'match' if ok else 'DIFFER'} (max diff {diff:.1e} of the largest)",
+        ratio=ratio, ratio_note="speed-up", met=round(ratio.median, 2) >= target,
+        # per weight and token: forward 2 + input gradient 2 FLOP, vs + weight gradient 2 (the optimizer uncounted)
+        target=f">= {target:g}x (FLOP limit 1.5x)",
+        check=f"first-step prompt gradients {'match' if diff <= 1e-4 or settings.bf16 else 'DIFFER'} (max diff "
+              f"{diff:.1e} of the largest); transformer tensors with a .grad: {frozen_grads[0]}",
         check_ok=ok,
-    )]  # fmt: skip
+    )  # fmt: skip
 
 
 if __name__ == "__main__":  # python -m benchmarks.fewshot

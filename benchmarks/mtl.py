@@ -4,21 +4,61 @@ Ours: ``MTLStep`` run as the shared training loop runs it (the step's forward
 and backward, then gradient-norm clipping, Adafactor step, zero_grad). The
 baseline is the usual Hugging Face way: ``peft.get_peft_model`` with a
 ``PromptTuningConfig`` on ``T5ForConditionalGeneration`` (transformer
-unfrozen), the model's own mean-token loss, the same Adafactor and clipping.
-Both start from the same weights and prompt and see the same batches in the
-same order (the baseline draws them from an identical length-grouped sampler),
-so their first-step losses must agree. Target: at least as many tokens/s.
+unfrozen), the model's own mean-token loss, transformers' Adafactor with the
+project's settings and the same clipping. Both start from the same weights
+and prompt and see the same batches in the same order (the baseline draws
+them from an identical length-grouped sampler), so their first-step losses
+must agree (fp32: to 1e-6 relative). Measured at the run's size and, in a
+tiny run, at the T5-small shape (``SMALL_STEP``). Target: 1.2x the baseline's
+tokens/s, or 90% of the FLOP limit (``flop_limit``) where that is lower.
+
+Where the time went (torch.profiler, CPU, the T5-small shape: batch 16, source
+~128 / target ~16, before this pair's changes; self CPU time of one MTL-TP step):
+
+    matrix products (aten::mm, bmm)                        ~43%
+    transformers' Adafactor step over 60M parameters       ~23%  (~12 elementwise passes per tensor, one of
+                                                                  them an RMS nobody reads without scaling)
+    the rest: layer norms, gated GELU's tanh formula,      ~30%  (gelu_new: 8 tensors forward, ~15 backward)
+      masks, copies, autograd
+    log-softmax + its backward over the full logits        ~2%  (every padded target x 32128 words)
+    attention (sdpa / softmax)                              ~1%
+
+and at the tiny shape (1 thread): matmuls ~45%, gelu_new's elementwise chain
+~20% (fusing it made forward + backward 1.26x faster), HF's mask building
+(aten::where / all) ~7%, Adafactor ~5%. What the project's step now does
+differently, all to float rounding of the same numbers (tests/train/test_row_nll.py,
+tests/train/test_adafactor.py):
+
+* the LM head and cross-entropy run on the real target tokens only, and no
+  (batch, target, vocabulary) logits or decoding cache are made
+  (``PromptedSeq2SeqLM.forward(row_nll=True)``, ``train.losses.row_nll``);
+* Adafactor in about seven passes per tensor instead of ~12 (``train.adafactor.FusedAdafactor``);
+* T5 1.1's gelu_new as PyTorch's one-kernel tanh GELU (``model.prompted.fuse_gelu``).
+
+CPU time of one step at the tiny shape, 1 thread, median of 5 (``time.process_time``,
+immune to the shared machine's load): forward + backward 0.270 s vs 0.321 s (1.19x), optimizer
+0.012 s vs 0.017 s (1.40x). bf16 autocast on CPU was not a win to chase: the pairs run fp32 on CPU.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
 
-from benchmarks.common import PAD_ID, Settings, Stat, build_model, make_accelerator, synthetic_dataset, time_pair
+from benchmarks.common import (
+    PAD_ID,
+    Settings,
+    Stat,
+    build_model,
+    get_size,
+    make_accelerator,
+    synthetic_dataset,
+    time_pair,
+)
 from benchmarks.report import Row, fmt_stat
 
 LR, CLIP = 1e-3, 1.0
@@ -51,7 +91,7 @@ def model_counts(model) -> dict[str, int]:
     dec = sum(p.numel() for p in t.get_decoder().parameters() if id(p) not in embedding)
     head = sum(p.numel() for p in t.lm_head.parameters())  # untied in T5 v1.1; a tied head still does the matmul
     return {"params": sum(p.numel() for p in model.parameters()), "encoder": enc, "decoder": dec + head,
-            "prompt_length": model.prompt_length}  # fmt: skip
+            "decoder_only": dec, "head": head, "prompt_length": model.prompt_length}  # fmt: skip
 
 
 class _Batches:
@@ -82,11 +122,12 @@ class _Batches:
 def _peft_steps(baseline, data, settings: Settings) -> Callable[[], tuple[float, list[float]]]:
     """One rep of the baseline: the same batches through transformers + PEFT, its own loss, the same clipping and
     Adafactor; returns (tokens, losses)."""
-    from promptability.train.loop import build_optimizer
+    from transformers.optimization import Adafactor
 
     size = settings.size
     params = [p for p in baseline.parameters() if p.requires_grad]
-    opt = build_optimizer(params, LR)
+    # transformers' own Adafactor, with the project's settings (train.loop.build_optimizer runs a fused one)
+    opt = Adafactor(params, lr=LR, scale_parameter=False, relative_step=False, warmup_init=False)
     batches = _Batches(data, size.batch_size, settings.seed)
 
     def hf_peft() -> tuple[float, list[float]]:
@@ -109,16 +150,59 @@ def _peft_steps(baseline, data, settings: Settings) -> Callable[[], tuple[float,
     return hf_peft
 
 
-def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
-    from promptability.train.loop import build_optimizer
-    from promptability.train.steps.mtl import MTLStep
+# The issue's T5-small workload (T5 1.1 small: d_model 512, d_ff 1024, 6 heads, 8+8 layers, vocabulary 32128),
+# measured in every tiny run: one step per rep and few reps keep it about a minute on 2 cores.
+SMALL_STEP = replace(
+    get_size("small"), batch_size=16, source_len=128, target_len=16, train_examples=64, steps_per_rep=1
+)
+SMALL_REPS = 3
+TARGET = 1.2  # the issue's speed-up over HF + PEFT, capped at 90% of the FLOP limit where that is lower
 
+
+def flop_limit(data, settings: Settings, counts: dict[str, int]) -> float:
+    """Baseline FLOPs / ours for the rep's batches: the only matmul work we skip is the LM head on padded targets.
+
+    Both sides run the encoder on every padded source position (prompt included) and the decoder on every
+    padded target position; HF's head and softmax also cover the padded targets, ours only the real ones.
+    Counted as 6 x weights x positions (forward and backward), as pair 5 counts.
+    """
     size = settings.size
+    batches = _Batches(data, size.batch_size, settings.seed)
+    ours = base = 0.0
+    for _ in range(size.steps_per_rep):
+        batch = batches.next()
+        rows, source = batch["input_ids"].shape
+        target = batch["labels"].shape[1]
+        common = counts["encoder"] * rows * (source + counts["prompt_length"]) + counts["decoder_only"] * rows * target
+        ours += common + counts["head"] * float(batch["decoder_attention_mask"].sum())
+        base += common + counts["head"] * rows * target
+    return base / ours
+
+
+def _target(limit: float) -> float:
+    return TARGET if limit >= TARGET else 0.9 * limit
+
+
+def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
     try:
         import peft  # noqa: F401
     except ImportError:
         return [Row("mtl_tokens_per_s", "2 MTL step", "MTL-TP step: tokens/s", "", "",
                     check="skipped: peft is not installed (pip install peft)")]  # fmt: skip
+    rows = [_pair(settings, context, "mtl", "")]
+    if settings.size.name == "tiny":
+        small = replace(settings, size=SMALL_STEP, reps=min(settings.reps, SMALL_REPS))
+        rows.append(_pair(small, context, "mtl_small", " at the T5-small shape"))
+    return rows
+
+
+def _pair(settings: Settings, context: dict[str, Any], key: str, where: str) -> Row:
+    """One MTL-step pair at ``settings.size``; leaves the step's time and token counts in ``context[key + ...]``."""
+    from promptability.train.loop import build_optimizer
+    from promptability.train.steps.mtl import MTLStep
+
+    size = settings.size
+    settings.log(f"MTL step{where}: building the models")
     data = synthetic_dataset(size.train_examples, size.source_len, size.target_len, size.vocab_size, seed=settings.seed)
     model = build_model(settings)
     baseline = peft_baseline(model, settings)  # before any step: same weights, same prompt
@@ -151,35 +235,39 @@ def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
             losses.append(metrics["loss"])
         return tokens, losses
 
-    timing = time_pair(ours, hf_peft, settings, "MTL-TP step")
+    timing = time_pair(ours, hf_peft, settings, f"MTL-TP step{where}")
     (ours_tokens, ours_losses), (base_tokens, base_losses) = timing.first
     same_tokens = ours_tokens == base_tokens
     rel = abs(ours_losses[0] - base_losses[0]) / max(abs(base_losses[0]), 1e-12)
-    tolerance = 2e-2 if settings.bf16 else 1e-4
+    tolerance = 2e-2 if settings.bf16 else 1e-6
     ok = same_tokens and rel <= tolerance
     ratio = Stat.of(timing.ratios())
-    per_step = Stat.of([t / size.steps_per_rep for t in timing.ours])
-    context["mtl_step_s"] = per_step
-    context["mtl_tokens_per_step"] = ours_tokens / size.steps_per_rep
-    context["mtl_target_tokens_per_step"] = sum(targets[: size.steps_per_rep]) / size.steps_per_rep
-    context["mtl_model"] = model_counts(model)
+    counts = model_counts(model)
+    limit = flop_limit(data, settings, counts)
+    context[f"{key}_step_s"] = Stat.of([t / size.steps_per_rep for t in timing.ours])
+    context[f"{key}_tokens_per_step"] = ours_tokens / size.steps_per_rep
+    context[f"{key}_target_tokens_per_step"] = sum(targets[: size.steps_per_rep]) / size.steps_per_rep
+    context[f"{key}_model"] = counts
+    context[f"{key}_batch_size"] = size.batch_size
     tok_ours = Stat.of([ours_tokens / t for t in timing.ours])
     tok_base = Stat.of([base_tokens / t for t in timing.baseline])
-    return [Row(
-        key="mtl_tokens_per_s",
+    target = _target(limit)
+    return Row(
+        key=f"{key}_tokens_per_s",
         pair="2 MTL step",
-        name=f"MTL-TP step, shallow prompt {size.prompt_length} (batch {size.batch_size}, source ~{size.source_len} / "
-             f"target ~{size.target_len} tokens, {size.steps_per_rep} steps per rep) vs HF + PEFT PromptTuning: tokens/s",
+        name=f"MTL-TP step{where}, shallow prompt {size.prompt_length} (batch {size.batch_size}, source "
+             f"~{size.source_len} / target ~{size.target_len} tokens, {size.steps_per_rep} step(s) per rep, "
+             f"{settings.reps} reps) vs HF + PEFT PromptTuning: tokens/s",
         ours=fmt_stat(tok_ours, "tok/s"),
         baseline=fmt_stat(tok_base, "tok/s"),
         ratio=ratio,
         ratio_note="speed-up",
-        target=">= 1.0x",
-        met=round(ratio.median, 2) >= 1.0,
-        check=f"same batches: {'yes' if same_tokens else 'NO'}; first-step loss {ours_losses[0]:.5f} vs "
-              f"{base_losses[0]:.5f} (rel. diff {rel:.1e})",
+        target=f">= {target:.2f}x (FLOP limit {limit:.3f}x)",
+        met=round(ratio.median, 2) >= round(target, 2),
+        check=f"same batches: {'yes' if same_tokens else 'NO'}; first-step loss {ours_losses[0]:.7f} vs "
+              f"{base_losses[0]:.7f} (rel. diff {rel:.1e})",
         check_ok=ok,
-    )]  # fmt: skip
+    )  # fmt: skip
 
 
 if __name__ == "__main__":  # python -m benchmarks.mtl

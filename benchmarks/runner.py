@@ -27,9 +27,13 @@ METHODS = """How each pair is measured (details in the docstrings of `benchmarks
    choice) pair, as the paper's implementation scores; same `eval_batches` batches, same mean-log-probability
    scoring; synthetic token ids with sources ~10x longer than choices; one rep = one pass. At size `tiny` also at
    the T5-small shape (8 examples, at most 3 reps).
-2. **MTL step**: `train.steps.mtl.MTLStep` (MTL-TP, shallow prompt) + clipping + Adafactor, as the training loop runs
-   it, vs `peft.get_peft_model(T5ForConditionalGeneration, PromptTuningConfig)` with the transformer unfrozen, its own
-   loss, the same Adafactor and clipping; same start weights and prompt, same batches in the same order.
+2. **MTL step**: `train.steps.mtl.MTLStep` (MTL-TP, shallow prompt; LM head and softmax on real target tokens only)
+   + clipping + the project's fused Adafactor (`train.adafactor`), as the training loop runs it, vs
+   `peft.get_peft_model(T5ForConditionalGeneration, PromptTuningConfig)` with the transformer unfrozen, its own loss,
+   transformers' Adafactor with the same settings and the same clipping; same start weights and prompt, same batches
+   in the same order. A tiny run also measures the T5-small shape (batch 16, source ~128 / target ~16, 3 reps). FLOP
+   limit: the baseline's matmul FLOPs over ours (we skip only the LM head on padded targets); where the 1.2x target
+   exceeds it, the target is 90% of it.
    Padding fractions: one epoch cut by the training defaults, length-grouped (`LengthGroupedBatchSampler`) vs random.
 3. **meta-learning**: `train.steps.meta.MetaStep` (prompt-only learner) vs a whole-model `copy.deepcopy` per task, both
    with a fresh inner Adafactor per task, timed over the meta-gradient computation of one outer step. Peak memory: on
@@ -38,10 +42,12 @@ METHODS = """How each pair is measured (details in the docstrings of `benchmarks
    (`torch.profiler`, `profile_memory=True`) during the call: all tensor storage, independent of RSS caching.
    The reference is a plain `MTLStep` (forward + backward) on the largest batch the meta-step forwards.
 4. **few-shot**: `train.steps.fixed_batch.FixedBatchStep` + clipping + Adafactor with `freeze("prompt-only")` vs
-   `freeze("all")`.
+   `freeze("all")`, at the run's size and (tiny runs) at the T5-small shape; the check counts transformer tensors
+   left holding a `.grad` by the frozen step (0: no weight gradient computed or stored).
 5. **FLOP/s**: 6 x parameters x (non-padding) tokens per MTL-TP step / step time, over a square `torch.matmul` in the
    same dtype. The check column also gives a stack-aware count (encoder weights x source tokens + decoder weights
-   x target tokens), since in an encoder-decoder each token passes through one stack only.
+   x target tokens), since in an encoder-decoder each token passes through one stack only; target at the T5-small
+   shape: stack-aware >= 50%.
 
 7. **causal evaluation**: `eval.rank_causal` (a batch's sources in one left-padded call without the LM head, choices
    from the gathered cache, the head only where a choice token is predicted) vs one full forward per (source, choice)

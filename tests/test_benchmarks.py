@@ -202,6 +202,28 @@ def test_mfu_counts_each_token_through_its_own_stack():
     assert unknown["mfu"] is None and unknown["met"] is None and unknown["achieved_tflops"] > 0
 
 
+def test_mtl_flop_limit_counts_the_lm_head_on_padded_targets_only():
+    from benchmarks.common import MINUSCULE, Settings, synthetic_dataset
+    from benchmarks.mtl import _Batches, _target, flop_limit
+
+    settings = Settings(replace(MINUSCULE, steps_per_rep=2))
+    size = settings.size
+    counts = {"encoder": 100, "decoder_only": 50, "head": 1000, "prompt_length": 3}
+    data = synthetic_dataset(size.train_examples, size.source_len, size.target_len, size.vocab_size, seed=0)
+    ours = base = 0.0
+    batches = _Batches(data, size.batch_size, settings.seed)
+    for _ in range(2):  # the rep's batches, counted by hand
+        b = batches.next()
+        rows, source = b["input_ids"].shape
+        target = b["labels"].shape[1]
+        common = 100 * rows * (source + 3) + 50 * rows * target
+        ours += common + 1000 * int(b["decoder_attention_mask"].sum())
+        base += common + 1000 * rows * target
+    assert base > ours  # random target lengths leave padding for the head to skip
+    assert flop_limit(data, settings, counts) == pytest.approx(base / ours, rel=1e-12)
+    assert _target(2.0) == 1.2 and _target(1.1) == pytest.approx(0.99)  # capped at 90% of a limit below 1.2x
+
+
 def _check_args(tmp_path, *extra):
     from benchmarks.gpu_check import add_arguments
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, T5ForConditionalGeneration
@@ -61,6 +62,8 @@ class PromptedModel(nn.Module):
     """
 
     is_causal: bool = False  # decoder-only: the token layout and scoring of promptability.data.tokenize / eval.rank
+    # forward(..., row_nll=True) gives each row's summed target NLL without full logits (train.losses.row_nll)
+    computes_row_nll: bool = False
 
     transformer: PreTrainedModel
 
@@ -236,6 +239,7 @@ class PromptedModel(nn.Module):
 
 class PromptedSeq2SeqLM(PromptedModel):
     transformer: T5ForConditionalGeneration
+    computes_row_nll = True
 
     def __init__(
         self,
@@ -248,6 +252,7 @@ class PromptedSeq2SeqLM(PromptedModel):
         deep_init: str = DEFAULT_DEEP_INIT,
     ) -> None:
         super().__init__(transformer, tokenizer, prompt, prompt_length, seed, base_model, deep_init)
+        fuse_gelu(transformer)
 
     def attention_layout(self) -> AttentionLayout:
         sites, modules = attention_sites(self.transformer)
@@ -277,18 +282,48 @@ class PromptedSeq2SeqLM(PromptedModel):
         labels: torch.Tensor,
         decoder_attention_mask: torch.Tensor | None = None,
         return_loss: bool = True,
+        row_nll: bool = False,
     ) -> Seq2SeqLMOutput:
-        """Teacher-forced decoder pass over ``labels`` (padded positions ignored by the loss)."""
+        """Teacher-forced decoder pass over ``labels`` (padded positions ignored by the loss); ``row_nll``: see forward."""
         loss_labels = (
             labels if decoder_attention_mask is None else labels.masked_fill(decoder_attention_mask == 0, -100)
         )
+        decoder_input_ids = self.transformer.prepare_decoder_input_ids_from_labels(labels=loss_labels)
+        if row_nll:
+            return Seq2SeqLMOutput(
+                loss=self._row_nll(encoder_hidden, encoder_mask, decoder_input_ids, decoder_attention_mask, loss_labels)
+            )
         return self.transformer(
             encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden),
             attention_mask=encoder_mask,
-            decoder_input_ids=self.transformer.prepare_decoder_input_ids_from_labels(labels=loss_labels),
+            decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask,
             labels=loss_labels if return_loss else None,
         )
+
+    def _row_nll(
+        self, encoder_hidden: torch.Tensor, encoder_mask: torch.Tensor, decoder_input_ids: torch.Tensor,
+        decoder_attention_mask: torch.Tensor | None, loss_labels: torch.Tensor,
+    ) -> torch.Tensor:  # fmt: skip
+        """Each row's summed target-token NLL (fp32), with the LM head and softmax run on the real target tokens only.
+
+        The full forward's logits cover every padded position and the whole vocabulary, and Hugging Face's T5
+        builds a decoding cache even in training; per token the numbers are those of ``logits`` (the head's
+        output scale included), and the rows are summed over the same (row, position) layout as
+        ``token_nll_per_row`` sums, so only the matmul's blocking can differ in the last bits.
+        """
+        t5 = self.transformer
+        keep = loss_labels != -100
+        states = t5.get_decoder()(
+            input_ids=decoder_input_ids, attention_mask=decoder_attention_mask, encoder_hidden_states=encoder_hidden,
+            encoder_attention_mask=encoder_mask, use_cache=False,
+        ).last_hidden_state  # fmt: skip
+        picked = states[keep]
+        # transformers 5 names it scale_decoder_outputs; earlier versions scale when the head is tied
+        if getattr(t5.config, "scale_decoder_outputs", getattr(t5.config, "tie_word_embeddings", True)):
+            picked = picked * (t5.model_dim**-0.5)
+        nll = F.cross_entropy(t5.lm_head(picked).float(), loss_labels[keep], reduction="none")
+        return nll.new_zeros(keep.shape).masked_scatter(keep, nll).sum(1)
 
     def forward(
         self,
@@ -297,14 +332,34 @@ class PromptedSeq2SeqLM(PromptedModel):
         labels: torch.Tensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         return_loss: bool = True,
+        row_nll: bool = False,
     ) -> Seq2SeqLMOutput:
-        """``return_loss=False`` skips Hugging Face's mean loss, for callers that reduce the logits themselves."""
+        """``return_loss=False`` skips Hugging Face's mean loss, for callers that reduce the logits themselves.
+
+        ``row_nll=True`` makes no logits: ``loss`` is each row's summed target-token NLL, fp32, shape (batch,)
+        (what ``train.losses.token_nll_per_row`` computes from the logits), the training steps' fast path.
+        """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if labels is None:
             raise ValueError("labels are required: PromptedSeq2SeqLM is scored and trained teacher-forced")
         hidden, mask = self.encode(input_ids, attention_mask)
-        return self.decode(hidden, mask, labels, decoder_attention_mask, return_loss=return_loss)
+        return self.decode(hidden, mask, labels, decoder_attention_mask, return_loss=return_loss, row_nll=row_nll)
+
+
+def fuse_gelu(transformer: nn.Module) -> None:
+    """Runs T5 1.1's gated GELU ("gelu_new") as PyTorch's one-kernel tanh GELU, the same formula.
+
+    transformers' ``NewGELUActivation`` spells 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) in eight
+    elementwise tensors, and autograd keeps them for backward: a fifth of the tiny model's training step on CPU
+    (benchmarks/mtl.py). ``nn.GELU(approximate="tanh")`` computes it in one pass each way; the module has no
+    parameters, so saved models and the config are unchanged (tests/train/test_row_nll.py checks the numbers).
+    """
+    from transformers.activations import NewGELUActivation
+
+    for module in transformer.modules():
+        if isinstance(getattr(module, "act", None), NewGELUActivation):
+            module.act = nn.GELU(approximate="tanh")
 
 
 def move_padding(mask: torch.Tensor, values: torch.Tensor, side: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,9 +42,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
-from transformers.optimization import Adafactor
 
 from promptability.io import write_json_atomic, write_jsonl_atomic
+from promptability.train.adafactor import FusedAdafactor
 from promptability.train.state import (
     load_optimizer_state,
     load_state,
@@ -113,17 +113,17 @@ def make_accelerator(precision: str = "fp32", cpu: bool | None = None):
     return Accelerator(mixed_precision=want, cpu=cpu)
 
 
-def build_optimizer(params: Iterable[torch.Tensor], lr: float = 1e-3) -> Adafactor:
+def build_optimizer(params: Iterable[torch.Tensor], lr: float = 1e-3) -> FusedAdafactor:
     """Adafactor with a constant ``lr``, no parameter scaling, no relative step, no warmup.
 
-    As Wu et al. (2022) use it (and Lester et al. 2021 for prompt tuning); the only place it is built.
+    As Wu et al. (2022) use it (Lester et al. 2021 for prompt tuning); built here only, fused (train/adafactor.py).
     """
     params = list(params)
     if not params:
         raise ValueError("no trainable parameters: freeze the model with a preset that trains something")
     if lr <= 0:
         raise ValueError(f"lr must be positive, got {lr}")
-    return Adafactor(params, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
+    return FusedAdafactor(params, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
 
 
 def autocast(accelerator: Any) -> contextlib.AbstractContextManager:

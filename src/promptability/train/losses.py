@@ -24,10 +24,12 @@ This module is the one place that computes the weights.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 LOSS_WEIGHTINGS = ("example", "token")
 
@@ -48,6 +50,30 @@ def token_nll_per_row(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Te
     """Each example's summed target-token NLL (fp32), padding excluded: shape (batch,)."""
     targets = labels.masked_fill(mask == 0, -100)
     return F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100, reduction="none").sum(1)
+
+
+def row_nll(
+    model: nn.Module, batch: Mapping[str, torch.Tensor], params: Mapping[str, torch.Tensor] | None = None
+) -> torch.Tensor:
+    """Each row's summed target-token NLL (fp32), shape (batch,): ``token_nll_per_row`` of the model's logits.
+
+    A model with ``computes_row_nll`` (``PromptedSeq2SeqLM``) runs its LM head and softmax on the real target
+    tokens only and makes no (batch, target length, vocabulary) logits; others give logits, reduced here.
+    ``params``: tensors swapped in for this call (``torch.func.functional_call``), e.g. per-example prompts.
+    ``model`` may be wrapped (DDP, FSDP: ``.module``); the call goes through the wrapper.
+    """
+
+    def call(**kwargs: Any) -> Any:
+        return (
+            model(**batch, **kwargs)
+            if params is None
+            else torch.func.functional_call(model, dict(params), (), {**batch, **kwargs})
+        )
+
+    if getattr(getattr(model, "module", model), "computes_row_nll", False):
+        return call(row_nll=True).loss
+    logits = call(return_loss=False).logits
+    return token_nll_per_row(logits, batch["labels"], batch["decoder_attention_mask"])
 
 
 def weigh_rows(summed: torch.Tensor, target_lengths: torch.Tensor, weighting: str) -> torch.Tensor:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from promptability.train.losses import check_weighting, loss_units, weighted_nll_sum
+from promptability.train.losses import check_weighting, loss_units, row_nll, weigh_rows
 
 
 class FixedBatchStep:
@@ -29,8 +29,7 @@ class FixedBatchStep:
         batch = {k: v.to(accelerator.device) for k, v in self.batch.items()}
         mask = batch["decoder_attention_mask"]
         with accelerator.autocast():
-            out = model(**batch, return_loss=False)
-            nll = weighted_nll_sum(out.logits, batch["labels"], mask, self.loss_weighting)
+            nll = weigh_rows(row_nll(model, batch), mask.sum(1), self.loss_weighting).sum()
         units = loss_units(mask.sum(1), self.loss_weighting)
         accelerator.backward(nll / units)
         self.calls += 1

@@ -66,7 +66,7 @@ from transformers.optimization import Adafactor
 from promptability.data.episodes import TaskBatcher
 from promptability.train.distributed import average_gradients, dist_world, gather_ranks, world_of
 from promptability.train.loop import autocast, build_optimizer
-from promptability.train.losses import check_weighting, loss_units, weighted_nll_sum
+from promptability.train.losses import check_weighting, loss_units, row_nll, weigh_rows
 from promptability.train.steps.inner import TRANSFORMER_STATE, TransformerStep, export_state, import_state
 
 if TYPE_CHECKING:
@@ -201,8 +201,8 @@ class MetaStep:
         assert self._names is not None and self._learner is not None  # _setup ran
         with autocast(accelerator):
             params = dict(zip(self._names, self._learner, strict=True))
-            logits = torch.func.functional_call(model, params, (), {**batch, "return_loss": False}).logits
-            return weighted_nll_sum(logits, batch["labels"], batch["decoder_attention_mask"], self.loss_weighting)
+            per_row = row_nll(model, batch, params)
+            return weigh_rows(per_row, batch["decoder_attention_mask"].sum(1), self.loss_weighting).sum()
 
     def _transformer_full_step(self, model: nn.Module, prompt_ids: set[int]) -> TransformerStep | None:
         """Reptile's Adafactor step on the trainable transformer tensors (None: FOMAML, "sgd", or none trainable)."""

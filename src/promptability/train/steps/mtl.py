@@ -26,7 +26,7 @@ from torch import nn
 
 from promptability.data.batching import TRAIN_COLUMNS, LengthGroupedBatchSampler, collate, lengths_of
 from promptability.train.loop import autocast, no_sync
-from promptability.train.losses import check_weighting, loss_units, token_nll_per_row, weigh_rows
+from promptability.train.losses import check_weighting, loss_units, row_nll, token_nll_per_row, weigh_rows
 
 if TYPE_CHECKING:
     from promptability.model.prompted import PromptedModel
@@ -104,9 +104,8 @@ class MTLStep:
             micro = {k: v[start : start + self.micro_batch_size] for k, v in rows.items()}
             batch = {k: v.to(device) for k, v in collate(micro, self.pad_id).items()}
             with no_sync(accelerator, model, sync=j == len(starts) - 1), autocast(accelerator):
-                out = model(**batch, return_loss=False)  # the loss is reduced over the global batch below
                 mask = batch["decoder_attention_mask"]
-                per_row = self.token_loss(out.logits, batch["labels"], mask)
+                per_row = self._row_losses(model, batch)  # reduced over the global batch below
                 nll = weigh_rows(per_row, mask.sum(1), self.loss_weighting).sum()
             accelerator.backward(nll * scale)
             nll_total += nll.detach().double()
@@ -118,6 +117,12 @@ class MTLStep:
             "target_tokens": float(target_tokens),
             "examples": float(examples),
         }
+
+    def _row_losses(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if type(self).token_loss is MTLStep.token_loss:  # the plain NLL: without full logits (train.losses.row_nll)
+            return row_nll(model, batch)
+        logits = model(**batch, return_loss=False).logits  # a subclass's token_loss reads them
+        return self.token_loss(logits, batch["labels"], batch["decoder_attention_mask"])
 
     def token_loss(self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Each row's summed token loss, shape (batch,); the step weighs the rows and divides by the global units."""

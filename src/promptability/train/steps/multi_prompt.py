@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from promptability.data.batching import collate
 from promptability.train.loop import build_optimizer
-from promptability.train.losses import check_weighting, row_units, token_nll_per_row, weigh_rows
+from promptability.train.losses import check_weighting, row_nll, row_units, weigh_rows
 
 
 def tune_prompts_together(
@@ -66,8 +66,7 @@ def tune_prompts_together(
     for _ in bar:
         swapped = {f"prompt.{n}": torch.stack([params[t][n] for t in templates])[owner] for n in start}
         with cast:
-            logits = torch.func.functional_call(model, swapped, args=(), kwargs=batch).logits
-        per_row = weigh_rows(token_nll_per_row(logits, batch["labels"], mask), mask.sum(1), loss_weighting)
+            per_row = weigh_rows(row_nll(model, batch, swapped), mask.sum(1), loss_weighting)
         per_template = torch.zeros(len(templates), device=device).index_add_(0, owner, per_row) / units
         per_template.sum().backward()
         losses = per_template.detach().cpu()
