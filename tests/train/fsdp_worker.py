@@ -13,12 +13,13 @@ import torch
 from datasets import load_from_disk
 from safetensors.torch import save_file
 
-import dist_worker
 from promptability.train import distributed
 from promptability.train.config import TrainConfig
 from promptability.train.distributed import FSDPConfig
 from promptability.train.loop import make_accelerator, train
 from promptability.train.methods import build_step
+
+import dist_worker
 
 METHODS = ("mtl-tp", "mtl-p")
 STEPS = 3

@@ -18,10 +18,11 @@ from promptability.train.distributed import FSDPConfig, block_classes, prepare_m
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import dist_worker  # noqa: E402
 import fsdp_worker  # noqa: E402
-from conftest import make_records  # noqa: E402
 from test_distributed import _free_port  # noqa: E402
+
+import dist_worker  # noqa: E402
+from conftest import make_records  # noqa: E402
 
 
 @pytest.fixture(scope="module")
