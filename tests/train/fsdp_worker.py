@@ -13,7 +13,7 @@ import torch
 from datasets import load_from_disk
 from safetensors.torch import save_file
 
-from promptability.train import distributed
+from promptability.train import distributed, loop
 from promptability.train.config import TrainConfig
 from promptability.train.distributed import FSDPConfig
 from promptability.train.loop import make_accelerator, train
@@ -38,17 +38,39 @@ def run(method: str, inputs: Path, out: Path, accelerator, steps: int, fsdp: FSD
 
 
 def _checked_prepare(step, model, accelerator, fsdp):
-    """The loop's ``prepare_model``, asserting that every parameter it trains is sharded in two halves."""
+    """The loop's ``prepare_model``, asserting that every parameter it trains is split over the two processes."""
     from torch.distributed.tensor import DTensor
 
     base, wrapped = _prepare(step, model, accelerator, fsdp)
     for name, p in base.named_parameters():
-        assert isinstance(p, DTensor) and p.to_local().shape[0] == -(-p.shape[0] // 2), name
+        first = -(-p.shape[0] // 2)  # rank 0 holds ceil(rows / 2), rank 1 the rest
+        rows = first if torch.distributed.get_rank() == 0 else p.shape[0] - first
+        assert isinstance(p, DTensor) and p.to_local().shape[0] == rows, name
     print("sharded", flush=True)
     return base, wrapped
 
 
-_prepare, distributed.prepare_model = distributed.prepare_model, _checked_prepare
+_prepare = distributed.prepare_model
+OPTIMIZERS: list[torch.optim.Optimizer] = []  # the loop's, to measure the sharded state it holds
+
+
+def _kept_optimizer(params, lr):
+    OPTIMIZERS.append(_build(params, lr))
+    return OPTIMIZERS[-1]
+
+
+_build = loop.build_optimizer
+
+
+def local_bytes(optimizer: torch.optim.Optimizer) -> tuple[int, int]:
+    """(parameter bytes, Adafactor state bytes) this process holds: the local shards."""
+
+    def local(t):
+        t = t.to_local() if hasattr(t, "to_local") else t
+        return t.numel() * t.element_size()
+
+    params = sum(local(p) for g in optimizer.param_groups for p in g["params"])
+    return params, sum(local(v) for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v))
 
 
 def save_params(model: torch.nn.Module, path: Path) -> None:
@@ -61,11 +83,15 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    distributed.prepare_model, loop.build_optimizer = _checked_prepare, _kept_optimizer  # here only, not on import
     accelerator = make_accelerator("fp32", cpu=True)
     inputs, out = Path(args.inputs), Path(args.out)
     fsdp = FSDPConfig()
     for method in METHODS:
         model = run(method, inputs, out / method, accelerator, STEPS, fsdp)
+        params, state = local_bytes(OPTIMIZERS[-1])
+        if accelerator.is_main_process:
+            print(f"{method} rank0 trained-param-bytes={params} adafactor-bytes={state}", flush=True)
         run(method, inputs, out / f"{method}-resumed", accelerator, STEPS - 1, fsdp)
         resumed = run(method, inputs, out / f"{method}-resumed", accelerator, STEPS, fsdp, resume=True)
         if accelerator.is_main_process:

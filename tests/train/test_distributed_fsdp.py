@@ -14,6 +14,8 @@ from safetensors.torch import load_file
 from promptability.data.tokenize import tokenize_records
 from promptability.train.config import ConfigError, TrainConfig, apply_overrides
 from promptability.train.distributed import FSDPConfig, block_classes, prepare_model
+from promptability.train.memory import model_state
+from promptability.train.methods import METHODS
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -57,7 +59,7 @@ def _worst(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 @pytest.mark.parametrize("method", fsdp_worker.METHODS)
 def test_two_sharded_processes_equal_one_and_resume(runs, method):
     inputs, one, two, stdout = runs
-    assert f"{method} world=2 done" in stdout
+    assert f"{method} world=2 done" in stdout and "sharded" in stdout
     single = load_file(str(one / f"{method}.safetensors"))
     assert _worst(single, load_file(str(two / f"{method}.safetensors"))) <= 1e-6
     assert _worst(single, load_file(str(two / f"{method}-resumed.safetensors"))) <= 1e-6
@@ -75,6 +77,11 @@ def test_two_sharded_processes_equal_one_and_resume(runs, method):
     rows = [k for k in load_file(str(ckpt_two / "optimizer.safetensors")) if k.endswith("exp_avg_sq_row")]
     assert rows  # Adafactor factored the matrices (a shallow prompt is one) under FSDP as in one process
     assert (two / f"{method}-resumed" / "checkpoints" / "step-3" / "trainer.json").is_file()
+    # plan's memory per GPU: exactly the shards rank 0 (the larger ones: ceil rows) held
+    model = dist_worker.build_model(inputs)
+    model.freeze(METHODS[method].freeze)
+    held = model_state(model, gpus=2)
+    assert f"{method} rank0 trained-param-bytes={held['grads']} adafactor-bytes={held['optimizer']}" in stdout
 
 
 def test_fsdp_settings_are_checked():
