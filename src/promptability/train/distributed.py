@@ -134,7 +134,7 @@ class FSDPConfig:
 
 def block_classes(model: nn.Module) -> tuple[type, ...]:
     """The classes of ``model``'s transformer blocks: those Transformers keeps whole when splitting a model."""
-    names = set()
+    names: set[str] = set()
     for module in model.modules():
         names.update(getattr(module, "_no_split_modules", None) or ())
     return tuple({type(m) for m in model.modules() if type(m).__name__ in names})
@@ -201,8 +201,9 @@ def gather_into(sharded: nn.Module, whole: nn.Module) -> nn.Module:
 def copy_full_(param: torch.Tensor, full: torch.Tensor) -> None:
     """``param.copy_(full)`` for a whole ``full`` (the same on every process), sharded like ``param`` if it is."""
     if _is_dtensor(param):
-        from torch.distributed.tensor import distribute_tensor
+        from torch.distributed.tensor import DTensor, distribute_tensor
 
+        assert isinstance(param, DTensor)
         full = distribute_tensor(full.to(param.device), param.device_mesh, param.placements, src_data_rank=None)
     param.copy_(full)
 

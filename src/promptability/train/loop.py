@@ -307,7 +307,7 @@ def train(
     out = Path(out_dir) if out_dir is not None else None
     seed_everything(seed + accelerator.process_index)
     base, wrapped = shards.prepare_model(step, whole, accelerator, fsdp)  # base: whole, or its FSDP-sharded copy
-    params = [p for p in base.parameters() if p.requires_grad]  # after device placement
+    params: list[torch.Tensor] = [p for p in base.parameters() if p.requires_grad]  # after device placement
     optimizer = build_optimizer(params, lr)
 
     state: dict[str, Any] = {"step": 0, "examples": 0, "tokens": 0, "wall_time_s": 0.0}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -111,7 +112,7 @@ def activation_bytes(model: nn.Module, micro_batch: int, source_len: int, target
         return stored_bytes([t for ref in saved if (t := ref()) is not None], params)
 
 
-def stored_bytes(tensors: list[torch.Tensor], exclude: list[torch.Tensor]) -> int:
+def stored_bytes(tensors: Iterable[torch.Tensor], exclude: Iterable[torch.Tensor]) -> int:
     """Bytes of the storages under ``tensors`` (each once: views share their base's) but those of ``exclude``."""
     skip = {t.untyped_storage()._cdata for t in exclude}
     storages = {s._cdata: s.nbytes() for t in tensors if (s := t.untyped_storage())._cdata not in skip}
