@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,13 @@ def test_two_sharded_processes_equal_one_and_resume(runs, method):
     rows = [k for k in load_file(str(ckpt_two / "optimizer.safetensors")) if k.endswith("exp_avg_sq_row")]
     assert rows  # Adafactor factored the matrices (a shallow prompt is one) under FSDP as in one process
     assert (two / f"{method}-resumed" / "checkpoints" / "step-3" / "trainer.json").is_file()
+    # one plain process resumes the 2-process FSDP checkpoint of step 2 and ends where one process does
+    from promptability.train.loop import make_accelerator
+
+    plain = two.parent / f"plain-from-fsdp-{method}"
+    shutil.copytree(two / f"{method}-resumed" / "checkpoints" / "step-2", plain / "checkpoints" / "step-2")
+    model = fsdp_worker.run(method, inputs, plain, make_accelerator("fp32", cpu=True), 3, None, resume=True)
+    assert _worst(single, {n: p.detach() for n, p in model.named_parameters()}) <= 1e-6
     # plan's memory per GPU: exactly the shards rank 0 (the larger ones: ceil rows) held
     model = dist_worker.build_model(inputs)
     model.freeze(METHODS[method].freeze)
