@@ -29,7 +29,7 @@ def _t5_v1_1_parameters(d_model: int, d_ff: int, layers: int, heads: int, d_kv: 
 
 @pytest.mark.parametrize("path", [c for c in CONFIGS if c.name.startswith("t5-")], ids=lambda p: p.stem)
 def test_every_paper_config_plans_offline_with_the_models_true_size(path):
-    plan = make_plan(load_config(path))
+    plan = make_plan(load_config(path), memory=False)  # memory: test_plan_memory.py
     size = dict(d_model=1024, d_ff=2816, heads=16) if "large" in path.name else dict(d_model=2048, d_ff=5120, heads=32)
     want = _t5_v1_1_parameters(layers=24, **size)
     params = plan["parameters"]
@@ -98,9 +98,11 @@ def test_cli_plan_prints_text_and_json(capsys):
     assert main(["plan", str(path), "--set", "meta.inner_steps=3"]) == 0
     text = capsys.readouterr().out
     assert "google/t5-large-lm-adapt" in text and "3 inner steps" in text and "give --data" in text
-    assert main(["plan", str(path), "--json"]) == 0
+    assert main(["plan", str(path), "--json", "--gpus", "4"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["settings"]["meta"]["inner_steps"] == 7 and plan["settings"]["method"] == "fomaml"
+    assert plan["memory"]["gpus"] == 4 and plan["memory"]["fsdp"] is None  # meta-learning: DDP only
+    assert "fsdp     not available for fomaml" in text and "ddp      " in text
     assert main(["plan", str(path), "--data", "/nonexistent/p3"]) == 2
     assert "does not exist" in capsys.readouterr().err
 

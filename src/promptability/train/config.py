@@ -26,9 +26,10 @@ from promptability.data.sampler import STEP_COMPOSITIONS
 from promptability.data.tokenize import MAX_SOURCE_LEN, MAX_TARGET_LEN
 from promptability.model.prompts import DEFAULT_PROMPT, NO_PROMPT, PROMPT_KINDS, prompt_names
 from promptability.model.prompts.deep import DEEP_INITS, DEFAULT_DEEP_INIT
+from promptability.train.distributed import DISTRIBUTED_STRATEGIES, FSDP_WRAPS, FSDPConfig
 from promptability.train.losses import LOSS_WEIGHTINGS
 from promptability.train.methods import METHODS
-from promptability.train.steps.meta import DEFAULT_TRANSFORMER_STEP, TRANSFORMER_STEPS
+from promptability.train.steps.meta import DEFAULT_TRANSFORMER_STEP, TRANSFORMER_STEPS, build_meta_step
 
 PRECISIONS = ("fp32", "bf16")
 # Few-shot draws. "auto": the paper's reference 16-shot subsample where the data is P3 and every template
@@ -109,6 +110,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 1
     meta: MetaConfig = field(default_factory=MetaConfig)
+    # "ddp": each process holds the whole model; "fsdp": parameters, gradients, optimizer state sharded (MTL only)
+    distributed: str = "ddp"
+    fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     notes: str = ""
 
     def validate(self) -> TrainConfig:
@@ -174,7 +178,19 @@ class TrainConfig:
                 f"got {m.reptile_transformer_step!r}"
             )
         _check_deep_init(self.deep_init)
+        self._check_distributed()
         return self
+
+    def _check_distributed(self) -> None:
+        for name, value, known in (("distributed", self.distributed, DISTRIBUTED_STRATEGIES),
+                                   ("fsdp.wrap", self.fsdp.wrap, FSDP_WRAPS)):  # fmt: skip
+            if value not in known:
+                raise ConfigError(f"{name} must be one of {', '.join(known)}, got {value!r}")
+        if self.distributed == "fsdp" and METHODS[self.method].build is build_meta_step:
+            raise ConfigError(  # their inner loops clone the prompt per task and all-reduce whole gradients by hand
+                f"distributed=fsdp shards the model for the MTL methods; {self.method} (meta-learning) computes its "
+                "gradients outside the model's backward: use distributed=ddp"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,8 +1,10 @@
-"""The few collectives of steps that all-reduce by hand (meta-learning) instead of through DDP."""
+"""The few collectives of steps that all-reduce by hand (meta-learning) instead of through DDP, and FSDP sharding."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -88,3 +90,147 @@ def collective_device() -> torch.device:
     if torch.distributed.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
+
+
+def make_accelerator(precision: str = "fp32", cpu: bool | None = None):
+    """An ``accelerate.Accelerator``; ``precision`` "bf16" turns on bf16 autocast (parameters stay fp32)."""
+    from accelerate import Accelerator
+
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    if cpu is None:
+        cpu = not torch.cuda.is_available()
+    want = "bf16" if precision == "bf16" else "no"
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if shared and str(shared.get("_mixed_precision", want)) != want:
+        # Accelerate keeps one precision per process; a later stage (e.g. few-shot after pretraining in one
+        # session) may ask for another. The process group (PartialState) is kept.
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=want, cpu=cpu)
+
+
+# ----- FSDP (fully sharded data parallel) ---------------------------------------------------------
+DISTRIBUTED_STRATEGIES = ("ddp", "fsdp")
+FSDP_WRAPS = ("block", "model")
+
+
+@dataclass
+class FSDPConfig:
+    """How ``distributed: fsdp`` shards (PyTorch's FSDP2 ``fully_shard``, what Accelerate's ``fsdp_version: 2`` runs).
+
+    Parameters, gradients and Adafactor's state are split over the processes; the loop gathers them for checkpoints,
+    which keep the one-process format. CPU offload is not offered: Adafactor's state is small next to the weights.
+    """
+
+    # true: FULL_SHARD, a unit's parameters are freed after its forward and gathered again for its backward;
+    # false: SHARD_GRAD_OP, kept from forward to backward (one more all-gather saved per unit, more memory).
+    reshard_after_forward: bool = True
+    # "block": each transformer block (T5Block, a decoder layer: the model's _no_split_modules) is its own unit, so
+    # only one block is gathered at a time; "model": the whole model is one unit (gathered whole: least saving).
+    wrap: str = "block"
+
+
+def block_classes(model: nn.Module) -> tuple[type, ...]:
+    """The classes of ``model``'s transformer blocks: those Transformers keeps whole when splitting a model."""
+    names: set[str] = set()
+    for module in model.modules():
+        names.update(getattr(module, "_no_split_modules", None) or ())
+    return tuple({type(m) for m in model.modules() if type(m).__name__ in names})
+
+
+def prepare_model(step: Any, model: nn.Module, accelerator: Any, fsdp: FSDPConfig | None) -> tuple[nn.Module, Any]:
+    """``(trained module, what the step is called with)``.
+
+    Without ``fsdp`` (or in one process) both are ``model``'s own objects: the step's ``prepare`` (DDP) or ``model``
+    on the device. With it, the trained module is a sharded copy of ``model`` (``model`` itself stays whole and
+    untouched, to receive the trained parameters: ``gather_into``).
+    """
+    if fsdp is None or world_of(accelerator)[0] == 1:
+        wrapped = step.prepare(model, accelerator) if hasattr(step, "prepare") else model.to(accelerator.device)
+        return model, wrapped
+    if not hasattr(step, "prepare"):
+        raise ValueError(
+            f"distributed=fsdp needs a step that trains through the model's own forward and backward (the MTL "
+            f"methods); {type(step).__name__} computes and averages its gradients by hand"
+        )
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    if fsdp.wrap not in FSDP_WRAPS:
+        raise ValueError(f"fsdp.wrap must be one of {', '.join(FSDP_WRAPS)}, got {fsdp.wrap!r}")
+    sharded = copy.deepcopy(model).to(accelerator.device)
+    mesh = init_device_mesh(accelerator.device.type, (world_of(accelerator)[0],))
+    if fsdp.wrap == "block":
+        blocks = block_classes(sharded)
+        for module in [m for m in sharded.modules() if isinstance(m, blocks)]:
+            fully_shard(module, mesh=mesh, reshard_after_forward=fsdp.reshard_after_forward)
+    fully_shard(sharded, mesh=mesh, reshard_after_forward=fsdp.reshard_after_forward)
+    return sharded, sharded
+
+
+def _is_dtensor(t: Any) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def full_state(obj: Any) -> Any:
+    """``obj`` (nested dicts/lists) with every sharded tensor gathered whole on every process (a collective)."""
+    if _is_dtensor(obj):
+        return obj.full_tensor()
+    if isinstance(obj, dict):
+        return {k: full_state(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(full_state(v) for v in obj)
+    return obj
+
+
+def gather_into(sharded: nn.Module, whole: nn.Module) -> nn.Module:
+    """Copies ``sharded``'s parameters, gathered, into ``whole`` (every process must call it); returns ``whole``."""
+    if sharded is whole:
+        return whole
+    target = dict(whole.named_parameters())
+    with torch.no_grad():
+        for name, p in sharded.named_parameters():
+            target[name].copy_(full_state(p.detach()))
+    return whole
+
+
+def copy_full_(param: torch.Tensor, full: torch.Tensor) -> None:
+    """``param.copy_(full)`` for a whole ``full`` (the same on every process), sharded like ``param`` if it is."""
+    if _is_dtensor(param):
+        from torch.distributed.tensor import DTensor, distribute_tensor
+
+        assert isinstance(param, DTensor)
+        full = distribute_tensor(full.to(param.device), param.device_mesh, param.placements, src_data_rank=None)
+    param.copy_(full)
+
+
+def shard_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Gives Adafactor's state of sharded parameters the parameters' sharding (zeros where there is none yet).
+
+    Adafactor creates its state as plain tensors, which cannot meet a sharded gradient; sharded like the
+    parameter (rows), or whole on every process (the columns of a matrix sharded by rows), its update is the
+    one-process update: the column means are reduced over the processes.
+    """
+    from torch.distributed.tensor import Replicate, distribute_tensor
+
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if not _is_dtensor(p):
+                continue
+            state = optimizer.state[p]
+            if not state:
+                factored, _ = optimizer._get_options(group, p.shape)  # type: ignore[attr-defined]
+                zeros = {"exp_avg_sq_row": p.shape[:-1], "exp_avg_sq_col": p.shape[:-2] + p.shape[-1:]}
+                state.update({"step": 0, "RMS": 0} | (
+                    {k: torch.zeros(s) for k, s in zeros.items()} if factored else {"exp_avg_sq": torch.zeros(p.shape)}
+                ))  # fmt: skip
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.dim() > 0 and not _is_dtensor(value):
+                    whole = key == "exp_avg_sq_col" and p.dim() == 2  # the sharded dim 0 was averaged away
+                    placements = [Replicate()] if whole else p.placements
+                    value = value.to(device=p.device, dtype=p.dtype)
+                    state[key] = distribute_tensor(value, p.device_mesh, placements, src_data_rank=None)

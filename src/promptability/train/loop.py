@@ -44,7 +44,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from promptability.io import write_json_atomic, write_jsonl_atomic
+from promptability.train import distributed as shards
 from promptability.train.adafactor import FusedAdafactor
+from promptability.train.distributed import make_accelerator as make_accelerator  # its home before FSDP
 from promptability.train.state import (
     load_optimizer_state,
     load_state,
@@ -92,25 +94,6 @@ class TrainResult:
     wall_time_s: float
     resumed_from: int | None = None
     last: dict[str, float] = field(default_factory=dict)
-
-
-def make_accelerator(precision: str = "fp32", cpu: bool | None = None):
-    """An ``accelerate.Accelerator``; ``precision`` "bf16" turns on bf16 autocast (parameters stay fp32)."""
-    from accelerate import Accelerator
-
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-    if cpu is None:
-        cpu = not torch.cuda.is_available()
-    want = "bf16" if precision == "bf16" else "no"
-    from accelerate.state import AcceleratorState
-
-    shared = AcceleratorState._shared_state
-    if shared and str(shared.get("_mixed_precision", want)) != want:
-        # Accelerate keeps one precision per process; a later stage (e.g. few-shot after pretraining in one
-        # session) may ask for another. The process group (PartialState) is kept.
-        AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=want, cpu=cpu)
 
 
 def build_optimizer(params: Iterable[torch.Tensor], lr: float = 1e-3) -> FusedAdafactor:
@@ -179,11 +162,11 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     save_state(tmp, f"rng-rank{accelerator.process_index}", rng_state())
-    step_state = step.state_dict()
+    step_state, optimizer_state = step.state_dict(), shards.full_state(optimizer.state_dict())  # FSDP: gathered whole
     if main:
         prompt_only = _transformer_frozen(model) and getattr(model, "base_model", None) is not None
         model.save(tmp / "model", prompt_only=prompt_only)  # type: ignore[operator]  # nn.Module.__getattr__ types dynamic attributes as Tensor | Module
-        save_state(tmp, "optimizer", optimizer.state_dict())
+        save_state(tmp, "optimizer", optimizer_state)
         save_state(tmp, "train_step", step_state)
         write_json_atomic(tmp / "trainer.json", {**trainer_state, "world_size": accelerator.num_processes})
     accelerator.wait_for_everyone()
@@ -224,7 +207,7 @@ def load_checkpoint(
                 raise ValueError(
                     f"{path / 'model'}: {name} has shape {tuple(saved[name].shape)}, the model {tuple(p.shape)}"
                 )
-            p.copy_(saved[name])
+            shards.copy_full_(p, saved[name])
     load_optimizer_state(optimizer, load_state(path, "optimizer"))
     step.load_state_dict(load_state(path, "train_step"))
     rank_file = f"rng-rank{accelerator.process_index}"
@@ -306,6 +289,7 @@ def train(
     log_every: int = 1,
     progress: bool = True,
     desc: str = "train",
+    fsdp: shards.FSDPConfig | None = None,
 ) -> TrainResult:
     """Runs ``step`` for ``max_steps`` optimizer steps on ``model``'s trainable parameters.
 
@@ -313,16 +297,17 @@ def train(
     ``requires_grad`` get an optimizer and its state. With ``out_dir`` the loop
     writes ``metrics.jsonl`` and checkpoints (every ``save_every`` steps when
     > 0, and at the end); without it nothing is written (few-shot tuning).
-    ``resume`` continues from the newest complete checkpoint in ``out_dir``.
+    ``resume`` continues from the newest complete checkpoint in ``out_dir``. ``fsdp``: shard the model, its
+    gradients and optimizer state over the processes (``distributed.FSDPConfig``) instead of DDP's replicas.
     """
     accelerator = accelerator if accelerator is not None else make_accelerator()
     if max_steps < 0:
         raise ValueError(f"max_steps must be >= 0, got {max_steps}")
-    base = accelerator.unwrap_model(model)
+    whole = accelerator.unwrap_model(model)
     out = Path(out_dir) if out_dir is not None else None
     seed_everything(seed + accelerator.process_index)
-    wrapped = step.prepare(base, accelerator) if hasattr(step, "prepare") else base.to(accelerator.device)
-    params = [p for p in base.parameters() if p.requires_grad]  # after device placement
+    base, wrapped = shards.prepare_model(step, whole, accelerator, fsdp)  # base: whole, or its FSDP-sharded copy
+    params: list[torch.Tensor] = [p for p in base.parameters() if p.requires_grad]  # after device placement
     optimizer = build_optimizer(params, lr)
 
     state: dict[str, Any] = {"step": 0, "examples": 0, "tokens": 0, "wall_time_s": 0.0}
@@ -333,6 +318,7 @@ def train(
         state.pop("world_size", None)
         resumed_from, last_good = int(state["step"]), ckpt
         logger.info("resumed from %s (step %d)", ckpt, state["step"])
+    shards.shard_optimizer_state(optimizer)
     main = accelerator.is_main_process
     if out is not None and main:  # temporaries of checkpoints a killed run was writing
         for stale in (out / CHECKPOINTS).glob(".step-*.tmp"):
@@ -340,7 +326,7 @@ def train(
     log = MetricsLog(out, resumed_from) if out is not None and main else None
 
     start_norm = _norm(params)
-    was_training = base.training
+    was_training = whole.training
     wrapped.train()
     bar = tqdm(total=max_steps, initial=state["step"], desc=desc, unit="step", dynamic_ncols=True,
                disable=not (progress and main))  # fmt: skip
@@ -380,16 +366,18 @@ def train(
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}")
             bar.update()
             if out is not None and save_every > 0 and state["step"] % save_every == 0:
-                last_good = save_checkpoint(out, base, optimizer, step, state, accelerator, keep_checkpoints)
+                ckpt_model = shards.gather_into(base, whole)
+                last_good = save_checkpoint(out, ckpt_model, optimizer, step, state, accelerator, keep_checkpoints)
                 saved_at = state["step"]
+        shards.gather_into(base, whole)  # the trained parameters, when a sharded copy trained
         if out is not None and saved_at != state["step"]:
-            save_checkpoint(out, base, optimizer, step, state, accelerator, keep_checkpoints)
+            save_checkpoint(out, whole, optimizer, step, state, accelerator, keep_checkpoints)
     finally:
         bar.close()
         if log is not None:
             log.close()
         accelerator.unwrap_model(wrapped, keep_fp32_wrapper=False)
-        base.train(was_training)
+        whole.train(was_training)
     return TrainResult(
         steps=state["step"],
         examples=state["examples"],

@@ -15,6 +15,7 @@ the estimate is a lower bound. GPU-hours = FLOPs / (peak FLOP/s x MFU).
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict
 from functools import lru_cache
@@ -26,6 +27,7 @@ from torch import nn
 
 from promptability.model.prompts import NO_PROMPT
 from promptability.train.config import ConfigError, FewShotConfig, TrainConfig
+from promptability.train.memory import activation_bytes, memory_per_gpu
 from promptability.train.methods import METHODS, build_step
 from promptability.train.pretrain import check_data
 from promptability.train.steps.meta import build_meta_step
@@ -36,12 +38,15 @@ KNOWN_ARCHITECTURES: dict[str, dict[str, Any]] = {
     "google/t5-large-lm-adapt": dict(d_model=1024, d_ff=2816, num_layers=24, num_heads=16),
     "google/t5-xl-lm-adapt": dict(d_model=2048, d_ff=5120, num_layers=24, num_heads=32),
 }
-_T5_V1_1: dict[str, Any] = dict(d_kv=64, vocab_size=32128, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+_T5_V1_1: dict[str, Any] = dict(d_kv=64, vocab_size=32128, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+                                pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)  # fmt: skip
 
 # Dense peak FLOP/s that GPU-hours are estimated against unless given: an A100's. fp32 without TF32
 # (PyTorch's default for matmuls) runs on the CUDA cores, not the tensor cores.
 DEFAULT_PEAK_TFLOPS = {"bf16": 312.0, "fp32": 19.5}
 DEFAULT_MFU = 0.35
+DEFAULT_GPUS = 8  # for the memory per GPU
+_DEPTH_FIELDS = ("num_layers", "num_decoder_layers", "num_hidden_layers")  # blocks per stack: T5's, decoder-only's
 
 
 def _transformer_config(name: str) -> Any:
@@ -61,14 +66,22 @@ def _transformer_config(name: str) -> Any:
         return load_model(name).transformer.config
 
 
-def shape_model(config: TrainConfig) -> nn.Module:
-    """``config``'s model with its prompt, on the meta device: every parameter's shape, no storage."""
+def shape_model(config: TrainConfig, layers: int | None = None) -> nn.Module:
+    """``config``'s model with its prompt, on the meta device: every parameter's shape, no storage.
+
+    ``layers``: that many blocks per stack instead of the model's (to measure what one more block adds).
+    """
     from transformers import AutoModelForCausalLM, T5ForConditionalGeneration
 
     from promptability.model.causal import PromptedCausalLM
     from promptability.model.prompted import PromptedSeq2SeqLM
 
     cfg = _transformer_config(config.model)
+    if layers is not None:
+        cfg = copy.deepcopy(cfg)
+        for name in _DEPTH_FIELDS:
+            if hasattr(cfg, name):
+                setattr(cfg, name, layers)
     causal = not getattr(cfg, "is_encoder_decoder", False)
     prompt = config.prompt or NO_PROMPT
     with torch.device("meta"):
@@ -180,6 +193,28 @@ def _compute(config: TrainConfig, params: dict[str, int], data: dict[str, Any], 
     }  # fmt: skip
 
 
+def _memory(config: TrainConfig, model: nn.Module, gpus: int) -> dict[str, Any]:
+    """Bytes per GPU of each strategy (``train.memory``); activations measured at 1 and 2 blocks per stack and
+    extrapolated (every block after the first saves the same), or at full depth where the stacks differ."""
+    cfg = model.transformer.config  # type: ignore[union-attr]
+    depths = {getattr(cfg, n) for n in _DEPTH_FIELDS if isinstance(getattr(cfg, n, None), int)}
+
+    def measured(layers: int | None) -> int:
+        shaped = shape_model(config, layers)
+        shaped.freeze(METHODS[config.method].freeze)  # type: ignore[operator]
+        d = config.data
+        return activation_bytes(shaped, config.micro_batch_size, d.max_source_len, d.max_target_len)
+
+    if len(depths) == 1 and (depth := depths.pop()) > 2:
+        one, two = measured(1), measured(2)
+        activations = one + (depth - 1) * (two - one)
+    else:
+        activations = measured(None)
+    memory = memory_per_gpu(model, gpus=gpus, activations=activations, fsdp=config.fsdp, meta=_is_meta(config))
+    return {"micro_batch": config.micro_batch_size, "source_len": config.data.max_source_len,
+            "target_len": config.data.max_target_len, **memory}  # fmt: skip
+
+
 def make_plan(
     config: TrainConfig,
     data: str | None = None,
@@ -187,11 +222,14 @@ def make_plan(
     peak_tflops: float | None = None,
     mfu: float = DEFAULT_MFU,
     tokenizer: Any = None,
+    gpus: int = DEFAULT_GPUS,
+    memory: bool = True,
 ) -> dict[str, Any]:
     """What ``pretrain(config)`` will do; with ``data`` (or ``config.data.path``) also what it will read and cost.
 
     ``tokenizer``: the one to count tokens with (default: the model's, loaded without its weights where
-    Transformers can). The keys of the result are documented in the README (``promptability plan``).
+    Transformers can). ``gpus``: for the memory per GPU of each strategy (``memory=False``: not measured). The keys of the result are documented
+    in the README (``promptability plan``).
     """
     config.validate()
     if data is not None:
@@ -200,6 +238,8 @@ def make_plan(
         raise ConfigError(f"mfu must be in (0, 1], got {mfu}")
     model = shape_model(config)
     plan: dict[str, Any] = {"settings": _settings(config), "parameters": parameter_counts(model, config.method)}
+    if memory:
+        plan["memory"] = _memory(config, model, gpus)
     if config.data.path is None:
         return plan
     check_data(config.data)  # before a tokenizer is fetched
@@ -268,6 +308,7 @@ def format_plan(plan: dict[str, Any]) -> str:
         f"few-shot   {f['shots']} shots ({f['draw']} draw, {f['seeds']} seeds), {f['epochs']} steps at lr {f['lr']:g}, "
         f"loss per {f['loss_weighting']}, {f['precision']}"
     )
+    lines += _format_memory(plan["memory"], s) if "memory" in plan else []
     if "data" in plan:
         d, c = plan["data"], plan["compute"]
         lines += [
@@ -288,3 +329,30 @@ def format_plan(plan: dict[str, Any]) -> str:
     else:
         lines.append("(give --data for the mixture's counts, steps and compute)")
     return "\n".join(lines)
+
+
+def _format_memory(m: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    def gib(n: int) -> str:
+        return f"{n / 2**30:,.2f}"
+
+    d = m["ddp"]
+    lines = [
+        (
+            f"memory     per GPU on {m['gpus']} GPUs, micro-batch {m['micro_batch']} at {m['source_len']}+"
+            f"{m['target_len']} tokens, GiB (without the CUDA context):"
+        ),
+        (
+            f"  ddp      {gib(d['total'])} = params {gib(d['params'])} + grads {gib(d['grads'])} + DDP buckets "
+            f"{gib(d['ddp_buckets'])} + Adafactor {gib(d['optimizer'])} + activations {gib(d['activations'])}"
+        ),
+    ]
+    f = m["fsdp"]
+    if f is None:
+        lines.append(f"  fsdp     not available for {settings['method']} (meta-learning): distributed=ddp")
+    else:
+        lines.append(
+            f"  fsdp     {gib(f['total'])} = shards of params {gib(f['params'])} + grads {gib(f['grads'])} + Adafactor "
+            f"{gib(f['optimizer'])}, gathered params {gib(f['gathered_params'])} + grads {gib(f['gathered_grads'])}"
+            f", activations {gib(f['activations'])}"
+        )
+    return lines

@@ -230,6 +230,7 @@ def pretrain(
         model, step, accelerator, max_steps=max_steps, out_dir=out, lr=config.lr, clip_norm=config.clip_norm,
         save_every=config.save_every, keep_checkpoints=config.keep_checkpoints, resume=resume, seed=config.seed,
         log_every=config.log_every, progress=progress, desc=f"pretrain {config.method}",
+        fsdp=config.fsdp if config.distributed == "fsdp" else None,
     )  # fmt: skip
     if accelerator.is_main_process:
         info = {
