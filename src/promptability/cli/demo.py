@@ -14,11 +14,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Generates the offline task suite, builds a tiny T5 with a short LM-adaptation stage, runs every "
             "continued-pretraining configuration of the paper's Table 1 (MTL-T, MTL-P, MTL-TP, FOMAML, Reptile; "
-            "shallow and deep prompts) with 3 pretraining seeds each, evaluates each model zero-shot and after "
-            "16-shot prompt tuning with 3 few-shot seeds, and writes a Table-1-shaped report: ARG as mean ± std "
-            "over the seeds, and significance against MTL-T by a hierarchical bootstrap over pretraining seeds, "
-            "few-shot seeds and instances. About 30 minutes on 2 quiet CPU cores (10 with --seeds 1). Finished "
-            "stages are reused on a second run; an interrupted training stage resumes from its last checkpoint."
+            "shallow and deep prompts) with 2 pretraining seeds each (--seeds), evaluates each model zero-shot and "
+            "after 16-shot prompt tuning, checks the instrument (the base's floor and an oracle's ceiling per "
+            "held-out group) and writes a Table-1-shaped report: ARG as mean ± std over the seeds, and "
+            "significance against MTL-T by a hierarchical bootstrap over pretraining seeds, few-shot seeds and "
+            "instances. About 30 minutes on 2 CPU cores (longer when they are shared). Finished stages are reused "
+            "on a second run; an interrupted training stage resumes from its last checkpoint."
         ),
     )
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
