@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     p.add_argument(
         "--scale", choices=("default", "quick", "large"), default="default",
-        help="default: the 15-minute miniature; large: about an hour (3 pretraining seeds, twice the steps, 2 "
+        help="default: the 15-minute miniature; large: about 80 minutes (3 pretraining seeds, twice the steps, 2 "
         "few-shot draws); quick: a minute-scale run with tiny counts (used by the tests). The numbers of each are "
         "the Scale presets in promptability/studies/demo.py",
     )  # fmt: skip

@@ -33,16 +33,13 @@ if TYPE_CHECKING:
 class Scale:
     """How big the miniature is; the paper's scale is in configs/. A larger scale is other values of these fields.
 
-    Time per stage at the defaults (tiny T5, 1.3M parameters). On 2 quiet cores (the README's last full run, same
-    model, steps and data sizes): LM adaptation ~30 s; one continued-pretraining run (250 x 32) ~22 s; 0-shot
-    evaluation of one model on the 20 held-out templates x 150 instances ~5 s; one 16-shot configuration and
-    seed (25 epochs, 5 templates, then evaluation) ~9 s. Measured here for issue 13 on a machine shared by six
-    (load ~12 on 2 cores, one thread; CPU seconds, which contention inflates): 71 s, 8.7 s and 25 s for the
-    last three. The instrument check (``--check``: suite, LM adaptation, the oracle, two 0-shot runs and the
-    knowledge probe) is ~1.5 minutes on a quiet machine (10-14 minutes wall under that load). The defaults fit
-    the 15-minute budget with 2 pretraining seeds per row and one 16-shot draw per template (the paper's protocol:
-    one fixed draw), so a 16-shot cell's spread is over pretraining seeds; 3 seeds (``--seeds 3``) take ~20
-    minutes, and ``seeds`` adds few-shot draws at ~9 s per configuration each.
+    Time per stage at the defaults (tiny T5, 1.3M parameters), measured on 2 quiet cores after issue 16's faster
+    training step: one continued-pretraining run of 250 x 32 ~57 s (MTL-T and MTL-TP deep alike; LM adaptation
+    and the oracle are the same size), one meta-learning run ~23 s, 0-shot evaluation of one model on the 20
+    held-out templates x 150 instances ~5 s, one 16-shot configuration and seed (25 epochs, 5 templates, then
+    evaluation) ~10 s. With 2 pretraining seeds per row that is about 24 minutes in all, over issue 13's
+    15-minute budget (the MTL rows are 14 of the 23 training runs); ``--seeds 1`` about 13. ``seeds`` adds
+    few-shot draws at ~10 s per configuration each.
     """
 
     suite_size: str = "default"  # "default": 33 training + 20 held-out templates; "quick": tiny counts
@@ -84,7 +81,7 @@ QUICK = Scale(
     inner_steps=1, max_source_len=128, max_target_len=32, fewshot_epochs=3, prompt_length=4, pretrain_seeds=[0],
     seeds=[0, 1, 2],  # few-shot seeds: the tests see the few-shot level of the report
 )  # fmt: skip
-# About an hour on 2 quiet cores: the default's base (same LM adaptation), twice the continued-pretraining
+# About 80 minutes on 2 quiet cores (estimated from the stage times above; not yet run): the default's base (same LM adaptation), twice the continued-pretraining
 # steps, 3 pretraining seeds, 2 few-shot draws and 2 templates per held-out dataset at 16 shots.
 LARGE = Scale(mtl_steps=500, meta_steps=40, pretrain_seeds=[0, 1, 2], seeds=[0, 1], fewshot_templates_per_dataset=2)
 SCALES: dict[str, Scale] = {"default": Scale(), "quick": QUICK, "large": LARGE}
