@@ -33,13 +33,12 @@ if TYPE_CHECKING:
 class Scale:
     """How big the miniature is; the paper's scale is in configs/. A larger scale is other values of these fields.
 
-    Time per stage at the defaults (tiny T5, 1.3M parameters), measured on 2 quiet cores after issue 16's faster
-    training step: one continued-pretraining run of 250 x 32 ~57 s (MTL-T and MTL-TP deep alike; LM adaptation
-    and the oracle are the same size), one meta-learning run ~23 s, 0-shot evaluation of one model on the 20
-    held-out templates x 150 instances ~5 s, one 16-shot configuration and seed (25 epochs, 5 templates, then
-    evaluation) ~10 s. With 2 pretraining seeds per row that is about 24 minutes in all, over issue 13's
-    15-minute budget (the MTL rows are 14 of the 23 training runs); ``--seeds 1`` about 13. ``seeds`` adds
-    few-shot draws at ~10 s per configuration each.
+    Time per stage at the defaults (tiny T5, 1.3M parameters), from the full demo on 2 quiet cores after issue
+    16's faster training step (README): LM adaptation 55 s; one MTL run of 250 x 32 ~37 s (14 of them: 518 s);
+    one meta-learning run ~26 s; 0-shot evaluation of one model on the 20 held-out templates x 150 instances
+    ~5 s; one 16-shot configuration and seed (25 epochs, 5 templates, then evaluation) ~10 s; the instrument
+    50 s. In all 19 min 15 s with 2 pretraining seeds per row, over issue 13's 15-minute budget; ``--seeds 1``
+    about 11 minutes. ``seeds`` adds few-shot draws at ~10 s per configuration each.
     """
 
     suite_size: str = "default"  # "default": 33 training + 20 held-out templates; "quick": tiny counts
@@ -81,7 +80,7 @@ QUICK = Scale(
     inner_steps=1, max_source_len=128, max_target_len=32, fewshot_epochs=3, prompt_length=4, pretrain_seeds=[0],
     seeds=[0, 1, 2],  # few-shot seeds: the tests see the few-shot level of the report
 )  # fmt: skip
-# About 80 minutes on 2 quiet cores (estimated from the stage times above; not yet run): the default's base (same LM adaptation), twice the continued-pretraining
+# About an hour on 2 quiet cores (estimated from the stage times above; not yet run): the default's base (same LM adaptation), twice the continued-pretraining
 # steps, 3 pretraining seeds, 2 few-shot draws and 2 templates per held-out dataset at 16 shots.
 LARGE = Scale(mtl_steps=500, meta_steps=40, pretrain_seeds=[0, 1, 2], seeds=[0, 1], fewshot_templates_per_dataset=2)
 SCALES: dict[str, Scale] = {"default": Scale(), "quick": QUICK, "large": LARGE}
