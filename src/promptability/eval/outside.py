@@ -12,13 +12,9 @@ What the run is (method, prompt, shots, model) is not in the folder: the caller 
 
 from __future__ import annotations
 
-import json
-import numbers
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from promptability.eval.runs import (
     ACCURACY_FILE,
@@ -27,12 +23,13 @@ from promptability.eval.runs import (
     RUN_FILE,
     Run,
     RunError,
-    TaskPredictions,
+    _is_int,
     _parse_accuracy,
     _read_json,
     check_agreement,
     is_outside_run,
     load_run,
+    read_predictions,
 )
 from promptability.model.prompts import prompt_names
 
@@ -56,10 +53,6 @@ def outside_identity(path: Path, identity: Mapping[str, Any] | None) -> dict[str
         raise ValueError(f"{path}: shots must be an integer >= 0, got {shots!r}")
     model = str(given.get("model", UNKNOWN))
     return {"method": method.lower(), "prompt": prompt, "shots": shots, "model": model, "outside": True}
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _field(row: dict[str, Any], names: tuple[str, ...], where: str) -> Any:
@@ -101,40 +94,15 @@ def outside_row(row: Any, where: str) -> tuple[str, int, int, bool, int]:
     return task, int(index), NO_LABEL if label is None else int(label), correct, int(choices)
 
 
-def read_outside_predictions(path: Path) -> dict[str, np.ndarray]:
-    """``{task: array of (index, label, correct, num_choices) rows sorted by index}`` of an outside file."""
-    rows: dict[str, list[tuple[int, int, bool, int]]] = {}
-    seen: set[tuple[str, int]] = set()
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not valid JSON ({err})") from None
-            task, index, label, correct, choices = outside_row(row, where)
-            if (task, index) in seen:
-                raise ValueError(f"{where}: duplicate instance (task {task!r}, index {index})")
-            seen.add((task, index))
-            rows.setdefault(task, []).append((index, label, correct, choices))
-    if not rows:
-        raise ValueError(f"{path}: no predictions")
-    return {task: np.array(sorted(items), dtype=np.int64).reshape(-1, 4) for task, items in rows.items()}
-
-
 def load_outside_run(root: Path, identity: Mapping[str, Any] | None) -> Run:
     """The outside run in ``root`` (see the module docstring) as a ``Run``."""
     try:
         info = outside_identity(root, identity)
-        arrays = read_outside_predictions(root / PREDICTIONS_FILE)
+        preds = dict(sorted(read_predictions(root / PREDICTIONS_FILE, outside_row).items()))
     except ValueError as err:
         raise RunError(str(err)) from None
-    preds = {
-        task: TaskPredictions(index=a[:, 0], label=a[:, 1], correct=a[:, 2].astype(bool), num_choices=a[:, 3])
-        for task, a in sorted(arrays.items())
-    }
+    if not preds:
+        raise RunError(f"{root / PREDICTIONS_FILE}: no predictions")
     accuracy = {task: float(p.correct.mean()) for task, p in preds.items()}
     if (root / ACCURACY_FILE).is_file():
         accuracy = _parse_accuracy(root / ACCURACY_FILE, _read_json(root / ACCURACY_FILE))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -189,7 +189,11 @@ def _parse_accuracy(path: Path, data: Any) -> dict[str, float]:
     return {str(task): float(acc) for task, acc in data.items()}
 
 
-def _parse_predictions(path: Path, choices: dict[str, int]) -> dict[str, TaskPredictions]:
+def read_predictions(
+    path: Path, parse: Callable[[Any, str], tuple[str, int, int, bool, int]]
+) -> dict[str, TaskPredictions]:
+    """A predictions JSONL per task, sorted by index; ``parse(row, where)`` gives each line's (task, index,
+    label, correct, number of choices) or raises naming ``where``. An instance twice is an error."""
     rows: dict[str, list[tuple[int, int, bool, int]]] = {}
     seen: set[tuple[str, int]] = set()
     with open(path, encoding="utf-8") as handle:
@@ -201,34 +205,35 @@ def _parse_predictions(path: Path, choices: dict[str, int]) -> dict[str, TaskPre
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise RunError(f"{where}: not valid JSON ({err})") from None
-            if not isinstance(row, dict):
-                raise RunError(f"{where}: expected a JSON object")
-            for key in ("task", "index", "scores", "prediction", "label"):
-                if key not in row:
-                    raise RunError(f"{where}: missing field {key!r}")
-            task, index, scores = row["task"], row["index"], row["scores"]
-            if not isinstance(task, str) or not _is_int(index) or index < 0:
-                raise RunError(f"{where}: 'task' must be a string and 'index' an integer >= 0")
-            if not isinstance(scores, list) or len(scores) < 2:
-                raise RunError(f"{where}: 'scores' must be a list with one score per choice (>= 2)")
-            for key in ("prediction", "label"):
-                if not _is_int(row[key]) or not 0 <= row[key] < len(scores):
-                    raise RunError(f"{where}: {key!r} must be an integer in [0, {len(scores)}), got {row[key]!r}")
-            # Tasks may vary their number of choices per instance; more than the group's count is an error.
-            if task in choices and len(scores) > choices[task]:
-                raise RunError(f"{where}: {len(scores)} scores but task {task!r} has {choices[task]} choices")
+            task, index, label, correct, choices = parse(row, where)
             if (task, index) in seen:
                 raise RunError(f"{where}: duplicate instance (task {task!r}, index {index})")
             seen.add((task, index))
-            rows.setdefault(task, []).append((index, row["label"], row["prediction"] == row["label"], len(scores)))
-    out = {}
-    for task, items in rows.items():
-        items.sort()
-        arr = np.array(items, dtype=np.int64).reshape(-1, 4)
-        out[task] = TaskPredictions(
-            index=arr[:, 0], label=arr[:, 1], correct=arr[:, 2].astype(bool), num_choices=arr[:, 3]
-        )
-    return out
+            rows.setdefault(task, []).append((index, label, correct, choices))
+    arrays = {task: np.array(sorted(items), dtype=np.int64).reshape(-1, 4) for task, items in rows.items()}
+    return {t: TaskPredictions(index=a[:, 0], label=a[:, 1], correct=a[:, 2].astype(bool), num_choices=a[:, 3])
+            for t, a in arrays.items()}  # fmt: skip
+
+
+def _our_row(row: Any, where: str, choices: dict[str, int]) -> tuple[str, int, int, bool, int]:
+    """One line of our ``predictions.jsonl`` (``evaluate``'s), checked against the run's numbers of choices."""
+    if not isinstance(row, dict):
+        raise RunError(f"{where}: expected a JSON object")
+    for key in ("task", "index", "scores", "prediction", "label"):
+        if key not in row:
+            raise RunError(f"{where}: missing field {key!r}")
+    task, index, scores = row["task"], row["index"], row["scores"]
+    if not isinstance(task, str) or not _is_int(index) or index < 0:
+        raise RunError(f"{where}: 'task' must be a string and 'index' an integer >= 0")
+    if not isinstance(scores, list) or len(scores) < 2:
+        raise RunError(f"{where}: 'scores' must be a list with one score per choice (>= 2)")
+    for key in ("prediction", "label"):
+        if not _is_int(row[key]) or not 0 <= row[key] < len(scores):
+            raise RunError(f"{where}: {key!r} must be an integer in [0, {len(scores)}), got {row[key]!r}")
+    # Tasks may vary their number of choices per instance; more than the group's count is an error.
+    if task in choices and len(scores) > choices[task]:
+        raise RunError(f"{where}: {len(scores)} scores but task {task!r} has {choices[task]} choices")
+    return task, index, row["label"], row["prediction"] == row["label"], len(scores)
 
 
 def load_run(path: str | Path, *, require_predictions: bool = False) -> Run:
@@ -253,7 +258,7 @@ def load_run(path: str | Path, *, require_predictions: bool = False) -> Run:
     pred_path = root / PREDICTIONS_FILE
     if pred_path.is_file():
         choices = {t: k for t, (_, k) in resolve_groups(info["groups"]).items()}
-        preds = _parse_predictions(pred_path, choices)
+        preds = read_predictions(pred_path, lambda row, where: _our_row(row, where, choices))
         check_agreement(root, preds, accuracy)
     elif require_predictions:
         raise RunError(f"{pred_path}: file not found (per-instance predictions are needed)")
