@@ -27,21 +27,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch_two(
+    root: Path, worker: str, tokenizer, timeout: int
+) -> tuple[Path, Path, Path, subprocess.CompletedProcess]:
+    """The shared inputs (tokenizer, 32 tokenized records) under ``root`` and ``worker`` run on 2 gloo processes.
+
+    Returns (inputs, one, two, the finished process): ``two`` holds the workers' outputs, ``one`` is for the
+    caller's one-process reference.
+    """
+    inputs, one, two = root / "inputs", root / "one", root / "two"
+    for d in (inputs, one, two):
+        d.mkdir()
+    tokenizer.save_pretrained(inputs / "tokenizer")
+    tokenize_records(make_records(32), tokenizer, use_cache=False).dataset.save_to_disk(str(inputs / "data"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), str(HERE / worker), "--inputs", str(inputs), "--out", str(two)]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return inputs, one, two, proc
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_tokenizer):
     from promptability.train.loop import make_accelerator
 
-    root = tmp_path_factory.mktemp("dist")
-    inputs, one, two = root / "inputs", root / "one", root / "two"
-    for d in (inputs, one, two):
-        d.mkdir()
-    tiny_tokenizer.save_pretrained(inputs / "tokenizer")
-    tokenize_records(make_records(32), tiny_tokenizer, use_cache=False).dataset.save_to_disk(str(inputs / "data"))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(HERE / "dist_worker.py"), "--inputs", str(inputs), "--out", str(two)]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    inputs, one, two, proc = launch_two(tmp_path_factory.mktemp("dist"), "dist_worker.py", tiny_tokenizer, 240)
     # The one-process reference runs in this process: same inputs, same code.
     accelerator = make_accelerator("fp32", cpu=True)
     losses = {name: dist_worker.run(name, inputs, one, accelerator)["loss"] for name in dist_worker.VARIANTS}

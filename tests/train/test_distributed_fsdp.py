@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +10,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from promptability.data.tokenize import tokenize_records
 from promptability.train.config import ConfigError, TrainConfig, apply_overrides
 from promptability.train.distributed import FSDPConfig, block_classes, prepare_model
 from promptability.train.memory import model_state
@@ -22,27 +19,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import fsdp_worker  # noqa: E402
-from test_distributed import _free_port  # noqa: E402
+from test_distributed import launch_two  # noqa: E402
 
 import dist_worker  # noqa: E402
-from conftest import make_records  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_tokenizer):
     from promptability.train.loop import make_accelerator
 
-    root = tmp_path_factory.mktemp("fsdp")
-    inputs, one, two = root / "inputs", root / "one", root / "two"
-    for d in (inputs, one, two):
-        d.mkdir()
-    tiny_tokenizer.save_pretrained(inputs / "tokenizer")
-    tokenize_records(make_records(32), tiny_tokenizer, use_cache=False).dataset.save_to_disk(str(inputs / "data"))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(HERE / "fsdp_worker.py"), "--inputs", str(inputs), "--out", str(two)]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    inputs, one, two, proc = launch_two(tmp_path_factory.mktemp("fsdp"), "fsdp_worker.py", tiny_tokenizer, 300)
     # The reference: one process, plain (unsharded) training of the same model on the same data.
     accelerator = make_accelerator("fp32", cpu=True)
     for method in fsdp_worker.METHODS:
