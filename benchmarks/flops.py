@@ -100,8 +100,10 @@ def flop_limit(ours: dict[str, int], baseline: dict[str, int]) -> float:
 
 
 def capped_target(target: float, limit: float) -> float:
-    """A pair's target, or 90% of its FLOP limit where the target asks for more than the arithmetic allows."""
-    return min(target, round(0.9 * limit, 2)) if limit == limit else target
+    """A pair's target, or 90% of its FLOP limit where the target asks for more than the arithmetic allows.
+
+    A target within the limit stays as asked, even when it is above 90% of the limit (issue 16's rule)."""
+    return round(0.9 * limit, 2) if limit == limit and target > limit else target
 
 
 def run(settings: Settings, context: dict[str, Any]) -> list[Row]:

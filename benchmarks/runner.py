@@ -26,7 +26,7 @@ METHODS = """How each pair is measured (details in the docstrings of `benchmarks
    keys/values projected once per source, the LM head on real choice tokens only) vs one full forward per (source,
    choice) pair, as the paper's implementation scores; same `eval_batches` batches, same mean-log-probability
    scoring; synthetic token ids with sources ~10x longer than choices; one rep = one pass. At size `tiny` also at
-   the T5-small shape (8 examples, at most 3 reps).
+   the T5-small shape (16 examples, one batch, at most 3 reps).
 2. **MTL step**: `train.steps.mtl.MTLStep` (MTL-TP, shallow prompt; LM head and softmax on real target tokens only)
    + clipping + the project's fused Adafactor (`train.adafactor`), as the training loop runs it, vs
    `peft.get_peft_model(T5ForConditionalGeneration, PromptTuningConfig)` with the transformer unfrozen, its own loss,
@@ -43,7 +43,8 @@ METHODS = """How each pair is measured (details in the docstrings of `benchmarks
    The reference is a plain `MTLStep` (forward + backward) on the largest batch the meta-step forwards.
 4. **few-shot**: `train.steps.fixed_batch.FixedBatchStep` + clipping + Adafactor with `freeze("prompt-only")` vs
    `freeze("all")`, at the run's size and (tiny runs) at the T5-small shape; the check counts transformer tensors
-   left holding a `.grad` by the frozen step (0: no weight gradient computed or stored).
+   left holding a `.grad` by the frozen step (0: no weight gradient computed or stored). FLOP limit: counted on
+   both sides; under 1.5x, as attention's score and value products have no weight gradient to skip.
 5. **FLOP/s**: 6 x parameters x (non-padding) tokens per MTL-TP step / step time, over a square `torch.matmul` in the
    same dtype. The check column also gives a stack-aware count (encoder weights x source tokens + decoder weights
    x target tokens), since in an encoder-decoder each token passes through one stack only; target at the T5-small
@@ -53,7 +54,8 @@ METHODS = """How each pair is measured (details in the docstrings of `benchmarks
    from the gathered cache, the head only where a choice token is predicted) vs one full forward per (source, choice)
    with the head at every position (as a user writes it and lm-evaluation-harness scores), and vs each source alone
    with its own cache (the first implementation); a random Llama of SmolLM2-135M's shape (30 layers, d 576, GQA 9/3,
-   vocabulary 49152; at size `tiny` 4 examples, at most 3 reps), shallow prompt, 4 choices, same batches and scores.
+   vocabulary 49152; at size `tiny` one batch of 16 examples with ~100-token sources, at most 3 reps), shallow prompt,
+   4 choices, same batches and scores.
 
 Models of pairs 1-5 are T5 v1.1-layout models with random weights and dropout 0 (`tiny`: the project's offline tiny T5,
 `model.tiny.TINY_CONFIG`, vocabulary 4000; `small`/`base`/`large`: T5 1.1 shapes, vocabulary 32128); the data

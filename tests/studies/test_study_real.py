@@ -97,3 +97,27 @@ def test_commonsense_qa_rows_become_cos_e_rows():
 def test_missing_data_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="give --data"):
         run_real_study(tmp_path / "nowhere", tmp_path, tmp_path / "out", "tiny", QUICK, progress=False)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_auto_precision_is_bf16_only_where_bf16_matmuls_are_fast(monkeypatch, fast):
+    from promptability.train import distributed
+
+    monkeypatch.setattr(distributed, "fast_bf16", lambda: fast)
+    assert distributed.resolve_precision("auto") == ("bf16" if fast else "fp32")
+    assert distributed.resolve_precision("fp32") == "fp32" and distributed.resolve_precision("bf16") == "bf16"
+    with pytest.raises(ValueError, match="'auto', 'fp32' or 'bf16'"):
+        distributed.resolve_precision("fp16")
+
+
+@pytest.mark.slow
+def test_the_study_records_the_resolved_precision(quick_study, monkeypatch):
+    """A folder started with "auto" holds the precision it ran with, so a host that resolves otherwise is refused."""
+    from promptability.train import distributed
+
+    out = quick_study[0]
+    assert json.loads((out / "settings.json").read_text())["scale"]["precision"] == "fp32"  # QUICK: fp32
+    monkeypatch.setattr(distributed, "fast_bf16", lambda: True)
+    with pytest.raises(StudySettingsError, match="precision"):
+        run_real_study(SHARED / "realdata", None, out, manifest_model(out), replace(QUICK, precision="auto"),
+                       progress=False)  # fmt: skip

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from promptability.model.causal import lm_head
+
 
 def score_choices_causal(model: Any, batch: dict[str, Any], score: str = "mean") -> torch.Tensor:
     """Scores [B, C_max] for a ``collate_eval`` batch; slots past an instance's choices are -inf."""
@@ -73,18 +75,11 @@ def choice_token_logprobs_causal(
         rest = base(input_ids=labels[:, :-1], attention_mask=rest_mask, position_ids=after, cache=cache, use_cache=True)
         states = torch.cat([states, rest.last_hidden_state], dim=1)
     scored = label_mask.bool()
-    logits = _lm_head(model.transformer, states[scored]).float()
+    logits = lm_head(model.transformer, states[scored]).float()
     logp = torch.log_softmax(logits, dim=-1).gather(-1, labels[scored].unsqueeze(-1)).squeeze(-1)
     token_logp = torch.zeros(labels.shape, dtype=logp.dtype, device=device)
     token_logp[scored] = logp
     return token_logp
-
-
-def _lm_head(lm: Any, states: torch.Tensor) -> torch.Tensor:
-    """The model's logits for hidden states ``states`` (its output embedding, and a final soft cap where it has one)."""
-    logits = lm.get_output_embeddings()(states)
-    cap = getattr(lm.config, "final_logit_softcapping", None)
-    return logits if cap is None else torch.tanh(logits / cap) * cap
 
 
 def _left_padded(ids: torch.Tensor, mask: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +50,9 @@ class StudyScale:
     prompt_length: int = 20
     max_source_len: int = 384  # tokens
     max_target_len: int = 64
-    precision: str = "bf16"  # autocast on CPU (avx512_bf16): about twice fp32's speed; parameters stay fp32
+    # "auto": bf16 autocast where bf16 matmuls are fast (about twice fp32's speed on an AVX-512 CPU), fp32 where
+    # they are not (an AVX2 CPU: 5-70x slower than fp32); resolved before the settings are recorded.
+    precision: str = "auto"
     eval_batch_size: int = 16
     # One continued-pretraining run per row and seed; more seeds multiply the hour (only the base row is shared).
     pretrain_seeds: list[int] = field(default_factory=lambda: [0])
@@ -127,7 +129,10 @@ def run_real_study(
     ``data`` is the curated files' folder (or None); ``sources`` maps dataset keys to ``data.sources`` specs
     that replace it for those datasets. ``templates`` None: the promptsource templates shipped in the package.
     """
+    from promptability.train.distributed import resolve_precision
+
     scale = scale or StudyScale()
+    scale = replace(scale, precision=resolve_precision(scale.precision))
     if data is None and not sources:
         raise FileNotFoundError(
             "no data: give --data (the curated files, see ../shared/realdata/README.md) or --source"
