@@ -82,3 +82,54 @@ def test_bad_jobs_and_threads_are_refused(tmp_path, jobs, threads):
     plan = seed_plan(tmp_path, tmp_path, ["t"], [0])
     with pytest.raises(ValueError, match="must be"):
         run_plan(plan, tmp_path, Stages("test"), progress=False, jobs=jobs, threads=threads)
+
+
+def _predictions(out: Path) -> dict[str, bytes]:
+    files = sorted(out.glob("runs/**/predictions.jsonl")) + sorted(out.glob("instrument/**/predictions.jsonl"))
+    assert files  # nothing compared would make the test pass on its own
+    return {str(p.relative_to(out)): p.read_bytes() for p in files}
+
+
+@pytest.mark.slow
+def test_a_plan_gives_the_same_digits_in_order_and_in_two_processes(tmp_path):
+    """One pretrained row, 0-shot and 16-shot runs: byte-identical predictions and table at jobs 1 and 2."""
+    from tests.studies.test_pipeline_seeds import seed_plan
+
+    from promptability.data.suite_layout import read_meta
+    from promptability.model import load_model
+    from promptability.studies.pipeline import write_tables
+    from promptability.suite.generate import write_suite
+
+    suite, base = tmp_path / "suite", tmp_path / "base"
+    write_suite(suite, seed=0, size="quick", progress=False)
+    load_model("tiny", seed=0).save(base)
+    heldout = sorted(t for t, info in read_meta(suite)["templates"].items() if info["role"] == "heldout")[:2]
+    outs = []
+    for jobs in (1, 2):
+        out = tmp_path / "out"  # the same folder for both (the report names its runs' paths), moved away after
+        stages = Stages("test")
+        run_plan(seed_plan(suite, base, heldout, [0]), out, stages, progress=False, jobs=jobs, threads=1)
+        write_tables(out, stages, "parity", baseline="mtl-t", partial=True)
+        timings = json.loads((out / "timings.json").read_text())
+        assert (timings["jobs"], timings["threads"]) == (jobs, 1)
+        assert [p["phase"] for p in timings["phases"]] == ["pretraining", "0-shot", "16-shot"]
+        assert all(s["seconds"] > 0 for s in timings["stages"])
+        outs.append(out.rename(tmp_path / f"jobs-{jobs}"))
+    assert _predictions(outs[0]) == _predictions(outs[1])
+    assert (outs[0] / "report" / "table.json").read_bytes() == (outs[1] / "report" / "table.json").read_bytes()
+
+
+@pytest.mark.slow
+def test_the_quick_demo_table_is_the_same_for_any_jobs(tmp_path):
+    from promptability.studies.demo import run_demo
+
+    tables = []
+    for jobs in (1, 2):  # in the same folder (the report names its runs' paths), moved away after
+        tables.append(run_demo(tmp_path / "out", scale="quick", progress=False, jobs=jobs))
+        (tmp_path / "out").rename(tmp_path / f"jobs-{jobs}")
+    assert tables[0] == tables[1]
+    one, two = tmp_path / "jobs-1", tmp_path / "jobs-2"
+    assert (one / "report" / "table.json").read_bytes() == (two / "report" / "table.json").read_bytes()
+    assert (one / "report" / "instrument.json").read_bytes() == (two / "report" / "instrument.json").read_bytes()
+    assert _predictions(one) == _predictions(two)
+    assert [json.loads((o / "timings.json").read_text())["jobs"] for o in (one, two)] == [1, 2]
