@@ -133,3 +133,22 @@ def test_the_quick_demo_table_is_the_same_for_any_jobs(tmp_path):
     assert (one / "report" / "instrument.json").read_bytes() == (two / "report" / "instrument.json").read_bytes()
     assert _predictions(one) == _predictions(two)
     assert [json.loads((o / "timings.json").read_text())["jobs"] for o in (one, two)] == [1, 2]
+
+
+def test_jobs_option_reaches_the_demo(monkeypatch, tmp_path, capsys):
+    import promptability.studies.demo as demo
+    from promptability.cli import main
+    from promptability.studies.pipeline import available_cores
+
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda *a, **kw: calls.append(kw["jobs"]) or "table")
+    assert main(["demo", "--quick", "--out", str(tmp_path), "--jobs", "3"]) == 0
+    assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
+    assert calls == [3, None]  # None: run_demo takes available_cores()
+    assert available_cores() == len(os.sched_getaffinity(0))
+    with pytest.raises(SystemExit):
+        main(["demo", "--jobs", "0"])
+    assert "must be a positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "changes the time, not the numbers" in " ".join(capsys.readouterr().out.split())

@@ -46,7 +46,9 @@ class Scale:
     one meta-learning run ~26 s; 0-shot evaluation of one model on the 20 held-out templates x 150 instances
     ~5 s; one 16-shot configuration and seed (25 epochs, 5 templates, then evaluation) ~10 s; the instrument
     50 s. In all 19 min 15 s with 2 pretraining seeds per row, over issue 13's 15-minute budget; ``--seeds 1``
-    about 11 minutes. ``seeds`` adds few-shot draws at ~10 s per configuration each.
+    about 11 minutes. ``seeds`` adds few-shot draws at ~10 s per configuration each. These were measured at
+    torch's 2 threads, one stage at a time; the stages now run at ``DEMO_THREADS`` each, ``jobs`` at a time
+    (``run_demo``, ``--jobs``), so a phase's wall time is no longer the sum of its stages (not yet measured).
     """
 
     suite_size: str = "default"  # "default": 33 training + 20 held-out templates; "quick": tiny counts
