@@ -40,6 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--seeds", type=positive_int, metavar="N",
         help="continued-pretraining seeds per row: 0..N-1 (default 2; --quick: 1); a rerun with more reuses the first",
     )  # fmt: skip
+    p.add_argument(
+        "--jobs", type=positive_int, metavar="N",
+        help="stages run N at a time, in separate processes, one torch thread each (default: the CPU cores this "
+        "process may use); N changes the time, not the numbers",
+    )  # fmt: skip
     add_no_progress(p)
     p.set_defaults(func=run)
 
@@ -52,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     scale = "quick" if args.quick else args.scale
     try:
         table = run_demo(args.out, scale, force=args.force, progress=not args.no_progress, check=args.check,
-                         pretrain_seeds=seeds)  # fmt: skip
+                         pretrain_seeds=seeds, jobs=args.jobs)  # fmt: skip
     except StudySettingsError as error:
         return fail(error)
     print()

@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 from promptability.io import write_json_atomic, write_jsonl_atomic
 from promptability.model.prompts import NO_PROMPT, PROMPT_KINDS
-from promptability.studies.pipeline import Plan, check_settings, run_plan, start, write_tables
+from promptability.studies.pipeline import (
+    Plan,
+    available_cores,
+    check_settings,
+    run_plan,
+    start,
+    torch_threads,
+    write_tables,
+)
 from promptability.train.methods import METHODS
 
 if TYPE_CHECKING:
@@ -38,7 +46,9 @@ class Scale:
     one meta-learning run ~26 s; 0-shot evaluation of one model on the 20 held-out templates x 150 instances
     ~5 s; one 16-shot configuration and seed (25 epochs, 5 templates, then evaluation) ~10 s; the instrument
     50 s. In all 19 min 15 s with 2 pretraining seeds per row, over issue 13's 15-minute budget; ``--seeds 1``
-    about 11 minutes. ``seeds`` adds few-shot draws at ~10 s per configuration each.
+    about 11 minutes. ``seeds`` adds few-shot draws at ~10 s per configuration each. These were measured at
+    torch's 2 threads, one stage at a time; the stages now run at ``DEMO_THREADS`` each, ``jobs`` at a time
+    (``run_demo``, ``--jobs``), so a phase's wall time is no longer the sum of its stages (not yet measured).
     """
 
     suite_size: str = "default"  # "default": 33 training + 20 held-out templates; "quick": tiny counts
@@ -86,6 +96,9 @@ LARGE = Scale(mtl_steps=500, meta_steps=40, pretrain_seeds=[0, 1, 2], seeds=[0, 
 SCALES: dict[str, Scale] = {"default": Scale(), "quick": QUICK, "large": LARGE}
 # Settings a rerun may extend (more seeds reuse the runs already made); any other change needs another --out.
 EXTENDABLE = ("pretrain_seeds", "seeds")
+# torch's intra-op threads in every stage of the demo, whatever --jobs and the machine's core count: a float sum
+# split over another number of threads rounds differently, so the table's digits would depend on both.
+DEMO_THREADS = 1
 
 
 # The rows of the paper's Table 1: (row name, method, prompt kind). "base" is "no continued pretraining".
@@ -109,6 +122,7 @@ def lm_records(passages: list[str], seed: int) -> list[dict[str, Any]]:
     return out
 
 
+@torch_threads(DEMO_THREADS)  # the stages outside run_plan too: suite, LM adaptation, instrument
 def run_demo(
     out: str | Path = "runs/demo",
     scale: str | Scale = "default",
@@ -116,11 +130,14 @@ def run_demo(
     progress: bool = True,
     check: bool = False,
     pretrain_seeds: list[int] | None = None,
+    jobs: int | None = None,
 ) -> str:
     """Runs (or continues) the whole study; returns the Markdown table, then the instrument's floor/ceiling table.
 
     ``scale``: a name in ``SCALES`` or a ``Scale``. ``check``: only the suite, the base model and the
-    instrument check (``promptability.studies.instrument``). ``pretrain_seeds`` replaces the scale's.
+    instrument check (``promptability.studies.instrument``). ``pretrain_seeds`` replaces the scale's. ``jobs``:
+    the pipeline's stages run that many at a time (None: :func:`available_cores`); it changes the time, not the
+    numbers, since every stage runs at ``DEMO_THREADS``.
     """
     from promptability.data.suite_layout import read_meta
     from promptability.model import load_model
@@ -145,7 +162,8 @@ def run_demo(
         instrument = run_instrument(out, scale, oracle, stages, progress)
         write_json_atomic(out / "timings.json", stages.summary())
         return instrument
-    run_plan(_plan(out, scale, meta), out, stages, progress)
+    jobs = available_cores() if jobs is None else jobs
+    run_plan(_plan(out, scale, meta), out, stages, progress, jobs=jobs, threads=DEMO_THREADS)
     instrument = run_instrument(out, scale, oracle, stages, progress)
     note = scale.describe(sum(p.numel() for p in load_model(base).parameters()))
     table = write_tables(out, stages, note, baseline="mtl-t", partial=False, pretrain_seeds=scale.pretrain_seeds)

@@ -10,15 +10,22 @@ from its last checkpoint. Folders under ``out``::
     out/runs/16shot/<row>-<prompt>/pseed-<p>/seed-<f>/  few-shot prompt tuning + evaluation per few-shot seed
     out/runs/0shot/base/, out/runs/16shot/base-<prompt>/seed-<f>/   a row without continued pretraining: one model
     out/report/                        table.md/.csv/.json, per_group_accuracy.png
-    out/timings.json                   what each stage took, or that it was reused
+    out/timings.json                   what each stage took, or that it was reused; each phase's wall time
+
+With ``jobs > 1`` the stages of one phase (pretraining, 0-shot, few-shot) run in that many spawned worker
+processes; the phases stay in order, since a later phase reads an earlier one's models.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -33,21 +40,49 @@ if TYPE_CHECKING:
     from promptability.train.config import FewShotConfig, TrainConfig
 
 
+class StageError(RuntimeError):
+    """A stage that raised in a worker process; the stages finished before it stay done."""
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` inside the block, the previous value after; None: unchanged."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity, not the machine's count), at least 1."""
+    return max(len(os.sched_getaffinity(0)), 1)
+
+
 class Stages:
     """Runs stages in order, prints what each took (or that it was reused) and keeps the timings."""
 
     def __init__(self, label: str) -> None:
         self.label = label
         self.timings: list[tuple[str, float, bool]] = []
+        self.phases: list[dict[str, Any]] = []
+        self.parallel: dict[str, int | None] = {}  # the jobs and threads of run_plan, for timings.json
         self.started = time.perf_counter()
 
-    def run(self, name: str, marker: Path, fn: Callable[[], Any]) -> None:
+    def run(self, name: str, marker: Path, fn: Callable[[], Any], threads: int | None = None) -> None:
         if marker.exists():
             self.timings.append((name, 0.0, True))
             print(f"[{self.label}] {name}: done earlier, reused")
             return
         start = time.perf_counter()
-        fn()
+        with torch_threads(threads):
+            fn()
         took = time.perf_counter() - start
         self.timings.append((name, took, False))
         print(f"[{self.label}] {name}: {took:.1f} s")
@@ -57,7 +92,80 @@ class Stages:
 
     def summary(self) -> dict[str, Any]:
         stages = [{"stage": n, "seconds": round(s, 2), "reused": r} for n, s, r in self.timings]
-        return {"stages": stages, "total_s": round(time.perf_counter() - self.started, 2)}
+        total = round(time.perf_counter() - self.started, 2)
+        return {"stages": stages, "phases": self.phases, **self.parallel, "total_s": total}
+
+    def run_phase(self, phase: str, items: Sequence[tuple[str, Path, Callable[[], Any]]], jobs: int = 1,
+                  threads: int | None = None, progress: bool = True) -> None:  # fmt: skip
+        """Every stage of one phase: (name, marker, fn) in order with ``jobs == 1``, else the unfinished ones in
+        ``jobs`` spawned processes (``fn`` picklable). A stage that raises stops the phase: the pending stages are
+        cancelled, the running ones finish (so their markers are whole or absent), then :class:`StageError`."""
+        start = time.perf_counter()
+        if jobs == 1:
+            for name, marker, fn in items:
+                self.run(name, marker, fn, threads)
+        else:
+            pending = []
+            for name, marker, fn in items:
+                if marker.exists():
+                    self.timings.append((name, 0.0, True))
+                    print(f"[{self.label}] {name}: done earlier, reused")
+                else:
+                    pending.append((name, fn))
+            self._in_processes(phase, pending, jobs, threads, progress)
+        wall = round(time.perf_counter() - start, 2)
+        self.phases.append({"phase": phase, "stages": len(items), "wall_s": wall})
+
+    def _in_processes(self, phase: str, pending: list[tuple[str, Callable[[], Any]]], jobs: int,
+                      threads: int | None, progress: bool) -> None:  # fmt: skip
+        if not pending:
+            return
+        from tqdm.auto import tqdm
+
+        context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools and locks
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init, initargs=(threads,))
+        bar = tqdm(total=len(pending), desc=f"[{self.label}] {phase}", disable=not progress, leave=False)
+        try:
+            futures: dict[Future[float], str] = {pool.submit(_timed, fn): name for name, fn in pending}
+            waiting, finished = set(futures), 0
+            while waiting:
+                done, waiting = wait(waiting, return_when=FIRST_COMPLETED)
+                for future in sorted(done, key=lambda f: futures[f]):
+                    name = futures[future]
+                    try:
+                        took = future.result()
+                    except Exception as error:
+                        raise StageError(
+                            f"[{self.label}] stage {name!r} failed: {type(error).__name__}: {error}"
+                        ) from error
+                    finished += 1
+                    self.timings.append((name, took, False))
+                    bar.update()
+                    tqdm.write(f"[{self.label}] {name}: {took:.1f} s ({finished}/{len(pending)})")
+        except BaseException:
+            # Ctrl-C or a failed stage: nothing new starts; running stages finish, so a rerun resumes cleanly.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            bar.close()
+        pool.shutdown(wait=True)
+
+
+def _worker_init(threads: int | None) -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # as start() does in the parent; a spawned worker starts afresh
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    """Runs one stage in a worker; its own seconds, measured there (the parent's clock includes queueing)."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 class StudySettingsError(ValueError):
@@ -133,34 +241,52 @@ def _models(plan: Plan, out: Path, row: str, model: str | Path) -> list[tuple[st
             for s in plan.pretrain_seeds]  # fmt: skip
 
 
-def run_plan(plan: Plan, out: Path, stages: Stages, progress: bool = True) -> None:
-    """Continued pretraining of every row, then 0-shot evaluation, then few-shot tuning (each stage resumable)."""
+def run_plan(plan: Plan, out: Path, stages: Stages, progress: bool = True, jobs: int = 1,
+             threads: int | None = None) -> None:  # fmt: skip
+    """Continued pretraining of every row, then 0-shot evaluation, then few-shot tuning (each stage resumable).
+
+    ``jobs``: the stages of a phase run that many at a time, in spawned processes (1: in this process, in order);
+    their progress bars are off then. ``threads``: torch's intra-op threads in every stage (None: torch's default).
+    """
     from promptability.data.readers import read_examples
     from promptability.eval.groups import groups_for
     from promptability.train.fewshot import fewshot
 
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ValueError(f"threads must be None or an integer >= 1, got {threads!r}")
+    stages.parallel = {"jobs": jobs, "threads": threads}
+    bars = progress and jobs == 1  # workers' bars would interleave; the parent shows one over the phase instead
+    phase = partial(stages.run_phase, jobs=jobs, threads=threads, progress=progress)
     models, runs = out / "models", out / "runs"
+    pretraining = []
     for row, config in plan.pretrain:
         for seed in plan.pretrain_seeds:
             target = models / row / f"seed-{seed}"
-            train = partial(_pretrain, replace(config, seed=seed), target, progress)
-            stages.run(f"pretrain {row} (seed {seed})", target / "promptability.json", train)
+            train = partial(_pretrain, replace(config, seed=seed), target, bars)
+            pretraining.append((f"pretrain {row} (seed {seed})", target / "promptability.json", train))
+    phase("pretraining", pretraining)
 
     evaluation = read_examples(plan.data, tasks=plan.heldout)
     groups = groups_for(evaluation, plan.data)
+    zero_shot = []
     for row, method, model in plan.zero_shot:
         for folder, source, info in _models(plan, out, row, model):
             run_dir = runs / "0shot" / row / folder
-            zero = partial(_zero_shot, plan, method, str(source), run_dir, evaluation, groups, progress, info)
+            zero = partial(_zero_shot, plan, method, str(source), run_dir, evaluation, groups, bars, info)
             label = f" (seed {info['pretrain_seed']})" if info else ""
-            stages.run(f"0-shot {row}{label}", run_dir / "run.json", zero)
+            zero_shot.append((f"0-shot {row}{label}", run_dir / "run.json", zero))
+    phase("0-shot", zero_shot)
 
+    few = []
     for row, tuned_model, fewshot_config in plan.fewshot:
         for folder, source, info in _models(plan, out, row, tuned_model):
             run_dir = runs / "16shot" / f"{row}-{fewshot_config.prompt}" / folder.replace("seed-", "pseed-")
-            tune = partial(fewshot, source, plan.data, run_dir, fewshot_config, progress=progress, run_info=info)
+            tune = partial(fewshot, source, plan.data, run_dir, fewshot_config, progress=bars, run_info=info)
             label = f", pretraining seed {info['pretrain_seed']}" if info else ""
-            stages.run(f"16-shot {row} ({fewshot_config.prompt}{label})", run_dir / "summary.json", tune)
+            few.append((f"16-shot {row} ({fewshot_config.prompt}{label})", run_dir / "summary.json", tune))
+    phase("16-shot", few)
 
 
 def _pretrain(config: TrainConfig, target: Path, progress: bool) -> None:
