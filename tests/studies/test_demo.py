@@ -17,8 +17,7 @@ def test_quick_demo_end_to_end_then_reuses_and_resumes(tmp_path, capsys):
     assert "shallow 16-shot" in printed and "deep 16-shot" in printed
     assert "Instrument check: floor and ceiling" in printed  # beside Table 1, not in it
     instrument = json.loads((out / "report" / "instrument.json").read_text())
-    assert set(instrument["floor"]) == set(instrument["ceiling"]) == {"NLI", "RTE", "Coreference", "Completion",
-                                                                       "WordSense"}  # fmt: skip
+    assert set(instrument["floor"]) == set(instrument["ceiling"]) == {"NLI", "Coreference", "Completion", "WordSense"}
     for name in ("table.md", "table.csv", "table.json", "per_group_accuracy.png"):
         assert (out / "report" / name).stat().st_size > 0
     table = json.loads((out / "report" / "table.json").read_text())
@@ -46,17 +45,35 @@ def test_quick_check_trains_only_the_base_and_the_oracle(tmp_path, capsys):
     assert "| **ARG** |" in printed and "Verdict:" in printed and "Knowledge probe of the base" in printed
     assert sorted(p.name for p in (out / "models").iterdir()) == ["base", "oracle"]
     assert not (out / "runs").exists()
-    oracle = json.loads((out / "models" / "oracle" / "train_config.json").read_text())
+    oracle = json.loads((out / "models" / "oracle" / "seed-0" / "train_config.json").read_text())
     assert any("_nli_" in t for t in oracle["data"]["tasks"]) and any(
         "_sentiment_" in t for t in oracle["data"]["tasks"]
     )
     stages = [s["stage"] for s in json.loads((out / "timings.json").read_text())["stages"]]
-    assert stages == ["suite", "LM adaptation (base model)", "pretrain oracle (instrument)", "0-shot base (instrument)",
-                      "0-shot oracle (instrument)", "knowledge probe of the base (instrument)"]  # fmt: skip
+    assert stages == ["suite", "LM adaptation (base model)", "pretrain oracle (seed 0)", "0-shot base (instrument)",
+                      "0-shot oracle, seed 0 (instrument)", "knowledge probe of the base (instrument)"]  # fmt: skip
     # another scale in the same folder is refused before any stage runs; more seeds are not another scale
     assert main(["demo", "--scale", "large", "--check", "--out", str(out), "--no-progress"]) == 2
     assert "other settings (" in capsys.readouterr().err
+    # A second pretraining seed: a second oracle, trained and evaluated; the first is reused.
     assert main(["demo", "--quick", "--seeds", "2", "--check", "--out", str(out), "--no-progress"]) == 0
+    stages = {s["stage"]: s["reused"] for s in json.loads((out / "timings.json").read_text())["stages"]}
+    assert [name for name, reused in stages.items() if not reused] == [
+        "pretrain oracle (seed 1)", "0-shot oracle, seed 1 (instrument)"]  # fmt: skip
+    assert sorted(p.name for p in (out / "models" / "oracle").iterdir()) == ["seed-0", "seed-1"]
+    seed1 = json.loads((out / "models" / "oracle" / "seed-1" / "train_config.json").read_text())
+    assert seed1["seed"] == 1 and seed1["data"]["tasks"] == oracle["data"]["tasks"]
+    assert sorted(p.name for p in (out / "instrument" / "oracle").iterdir()) == ["seed-0", "seed-1"]
+    instrument = json.loads((out / "report" / "instrument.json").read_text())
+    assert instrument["ceiling_pretrain_seeds"] == [0, 1] and instrument["criteria"]["ceiling"] == "v2"
+    meta = json.loads((out / "suite" / "suite.json").read_text())
+    accuracy = [json.loads((out / "instrument" / "oracle" / f"seed-{s}" / "accuracy.json").read_text()) for s in (0, 1)]
+    for name, group in instrument["ceiling"].items():
+        tasks = [t for t, info in meta["templates"].items() if info["group"] == name]
+        per_seed = [100 * sum(acc[t] for t in tasks) / len(tasks) for acc in accuracy]  # each oracle's own run
+        assert group["seed_accuracies"] == pytest.approx(per_seed)
+        assert group["accuracy"] == pytest.approx(sum(per_seed) / 2)
+    assert not (out / "runs").exists()
 
 
 def test_seeds_option_reaches_the_demo_and_the_real_study(monkeypatch, tmp_path):
@@ -101,3 +118,27 @@ def test_study_scale_option_picks_a_preset(monkeypatch, tmp_path):
     assert calls[:3] == [real.GPU, real.QUICK, real.StudyScale()]
     assert calls[3].pretrain_seeds == [0] and calls[3].mtl_steps == real.GPU.mtl_steps  # options refine a preset
     assert real.GPU.fewshot_epochs == 100 and len(real.GPU.pretrain_seeds) == 3 and real.GPU.eval_instances >= 64
+
+
+def test_the_oracle_is_a_pretraining_row_never_a_table_row(tmp_path):
+    """The oracle trains per pretraining seed like a Table-1 row, but is never evaluated as one (runs/ feeds
+    Table 1); its mixture is the MTL-T row's plus the held-out templates."""
+    from dataclasses import replace
+
+    import promptability.studies.demo as demo
+    from promptability.suite.generate import generate_suite
+
+    meta = generate_suite(0, "quick").meta
+    plan = demo._plan(tmp_path, demo.Scale(), meta)
+    configs = dict(plan.pretrain)
+    assert list(configs) == [row for row, _, _ in demo.ROWS] + ["oracle"]
+    assert "oracle" not in {row for row, _, _ in plan.zero_shot} | {row for row, _, _ in plan.fewshot}
+    oracle, mtl_t = configs["oracle"], configs["mtl-t"]
+    heldout = [t for t, info in meta["templates"].items() if info["role"] == "heldout"]
+    train = [t for t, info in meta["templates"].items() if info["role"] == "train"]
+    assert mtl_t.data.tasks is None and sorted(oracle.data.tasks) == sorted(train + heldout)
+    assert replace(oracle.data, tasks=None) == mtl_t.data
+    assert oracle.model == mtl_t.model == str(tmp_path / "models" / "base")
+    same = {k: v for k, v in vars(oracle).items() if k != "data"}
+    assert same == {k: v for k, v in vars(mtl_t).items() if k != "data"}  # steps, lr, batch: the MTL-T row's
+    assert plan.pretrain_seeds == [0, 1]

@@ -7,7 +7,8 @@ Layout:
     out/suite/                 the generated task suite
     out/lm/                    prefix-LM records for the LM-adaptation stage
     out/models/base/           the tiny T5 after LM adaptation (row "no continued pretraining")
-    out/models/<row>/seed-<p>/ one continued-pretraining run per Table-1 row and pretraining seed
+    out/models/<row>/seed-<p>/ one continued-pretraining run per Table-1 row and pretraining seed, and the
+                               instrument's oracle (out/models/oracle/seed-<p>; its runs under out/instrument)
     out/runs/0shot/<row>/seed-<p>/   zero-shot evaluation (run directories; base: out/runs/0shot/base/)
     out/runs/16shot/<row>-<prompt>/pseed-<p>/seed-<s>/   few-shot prompt tuning + evaluation (base: no pseed-<p>)
     out/report/                table.md/.csv/.json, per_group_accuracy.png
@@ -43,15 +44,15 @@ class Scale:
 
     Time per stage at the defaults (tiny T5, 1.3M parameters), from the full demo on 2 quiet cores after issue
     16's faster training step (README): LM adaptation 55 s; one MTL run of 250 x 32 ~37 s (14 of them: 518 s);
-    one meta-learning run ~26 s; 0-shot evaluation of one model on the 20 held-out templates x 150 instances
-    ~5 s; one 16-shot configuration and seed (25 epochs, 5 templates, then evaluation) ~10 s; the instrument
-    50 s. In all 19 min 15 s with 2 pretraining seeds per row, over issue 13's 15-minute budget; ``--seeds 1``
-    about 11 minutes. ``seeds`` adds few-shot draws at ~10 s per configuration each. These were measured at
-    torch's 2 threads, one stage at a time; the stages now run at ``DEMO_THREADS`` each, ``jobs`` at a time
-    (``run_demo``, ``--jobs``), so a phase's wall time is no longer the sum of its stages (not yet measured).
+    one meta-learning run ~26 s; 0-shot evaluation of one model on the 20 held-out templates of then x 150
+    instances ~5 s (16 templates since RTE was dropped); one 16-shot configuration and seed (25 epochs, 5
+    templates, then evaluation) ~10 s; the instrument 50 s. In all 19 min 15 s with 2 pretraining seeds per
+    row, over issue 13's 15-minute budget. These were measured at torch's 2 threads, one stage at a time; the
+    stages now run at ``DEMO_THREADS`` each, ``jobs`` at a time (``run_demo``, ``--jobs``), and the instrument's
+    oracle is one more MTL run per pretraining seed.
     """
 
-    suite_size: str = "default"  # "default": 33 training + 20 held-out templates; "quick": tiny counts
+    suite_size: str = "default"  # "default": 33 training + 16 held-out templates; "quick": tiny counts
     lm_passages: int = 8000  # LM-adaptation texts (prefix -> continuation)
     lm_steps: int = 250
     batch_size: int = 32  # MTL examples per optimizer step
@@ -141,7 +142,7 @@ def run_demo(
     """
     from promptability.data.suite_layout import read_meta
     from promptability.model import load_model
-    from promptability.studies.instrument import run_instrument
+    from promptability.studies.instrument import ORACLE, run_instrument
     from promptability.suite.generate import write_suite
 
     if isinstance(scale, str):
@@ -157,14 +158,16 @@ def run_demo(
                lambda: write_suite(suite_dir, seed=0, size=scale.suite_size, progress=progress))  # fmt: skip
     meta = read_meta(suite_dir)
     stages.run("LM adaptation (base model)", base / "promptability.json", lambda: _lm_adapt(out, scale, progress))
-    oracle = _train_config(scale, "mtl-t", "none", suite_dir, scale.mtl_steps, str(base))
-    if check:
-        instrument = run_instrument(out, scale, oracle, stages, progress)
+    plan = _plan(out, scale, meta)
+    jobs = available_cores() if jobs is None else jobs
+    if check:  # the oracle is the only model trained
+        run_plan(replace(plan, pretrain=[r for r in plan.pretrain if r[0] == ORACLE], zero_shot=[], fewshot=[]),
+                 out, stages, progress, jobs=jobs, threads=DEMO_THREADS)  # fmt: skip
+        instrument = run_instrument(out, scale, stages, progress)
         write_json_atomic(out / "timings.json", stages.summary())
         return instrument
-    jobs = available_cores() if jobs is None else jobs
-    run_plan(_plan(out, scale, meta), out, stages, progress, jobs=jobs, threads=DEMO_THREADS)
-    instrument = run_instrument(out, scale, oracle, stages, progress)
+    run_plan(plan, out, stages, progress, jobs=jobs, threads=DEMO_THREADS)
+    instrument = run_instrument(out, scale, stages, progress)
     note = scale.describe(sum(p.numel() for p in load_model(base).parameters()))
     table = write_tables(out, stages, note, baseline="mtl-t", partial=False, pretrain_seeds=scale.pretrain_seeds)
     return table + "\n" + instrument
@@ -202,13 +205,18 @@ def _lm_adapt(out: Path, scale: Scale, progress: bool) -> None:
 
 
 def _plan(out: Path, scale: Scale, meta: dict[str, Any]) -> Plan:
-    """Every Table-1 row from the base model; 0-shot on every held-out template, 16-shot on a few."""
+    """Every Table-1 row from the base model; 0-shot on every held-out template, 16-shot on a few. The
+    instrument's oracle is one more pretraining row, never evaluated here (its runs are not Table 1's)."""
+    from promptability.studies.instrument import oracle_row
+
     suite_dir, models = out / "suite", out / "models"
     heldout = [t for t, info in meta["templates"].items() if info["role"] == "heldout"]
     pretrain = []
     for row, method, prompt in ROWS:
         steps = scale.meta_steps if method in ("fomaml", "reptile") else scale.mtl_steps
         pretrain.append((row, _train_config(scale, method, prompt, suite_dir, steps, str(models / "base"))))
+    pretrain.append(oracle_row(_train_config(scale, "mtl-t", "none", suite_dir, scale.mtl_steps, str(models / "base")),
+                               meta))  # fmt: skip
     zero_shot = [("base", "none")] + [(row, method) for row, method, _ in ROWS]
     by_dataset: dict[str, list[str]] = {}
     for t in heldout:

@@ -22,7 +22,6 @@ from promptability.suite.templates import (
     MCQA_T,
     NLI_T,
     PARAPHRASE_T,
-    RTE_T,
     SENTIMENT_T,
     STRUCT_T,
     SUMMARY_T,
@@ -256,12 +255,6 @@ def nli(world: w.World, rng: random.Random, want: Want) -> Instance:
     return _statements(world, rng, relations) | {"label": want["label"]}
 
 
-def entailment(world: w.World, rng: random.Random, want: Want) -> Instance:
-    """Two statements: the entailed one at ``label``, and a neutral or a contradicted one (equally often)."""
-    relations = (rng.choice((1, 2)), 0) if want["label"] else (0, rng.choice((1, 2)))
-    return _statements(world, rng, relations) | {"label": want["label"]}
-
-
 def coreference(world: w.World, rng: random.Random, want: Want) -> Instance:
     a, b = w.pick_names(rng, 2, mixed=True)
     ref, other = (a, b) if want["label"] == 0 else (b, a)
@@ -316,7 +309,7 @@ CLUSTERS: dict[str, tuple[str, str]] = {
     "closed_book_qa": ("train", "answer from the world's fixed facts, without a text"),
     "structure_to_text": ("train", "write a person record as sentences"),
     "summarization": ("train", "summarise or title an everyday story"),
-    "nli": ("heldout", "does a text about people entail a statement (3-way and 2-way)"),
+    "nli": ("heldout", "does a text about people entail a statement"),
     "coreference": ("heldout", "which person a pronoun refers to"),
     "completion": ("heldout", "which sentence continues a story"),
     "word_sense": ("heldout", "in which sense a sentence uses an ambiguous word"),
@@ -352,7 +345,6 @@ DATASETS: tuple[Dataset, ...] = (
     Dataset("structure_to_text", "person_records", "StructToText", structure_to_text, STRUCT_T),
     Dataset("summarization", "daily_stories", "Summarization", summarisation, SUMMARY_T),
     Dataset("nli", "fact_inference", "NLI", nli, NLI_T, L3),
-    Dataset("nli", "fact_entailment", "RTE", entailment, RTE_T, L2),
     Dataset("coreference", "pronoun_stories", "Coreference", coreference, COREF_T, L2),
     Dataset("completion", "script_endings", "Completion", completion, COMPLETION_T, L2),
     Dataset("word_sense", "word_usages", "WordSense", word_sense, WSD_T, LYN),

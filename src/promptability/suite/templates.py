@@ -92,7 +92,7 @@ SUMMARY_T = (
 # Every held-out answer is one word: the tiny oracle learns to choose among words in a few hundred steps, but not
 # to map a judgement onto label words (yes/maybe/no, true/false stayed at exactly chance for every template after
 # 250 steps of MTL-T with the held-out pools: see docs/miniature.md). Coreference, completion and word sense name
-# their options in the source. NLI and RTE do not, as many P3 templates do not (the options are the answer
+# their options in the source. NLI does not, as many P3 templates do not (the options are the answer
 # choices only): an option named in the source would be in it whether entailed or not, and the oracle did not
 # learn to tell them apart (chance on every template).
 VALUES3 = ("{v0}", "{v1}", "{v2}")
@@ -101,13 +101,6 @@ NLI_T = (
     T("must_be_true", "Given this text: {premise} Therefore, what must be true about {name}?", VALUES3),
     T("does_it_follow", "{premise}\nWhich fact about {name} follows from this?", VALUES3),
     T("based_on_passage", "{premise} Based on the previous passage, what do we know about {name}?", VALUES3),
-)
-VALUES2 = ("{v0}", "{v1}")
-RTE_T = (
-    T("does_this_mean", "{premise}\nWhat does this mean for {name}?", VALUES2),
-    T("gpt3_style", "{premise}\nQuestion: which statement about {name} is true?\nAnswer:", VALUES2),
-    T("premise_entails", "Premise: {premise}\nWhich hypothesis about {name} does the premise entail?", VALUES2),
-    T("can_we_infer", "{premise}\nWhat can we infer about {name}?", VALUES2),
 )
 NAMES2 = ("{a}", "{b}")
 COREF_T = (
