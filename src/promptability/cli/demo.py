@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "after 16-shot prompt tuning, checks the instrument (the base's floor and an oracle's ceiling per "
             "held-out group) and writes a Table-1-shaped report: ARG as mean ± std over the seeds, and "
             "significance against MTL-T by a hierarchical bootstrap over pretraining seeds, few-shot seeds and "
-            "instances. About 20 minutes on 2 quiet CPU cores (longer when they are shared). Finished stages are reused "
+            "instances. About 16 minutes on 2 quiet CPU cores (longer when they are shared). Finished stages are reused "
             "on a second run; an interrupted training stage resumes from its last checkpoint."
         ),
     )

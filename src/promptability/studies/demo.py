@@ -42,14 +42,12 @@ if TYPE_CHECKING:
 class Scale:
     """How big the miniature is; the paper's scale is in configs/. A larger scale is other values of these fields.
 
-    Time per stage at the defaults (tiny T5, 1.3M parameters), from the full demo on 2 quiet cores after issue
-    16's faster training step (README): LM adaptation 55 s; one MTL run of 250 x 32 ~37 s (14 of them: 518 s);
-    one meta-learning run ~26 s; 0-shot evaluation of one model on the 20 held-out templates of then x 150
-    instances ~5 s (16 templates since RTE was dropped); one 16-shot configuration and seed (25 epochs, 5
-    templates, then evaluation) ~10 s; the instrument 50 s. In all 19 min 15 s with 2 pretraining seeds per
-    row, over issue 13's 15-minute budget. These were measured at torch's 2 threads, one stage at a time; the
-    stages now run at ``DEMO_THREADS`` each, ``jobs`` at a time (``run_demo``, ``--jobs``), and the instrument's
-    oracle is one more MTL run per pretraining seed.
+    Time at the defaults (tiny T5, 1.3M parameters), from the full demo on 2 quiet AVX2 cores, one torch thread
+    per stage, ``--jobs 2`` (README, docs/miniature.md check F): LM adaptation 72 s; one MTL run of 250 x 32
+    60-95 s and one meta-learning run ~45 s at one thread, 20 of them (2 seeds x 9 rows + 2 oracles) in 602 s
+    of wall time; 0-shot 77 s; 16-shot 173 s; the instrument's evaluations 20 s. In all 15 min 49 s, 49 s over
+    issue 13's 15-minute budget on that host. ``seeds`` adds few-shot draws (~15 s of stage time each per
+    configuration).
     """
 
     suite_size: str = "default"  # "default": 33 training + 16 held-out templates; "quick": tiny counts
