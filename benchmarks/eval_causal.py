@@ -6,7 +6,7 @@ choice, runs all choices in a second call, and applies the LM head only where a 
 - vs one full forward per (source, choice): the plain way a user writes it, and the way lm-evaluation-harness
   scores a multiple-choice request: source + choice as one sequence through ``model(...)``, the LM head over
   every position (the project's own ``PromptedCausalLM.forward``, batched like ours). Target: 3x on 4 choices,
-  or 90% of the FLOP limit where that is lower.
+  or 90% of the FLOP limit where the target exceeds it.
 - vs one source at a time: the first implementation of ``eval/rank_causal.py`` (each source alone, unpadded,
   with a cache its own choices share, the LM head over every position).
 

@@ -9,7 +9,7 @@ the LM head to the real target positions only. Both see exactly the same batches
 (``eval_batches``: the same sources per batch, longest first) and score the same
 way (mean token log-probability, EOS included).
 
-Targets: 4x on 4 choices, 2.5x on 2, or 90% of the FLOP limit where that is lower: with C choices the
+Targets: 4x on 4 choices, 2.5x on 2, or 90% of the FLOP limit where the target exceeds it: with C choices the
 per-choice way does about C encoder passes where ours does one, so the limit stays under C however cheap
 the decoder is. At size ``tiny`` the pair also runs at the T5-small shape (a short workload).
 """

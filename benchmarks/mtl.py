@@ -10,7 +10,7 @@ and prompt and see the same batches in the same order (the baseline draws
 them from an identical length-grouped sampler), so their first-step losses
 must agree (fp32: to 1e-6 relative). Measured at the run's size and, in a
 tiny run, at the T5-small shape (``SMALL_STEP``). Target: 1.2x the baseline's
-tokens/s, or 90% of the FLOP limit (``flop_limit``) where that is lower.
+tokens/s, or 90% of the FLOP limit (``flop_limit``) where the target exceeds it.
 
 Where the time went (torch.profiler, CPU, the T5-small shape: batch 16, source
 ~128 / target ~16, before this pair's changes; self CPU time of one MTL-TP step):
@@ -156,7 +156,7 @@ SMALL_STEP = replace(
     get_size("small"), batch_size=16, source_len=128, target_len=16, train_examples=64, steps_per_rep=1
 )
 SMALL_REPS = 3
-TARGET = 1.2  # the speed-up over HF + PEFT, capped at 90% of the FLOP limit where that is lower
+TARGET = 1.2  # the speed-up over HF + PEFT, capped at 90% of the FLOP limit where the target exceeds it
 
 
 def flop_limit(data, settings: Settings, counts: dict[str, int]) -> float:

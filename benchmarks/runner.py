@@ -44,7 +44,7 @@ METHODS = """How each pair is measured (details in the docstrings of `benchmarks
 4. **few-shot**: `train.steps.fixed_batch.FixedBatchStep` + clipping + Adafactor with `freeze("prompt-only")` vs
    `freeze("all")`, at the run's size and (tiny runs) at the T5-small shape; the check counts transformer tensors
    left holding a `.grad` by the frozen step (0: no weight gradient computed or stored). FLOP limit: counted on
-   both sides; under 1.5x, as attention's score and value products have no weight gradient to skip.
+   both sides (the full step's weight gradients, the LM head's included, against attention's weightless products).
 5. **FLOP/s**: 6 x parameters x (non-padding) tokens per MTL-TP step / step time, over a square `torch.matmul` in the
    same dtype. The check column also gives a stack-aware count (encoder weights x source tokens + decoder weights
    x target tokens), since in an encoder-decoder each token passes through one stack only; target at the T5-small

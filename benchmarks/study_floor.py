@@ -49,7 +49,9 @@ def matmul_rate(dtype: torch.dtype, reps: int = 5) -> float:
     return 2 * 2 * 1024 * 576 * 1536 / best
 
 
-def token_counts(data: Path, tokenizer: Any, prompt: int) -> dict[str, Any]:
+def token_counts(
+    data: Path, tokenizer: Any, prompt: int, max_source: int = 384, max_target: int = 64
+) -> dict[str, Any]:
     """Mean source+target tokens of a training example; per held-out template, source and choice tokens."""
     manifest = json.loads((data / "study.json").read_text())
 
@@ -60,7 +62,7 @@ def token_counts(data: Path, tokenizer: Any, prompt: int) -> dict[str, Any]:
     for t in manifest["train"]:
         for line in (data / "train" / f"{t}.jsonl").read_text().splitlines():
             r = json.loads(line)
-            train.append(min(n(r["source"]), 384) + min(n(" " + r["target"]), 64))
+            train.append(min(n(r["source"]), max_source) + min(n(" " + r["target"]), max_target))
     heldout: dict[str, dict[str, float]] = {}
     for t in manifest["heldout"]:
         split = "test" if (data / "test" / f"{t}.jsonl").is_file() else "validation"
@@ -69,25 +71,30 @@ def token_counts(data: Path, tokenizer: Any, prompt: int) -> dict[str, Any]:
         shots = [json.loads(x) for x in pool.read_text().splitlines()[:16]] if pool.is_file() else rows[:16]
         heldout[t] = {
             "instances": len(rows),
-            "source": statistics.fmean(min(n(r["source"]), 384) + prompt for r in rows),
-            "choices": statistics.fmean(sum(min(n(" " + c), 64) for c in r["choices"]) for r in rows),
+            "source": statistics.fmean(min(n(r["source"]), max_source) + prompt for r in rows),
+            "choices": statistics.fmean(sum(min(n(" " + c), max_target) for c in r["choices"]) for r in rows),
             "shot_tokens": statistics.fmean(
-                min(n(r["source"]), 384) + prompt + min(n(" " + r["target"]), 64) for r in shots
+                min(n(r["source"]), max_source) + prompt + min(n(" " + r["target"]), max_target) for r in shots
             ),  # fmt: skip
         }
     return {"train_mean": statistics.fmean(train), "heldout": heldout}
 
 
 def floor(scale: Any, config: Any, counts: dict[str, Any], tuned: list[str], rows: int) -> dict[str, float]:
-    """Matmul FLOPs per stage of the whole study (``rows`` continued-pretraining rows, +1 base model)."""
+    """Matmul FLOPs per stage of the whole study (``rows`` continued-pretraining rows, each once per pretraining
+    seed, +1 base model; few-shot once per few-shot seed)."""
     body, head = 2 * layer_weights(config), 2 * config.hidden_size * config.vocab_size
     held = counts["heldout"]
-    pretrain = rows * scale.mtl_steps * scale.batch_size * counts["train_mean"] * 3 * body
-    per_model = sum(h["instances"] * (h["source"] + h["choices"]) * body + h["instances"] * h["choices"] * head
-                    for h in held.values())  # fmt: skip
-    tune = sum(scale.fewshot_epochs * 16 * held[t]["shot_tokens"] * 2 * body for t in tuned)
-    tuned_eval = sum(held[t]["instances"] * (held[t]["source"] + held[t]["choices"]) * body for t in tuned)
-    return {"pretrain": pretrain, "0-shot": (rows + 1) * per_model, "16-shot": (rows + 1) * (tune + tuned_eval)}
+    models = rows * len(getattr(scale, "pretrain_seeds", [0])) + 1
+    pretrain = (models - 1) * scale.mtl_steps * scale.batch_size * counts["train_mean"] * 3 * body
+
+    def evaluation(h: dict[str, float]) -> float:
+        return h["instances"] * ((h["source"] + h["choices"]) * body + h["choices"] * head)
+
+    per_model = sum(evaluation(h) for h in held.values())
+    tune = sum(scale.fewshot_epochs * 16 * held[t]["shot_tokens"] * 2 * body + evaluation(held[t]) for t in tuned)
+    fewshot_seeds = len(getattr(scale, "seeds", [0]))
+    return {"pretrain": pretrain, "0-shot": models * per_model, "16-shot": models * fewshot_seeds * tune}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     precision = resolve_precision(args.precision)
     model = load_model(args.model)
     config = model.transformer.config
-    counts = token_counts(args.data, model.tokenizer, 0)  # a shallow prompt's 20 tokens left out: a lower bound
+    counts = token_counts(
+        args.data, model.tokenizer, 0, scale.max_source_len, scale.max_target_len
+    )  # no prompt tokens: a lower bound
     manifest = json.loads((args.data / "study.json").read_text())
     flops = floor(scale, config, counts, fewshot_templates(manifest, scale.fewshot_templates_per_dataset), len(ROWS))
     rate = matmul_rate(torch.bfloat16 if precision == "bf16" else torch.float32)

@@ -49,8 +49,8 @@ def test_every_pair_has_its_rows_and_checks_pass(results):
     for key in ("eval_2choices", "eval_4choices", "eval_causal_full_4choices", "eval_causal_4choices"):
         limit = results.row(key).limit  # FLOP counts of both sides: ours does less work for the same scores
         assert limit is not None and limit > 1
-    # prompt-only: no weight gradients, but attention's weightless products cost the same on both sides
-    assert 1 < results.row("fewshot_step_time").limit < 1.5
+    # prompt-only skips every weight gradient; about 1.5x, attention's weightless products costing both sides alike
+    assert 1.2 < results.row("fewshot_step_time").limit < 2
     assert results.info["device"] == "cpu" and results.info["torch"] == torch.__version__
 
 
@@ -378,4 +378,4 @@ def test_study_floor_counts_weight_matmuls_per_stage():
     assert got["pretrain"] == 2 * 2 * 3 * 10 * 3 * body
     per_model = 4 * 8 * body + 4 * 2 * 2 * 4 * 10 + 1 * 4 * body + 1 * 1 * 2 * 4 * 10
     assert got["0-shot"] == 3 * per_model
-    assert got["16-shot"] == 3 * (5 * 16 * 7 * 2 * body + 4 * 8 * body)
+    assert got["16-shot"] == 3 * (5 * 16 * 7 * 2 * body + 4 * 8 * body + 4 * 2 * 2 * 4 * 10)

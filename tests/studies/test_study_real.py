@@ -110,14 +110,21 @@ def test_auto_precision_is_bf16_only_where_bf16_matmuls_are_fast(monkeypatch, fa
         distributed.resolve_precision("fp16")
 
 
-@pytest.mark.slow
-def test_the_study_records_the_resolved_precision(quick_study, monkeypatch):
-    """A folder started with "auto" holds the precision it ran with, so a host that resolves otherwise is refused."""
+@pytest.mark.parametrize("fast", [True, False])
+def test_the_study_records_the_resolved_precision(monkeypatch, tmp_path, fast):
+    """Settings hold the precision "auto" resolved to, so a host that resolves otherwise is refused on resume."""
+    from promptability.studies import real
     from promptability.train import distributed
 
-    out = quick_study[0]
-    assert json.loads((out / "settings.json").read_text())["scale"]["precision"] == "fp32"  # QUICK: fp32
-    monkeypatch.setattr(distributed, "fast_bf16", lambda: True)
-    with pytest.raises(StudySettingsError, match="precision"):
-        run_real_study(SHARED / "realdata", None, out, manifest_model(out), replace(QUICK, precision="auto"),
-                       progress=False)  # fmt: skip
+    class Recorded(Exception):
+        pass
+
+    def record(out, settings):
+        raise Recorded(settings["scale"]["precision"])
+
+    monkeypatch.setattr(distributed, "fast_bf16", lambda: fast)
+    monkeypatch.setattr(real, "check_settings", record)
+    (tmp_path / "data").mkdir()
+    with pytest.raises(Recorded, match="^bf16$" if fast else "^fp32$"):
+        run_real_study(tmp_path / "data", None, tmp_path / "out", "m", replace(QUICK, precision="auto"),
+                       progress=False, sources=None)  # fmt: skip

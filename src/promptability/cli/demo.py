@@ -51,13 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from promptability.studies.demo import run_demo
-    from promptability.studies.pipeline import StudySettingsError
+    from promptability.studies.pipeline import StudySettingsError, available_cores
 
     seeds = None if args.seeds is None else list(range(args.seeds))
     scale = "quick" if args.quick else args.scale
     try:
         table = run_demo(args.out, scale, force=args.force, progress=not args.no_progress, check=args.check,
-                         pretrain_seeds=seeds, jobs=args.jobs)  # fmt: skip
+                         pretrain_seeds=seeds, jobs=args.jobs or available_cores())  # fmt: skip
     except StudySettingsError as error:
         return fail(error)
     print()

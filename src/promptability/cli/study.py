@@ -51,8 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     real.add_argument("--fewshot-epochs", type=positive_int, help="few-shot prompt-tuning epochs (default 6)")
     real.add_argument("--fewshot-lr", type=learning_rate, help="few-shot prompt-tuning learning rate (default 1e-2)")
     real.add_argument("--precision", choices=("auto", "fp32", "bf16"),
-                      help="autocast precision (default auto: bf16 where bf16 matmuls are fast, i.e. a GPU or an "
-                           "AVX-512 CPU, else fp32)")  # fmt: skip
+                      help="autocast precision (default auto: bf16 where the hardware has native bf16, i.e. an "
+                           "Ampere or newer GPU or a CPU with AVX512_BF16 or AMX, else fp32)")  # fmt: skip
     real.add_argument(
         "--seeds", type=positive_int, metavar="N",
         help="continued-pretraining seeds per row: 0..N-1 (default 1); the report's significance counts them",

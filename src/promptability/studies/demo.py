@@ -25,7 +25,6 @@ from promptability.io import write_json_atomic, write_jsonl_atomic
 from promptability.model.prompts import NO_PROMPT, PROMPT_KINDS
 from promptability.studies.pipeline import (
     Plan,
-    available_cores,
     check_settings,
     run_plan,
     start,
@@ -129,14 +128,15 @@ def run_demo(
     progress: bool = True,
     check: bool = False,
     pretrain_seeds: list[int] | None = None,
-    jobs: int | None = None,
+    jobs: int = 1,
 ) -> str:
     """Runs (or continues) the whole study; returns the Markdown table, then the instrument's floor/ceiling table.
 
     ``scale``: a name in ``SCALES`` or a ``Scale``. ``check``: only the suite, the base model and the
     instrument check (``promptability.studies.instrument``). ``pretrain_seeds`` replaces the scale's. ``jobs``:
-    the pipeline's stages run that many at a time (None: :func:`available_cores`); it changes the time, not the
-    numbers, since every stage runs at ``DEMO_THREADS``.
+    the pipeline's stages run that many at a time in spawned processes (so a script calling this with jobs > 1
+    needs an ``if __name__ == "__main__":`` guard; the CLI uses every core); it changes the time, not the numbers,
+    since every stage runs at ``DEMO_THREADS``.
     """
     from promptability.data.suite_layout import read_meta
     from promptability.model import load_model
@@ -149,7 +149,11 @@ def run_demo(
         scale = SCALES[scale]
     scale = scale if pretrain_seeds is None else replace(scale, pretrain_seeds=pretrain_seeds)
     out, stages = start(out, force, "demo")
+    from promptability.suite.tasks import DATASETS
+
+    # The suite's datasets and the thread count change numbers too: a folder of another design is refused.
     fixed = {k: v for k, v in asdict(scale).items() if k not in EXTENDABLE}
+    fixed |= {"threads": DEMO_THREADS, "suite_datasets": [f"{d.cluster}/{d.name}" for d in DATASETS]}
     check_settings(out, {"model": "tiny", "data": "suite", "scale": fixed})
     suite_dir, base = out / "suite", out / "models" / "base"
     stages.run("suite", suite_dir / "suite.json",
@@ -157,7 +161,6 @@ def run_demo(
     meta = read_meta(suite_dir)
     stages.run("LM adaptation (base model)", base / "promptability.json", lambda: _lm_adapt(out, scale, progress))
     plan = _plan(out, scale, meta)
-    jobs = available_cores() if jobs is None else jobs
     if check:  # the oracle is the only model trained
         run_plan(replace(plan, pretrain=[r for r in plan.pretrain if r[0] == ORACLE], zero_shot=[], fewshot=[]),
                  out, stages, progress, jobs=jobs, threads=DEMO_THREADS)  # fmt: skip

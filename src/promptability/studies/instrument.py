@@ -160,7 +160,7 @@ def arg(results: dict[str, GroupResult]) -> float:
 
 def seeds_of(results: dict[str, GroupResult]) -> int:
     """How many pretraining seeds (runs) the results average over."""
-    return max(1, *(len(r.seed_accuracies) for r in results.values()))
+    return max((len(r.seed_accuracies) for r in results.values()), default=1) or 1
 
 
 def verdict(floor: dict[str, GroupResult], ceiling: dict[str, GroupResult]) -> list[str]:

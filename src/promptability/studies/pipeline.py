@@ -62,7 +62,8 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
 def available_cores() -> int:
     """The CPU cores this process may run on (its affinity, not the machine's count), at least 1."""
-    return max(len(os.sched_getaffinity(0)), 1)
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux only; elsewhere every core counts
+    return max(len(affinity(0)) if affinity is not None else (os.cpu_count() or 1), 1)
 
 
 class Stages:

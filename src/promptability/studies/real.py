@@ -50,8 +50,9 @@ class StudyScale:
     prompt_length: int = 20
     max_source_len: int = 384  # tokens
     max_target_len: int = 64
-    # "auto": bf16 autocast where bf16 matmuls are fast (about twice fp32's speed on an AVX-512 CPU), fp32 where
-    # they are not (an AVX2 CPU: 5-70x slower than fp32); resolved before the settings are recorded.
+    # "auto": bf16 autocast where the hardware has native bf16 (AVX512_BF16/AMX, about twice fp32's speed on the
+    # CPU of the README's run; an Ampere+ GPU), else fp32 (on an AVX2 CPU bf16 matmuls are 5-70x slower than
+    # fp32); resolved before the settings are recorded, so a folder keeps the precision it started with.
     precision: str = "auto"
     eval_batch_size: int = 16
     # One continued-pretraining run per row and seed; more seeds multiply the hour (only the base row is shared).

@@ -93,11 +93,12 @@ def collective_device() -> torch.device:
 
 
 def fast_bf16() -> bool:
-    """Whether bf16 matmuls are fast here: a CUDA GPU with bf16, or a CPU with oneDNN's bf16 kernels (AVX-512 or
-    newer). On an AVX2-only CPU bf16 matmuls take a scalar path: 5-70x slower than fp32 (measured, AMD EPYC)."""
+    """Whether bf16 matmuls are fast here: a GPU with native bf16 (Ampere or newer), or a CPU with native bf16
+    instructions (AVX512_BF16 or AMX). Elsewhere bf16 is emulated: on an AVX2-only CPU its matmuls take a scalar
+    path, 5-70x slower than fp32 (measured, AMD EPYC); plain AVX-512 converts in software."""
     if torch.cuda.is_available():
-        return bool(torch.cuda.is_bf16_supported())
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def resolve_precision(precision: str) -> str:
