@@ -201,6 +201,24 @@ def synthetic_dataset(*args, **kwargs):
     return Dataset.from_list(synthetic_rows(*args, **kwargs), features=FEATURES)
 
 
+def score_per_pair(batch: dict[str, Any], device: torch.device, logits_of: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """Scores [B, C_max] (mean choice-token log-probability, -inf past an instance's choices) with one row per
+    (source, choice): ``logits_of(input_ids, attention_mask, labels, label_mask)`` gives each row's [N, T, vocab]
+    logits predicting its choice tokens, from whatever full forward a baseline runs."""
+    choice_ids, choice_mask = batch["choice_ids"].to(device), batch["choice_mask"].to(device)
+    num_choices = batch["num_choices"].to(device)
+    b, c_max, _ = choice_ids.shape
+    real = torch.arange(c_max, device=device)[None, :] < num_choices[:, None]
+    source_of = torch.arange(b, device=device)[:, None].expand(b, c_max)[real]
+    labels, mask = choice_ids[real], choice_mask[real]
+    ids, attention = batch["input_ids"].to(device)[source_of], batch["attention_mask"].to(device)[source_of]
+    logits = logits_of(ids, attention, labels, mask)
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1) * mask
+    scores = torch.full((b, c_max), float("-inf"), device=device)
+    scores[real] = logp.sum(-1) / mask.sum(-1).clamp(min=1)
+    return scores
+
+
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 

@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import torch
 
-from benchmarks.common import PAD_ID, Settings, Stat, synthetic_dataset, time_pair, to_device
+from benchmarks.common import PAD_ID, Settings, Stat, score_per_pair, synthetic_dataset, time_pair, to_device
 from benchmarks.flops import capped_target, counted_once, flop_limit
 from benchmarks.report import Row, fmt_stat
 
@@ -83,24 +83,19 @@ def score_one_source_at_a_time(model, batch: dict) -> torch.Tensor:
 
 
 def score_full_forward(model, batch: dict) -> torch.Tensor:
-    """Scores [B, C_max]: one full forward over source + choice per (source, choice), logits at every position."""
-    device = next(model.parameters()).device
-    choice_ids, choice_mask = batch["choice_ids"].to(device), batch["choice_mask"].to(device)
-    num_choices = batch["num_choices"].to(device)
-    b, c_max, _ = choice_ids.shape
-    real = torch.arange(c_max, device=device)[None, :] < num_choices[:, None]
-    source_of = torch.arange(b, device=device)[:, None].expand(b, c_max)[real]
-    labels, mask = choice_ids[real], choice_mask[real]
-    logits = model(
-        input_ids=batch["input_ids"].to(device)[source_of],
-        attention_mask=batch["attention_mask"].to(device)[source_of],
-        labels=labels.masked_fill(mask == 0, -100),
-        return_loss=False,
-    ).logits
-    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1) * mask
-    scores = torch.full((b, c_max), float("-inf"), device=device)
-    scores[real] = logp.sum(-1) / mask.sum(-1).clamp(min=1)
-    return scores
+    """Scores [B, C_max]: one full forward over source + choice per (source, choice), the LM head at every position
+    (the Hugging Face model's own ``logits``; ``PromptedCausalLM.forward`` applies it to target positions only)."""
+    from promptability.model.causal import pack_rows
+
+    def logits_of(ids, attention, labels, mask):
+        rows, rows_mask = pack_rows(ids, attention.long(), labels, mask.long(), model.pad_token_id)
+        embeds, rows_mask = model.embed(rows, rows_mask)
+        logits = model.transformer(inputs_embeds=embeds, attention_mask=rows_mask, use_cache=False).logits
+        # the logit predicting choice token j sits at (shallow prompt length + source length + j - 1)
+        at = model.prepended + attention.sum(-1)[:, None] - 1 + torch.arange(labels.shape[1], device=ids.device)
+        return logits.gather(1, at.clamp(max=logits.shape[1] - 1).unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+
+    return score_per_pair(batch, next(model.parameters()).device, logits_of)
 
 
 def run(settings: Settings) -> list[Row]:

@@ -27,6 +27,7 @@ from benchmarks.common import (
     Settings,
     Stat,
     build_model,
+    score_per_pair,
     synthetic_dataset,
     time_pair,
     to_device,
@@ -45,24 +46,11 @@ MAX_REPS_SMALL = 3
 
 def score_per_choice(model, batch: dict) -> torch.Tensor:
     """Scores [B, C_max] like ``score_choices``, but with one full forward per (source, choice) pair."""
-    device = next(model.parameters()).device
-    choice_ids, choice_mask = batch["choice_ids"].to(device), batch["choice_mask"].to(device)
-    num_choices = batch["num_choices"].to(device)
-    b, c, _ = choice_ids.shape
-    real = torch.arange(c, device=device)[None, :] < num_choices[:, None]
-    source_of = torch.arange(b, device=device)[:, None].expand(b, c)[real]
-    labels, mask = choice_ids[real], choice_mask[real]
-    logits = model(
-        input_ids=batch["input_ids"].to(device)[source_of],
-        attention_mask=batch["attention_mask"].to(device)[source_of],
-        labels=labels,
-        decoder_attention_mask=mask,
-    ).logits
-    token_logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1) * mask
-    values = token_logp.sum(-1) / mask.sum(-1).clamp(min=1)
-    scores = torch.full((b, c), float("-inf"), device=device)
-    scores[real] = values
-    return scores
+
+    def logits_of(ids, attention, labels, mask):
+        return model(input_ids=ids, attention_mask=attention, labels=labels, decoder_attention_mask=mask).logits
+
+    return score_per_pair(batch, next(model.parameters()).device, logits_of)
 
 
 def _predictions(scores: list[torch.Tensor]) -> torch.Tensor:

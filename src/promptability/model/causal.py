@@ -30,7 +30,7 @@ from promptability.model.prompted import PRESETS, PromptedModel, move_padding
 from promptability.model.prompts import NO_PROMPT
 from promptability.model.prompts.deep import DEFAULT_DEEP_INIT, AttentionLayout, Site
 
-__all__ = ["PRESETS", "PromptedCausalLM", "lm_head", "self_attention_modules"]
+__all__ = ["PRESETS", "PromptedCausalLM", "lm_head", "pack_rows", "self_attention_modules"]
 
 
 class PromptedCausalLM(PromptedModel):
@@ -98,7 +98,7 @@ class PromptedCausalLM(PromptedModel):
         target_mask = target_mask * (labels != -100)
         src_len = attention_mask.long().sum(-1)
         self._check_sources(src_len)
-        ids, mask = _pack(input_ids, attention_mask.long(), target_ids, target_mask, self.pad_token_id)
+        ids, mask = pack_rows(input_ids, attention_mask.long(), target_ids, target_mask, self.pad_token_id)
         embeds, mask = self.embed(ids, mask)
         # The LM head runs only where a target token is predicted: over every position it would cost about a
         # fifth of a 135M model's forward and backward (vocabulary 49152) and hold (batch, length, vocab) logits.
@@ -125,7 +125,7 @@ def lm_head(lm: PreTrainedModel, states: torch.Tensor) -> torch.Tensor:
     return logits if cap is None else torch.tanh(logits / cap) * cap
 
 
-def _pack(
+def pack_rows(
     source: torch.Tensor, source_mask: torch.Tensor, target: torch.Tensor, target_mask: torch.Tensor, pad_id: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row's real source tokens then its real target tokens, right-padded (either side may be padded anywhere)."""
