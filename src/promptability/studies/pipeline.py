@@ -76,10 +76,16 @@ class Stages:
         self.parallel: dict[str, int | None] = {}  # the jobs and threads of run_plan, for timings.json
         self.started = time.perf_counter()
 
+    def reused(self, name: str, marker: Path) -> bool:
+        """Whether the stage is done (its marker exists); a done stage is recorded and reported as reused."""
+        if not marker.exists():
+            return False
+        self.timings.append((name, 0.0, True))
+        print(f"[{self.label}] {name}: done earlier, reused")
+        return True
+
     def run(self, name: str, marker: Path, fn: Callable[[], Any], threads: int | None = None) -> None:
-        if marker.exists():
-            self.timings.append((name, 0.0, True))
-            print(f"[{self.label}] {name}: done earlier, reused")
+        if self.reused(name, marker):
             return
         start = time.perf_counter()
         with torch_threads(threads):
@@ -106,13 +112,7 @@ class Stages:
             for name, marker, fn in items:
                 self.run(name, marker, fn, threads)
         else:
-            pending = []
-            for name, marker, fn in items:
-                if marker.exists():
-                    self.timings.append((name, 0.0, True))
-                    print(f"[{self.label}] {name}: done earlier, reused")
-                else:
-                    pending.append((name, fn))
+            pending = [(name, fn) for name, marker, fn in items if not self.reused(name, marker)]
             self._in_processes(phase, pending, jobs, threads, progress)
         wall = round(time.perf_counter() - start, 2)
         self.phases.append({"phase": phase, "stages": len(items), "wall_s": wall})
