@@ -17,7 +17,7 @@ def test_quick_demo_end_to_end_then_reuses_and_resumes(tmp_path, capsys):
     assert "shallow 16-shot" in printed and "deep 16-shot" in printed
     assert "Instrument check: floor and ceiling" in printed  # beside Table 1, not in it
     instrument = json.loads((out / "report" / "instrument.json").read_text())
-    assert set(instrument["floor"]) == set(instrument["ceiling"]) == {"NLI", "Coreference", "Completion", "WordSense"}
+    assert set(instrument["floor"]) == set(instrument["ceiling"]) == {"Coreference", "Completion", "WordSense"}
     for name in ("table.md", "table.csv", "table.json", "per_group_accuracy.png"):
         assert (out / "report" / name).stat().st_size > 0
     table = json.loads((out / "report" / "table.json").read_text())
@@ -42,30 +42,36 @@ def test_quick_check_trains_only_the_base_and_the_oracle(tmp_path, capsys):
     out = tmp_path / "check"
     assert main(["demo", "--quick", "--check", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "| **ARG** |" in printed and "Verdict:" in printed and "Knowledge probe of the base" in printed
+    assert "| **ARG** |" in printed and "Verdict:" in printed and "Knowledge probe of the bases" in printed
     assert sorted(p.name for p in (out / "models").iterdir()) == ["base", "oracle"]
     assert not (out / "runs").exists()
     oracle = json.loads((out / "models" / "oracle" / "seed-0" / "train_config.json").read_text())
-    assert any("_nli_" in t for t in oracle["data"]["tasks"]) and any(
+    assert any("_coreference_" in t for t in oracle["data"]["tasks"]) and any(
         "_sentiment_" in t for t in oracle["data"]["tasks"]
     )
     stages = [s["stage"] for s in json.loads((out / "timings.json").read_text())["stages"]]
-    assert stages == ["suite", "LM adaptation (base model)", "pretrain oracle (seed 0)", "0-shot base (instrument)",
-                      "0-shot oracle, seed 0 (instrument)", "knowledge probe of the base (instrument)"]  # fmt: skip
+    assert stages[:3] == ["suite", "LM adaptation (base, seed 0)", "pretrain oracle (seed 0)"]
+    assert sorted(stages[3:]) == ["0-shot base, seed 0 (instrument)", "0-shot oracle, seed 0 (instrument)",
+                                  "knowledge probe of the base, seed 0 (instrument)"]  # any order at --jobs > 1
     # another scale in the same folder is refused before any stage runs; more seeds are not another scale
     assert main(["demo", "--scale", "large", "--check", "--out", str(out), "--no-progress"]) == 2
     assert "other settings (" in capsys.readouterr().err
-    # A second pretraining seed: a second oracle, trained and evaluated; the first is reused.
+    # A second pretraining seed: a second base and oracle, trained and evaluated; the first are reused.
     assert main(["demo", "--quick", "--seeds", "2", "--check", "--out", str(out), "--no-progress"]) == 0
     stages = {s["stage"]: s["reused"] for s in json.loads((out / "timings.json").read_text())["stages"]}
-    assert [name for name, reused in stages.items() if not reused] == [
-        "pretrain oracle (seed 1)", "0-shot oracle, seed 1 (instrument)"]  # fmt: skip
-    assert sorted(p.name for p in (out / "models" / "oracle").iterdir()) == ["seed-0", "seed-1"]
+    assert {name for name, reused in stages.items() if not reused} == {
+        "LM adaptation (base, seed 1)", "pretrain oracle (seed 1)", "0-shot base, seed 1 (instrument)",
+        "0-shot oracle, seed 1 (instrument)", "knowledge probe of the base, seed 1 (instrument)"}  # fmt: skip
+    for family in ("base", "oracle"):
+        assert sorted(p.name for p in (out / "models" / family).iterdir()) == ["seed-0", "seed-1"]
+        assert sorted(p.name for p in (out / "instrument" / family).iterdir()) == ["seed-0", "seed-1"]
     seed1 = json.loads((out / "models" / "oracle" / "seed-1" / "train_config.json").read_text())
     assert seed1["seed"] == 1 and seed1["data"]["tasks"] == oracle["data"]["tasks"]
-    assert sorted(p.name for p in (out / "instrument" / "oracle").iterdir()) == ["seed-0", "seed-1"]
+    assert seed1["model"] == str(out / "models" / "base" / "seed-1")  # each seed's oracle from its seed's base
+    assert json.loads((out / "models" / "base" / "seed-1" / "train.json").read_text())["seed"] == 1
     instrument = json.loads((out / "report" / "instrument.json").read_text())
-    assert instrument["ceiling_pretrain_seeds"] == [0, 1] and instrument["criteria"]["ceiling"] == "v2"
+    assert instrument["pretrain_seeds"] == [0, 1] and instrument["criteria"] == {"floor": "v2", "ceiling": "v2"}
+    assert all(len(g["seed_accuracies"]) == 2 for g in instrument["floor"].values())
     meta = json.loads((out / "suite" / "suite.json").read_text())
     accuracy = [json.loads((out / "instrument" / "oracle" / f"seed-{s}" / "accuracy.json").read_text()) for s in (0, 1)]
     for name, group in instrument["ceiling"].items():
@@ -138,7 +144,8 @@ def test_the_oracle_is_a_pretraining_row_never_a_table_row(tmp_path):
     train = [t for t, info in meta["templates"].items() if info["role"] == "train"]
     assert mtl_t.data.tasks is None and sorted(oracle.data.tasks) == sorted(train + heldout)
     assert replace(oracle.data, tasks=None) == mtl_t.data
-    assert oracle.model == mtl_t.model == str(tmp_path / "models" / "base")
+    assert oracle.model == mtl_t.model == str(tmp_path / "models" / "base")  # the family: seed p starts from seed-p
+    assert plan.seeded_rows == ["base"] and ("base", "none", str(tmp_path / "models" / "base")) in plan.zero_shot
     same = {k: v for k, v in vars(oracle).items() if k != "data"}
     assert same == {k: v for k, v in vars(mtl_t).items() if k != "data"}  # steps, lr, batch: the MTL-T row's
     assert plan.pretrain_seeds == [0, 1]

@@ -138,8 +138,8 @@ def test_verdict_names_every_failed_criterion_with_its_version():
     ceiling["B"] = _result("B", 4.0, 0.2, seeds=(50.0, 54.0))  # ARG 32 < 40, and B is not significant
     failed = verdict(floor, ceiling)
     assert failed == [
-        "floor v1: base 0-shot ARG +13.5, outside +-5",
-        "floor v1: B +25.0 above chance (> 15)",
+        "floor v2: base 0-shot ARG +13.5, outside +-5 (over 1 base)",
+        "floor v2: B +25.0 above chance (> 15, over 1 base)",
         "ceiling v2: oracle ARG +32.0 < 40 (over 2 pretraining seeds)",
         "ceiling v2: B not above chance (p = 0.2 >= 0.05, over 2 pretraining seeds)",
     ]
@@ -149,3 +149,16 @@ def test_verdict_names_every_failed_criterion_with_its_version():
     assert "2 pretraining seeds" in table and "ceiling v2: ARG (mean over the oracle's pretraining seeds)" in table
     one = {g: _result(g, r.gain, r.p_above_chance) for g, r in ceiling.items()}
     assert verdict(floor, one)[-1] == "ceiling v2: B not above chance (p = 0.2 >= 0.05, over 1 pretraining seed)"
+
+
+def test_probe_results_over_bases():
+    one = _rows("probe_gender", 2, [True] * 30 + [False] * 10) + _rows("probe_scripts", 2, [True] * 20 + [False] * 20)
+    two = _rows("probe_gender", 2, [True] * 40) + _rows("probe_scripts", 2, [False] * 40)
+    out = ins.probe_results([one, two])
+    assert list(out) == ["gender", "scripts"]
+    assert out["gender"]["accuracy"] == pytest.approx(87.5) and out["scripts"]["accuracy"] == pytest.approx(25.0)
+    gender = [np.array([1.0] * 30 + [0.0] * 10), np.ones(40)]
+    assert out["gender"]["p_above_chance"] == above_chance_p(gender, 0.5) < 0.01
+    assert ins.probe_results([one])["gender"]["p_above_chance"] == above_chance_p(gender[0], 0.5)
+    with pytest.raises(ValueError, match="differ in their records"):
+        ins.probe_results([one, two[:-1]])

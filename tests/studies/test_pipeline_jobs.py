@@ -53,6 +53,28 @@ def test_a_failing_stage_is_named_and_a_rerun_resumes(tmp_path, capsys):
     assert again.phases[0]["phase"] == "phase" and again.phases[0]["stages"] == 2
 
 
+def test_workers_are_kept_between_phases_until_close_or_a_failure(tmp_path):
+    never, broken = tmp_path / "never", tmp_path / "broken"
+    stages = Stages("test")
+    pids = []
+    for phase in ("one", "two"):
+        (tmp_path / phase).mkdir()
+        stages.run_phase(phase, _items(tmp_path / phase, ["a", "b", "c"], never), jobs=2, threads=1, progress=False)
+        pids.append({json.loads((tmp_path / phase / f"{n}.json").read_text())["pid"] for n in "abc"})
+    assert pids[1] <= pids[0] and os.getpid() not in pids[0]  # the second phase ran in the first one's workers
+    broken.touch()
+    (tmp_path / "three").mkdir()
+    with pytest.raises(StageError):
+        stages.run_phase("three", _items(tmp_path / "three", ["a"], broken), jobs=2, threads=1, progress=False)
+    assert stages._workers is None  # a failed phase stops its workers
+    (tmp_path / "four").mkdir()
+    stages.run_phase("four", _items(tmp_path / "four", ["a"], never), jobs=2, threads=1, progress=False)
+    assert json.loads((tmp_path / "four" / "a.json").read_text())["pid"] not in pids[0]
+    stages.close()
+    assert stages._workers is None
+    stages.close()  # a second close does nothing
+
+
 @pytest.mark.parametrize("threads", [1, 3])
 def test_threads_are_set_in_the_workers_and_around_stages_in_process(tmp_path, threads):
     before = torch.get_num_threads()

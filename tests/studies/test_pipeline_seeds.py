@@ -100,6 +100,33 @@ def test_resumes_per_seed_and_reports_only_the_plans_seeds(seeded_study):
     assert {s for c in cells for s in c["pretrain_seeds"]} == {None, 0}
 
 
+@pytest.mark.slow
+def test_a_seeded_row_is_one_model_per_seed_and_rows_start_from_their_seeds_model(tmp_path):
+    """The demo's base is LM-adapted per seed: each row's seed p continues from base/seed-p, and the base row is
+    evaluated (and reported) per seed like a trained row."""
+    from promptability.data.suite_layout import read_meta
+    from promptability.model import load_model
+    from promptability.suite.generate import write_suite
+
+    suite, base = tmp_path / "suite", tmp_path / "models" / "base"
+    write_suite(suite, seed=0, size="quick", progress=False)
+    for seed in (0, 1):
+        load_model("tiny", seed=seed).save(base / f"seed-{seed}")
+    heldout = sorted(t for t, info in read_meta(suite)["templates"].items() if info["role"] == "heldout")[:1]
+    plan = replace(seed_plan(suite, base, heldout, [0, 1]), fewshot=[], seeded_rows=["base"])
+    plan = replace(plan, pretrain=[(r, replace(c, max_steps=1)) for r, c in plan.pretrain])
+    stages = Stages("test")
+    run_plan(plan, tmp_path, stages, progress=False)
+    for seed in (0, 1):
+        trained = json.loads((tmp_path / "models" / "mtl-t" / f"seed-{seed}" / "train.json").read_text())
+        assert trained["base_model"] == str(base / f"seed-{seed}")
+        run = load_run(tmp_path / "runs" / "0shot" / "base" / f"seed-{seed}")
+        assert (run.pretrain_seed, run.model_family, run.model) == (seed, str(base), str(base / f"seed-{seed}"))
+    assert not (tmp_path / "runs" / "0shot" / "base" / "run.json").exists()
+    scores = [load_run(tmp_path / "runs" / "0shot" / "base" / f"seed-{s}").arg().value for s in (0, 1)]
+    assert scores[0] != scores[1]  # two bases, two models
+
+
 def test_pretrain_seeds_are_checked(tmp_path):
     for bad in ([], [0, 0], [-1], [True]):
         with pytest.raises(ValueError, match="pretrain_seeds must be distinct integers >= 0"):

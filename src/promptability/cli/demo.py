@@ -12,10 +12,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="the whole study in miniature, offline: suite, tiny LM, every Table-1 row, 0/16-shot, report",
         description=(
-            "Generates the offline task suite, builds a tiny T5 with a short LM-adaptation stage, runs every "
+            "Generates the offline task suite, builds a tiny T5 with a short LM-adaptation stage (per seed), runs every "
             "continued-pretraining configuration of the paper's Table 1 (MTL-T, MTL-P, MTL-TP, FOMAML, Reptile; "
             "shallow and deep prompts) with 2 pretraining seeds each (--seeds), evaluates each model zero-shot and "
-            "after 16-shot prompt tuning, checks the instrument (the base's floor and an oracle's ceiling per "
+            "after 16-shot prompt tuning, checks the instrument (the bases' floor and an oracle's ceiling per "
             "held-out group) and writes a Table-1-shaped report: ARG as mean ± std over the seeds, and "
             "significance against MTL-T by a hierarchical bootstrap over pretraining seeds, few-shot seeds and "
             "instances. About 16 minutes on 2 quiet CPU cores (longer when they are shared). Finished stages are reused "
@@ -33,12 +33,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--check",
         action="store_true",
-        help="only the instrument check: the base model's floor and an oracle's ceiling per held-out group",
+        help="only the instrument check: the bases' floor and the oracle's ceiling per held-out group, per seed",
     )
     p.add_argument("--force", action="store_true", help="delete --out and recompute every stage")
     p.add_argument(
         "--seeds", type=positive_int, metavar="N",
-        help="continued-pretraining seeds per row: 0..N-1 (default 2; --quick: 1); a rerun with more reuses the first",
+        help="pretraining seeds: 0..N-1, one base and one run per row each (default 2; --quick: 1); a rerun with more "
+        "reuses the first",
     )  # fmt: skip
     p.add_argument(
         "--jobs", type=positive_int, metavar="N",

@@ -6,11 +6,12 @@ Stages, resumption and the folders they share with the real study: ``promptabili
 Layout:
     out/suite/                 the generated task suite
     out/lm/                    prefix-LM records for the LM-adaptation stage
-    out/models/base/           the tiny T5 after LM adaptation (row "no continued pretraining")
+    out/models/base/seed-<p>/  the tiny T5 after LM adaptation, one per pretraining seed (row "no continued
+                               pretraining"); each row's seed-<p> continues from base/seed-<p>
     out/models/<row>/seed-<p>/ one continued-pretraining run per Table-1 row and pretraining seed, and the
                                instrument's oracle (out/models/oracle/seed-<p>; its runs under out/instrument)
-    out/runs/0shot/<row>/seed-<p>/   zero-shot evaluation (run directories; base: out/runs/0shot/base/)
-    out/runs/16shot/<row>-<prompt>/pseed-<p>/seed-<s>/   few-shot prompt tuning + evaluation (base: no pseed-<p>)
+    out/runs/0shot/<row>/seed-<p>/   zero-shot evaluation (run directories), base included
+    out/runs/16shot/<row>-<prompt>/pseed-<p>/seed-<s>/   few-shot prompt tuning + evaluation
     out/report/                table.md/.csv/.json, per_group_accuracy.png
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,7 @@ from promptability.io import write_json_atomic, write_jsonl_atomic
 from promptability.model.prompts import NO_PROMPT, PROMPT_KINDS
 from promptability.studies.pipeline import (
     Plan,
+    Stages,
     check_settings,
     run_plan,
     start,
@@ -49,7 +52,7 @@ class Scale:
     configuration).
     """
 
-    suite_size: str = "default"  # "default": 33 training + 16 held-out templates; "quick": tiny counts
+    suite_size: str = "default"  # "default": 33 training + 12 held-out templates; "quick": tiny counts
     lm_passages: int = 8000  # LM-adaptation texts (prefix -> continuation)
     lm_steps: int = 250
     batch_size: int = 32  # MTL examples per optimizer step
@@ -99,7 +102,8 @@ EXTENDABLE = ("pretrain_seeds", "seeds")
 DEMO_THREADS = 1
 
 
-# The rows of the paper's Table 1: (row name, method, prompt kind). "base" is "no continued pretraining".
+# The rows of the paper's Table 1: (row name, method, prompt kind). BASE is "no continued pretraining".
+BASE = "base"
 ROWS: list[tuple[str, str, str]] = [
     (f"{m.name}-{kind}", m.name, kind) if m.prompted else (m.name, m.name, "none")
     for m in METHODS.values()
@@ -138,11 +142,6 @@ def run_demo(
     needs an ``if __name__ == "__main__":`` guard; the CLI uses every core); it changes the time, not the numbers,
     since every stage runs at ``DEMO_THREADS``.
     """
-    from promptability.data.suite_layout import read_meta
-    from promptability.model import load_model
-    from promptability.studies.instrument import ORACLE, run_instrument
-    from promptability.suite.generate import write_suite
-
     if isinstance(scale, str):
         if scale not in SCALES:
             raise ValueError(f"unknown demo scale {scale!r}: choose one of {', '.join(SCALES)}")
@@ -155,21 +154,38 @@ def run_demo(
     fixed = {k: v for k, v in asdict(scale).items() if k not in EXTENDABLE}
     fixed |= {"threads": DEMO_THREADS, "suite_datasets": [f"{d.cluster}/{d.name}" for d in DATASETS]}
     check_settings(out, {"model": "tiny", "data": "suite", "scale": fixed})
-    suite_dir, base = out / "suite", out / "models" / "base"
+    try:
+        return _run(out, stages, scale, check, jobs, progress)
+    finally:
+        stages.close()
+
+
+def _run(out: Path, stages: Stages, scale: Scale, check: bool, jobs: int, progress: bool) -> str:
+    from promptability.data.suite_layout import read_meta
+    from promptability.model import load_model
+    from promptability.studies.instrument import ORACLE, run_instrument
+    from promptability.suite.generate import lm_corpus, write_suite
+
+    suite_dir, base = out / "suite", out / "models" / BASE
     stages.run("suite", suite_dir / "suite.json",
                lambda: write_suite(suite_dir, seed=0, size=scale.suite_size, progress=progress))  # fmt: skip
     meta = read_meta(suite_dir)
-    stages.run("LM adaptation (base model)", base / "promptability.json", lambda: _lm_adapt(out, scale, progress))
+    if not (lm_file := out / "lm" / "train" / "lm_adaptation.jsonl").is_file():  # one corpus for every seed's base
+        write_jsonl_atomic(lm_file, lm_records(list(lm_corpus(seed=1, n=scale.lm_passages)), seed=0))
+    # One base per pretraining seed, so the seeds' spread covers LM adaptation too (issue 13: every source of
+    # randomness the miniature can afford), and the floor is judged over bases, not on one.
+    adapt = [(f"LM adaptation (base, seed {p})", base / f"seed-{p}" / "promptability.json",
+              partial(_lm_adapt, out, scale, p, progress and jobs == 1)) for p in scale.pretrain_seeds]  # fmt: skip
+    stages.run_phase("LM adaptation", adapt, jobs=min(jobs, len(adapt)), threads=DEMO_THREADS, progress=progress)
     plan = _plan(out, scale, meta)
     if check:  # the oracle is the only model trained
-        run_plan(replace(plan, pretrain=[r for r in plan.pretrain if r[0] == ORACLE], zero_shot=[], fewshot=[]),
-                 out, stages, progress, jobs=jobs, threads=DEMO_THREADS)  # fmt: skip
-        instrument = run_instrument(out, scale, stages, progress)
+        plan = replace(plan, pretrain=[r for r in plan.pretrain if r[0] == ORACLE], zero_shot=[], fewshot=[])
+    run_plan(plan, out, stages, progress, jobs=jobs, threads=DEMO_THREADS)
+    instrument = run_instrument(out, scale, stages, progress, jobs=jobs, threads=DEMO_THREADS)
+    if check:
         write_json_atomic(out / "timings.json", stages.summary())
         return instrument
-    run_plan(plan, out, stages, progress, jobs=jobs, threads=DEMO_THREADS)
-    instrument = run_instrument(out, scale, stages, progress)
-    note = scale.describe(sum(p.numel() for p in load_model(base).parameters()))
+    note = scale.describe(sum(p.numel() for p in load_model(base / f"seed-{scale.pretrain_seeds[0]}").parameters()))
     table = write_tables(out, stages, note, baseline="mtl-t", partial=False, pretrain_seeds=scale.pretrain_seeds)
     return table + "\n" + instrument
 
@@ -187,22 +203,20 @@ def _train_config(scale: Scale, method: str, prompt: str, data: Path, steps: int
     )  # fmt: skip
 
 
-def _lm_adapt(out: Path, scale: Scale, progress: bool) -> None:
-    """The base model: the tiny T5 after a short prefix-LM stage on the suite's world."""
+def _lm_adapt(out: Path, scale: Scale, seed: int, progress: bool) -> None:
+    """The base model of one pretraining seed: the tiny T5 (initialised with ``seed``) after a short prefix-LM
+    stage on the suite's world (``out/lm``, the same texts for every seed, in the seed's order)."""
     from promptability.model import load_model
-    from promptability.suite.generate import lm_corpus
     from promptability.train.loop import latest_checkpoint
     from promptability.train.pretrain import pretrain
 
-    lm_dir, target = out / "lm", out / "models" / "base"
-    write_jsonl_atomic(lm_dir / "train" / "lm_adaptation.jsonl",
-                       lm_records(list(lm_corpus(seed=1, n=scale.lm_passages)), seed=0))  # fmt: skip
+    lm_dir, target = out / "lm", out / "models" / BASE / f"seed-{seed}"
     if latest_checkpoint(target) is None:
-        model = load_model("tiny", seed=0)
+        model = load_model("tiny", seed=seed)
         model.save(target / "init")  # the tokenizer and initial weights, for a resumed run to start from
     model = load_model(target / "init")
-    pretrain(_train_config(scale, "mtl-t", "none", lm_dir, scale.lm_steps, "tiny"), target,
-             resume=latest_checkpoint(target) is not None, progress=progress, model=model)  # fmt: skip
+    config = replace(_train_config(scale, "mtl-t", "none", lm_dir, scale.lm_steps, "tiny"), seed=seed)
+    pretrain(config, target, resume=latest_checkpoint(target) is not None, progress=progress, model=model)
 
 
 def _plan(out: Path, scale: Scale, meta: dict[str, Any]) -> Plan:
@@ -210,15 +224,14 @@ def _plan(out: Path, scale: Scale, meta: dict[str, Any]) -> Plan:
     instrument's oracle is one more pretraining row, never evaluated here (its runs are not Table 1's)."""
     from promptability.studies.instrument import oracle_row
 
-    suite_dir, models = out / "suite", out / "models"
+    suite_dir, models, base = out / "suite", out / "models", str(out / "models" / BASE)
     heldout = [t for t, info in meta["templates"].items() if info["role"] == "heldout"]
     pretrain = []
     for row, method, prompt in ROWS:
         steps = scale.meta_steps if method in ("fomaml", "reptile") else scale.mtl_steps
-        pretrain.append((row, _train_config(scale, method, prompt, suite_dir, steps, str(models / "base"))))
-    pretrain.append(oracle_row(_train_config(scale, "mtl-t", "none", suite_dir, scale.mtl_steps, str(models / "base")),
-                               meta))  # fmt: skip
-    zero_shot = [("base", "none")] + [(row, method) for row, method, _ in ROWS]
+        pretrain.append((row, _train_config(scale, method, prompt, suite_dir, steps, base)))
+    pretrain.append(oracle_row(_train_config(scale, "mtl-t", "none", suite_dir, scale.mtl_steps, base), meta))
+    zero_shot = [(BASE, "none")] + [(row, method) for row, method, _ in ROWS]
     by_dataset: dict[str, list[str]] = {}
     for t in heldout:
         by_dataset.setdefault(meta["templates"][t]["dataset"], []).append(t)
@@ -233,7 +246,7 @@ def _plan(out: Path, scale: Scale, meta: dict[str, Any]) -> Plan:
         data=suite_dir, heldout=heldout, pretrain=pretrain,
         zero_shot=[(row, method, str(models / row)) for row, method in zero_shot], fewshot=fewshot,
         model_size="tiny", eval_batch_size=64, max_source_len=scale.max_source_len, max_target_len=scale.max_target_len,
-        pretrain_seeds=list(scale.pretrain_seeds),
+        pretrain_seeds=list(scale.pretrain_seeds), seeded_rows=[BASE],
     )  # fmt: skip
 
 

@@ -10,12 +10,15 @@ designed against them only, never against the Table-1 rows. The oracle is an ord
 row of the demo's plan (:func:`oracle_row`), trained once per pretraining seed like a Table-1 row, and judged
 over its seeds.
 
+The base is LM-adapted once per pretraining seed (the demo's ``models/base/seed-<p>``), so the floor, like
+the ceiling, is judged over seeds.
+
 Folders (beside the demo's, outside ``out/runs`` so the Table-1 report never picks them up)::
 
     out/models/oracle/seed-<p>/          the oracle's continued pretraining, per pretraining seed
-    out/instrument/base/                 the base's 0-shot rank-classification run on every held-out template
+    out/instrument/base/seed-<p>/        each base's 0-shot rank-classification run on every held-out template
     out/instrument/oracle/seed-<p>/      each oracle's
-    out/instrument/probe/                the knowledge probe of the base
+    out/instrument/probe/seed-<p>/       the knowledge probe of each base
     out/report/instrument.md             the floor/ceiling table (also .json)
 """
 
@@ -38,11 +41,12 @@ if TYPE_CHECKING:
     from promptability.train.config import TrainConfig
 
 # The criteria (percent relative gain over chance, as ARG), each set fixed before any check it judged was run
-# (docs/miniature.md). Floor v1: the base is one model. Ceiling v2 replaces v1 (one oracle run), whose verdict
-# flipped between computations equal up to float rounding: the oracle is now judged over its pretraining seeds.
-FLOOR_CRITERIA, CEILING_CRITERIA = "v1", "v2"
-FLOOR_MAX_ABS_ARG = 5.0  # the base's 0-shot ARG over all groups lies within +-5
-FLOOR_MAX_GROUP_GAIN = 15.0  # and no single group is more than 15% (relative) above chance
+# (docs/miniature.md). Each v2 replaces a v1 that judged one model, whose verdict moved with float rounding (the
+# ceiling) or with the base's retraining (the floor): both are now judged over the pretraining seeds, one base
+# and one oracle per seed; the thresholds are v1's.
+FLOOR_CRITERIA, CEILING_CRITERIA = "v2", "v2"
+FLOOR_MAX_ABS_ARG = 5.0  # the bases' 0-shot ARG over all groups, averaged over the seeds, lies within +-5
+FLOOR_MAX_GROUP_GAIN = 15.0  # and no group's gain, averaged over the seeds, is more than 15% (relative)
 CEILING_MIN_ARG = 40.0  # the oracle's ARG, averaged over its pretraining seeds, is at least 40
 CEILING_MAX_P = 0.05  # and every group is above chance, one-sided p < 0.05 (seeds, then instances, resampled)
 BOOTSTRAP_SAMPLES = 10_000
@@ -167,9 +171,10 @@ def verdict(floor: dict[str, GroupResult], ceiling: dict[str, GroupResult]) -> l
     """The criteria that fail, each named with its version (empty: the instrument is valid)."""
     failed = []
     f, c = f"floor {FLOOR_CRITERIA}", f"ceiling {CEILING_CRITERIA}"
+    bases = f"over {seeds_of(floor)} base{'s' * (seeds_of(floor) > 1)}"
     if abs(arg(floor)) > FLOOR_MAX_ABS_ARG:
-        failed.append(f"{f}: base 0-shot ARG {arg(floor):+.1f}, outside +-{FLOOR_MAX_ABS_ARG:g}")
-    failed += [f"{f}: {g} {r.gain:+.1f} above chance (> {FLOOR_MAX_GROUP_GAIN:g})"
+        failed.append(f"{f}: base 0-shot ARG {arg(floor):+.1f}, outside +-{FLOOR_MAX_ABS_ARG:g} ({bases})")
+    failed += [f"{f}: {g} {r.gain:+.1f} above chance (> {FLOOR_MAX_GROUP_GAIN:g}, {bases})"
                for g, r in floor.items() if r.gain > FLOOR_MAX_GROUP_GAIN]  # fmt: skip
     seeds = f"over {seeds_of(ceiling)} pretraining seed{'s' * (seeds_of(ceiling) > 1)}"
     if arg(ceiling) < CEILING_MIN_ARG:
@@ -187,11 +192,11 @@ def render(floor: dict[str, GroupResult], ceiling: dict[str, GroupResult], note:
         "",
         (
             "Floor: the LM-adapted base, 0-shot. Ceiling: the oracle (MTL-T with the held-out templates' own training "
-            f"pools added), 0-shot, {k} pretraining seed{'s' * (k > 1)}: accuracy and gain are means over the seeds"
+            f"pools added), 0-shot. {k} pretraining seed{'s' * (k > 1)}, one base and one oracle each: accuracy and "
+            "gain are means over the seeds"
             + (", the range over seeds in brackets" if k > 1 else "")
             + ". Accuracy and relative gain (%) are means over the group's templates; p: one-sided bootstrap "
-            f"({BOOTSTRAP_SAMPLES} resamples; the ceiling's resamples the seeds, then the instances) that accuracy is "
-            "above chance."
+            f"({BOOTSTRAP_SAMPLES} resamples of the seeds, then the instances) that accuracy is above chance."
         ),
         "",
         (
@@ -211,7 +216,8 @@ def render(floor: dict[str, GroupResult], ceiling: dict[str, GroupResult], note:
         "",
         (
             f"Criteria (fixed in `promptability.studies.instrument`): floor {FLOOR_CRITERIA}: |ARG| <= "
-            f"{FLOOR_MAX_ABS_ARG:g} and every group's gain <= {FLOOR_MAX_GROUP_GAIN:g}; ceiling {CEILING_CRITERIA}: "
+            f"{FLOOR_MAX_ABS_ARG:g} and every group's gain <= {FLOOR_MAX_GROUP_GAIN:g} (means over the bases' seeds); "
+            f"ceiling {CEILING_CRITERIA}: "
             f"ARG (mean over the oracle's pretraining seeds) >= {CEILING_MIN_ARG:g} and every group above chance with "
             f"p < {CEILING_MAX_P:g} (hierarchical bootstrap: seeds, then instances)."
         ),
@@ -226,10 +232,10 @@ def render(floor: dict[str, GroupResult], ceiling: dict[str, GroupResult], note:
 def knowledge_probes(seed: int = 0, n: int = 200) -> list[dict[str, Any]]:
     """Two-way records that ask the base for the knowledge behind each held-out group in plain text, no prompt.
 
-    The right choice is the likelier continuation when the LM has the knowledge: a restated fact of the
-    premise (NLI), the pronoun of a name's gender (Coreference), the next step of an event script
-    (Completion), a sentence on the topic of the ambiguous word's sense (WordSense). Drawn from the suite's
-    world with their own random stream, so they are not suite instances.
+    The right choice is the likelier continuation when the LM has the knowledge: the pronoun of a name's gender
+    (Coreference), the next step of an event script (Completion), a sentence on the topic of the ambiguous
+    word's sense (WordSense). Drawn from the suite's world with their own random stream, so they are not suite
+    instances.
     """
     import random
 
@@ -240,12 +246,6 @@ def knowledge_probes(seed: int = 0, n: int = 200) -> list[dict[str, Any]]:
     for i in range(n):
         label = i % 2
         (person,) = w.pick_names(rng, 1)
-        w.give_facts(rng, [person], (2, 3))
-        slot = rng.choice(list(person.facts))
-        wrong = rng.choice([v for v in w.SLOTS[slot].values if v != person.facts[slot]])
-        variant = rng.randrange(4)  # the same wording for both, so only the value differs
-        facts = tuple(w.say(rng, slot, v, person.forms(True), variant) for v in (person.facts[slot], wrong))
-        records.append(_probe("facts", " ".join(w.describe(rng, person)) + " So, again:", facts, label))
         town = rng.choice(w.TOWNS)
         she, he = (f"{p} lives in {town}." for p in ("She", "He"))
         gendered = (she, he) if person.female else (he, she)
@@ -264,7 +264,7 @@ def knowledge_probes(seed: int = 0, n: int = 200) -> list[dict[str, Any]]:
     return records
 
 
-PROBE_GROUPS = {"facts": "NLI", "gender": "Coreference", "scripts": "Completion", "senses": "WordSense"}
+PROBE_GROUPS = {"gender": "Coreference", "scripts": "Completion", "senses": "WordSense"}
 
 
 def _probe(kind: str, source: str, right_wrong: tuple[str, ...], label: int) -> dict[str, Any]:
@@ -288,61 +288,82 @@ def oracle_row(mtl_t: TrainConfig, meta: dict[str, Any]) -> tuple[str, TrainConf
 ORACLE = "oracle"
 
 
-def run_instrument(out: Path, scale: Scale, stages: Stages, progress: bool = True) -> str:
-    """Evaluates the base and every seed's oracle 0-shot, writes report/instrument.md/.json; returns the table.
+def run_instrument(out: Path, scale: Scale, stages: Stages, progress: bool = True, jobs: int = 1,
+                   threads: int | None = None) -> str:  # fmt: skip
+    """Evaluates every seed's base and oracle 0-shot, probes the bases, writes report/instrument.md/.json; returns
+    the table.
 
-    Needs the demo's suite (``out/suite``), base model (``out/models/base``) and the oracle of every pretraining
-    seed of ``scale`` (``out/models/oracle/seed-<p>``: :func:`oracle_row` in the plan the demo ran). Every
-    stage resumes.
+    Needs the demo's suite (``out/suite``), and the base and the oracle of every pretraining seed of ``scale``
+    (``out/models/base/seed-<p>``, ``out/models/oracle/seed-<p>``: :func:`oracle_row` in the plan the demo ran).
+    Every stage resumes; ``jobs`` and ``threads`` as in ``pipeline.run_plan``.
     """
     from promptability.data.readers import read_examples
     from promptability.data.suite_layout import read_meta
+    from promptability.studies.demo import BASE
 
     suite_dir, models, runs = out / "suite", out / "models", out / "instrument"
     meta = read_meta(suite_dir)
-    oracles = [(models / ORACLE / f"seed-{s}", runs / ORACLE / f"seed-{s}", s) for s in scale.pretrain_seeds]
-    if missing := [str(model) for model, _, _ in oracles if not (model / "promptability.json").is_file()]:
+    seeds = list(scale.pretrain_seeds)
+    bases = [(models / BASE / f"seed-{s}", runs / BASE / f"seed-{s}", f"base, seed {s}") for s in seeds]
+    oracles = [(models / ORACLE / f"seed-{s}", runs / ORACLE / f"seed-{s}", f"oracle, seed {s}") for s in seeds]
+    if missing := [str(model) for model, _, _ in bases + oracles if not (model / "promptability.json").is_file()]:
         raise FileNotFoundError(
-            f"the instrument needs the trained oracle of every pretraining seed; missing: {missing}"
+            f"the instrument needs the base and the trained oracle of every pretraining seed; missing: {missing}"
         )
     heldout = [t for t, info in meta["templates"].items() if info["role"] == "heldout"]
     evaluation = read_examples(suite_dir, tasks=heldout)
-    for model, run_dir, label in [(models / "base", runs / "base", "base"),
-                                  *((m, r, f"oracle, seed {s}") for m, r, s in oracles)]:  # fmt: skip
-        zero = partial(_zero_shot, model, run_dir, evaluation, scale, progress)
-        stages.run(f"0-shot {label} (instrument)", run_dir / "run.json", zero)
-    floor = group_results([_read_predictions(runs / "base")], meta)
+    bars = progress and jobs == 1
+    probe_dirs = [runs / "probe" / f"seed-{s}" for s in seeds]
+    items = [
+        (
+            f"0-shot {label} (instrument)",
+            run_dir / "run.json",
+            partial(_zero_shot, model, run_dir, evaluation, scale, bars),
+        )
+        for model, run_dir, label in bases + oracles
+    ]
+    items += [(f"knowledge probe of the {label} (instrument)", probe_dir / "run.json",
+               partial(_zero_shot, model, probe_dir, knowledge_probes(), scale, bars))
+              for (model, _, label), probe_dir in zip(bases, probe_dirs, strict=True)]  # fmt: skip
+    stages.run_phase("instrument", items, jobs=jobs, threads=threads, progress=progress)
+    floor = group_results([_read_predictions(run_dir) for _, run_dir, _ in bases], meta)
     ceiling = group_results([_read_predictions(run_dir) for _, run_dir, _ in oracles], meta)
-    probe_dir = runs / "probe"
-    stages.run("knowledge probe of the base (instrument)", probe_dir / "run.json",
-               lambda: _zero_shot(models / "base", probe_dir, knowledge_probes(), scale, progress))  # fmt: skip
-    probes = probe_results(_read_predictions(probe_dir))
+    probes = probe_results([_read_predictions(d) for d in probe_dirs])
     table = render(floor, ceiling) + "\n" + render_probes(probes)
     write_text_atomic(out / "report" / "instrument.md", table)
     write_json_atomic(out / "report" / "instrument.json", {
         "criteria": {"floor": FLOOR_CRITERIA, "ceiling": CEILING_CRITERIA},
         "floor": {g: asdict(r) for g, r in floor.items()}, "floor_arg": arg(floor),
         "ceiling": {g: asdict(r) for g, r in ceiling.items()}, "ceiling_arg": arg(ceiling),
-        "ceiling_pretrain_seeds": list(scale.pretrain_seeds),
-        "failed": verdict(floor, ceiling), "knowledge_probes": probes,
+        "pretrain_seeds": seeds, "failed": verdict(floor, ceiling), "knowledge_probes": probes,
     })  # fmt: skip
     return table
 
 
-def probe_results(predictions: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per probe kind: the base's accuracy (percent) and the one-sided p that it is above chance (50%)."""
-    hits: dict[str, list[float]] = {}
-    for row in predictions:
-        hits.setdefault(row["task"].removeprefix("probe_"), []).append(float(row["prediction"] == row["label"]))
-    return {kind: {"accuracy": 100 * float(np.mean(h)), "p_above_chance": above_chance_p(np.array(h), 0.5)}
-            for kind, h in sorted(hits.items())}  # fmt: skip
+def probe_results(runs: Sequence[list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    """Per probe kind, from the probe's prediction rows of each base (one run per pretraining seed, the same
+    records): the accuracy (percent, the mean over the bases) and the one-sided p that it is above chance (50%),
+    the seeds then the records resampled."""
+    if not runs or not all(isinstance(run, list) for run in runs):
+        raise ValueError("probe_results needs a list of runs, each the list of one run's prediction rows")
+    per_run = []
+    for predictions in runs:
+        hits: dict[str, list[float]] = {}
+        for row in predictions:
+            hits.setdefault(row["task"].removeprefix("probe_"), []).append(float(row["prediction"] == row["label"]))
+        per_run.append(hits)
+    if any(h.keys() != per_run[0].keys() or any(len(h[k]) != len(per_run[0][k]) for k in h) for h in per_run):
+        raise ValueError("the probe runs differ in their records")
+    return {kind: {"accuracy": 100 * float(np.mean([h[kind] for h in per_run])),
+                   "p_above_chance": above_chance_p([np.array(h[kind]) for h in per_run], 0.5)}
+            for kind in sorted(per_run[0])}  # fmt: skip
 
 
 def render_probes(probes: dict[str, dict[str, float]]) -> str:
     lines = [
         (
-            "Knowledge probe of the base: two plain-text continuations, the right one likelier if the LM knows "
-            "(chance 50%; `instrument.knowledge_probes`)."
+            "Knowledge probe of the bases: two plain-text continuations, the right one likelier if the LM knows "
+            "(chance 50%; `instrument.knowledge_probes`); accuracy: the mean over the bases."
         ),
         "",
         "| Knowledge | for | base accuracy | p |",

@@ -8,7 +8,8 @@ from its last checkpoint. Folders under ``out``::
     out/models/<row>/seed-<p>/                        one continued-pretraining run per row and pretraining seed
     out/runs/0shot/<row>/seed-<p>/                    zero-shot rank classification (run directories)
     out/runs/16shot/<row>-<prompt>/pseed-<p>/seed-<f>/  few-shot prompt tuning + evaluation per few-shot seed
-    out/runs/0shot/base/, out/runs/16shot/base-<prompt>/seed-<f>/   a row without continued pretraining: one model
+    out/runs/0shot/base/, out/runs/16shot/base-<prompt>/seed-<f>/   a row of one model (the real study's base; the
+                                       demo's base is a seeded row: one model per pretraining seed, as above)
     out/report/                        table.md/.csv/.json, per_group_accuracy.png
     out/timings.json                   what each stage took, or that it was reused; each phase's wall time
 
@@ -75,6 +76,25 @@ class Stages:
         self.phases: list[dict[str, Any]] = []
         self.parallel: dict[str, int | None] = {}  # the jobs and threads of run_plan, for timings.json
         self.started = time.perf_counter()
+        self._workers: tuple[tuple[int, int | None], ProcessPoolExecutor] | None = None
+
+    def close(self) -> None:
+        """Stops the worker processes kept from one phase to the next, if any."""
+        if self._workers is not None:
+            self._workers[1].shutdown(wait=True)
+            self._workers = None
+
+    def _pool(self, jobs: int, threads: int | None) -> ProcessPoolExecutor:
+        """The workers of every phase run with ``jobs`` and ``threads``: kept between phases, since a spawned
+        worker spends seconds importing torch before its first stage (stages seed themselves, so a worker's past
+        stages do not change a later one's digits)."""
+        if self._workers is None or self._workers[0] != (jobs, threads):
+            self.close()
+            context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools and locks
+            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init,
+                                       initargs=(threads,))  # fmt: skip
+            self._workers = ((jobs, threads), pool)
+        return self._workers[1]
 
     def reused(self, name: str, marker: Path) -> bool:
         """Whether the stage is done (its marker exists); a done stage is recorded and reported as reused."""
@@ -105,8 +125,9 @@ class Stages:
     def run_phase(self, phase: str, items: Sequence[tuple[str, Path, Callable[[], Any]]], jobs: int = 1,
                   threads: int | None = None, progress: bool = True) -> None:  # fmt: skip
         """Every stage of one phase: (name, marker, fn) in order with ``jobs == 1``, else the unfinished ones in
-        ``jobs`` spawned processes (``fn`` picklable). A stage that raises stops the phase: the pending stages are
-        cancelled, the running ones finish (so their markers are whole or absent), then :class:`StageError`."""
+        ``jobs`` spawned processes (``fn`` picklable), kept for the next phase until :meth:`close`. A stage that
+        raises stops the phase: the pending stages are cancelled, the running ones finish (so their markers are
+        whole or absent), the workers stop, then :class:`StageError`."""
         start = time.perf_counter()
         if jobs == 1:
             for name, marker, fn in items:
@@ -123,8 +144,7 @@ class Stages:
             return
         from tqdm.auto import tqdm
 
-        context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools and locks
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init, initargs=(threads,))
+        pool = self._pool(jobs, threads)
         bar = tqdm(total=len(pending), desc=f"[{self.label}] {phase}", disable=not progress, leave=False)
         try:
             futures: dict[Future[float], str] = {pool.submit(_timed, fn): name for name, fn in pending}
@@ -146,10 +166,10 @@ class Stages:
         except BaseException:
             # Ctrl-C or a failed stage: nothing new starts; running stages finish, so a rerun resumes cleanly.
             pool.shutdown(wait=True, cancel_futures=True)
+            self._workers = None
             raise
         finally:
             bar.close()
-        pool.shutdown(wait=True)
 
 
 def _worker_init(threads: int | None) -> None:
@@ -209,7 +229,9 @@ class Plan:
 
     Every row of ``pretrain`` is trained once per pretraining seed (``TrainConfig.seed``) into
     ``out/models/<row>/seed-<p>``, and its 0-shot and few-shot entries run on each seed's model (their model
-    field is then unused); other rows (e.g. "base") are one model, as given.
+    field is then unused). A row of ``seeded_rows`` is not trained here but is one model per seed too, in the
+    same layout (the demo's base, LM-adapted per seed); a pretraining config whose ``model`` is such a row's
+    folder starts each seed from that seed's model. Other rows (the real study's base) are one model, as given.
     """
 
     data: Path  # the data folder (suite layout): training data and held-out templates
@@ -224,6 +246,7 @@ class Plan:
     autocast: torch.dtype | None = None  # of the 0-shot evaluation
     run_info: dict[str, Any] = field(default_factory=dict)  # more fields for each 0-shot run.json
     pretrain_seeds: list[int] = field(default_factory=lambda: [0])  # one continued-pretraining run per seed and row
+    seeded_rows: list[str] = field(default_factory=list)  # rows made outside the plan, one model per pretraining seed
 
     def __post_init__(self) -> None:
         seeds = self.pretrain_seeds
@@ -234,8 +257,8 @@ class Plan:
 
 def _models(plan: Plan, out: Path, row: str, model: str | Path) -> list[tuple[str, Path | str, dict[str, Any]]]:
     """(folder below the row's run folder, model, run.json fields) for each model of ``row``: one per
-    pretraining seed for a row of ``plan.pretrain``, else the given model."""
-    if row not in {r for r, _ in plan.pretrain}:
+    pretraining seed for a row of ``plan.pretrain`` or ``plan.seeded_rows``, else the given model."""
+    if row not in {r for r, _ in plan.pretrain} | set(plan.seeded_rows):
         return [("", model, {})]
     family = out / "models" / row
     return [(f"seed-{s}", family / f"seed-{s}", {"pretrain_seed": s, "model_family": str(family)})
@@ -262,10 +285,12 @@ def run_plan(plan: Plan, out: Path, stages: Stages, progress: bool = True, jobs:
     phase = partial(stages.run_phase, jobs=jobs, threads=threads, progress=progress)
     models, runs = out / "models", out / "runs"
     pretraining = []
+    seeded = {models / r for r in plan.seeded_rows}
     for row, config in plan.pretrain:
         for seed in plan.pretrain_seeds:
             target = models / row / f"seed-{seed}"
-            train = partial(_pretrain, replace(config, seed=seed), target, bars)
+            start = str(Path(config.model) / f"seed-{seed}") if Path(config.model) in seeded else config.model
+            train = partial(_pretrain, replace(config, seed=seed, model=start), target, bars)
             pretraining.append((f"pretrain {row} (seed {seed})", target / "promptability.json", train))
     phase("pretraining", pretraining)
 

@@ -20,7 +20,6 @@ from promptability.suite.templates import (
     COREF_T,
     EXTRACTIVE_T,
     MCQA_T,
-    NLI_T,
     PARAPHRASE_T,
     SENTIMENT_T,
     STRUCT_T,
@@ -194,67 +193,6 @@ def summarisation(world: w.World, rng: random.Random, want: Want) -> Instance:
 # --- held-out clusters --------------------------------------------------------------------------------
 
 
-def _premise(rng: random.Random) -> tuple[w.Person, w.Person, str]:
-    """A premise about one person or (40%) two; returns (the person asked about, the other or an empty one, text)."""
-    # One person mostly: a tiny model learns to find the hypothesis' slot in a short premise; a second person
-    # whose values a wrong hypothesis sometimes borrows keeps "is the value in the text" from deciding.
-    people = w.pick_names(rng, 2, mixed=True) if rng.random() < 0.4 else w.pick_names(rng, 1)
-    w.give_facts(rng, people)
-    premise = w.describe_all(rng, people)
-    person, *rest = rng.sample(people, len(people))
-    return person, rest[0] if rest else w.Person("", False, {}), premise
-
-
-def _hypothesis(
-    world: w.World, rng: random.Random, person: w.Person, other: w.Person, relation: int
-) -> tuple[str, str]:
-    """(slot, value) of a statement about ``person``: ``relation`` 0 entailed, 1 neutral, 2 contradicted."""
-    known = list(person.facts)
-    if relation == 1:  # a slot the premise says nothing about
-        unknown = [s for s in w.FACT_SLOTS if s not in known]
-        borrow = [s for s in unknown if s in other.facts]
-        if borrow and rng.random() < 0.3:
-            slot = rng.choice(borrow)
-            return slot, other.facts[slot]
-        slot = rng.choice(unknown + ([] if "town" in known else ["region"]))
-        return slot, rng.choice(w.SLOTS[slot].values)
-    if "town" in known and rng.random() < 0.25:  # through the world's town facts (closed-book QA)
-        slot, truth = "region", world.region[person.facts["town"]]
-    else:
-        slot = rng.choice(known)
-        truth = person.facts[slot]
-    if relation == 0:
-        return slot, truth
-    near = other.facts.get(slot)
-    if near is not None and near != truth and rng.random() < 0.3:
-        return slot, near
-    return slot, rng.choice([v for v in w.SLOTS[slot].values if v != truth])
-
-
-def _statements(world: w.World, rng: random.Random, relations: tuple[int, ...]) -> Instance:
-    """A premise and one statement per relation, all about one person; each named by its value's last word."""
-    person, other, premise = _premise(rng)
-    pairs: list[tuple[str, str]] = []
-    for relation in relations:  # no two statements share a name
-        while (pair := _hypothesis(world, rng, person, other, relation))[1].split()[-1] in {
-            v.split()[-1] for _, v in pairs
-        }:
-            pass
-        pairs.append(pair)
-    inst: Instance = {"premise": premise, "name": person.name}
-    for i, (slot, value) in enumerate(pairs):
-        inst[f"h{i}"], inst[f"v{i}"] = w.say(rng, slot, value, person.forms()), value.split()[-1]
-    return inst
-
-
-def nli(world: w.World, rng: random.Random, want: Want) -> Instance:
-    """Three statements: the entailed one at ``label``, a neutral and a contradicted one in random order."""
-    others = [1, 2]
-    rng.shuffle(others)
-    relations = tuple(others[: want["label"]] + [0] + others[want["label"] :])
-    return _statements(world, rng, relations) | {"label": want["label"]}
-
-
 def coreference(world: w.World, rng: random.Random, want: Want) -> Instance:
     a, b = w.pick_names(rng, 2, mixed=True)
     ref, other = (a, b) if want["label"] == 0 else (b, a)
@@ -309,20 +247,15 @@ CLUSTERS: dict[str, tuple[str, str]] = {
     "closed_book_qa": ("train", "answer from the world's fixed facts, without a text"),
     "structure_to_text": ("train", "write a person record as sentences"),
     "summarization": ("train", "summarise or title an everyday story"),
-    "nli": ("heldout", "does a text about people entail a statement"),
     "coreference": ("heldout", "which person a pronoun refers to"),
     "completion": ("heldout", "which sentence continues a story"),
     "word_sense": ("heldout", "in which sense a sentence uses an ambiguous word"),
 }
 # What each held-out cluster shares with the training clusters: the knowledge its instances need (which the
 # LM-adaptation corpus also states in plain text) and the answer formats its templates use. No training
-# cluster is of a held-out task type: none asks whether a text entails a statement, whom a pronoun means,
-# what happens next in a story, or in which sense a word is used.
+# cluster is of a held-out task type: none asks whom a pronoun means, what happens next in a story, or in which
+# sense a word is used.
 SHARED: dict[str, tuple[tuple[str, str], ...]] = {
-    "nli": (("paraphrase", "person facts and their rewordings; yes/no and true/false answers"),
-            ("extractive_qa", "reading a person's facts off a text, through she/he"),
-            ("closed_book_qa", "the region of each town (entailments through the town's region)"),
-            ("multiple_choice_qa", "person facts, and the region of a person's town")),
     "coreference": (("structure_to_text", "the gender of each name (records written with she/he)"),
                     ("extractive_qa", "pronouns resolved to names; names as answers"),
                     ("multiple_choice_qa", "who-questions answered by one of the names in the text"),
@@ -333,7 +266,7 @@ SHARED: dict[str, tuple[tuple[str, str], ...]] = {
     "word_sense": (("topic", "the ambiguous words used in each topic's sense; topic names as answers"),
                    ("sentiment", "yes/no answers"), ("paraphrase", "true/false answers")),
 }  # fmt: skip
-L2, L3, L4 = (("label", 2),), (("label", 3),), (("label", 4),)
+L2, L4 = (("label", 2),), (("label", 4),)
 LYN = (("label", 2), ("yn", 2))  # which sense is used, and whether the true/false template names it
 DATASETS: tuple[Dataset, ...] = (
     Dataset("sentiment", "reviews", "Sentiment", sentiment, SENTIMENT_T, L2),
@@ -344,7 +277,6 @@ DATASETS: tuple[Dataset, ...] = (
     Dataset("closed_book_qa", "world_facts", "ClosedBookQA", closed_book_qa, CLOSED_BOOK_T, unique=False),
     Dataset("structure_to_text", "person_records", "StructToText", structure_to_text, STRUCT_T),
     Dataset("summarization", "daily_stories", "Summarization", summarisation, SUMMARY_T),
-    Dataset("nli", "fact_inference", "NLI", nli, NLI_T, L3),
     Dataset("coreference", "pronoun_stories", "Coreference", coreference, COREF_T, L2),
     Dataset("completion", "script_endings", "Completion", completion, COMPLETION_T, L2),
     Dataset("word_sense", "word_usages", "WordSense", word_sense, WSD_T, LYN),

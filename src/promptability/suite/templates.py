@@ -91,17 +91,8 @@ SUMMARY_T = (
 )
 # Every held-out answer is one word: the tiny oracle learns to choose among words in a few hundred steps, but not
 # to map a judgement onto label words (yes/maybe/no, true/false stayed at exactly chance for every template after
-# 250 steps of MTL-T with the held-out pools: see docs/miniature.md). Coreference, completion and word sense name
-# their options in the source. NLI does not, as many P3 templates do not (the options are the answer
-# choices only): an option named in the source would be in it whether entailed or not, and the oracle did not
-# learn to tell them apart (chance on every template).
-VALUES3 = ("{v0}", "{v1}", "{v2}")
-NLI_T = (
-    T("gpt3_style", "{premise}\nQuestion: what else is true of {name}?\nAnswer:", VALUES3),
-    T("must_be_true", "Given this text: {premise} Therefore, what must be true about {name}?", VALUES3),
-    T("does_it_follow", "{premise}\nWhich fact about {name} follows from this?", VALUES3),
-    T("based_on_passage", "{premise} Based on the previous passage, what do we know about {name}?", VALUES3),
-)
+# 250 steps of MTL-T with the held-out pools: see docs/miniature.md). Each template names its options in the
+# source. (NLI, whose options were the answer choices only, was dropped: the oracle did not learn it.)
 NAMES2 = ("{a}", "{b}")
 COREF_T = (
     T("who_is_pronoun", '{text}\nIn the last sentence, who does "{pronoun}" refer to?', NAMES2),

@@ -2,7 +2,7 @@
 
 Every cluster in ``promptability.suite.tasks`` draws its texts from here, which is
 what lets a skill learnt on a training cluster carry over to a held-out one: the same
-person facts feed QA, paraphrase, structure-to-text and NLI; the same names and pronouns
+person facts feed QA, paraphrase and structure-to-text; the same names and pronouns
 feed QA and coreference; the same event scripts feed summarisation and sentence
 completion; the same word usages feed topic classification and word sense.
 """
