@@ -99,6 +99,18 @@ def test_tokenize_counts_truncation_and_single_eos(byt5, tmp_path):
     assert "2 sources truncated to 10 tokens" in st.summary()
 
 
+def test_no_progress_silences_datasets_bars_too(byt5, tmp_path, capfd):
+    import datasets
+
+    records = [rec("a", f"source {i}", "t") for i in range(5)]
+    for progress, folder in ((True, "shown"), (False, "quiet")):
+        T.tokenize_records(records, byt5, cache_dir=tmp_path / folder, progress=progress)
+        T.tokenize_records(records, byt5, cache_dir=tmp_path / folder, progress=progress)  # a cache hit
+        err = capfd.readouterr().err
+        assert ("Generating train split" in err) is progress, err  # the build's bar, only with progress
+    assert not datasets.are_progress_bars_disabled()  # the switch is restored after the block
+
+
 def test_continuation_layout_for_decoder_only_models(byt5, tmp_path):
     """No EOS anywhere, sources cut from the left, answers with a leading space; its own cache entry."""
     records = [

@@ -9,9 +9,10 @@ import pytest
 from tests.eval.test_report import TASKS, make_run
 
 from promptability.cli import main
-from promptability.eval.metrics import paired_bootstrap
+from promptability.eval.metrics import MetricsError, paired_bootstrap
 from promptability.eval.report import Column, build_report, render_markdown, report_json
 from promptability.eval.runs import RunError, find_runs, load_run, pooled_correctness, seed_correctness
+from promptability.eval.seeds import compare_runs
 from promptability.eval.significance import hierarchical_bootstrap
 from promptability.io import write_json_atomic
 
@@ -97,6 +98,23 @@ def test_hierarchical_test_is_what_marks_cells_and_seed_noise_is_no_mark(noisy):
     assert "instances of the runs' pooled correctness" in render_markdown(inst)
     with pytest.raises(ValueError, match="test must be one of"):
         build_report(runs, test="t-test")
+
+
+def test_paired_seeds_sees_a_difference_every_shared_start_shows(noisy):
+    """The fixture's seed p is +4 points for MTL-TP over MTL-T at every seed, as when seed p of both rows starts
+    from one base: drawing the same seeds for both rows cancels the shared seed noise that hides it otherwise."""
+    runs = [load_run(p) for p in find_runs([noisy])]
+    shallow0 = Column("large", "shallow", 0)
+    paired = build_report(runs, samples=500, test="paired-seeds")
+    t0 = [r for r in runs if r.method == "mtl-t" and r.shots == 0]
+    tp0 = [r for r in runs if r.method == "mtl-tp" and r.shots == 0]
+    expected = hierarchical_bootstrap(seed_correctness(t0), seed_correctness(tp0), TASKS, 500, 0, paired_seeds=True)
+    assert paired.cells[("mtl-tp", shallow0)].comparison == expected and expected.paired_seeds
+    assert paired.cells[("mtl-tp", shallow0)].mark(0.05) == "†"  # the independent draws: no mark (test above)
+    assert "the same for both rows, whose seed p starts from the same model" in render_markdown(paired)
+    assert report_json(paired)["bootstrap"]["test"] == "paired-seeds"
+    with pytest.raises(MetricsError, match="the same pretraining seeds on both sides"):
+        compare_runs(t0, tp0[:2], TASKS, test="paired-seeds", samples=100)
 
 
 def test_pretrain_seed_validation_and_duplicates(noisy, tmp_path):

@@ -51,8 +51,11 @@ def test_quick_check_trains_only_the_base_and_the_oracle(tmp_path, capsys):
     )
     stages = [s["stage"] for s in json.loads((out / "timings.json").read_text())["stages"]]
     assert stages[:3] == ["suite", "LM adaptation (base, seed 0)", "pretrain oracle (seed 0)"]
-    assert sorted(stages[3:]) == ["0-shot base, seed 0 (instrument)", "0-shot oracle, seed 0 (instrument)",
-                                  "knowledge probe of the base, seed 0 (instrument)"]  # any order at --jobs > 1
+    assert sorted(stages[3:]) == [
+        "0-shot base, seed 0 (instrument)",
+        "0-shot oracle, seed 0 (instrument)",
+        "knowledge probe of the base, seed 0 (instrument)",
+    ]  # any order at --jobs > 1
     # another scale in the same folder is refused before any stage runs; more seeds are not another scale
     assert main(["demo", "--scale", "large", "--check", "--out", str(out), "--no-progress"]) == 2
     assert "other settings (" in capsys.readouterr().err

@@ -162,3 +162,16 @@ def test_probe_results_over_bases():
     assert ins.probe_results([one])["gender"]["p_above_chance"] == above_chance_p(gender[0], 0.5)
     with pytest.raises(ValueError, match="differ in their records"):
         ins.probe_results([one, two[:-1]])
+
+
+def test_every_probe_kind_names_a_held_out_group_of_the_suite():
+    from promptability.suite.tasks import CLUSTERS, DATASETS
+
+    records = ins.knowledge_probes(n=20)
+    kinds = {r["task"].removeprefix("probe_") for r in records}
+    assert kinds == set(ins.PROBE_GROUPS)
+    assert set(ins.PROBE_GROUPS.values()) == {d.group for d in DATASETS if CLUSTERS[d.cluster][0] == "heldout"}
+    for kind in kinds:
+        labels = [r["label"] for r in records if r["task"] == f"probe_{kind}"]
+        assert labels.count(0) == labels.count(1) == 10
+        assert all(r["target"] == r["choices"][r["label"]] for r in records)

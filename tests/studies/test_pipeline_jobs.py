@@ -56,12 +56,16 @@ def test_a_failing_stage_is_named_and_a_rerun_resumes(tmp_path, capsys):
 def test_workers_are_kept_between_phases_until_close_or_a_failure(tmp_path):
     never, broken = tmp_path / "never", tmp_path / "broken"
     stages = Stages("test")
-    pids = []
+    pools, pids = [], set()
     for phase in ("one", "two"):
         (tmp_path / phase).mkdir()
         stages.run_phase(phase, _items(tmp_path / phase, ["a", "b", "c"], never), jobs=2, threads=1, progress=False)
-        pids.append({json.loads((tmp_path / phase / f"{n}.json").read_text())["pid"] for n in "abc"})
-    assert pids[1] <= pids[0] and os.getpid() not in pids[0]  # the second phase ran in the first one's workers
+        assert stages._workers is not None
+        pools.append(stages._workers[1])
+        pids |= {json.loads((tmp_path / phase / f"{n}.json").read_text())["pid"] for n in "abc"}
+    assert pools[0] is pools[1]  # the second phase ran in the first one's workers
+    workers = {p.pid for p in pools[0]._processes.values()}
+    assert pids <= workers and os.getpid() not in pids
     broken.touch()
     (tmp_path / "three").mkdir()
     with pytest.raises(StageError):
@@ -69,9 +73,12 @@ def test_workers_are_kept_between_phases_until_close_or_a_failure(tmp_path):
     assert stages._workers is None  # a failed phase stops its workers
     (tmp_path / "four").mkdir()
     stages.run_phase("four", _items(tmp_path / "four", ["a"], never), jobs=2, threads=1, progress=False)
-    assert json.loads((tmp_path / "four" / "a.json").read_text())["pid"] not in pids[0]
-    stages.close()
-    assert stages._workers is None
+    assert json.loads((tmp_path / "four" / "a.json").read_text())["pid"] not in workers
+    assert stages._workers is not None
+    fresh = list(stages._workers[1]._processes.values())
+    with stages:  # the runner as a context manager closes its workers
+        pass
+    assert stages._workers is None and fresh and not any(p.is_alive() for p in fresh)
     stages.close()  # a second close does nothing
 
 

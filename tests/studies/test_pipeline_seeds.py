@@ -123,8 +123,14 @@ def test_a_seeded_row_is_one_model_per_seed_and_rows_start_from_their_seeds_mode
         run = load_run(tmp_path / "runs" / "0shot" / "base" / f"seed-{seed}")
         assert (run.pretrain_seed, run.model_family, run.model) == (seed, str(base), str(base / f"seed-{seed}"))
     assert not (tmp_path / "runs" / "0shot" / "base" / "run.json").exists()
-    scores = [load_run(tmp_path / "runs" / "0shot" / "base" / f"seed-{s}").arg().value for s in (0, 1)]
-    assert scores[0] != scores[1]  # two bases, two models
+    scores = [(tmp_path / "runs" / "0shot" / "base" / f"seed-{s}" / "predictions.jsonl").read_text() for s in (0, 1)]
+    assert scores[0] != scores[1]  # two bases, two models: other log-likelihoods
+
+
+def test_a_row_cannot_be_trained_and_seeded(tmp_path):
+    plan = seed_plan(tmp_path, tmp_path, [], [0])
+    with pytest.raises(ValueError, match=r"rows \['mtl-t'\] are trained by the plan"):
+        replace(plan, seeded_rows=["mtl-t"])
 
 
 def test_pretrain_seeds_are_checked(tmp_path):

@@ -162,8 +162,8 @@ def test_heldout_groups_share_knowledge_and_formats_not_task_types(default):
     assert set(SHARED) == {c for c, role in clusters.items() if role == "heldout"}
     for heldout, shared in SHARED.items():
         assert shared and all(clusters[c] == "train" for c, _ in shared), heldout
-    # Which held-out groups answer with words that training templates also answer with (values, names, topics):
-    # the verbs naming a story's next step never are, and a region is "north" here but "the north" in training.
+    # Which held-out groups answer with words that training templates also answer with (names, topics): the
+    # verbs naming a story's next step never are.
     trained = {c for r in default.iter_records("validation", role="train") for c in r["choices"]}
     answers: dict[str, set[str]] = {}
     for name in default.templates("heldout"):

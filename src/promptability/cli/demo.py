@@ -18,14 +18,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "after 16-shot prompt tuning, checks the instrument (the bases' floor and an oracle's ceiling per "
             "held-out group) and writes a Table-1-shaped report: ARG as mean ± std over the seeds, and "
             "significance against MTL-T by a hierarchical bootstrap over pretraining seeds, few-shot seeds and "
-            "instances. About 16 minutes on 2 quiet CPU cores (longer when they are shared). Finished stages are reused "
+            "instances. About 15 minutes on 2 quiet CPU cores (longer when they are shared). Finished stages are reused "
             "on a second run; an interrupted training stage resumes from its last checkpoint."
         ),
     )
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     p.add_argument(
         "--scale", choices=("default", "quick", "large"), default="default",
-        help="default: the 15-minute miniature; large: about an hour (3 pretraining seeds, twice the steps, 2 "
+        help="default: the 15-minute miniature; large: about 50 minutes (3 pretraining seeds, twice the steps, 2 "
         "few-shot draws); quick: a minute-scale run with tiny counts (used by the tests). The numbers of each are "
         "the Scale presets in promptability/studies/demo.py",
     )  # fmt: skip
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--check",
         action="store_true",
-        help="only the instrument check: the bases' floor and the oracle's ceiling per held-out group, per seed",
+        help="only the instrument check: the bases' floor and the oracles' ceiling per held-out group, over the seeds",
     )
     p.add_argument("--force", action="store_true", help="delete --out and recompute every stage")
     p.add_argument(

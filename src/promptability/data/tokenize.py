@@ -43,6 +43,7 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -357,7 +358,28 @@ def tokenize_records(
 
     root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root() / "tokenized"
     root.mkdir(parents=True, exist_ok=True)
-    final = root / key
+    with _datasets_bars(progress):
+        return _cached(root / key, root, key, rows, stats, data_fp, tokenizer, files)
+
+
+@contextmanager
+def _datasets_bars(show: bool) -> Iterator[None]:
+    """datasets' own bars (building, saving and loading a cache entry) follow ``progress`` inside the block."""
+    import datasets
+
+    if show or datasets.are_progress_bars_disabled():
+        yield
+        return
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        datasets.enable_progress_bars()
+
+
+def _cached(final: Path, root: Path, key: str, rows: Callable[[], Iterator[dict[str, Any]]], stats: TokenizeStats,
+            data_fp: str, tokenizer: Any, files: Any) -> Tokenized:  # fmt: skip
+    """The cache entry ``final`` (under ``root``) when whole, else built from ``rows`` first."""
     for stale in remove_stale(root.glob("*.tmp-*")):  # what killed runs left, whatever their key
         logger.info("removed stale partial cache %s", stale)
     if final.exists():

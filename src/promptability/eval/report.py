@@ -6,7 +6,8 @@ one configuration, pretraining seeds x few-shot seeds: the mean over pretraining
 the sample std over all runs (both kinds of noise; table.json adds the std of the per-seed means). A run with
 prompt "none" (e.g. 0-shot MTL-T) fills every prompt column of its size and shots, unless a run of the same
 method names that prompt explicitly. Significance against a baseline method at the same column: by default
-(``test="hierarchical"``) eval.significance's bootstrap over pretraining seeds, few-shot runs and instances;
+(``test="hierarchical"``) eval.significance's bootstrap over pretraining seeds, few-shot runs and instances
+(``"paired-seeds"``: the same seeds drawn for both rows, where seed p of every row starts from one model);
 ``test="instances"`` resamples instances only, of the runs' pooled correctness (ignores training noise). With
 one run per side the two are the same test, to the last bit.
 """
@@ -190,8 +191,8 @@ def build_report(
     """Place ``runs`` into Table 1 cells and test each cell against ``baseline`` at the same column.
 
     ``method_labels``: the rows' order and labels (method -> label); other methods sort after them by name.
-    ``test``: "hierarchical" (pretraining seeds, few-shot runs, instances) or "instances" (instances only, over
-    the runs' pooled correctness); see the module docstring.
+    ``test``: "hierarchical" (pretraining seeds, few-shot runs, instances), "paired-seeds" (the same, seeds paired
+    across rows) or "instances" (instances only, over the runs' pooled correctness); see the module docstring.
     """
     if not runs:
         raise RunError("no runs to report")

@@ -14,9 +14,12 @@ from promptability.eval.significance import hierarchical_bootstrap
 
 __all__ = ["TESTS", "compare_runs", "seed_args", "seed_counts", "seed_record", "split_by_pretrain_seed", "test_text"]
 
-# "hierarchical": eval.significance (pretraining seeds, few-shot runs, instances); "instances": instances only,
-# of the runs' pooled correctness (eval.metrics.paired_bootstrap), which leaves training noise out.
-TESTS = ("hierarchical", "instances")
+# "hierarchical": eval.significance (pretraining seeds, few-shot runs, instances), each row's seeds drawn on their
+# own; "paired-seeds": the same, drawing the same seeds for both rows, for studies where seed p of every row
+# starts from one model (the demo: base p; pairing removes that model's share of the noise from a difference);
+# "instances": instances only, of the runs' pooled correctness (eval.metrics.paired_bootstrap), which leaves
+# training noise out.
+TESTS = ("hierarchical", "paired-seeds", "instances")
 
 
 def compare_runs(
@@ -25,9 +28,13 @@ def compare_runs(
     """Significance of ARG(B) - ARG(A) between two configurations' runs by ``test`` (one of TESTS); the caller has
     checked that every run has the same instances and groups. ``options``: the bootstrap's (samples, seed, ...)."""
     chance = runs_a[0].chance  # the same instances on both sides
-    if test == "hierarchical":
+    if test in ("hierarchical", "paired-seeds"):
+        paired = test == "paired-seeds"
+        seeds_a, seeds_b = ({run.pretrain_seed for run in runs} for runs in (runs_a, runs_b))
+        if paired and seeds_a != seeds_b:  # seeds are paired by position in seed order: the sets must match
+            raise MetricsError(f"paired-seeds needs the same pretraining seeds on both sides: {seeds_a} vs {seeds_b}")
         return hierarchical_bootstrap(seed_correctness(runs_a), seed_correctness(runs_b), groups, chance=chance,
-                                      **options)  # fmt: skip
+                                      paired_seeds=paired, **options)  # fmt: skip
     if test == "instances":
         return paired_bootstrap(
             pooled_correctness(runs_a), pooled_correctness(runs_b), groups, chance=chance, **options
@@ -75,5 +82,11 @@ def test_text(test: str) -> str:
         return (
             "hierarchical paired bootstrap: each resample draws every row's pretraining seeds, then each seed's "
             "few-shot runs, then the instances (the same for both rows)"
+        )
+    if test == "paired-seeds":
+        return (
+            "hierarchical paired bootstrap: each resample draws the pretraining seeds (the same for both rows, "
+            "whose seed p starts from the same model), then each seed's few-shot runs, then the instances (the "
+            "same for both rows)"
         )
     return "paired bootstrap over instances of the runs' pooled correctness (training noise not counted)"

@@ -125,7 +125,8 @@ def hierarchical_bootstrap(
     share a data order at best, but their trajectories diverge from the first step (other losses, other
     parameters), so nothing pairs seed 0 of one row with seed 0 of the other. ``paired_seeds=True`` draws the
     same seed indices for both sides (both need the same number of seeds): right when a seed is one model on
-    both sides, e.g. a row's 0-shot runs against its 16-shot runs. ``p_value``, ``p_worse``, the interval and
+    both sides, e.g. a row's 0-shot runs against its 16-shot runs, or when every row's seed p starts from the
+    same model (the demo's base p), which the rows' seed-p runs then share. ``p_value``, ``p_worse``, the interval and
     ``chance`` are as in ``paired_bootstrap``, which this equals with one run per side.
     """
     draws_a, runs_a = _layout(side_a, "A")

@@ -45,11 +45,11 @@ class Scale:
     """How big the miniature is; the paper's scale is in configs/. A larger scale is other values of these fields.
 
     Time at the defaults (tiny T5, 1.3M parameters), from the full demo on 2 quiet AVX2 cores, one torch thread
-    per stage, ``--jobs 2`` (README, docs/miniature.md check F): LM adaptation 72 s; one MTL run of 250 x 32
-    60-95 s and one meta-learning run ~45 s at one thread, 20 of them (2 seeds x 9 rows + 2 oracles) in 602 s
-    of wall time; 0-shot 77 s; 16-shot 173 s; the instrument's evaluations 20 s. In all 15 min 49 s, 49 s over
-    issue 13's 15-minute budget on that host. ``seeds`` adds few-shot draws (~15 s of stage time each per
-    configuration).
+    per stage, ``--jobs 2`` (README, docs/miniature.md check G): LM adaptation 76 s per base, the two side by
+    side in 82 s; one MTL run of 250 x 32 55-95 s and one meta-learning run 32-42 s, 20 of them (2 seeds x 9
+    rows + 2 oracles) in 591 s of wall time; 0-shot 49 s; 16-shot 140 s; the instrument 10 s. In all 14 min
+    47 s, 13 s under issue 13's 15-minute budget on that host. ``seeds`` adds few-shot draws (~12 s of stage
+    time each per configuration).
     """
 
     suite_size: str = "default"  # "default": 33 training + 12 held-out templates; "quick": tiny counts
@@ -69,7 +69,7 @@ class Scale:
     fewshot_epochs: int = 25  # the paper: 100
     seeds: list[int] = field(default_factory=lambda: [0])  # 16-shot draws (and prompt inits) per model
     prompt_length: int = 20
-    pretrain_seeds: list[int] = field(default_factory=lambda: [0, 1])  # continued-pretraining runs per row
+    pretrain_seeds: list[int] = field(default_factory=lambda: [0, 1])  # bases, and continued-pretraining runs per row
     # The training settings of every stage (LM adaptation, rows, oracle): the reference code's, as in the paper
     # configs; the instrument checks of other choices are in docs/miniature.md.
     step_composition: str = "iid"
@@ -91,8 +91,9 @@ QUICK = Scale(
     inner_steps=1, max_source_len=128, max_target_len=32, fewshot_epochs=3, prompt_length=4, pretrain_seeds=[0],
     seeds=[0, 1, 2],  # few-shot seeds: the tests see the few-shot level of the report
 )  # fmt: skip
-# About an hour on 2 quiet cores (estimated from the stage times above; not yet run): the default's base (same LM adaptation), twice the continued-pretraining
-# steps, 3 pretraining seeds, 2 few-shot draws and 2 templates per held-out dataset at 16 shots.
+# About 50 minutes on 2 quiet cores (estimated from the stage times above; the measured run: README): the
+# default's LM adaptation (3 bases), twice the continued-pretraining steps, 3 pretraining seeds, 2 few-shot draws
+# and 2 templates per held-out dataset at 16 shots.
 LARGE = Scale(mtl_steps=500, meta_steps=40, pretrain_seeds=[0, 1, 2], seeds=[0, 1], fewshot_templates_per_dataset=2)
 SCALES: dict[str, Scale] = {"default": Scale(), "quick": QUICK, "large": LARGE}
 # Settings a rerun may extend (more seeds reuse the runs already made); any other change needs another --out.
@@ -136,8 +137,8 @@ def run_demo(
 ) -> str:
     """Runs (or continues) the whole study; returns the Markdown table, then the instrument's floor/ceiling table.
 
-    ``scale``: a name in ``SCALES`` or a ``Scale``. ``check``: only the suite, the base model and the
-    instrument check (``promptability.studies.instrument``). ``pretrain_seeds`` replaces the scale's. ``jobs``:
+    ``scale``: a name in ``SCALES`` or a ``Scale``. ``check``: only the suite, the bases and oracles (one each
+    per pretraining seed) and the instrument check (``promptability.studies.instrument``). ``pretrain_seeds`` replaces the scale's. ``jobs``:
     the pipeline's stages run that many at a time in spawned processes (so a script calling this with jobs > 1
     needs an ``if __name__ == "__main__":`` guard; the CLI uses every core); it changes the time, not the numbers,
     since every stage runs at ``DEMO_THREADS``.
@@ -174,9 +175,10 @@ def _run(out: Path, stages: Stages, scale: Scale, check: bool, jobs: int, progre
         write_jsonl_atomic(lm_file, lm_records(list(lm_corpus(seed=1, n=scale.lm_passages)), seed=0))
     # One base per pretraining seed, so the seeds' spread covers LM adaptation too (issue 13: every source of
     # randomness the miniature can afford), and the floor is judged over bases, not on one.
+    lm_jobs = min(jobs, len(scale.pretrain_seeds))
     adapt = [(f"LM adaptation (base, seed {p})", base / f"seed-{p}" / "promptability.json",
-              partial(_lm_adapt, out, scale, p, progress and jobs == 1)) for p in scale.pretrain_seeds]  # fmt: skip
-    stages.run_phase("LM adaptation", adapt, jobs=min(jobs, len(adapt)), threads=DEMO_THREADS, progress=progress)
+              partial(_lm_adapt, out, scale, p, progress and lm_jobs == 1)) for p in scale.pretrain_seeds]  # fmt: skip
+    stages.run_phase("LM adaptation", adapt, jobs=lm_jobs, threads=DEMO_THREADS, progress=progress)
     plan = _plan(out, scale, meta)
     if check:  # the oracle is the only model trained
         plan = replace(plan, pretrain=[r for r in plan.pretrain if r[0] == ORACLE], zero_shot=[], fewshot=[])
@@ -186,7 +188,9 @@ def _run(out: Path, stages: Stages, scale: Scale, check: bool, jobs: int, progre
         write_json_atomic(out / "timings.json", stages.summary())
         return instrument
     note = scale.describe(sum(p.numel() for p in load_model(base / f"seed-{scale.pretrain_seeds[0]}").parameters()))
-    table = write_tables(out, stages, note, baseline="mtl-t", partial=False, pretrain_seeds=scale.pretrain_seeds)
+    # Every row's seed p starts from base p, so the rows' seeds are paired in the significance test.
+    table = write_tables(out, stages, note, baseline="mtl-t", partial=False, pretrain_seeds=scale.pretrain_seeds,
+                         test="paired-seeds")  # fmt: skip
     return table + "\n" + instrument
 
 
@@ -220,7 +224,7 @@ def _lm_adapt(out: Path, scale: Scale, seed: int, progress: bool) -> None:
 
 
 def _plan(out: Path, scale: Scale, meta: dict[str, Any]) -> Plan:
-    """Every Table-1 row from the base model; 0-shot on every held-out template, 16-shot on a few. The
+    """Every Table-1 row, seed p from base p; 0-shot on every held-out template, 16-shot on a few. The
     instrument's oracle is one more pretraining row, never evaluated here (its runs are not Table 1's)."""
     from promptability.studies.instrument import oracle_row
 

@@ -191,7 +191,7 @@ def render(floor: dict[str, GroupResult], ceiling: dict[str, GroupResult], note:
         "## Instrument check: floor and ceiling per held-out group (not part of Table 1)",
         "",
         (
-            "Floor: the LM-adapted base, 0-shot. Ceiling: the oracle (MTL-T with the held-out templates' own training "
+            "Floor: the LM-adapted bases, 0-shot. Ceiling: the oracle (MTL-T with the held-out templates' own training "
             f"pools added), 0-shot. {k} pretraining seed{'s' * (k > 1)}, one base and one oracle each: accuracy and "
             "gain are means over the seeds"
             + (", the range over seeds in brackets" if k > 1 else "")

@@ -68,7 +68,10 @@ def available_cores() -> int:
 
 
 class Stages:
-    """Runs stages in order, prints what each took (or that it was reused) and keeps the timings."""
+    """Runs stages in order, prints what each took (or that it was reused) and keeps the timings.
+
+    Phases run with ``jobs > 1`` keep their worker processes for the next phase: :meth:`close` them (or use the
+    runner as a context manager) when the pipeline is done."""
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -83,6 +86,12 @@ class Stages:
         if self._workers is not None:
             self._workers[1].shutdown(wait=True)
             self._workers = None
+
+    def __enter__(self) -> Stages:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _pool(self, jobs: int, threads: int | None) -> ProcessPoolExecutor:
         """The workers of every phase run with ``jobs`` and ``threads``: kept between phases, since a spawned
@@ -253,6 +262,8 @@ class Plan:
         valid = all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
         if not seeds or not valid or len(set(seeds)) != len(seeds):
             raise ValueError(f"pretrain_seeds must be distinct integers >= 0, at least one; got {seeds!r}")
+        if both := set(self.seeded_rows) & {row for row, _ in self.pretrain}:
+            raise ValueError(f"rows {sorted(both)} are trained by the plan, so they cannot be seeded_rows too")
 
 
 def _models(plan: Plan, out: Path, row: str, model: str | Path) -> list[tuple[str, Path | str, dict[str, Any]]]:
@@ -285,12 +296,13 @@ def run_plan(plan: Plan, out: Path, stages: Stages, progress: bool = True, jobs:
     phase = partial(stages.run_phase, jobs=jobs, threads=threads, progress=progress)
     models, runs = out / "models", out / "runs"
     pretraining = []
-    seeded = {models / r for r in plan.seeded_rows}
+    seeded = {(models / r).resolve() for r in plan.seeded_rows}  # resolved: a relative and an absolute path match
     for row, config in plan.pretrain:
         for seed in plan.pretrain_seeds:
             target = models / row / f"seed-{seed}"
-            start = str(Path(config.model) / f"seed-{seed}") if Path(config.model) in seeded else config.model
-            train = partial(_pretrain, replace(config, seed=seed, model=start), target, bars)
+            from_seeded = Path(config.model).resolve() in seeded
+            initial = str(Path(config.model) / f"seed-{seed}") if from_seeded else config.model
+            train = partial(_pretrain, replace(config, seed=seed, model=initial), target, bars)
             pretraining.append((f"pretrain {row} (seed {seed})", target / "promptability.json", train))
     phase("pretraining", pretraining)
 
@@ -337,10 +349,12 @@ def _zero_shot(plan: Plan, method: str, source: str, run_dir: Path, evaluation: 
 
 
 def write_tables(out: Path, stages: Stages, note: str, *, baseline: str, partial: bool,
-                 extra: Callable[[Path], None] | None = None, pretrain_seeds: list[int] | None = None) -> str:  # fmt: skip
+                 extra: Callable[[Path], None] | None = None, pretrain_seeds: list[int] | None = None,
+                 test: str = "hierarchical") -> str:  # fmt: skip
     """The report of every run under ``out/runs`` into ``out/report`` (``extra`` adds files there), and
     ``out/timings.json``; returns the Markdown table. ``pretrain_seeds``: only runs of these pretraining seeds
-    (and runs without one) are reported, so the seeds of an earlier, larger run in ``out`` stay out."""
+    (and runs without one) are reported, so the seeds of an earlier, larger run in ``out`` stay out. ``test``: the
+    report's significance test (``eval.report.build_report``)."""
     from promptability.eval.report import build_report, render_markdown, write_report
     from promptability.eval.runs import find_runs, load_run
     from promptability.train.methods import TABLE1_LABELS
@@ -352,6 +366,7 @@ def write_tables(out: Path, stages: Stages, note: str, *, baseline: str, partial
         baseline=baseline,
         partial=partial,
         method_labels=TABLE1_LABELS,
+        test=test,
     )
     write_report(report, out / "report", scale_note=note, partial=partial)
     if extra is not None:

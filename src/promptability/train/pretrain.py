@@ -71,7 +71,7 @@ def check_data(data: DataConfig) -> None:
 
 
 def load_pretraining_data(
-    config: TrainConfig, tokenizer: Any, accelerator: Any = None, continuation: bool = False
+    config: TrainConfig, tokenizer: Any, accelerator: Any = None, continuation: bool = False, progress: bool = True
 ) -> tuple[Any, dict[str, Any]]:
     """Reads, tokenizes (cached, main process first) and mixes the training data; returns (dataset, info).
 
@@ -94,6 +94,7 @@ def load_pretraining_data(
             tokenized = tokenize_records(
                 lambda: _iter_records(data), tokenizer, max_source_len=data.max_source_len,
                 max_target_len=data.max_target_len, cache_dir=cache_dir, files=[data.path], continuation=continuation,
+                progress=progress,
             )  # fmt: skip
         except Exception as err:  # datasets wraps errors of the record generator: show the data error itself
             cause = err.__cause__ or err.__context__
@@ -220,7 +221,7 @@ def pretrain(
         )
     elif model.prompt_kind != config.prompt:
         raise ConfigError(f"the given model has a {model.prompt_kind!r} prompt, the config asks for {config.prompt!r}")
-    dataset, data_info = load_pretraining_data(config, model.tokenizer, accelerator, model.is_causal)
+    dataset, data_info = load_pretraining_data(config, model.tokenizer, accelerator, model.is_causal, progress)
     step = build_step(config.method, model, dataset, config, accelerator)
     max_steps = config.max_steps or max(1, math.ceil(config.epochs * step.steps_per_epoch))
     if accelerator.is_main_process:
