@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from promptability.io import write_json_atomic, write_jsonl_atomic
 from promptability.model.prompts import NO_PROMPT, PROMPT_KINDS
 from promptability.studies.pipeline import (
+    BASE,
     Plan,
     Stages,
     check_settings,
@@ -104,7 +105,6 @@ DEMO_THREADS = 1
 
 
 # The rows of the paper's Table 1: (row name, method, prompt kind). BASE is "no continued pretraining".
-BASE = "base"
 ROWS: list[tuple[str, str, str]] = [
     (f"{m.name}-{kind}", m.name, kind) if m.prompted else (m.name, m.name, "none")
     for m in METHODS.values()

@@ -299,7 +299,7 @@ def run_instrument(out: Path, scale: Scale, stages: Stages, progress: bool = Tru
     """
     from promptability.data.readers import read_examples
     from promptability.data.suite_layout import read_meta
-    from promptability.studies.demo import BASE
+    from promptability.studies.pipeline import BASE
 
     suite_dir, models, runs = out / "suite", out / "models", out / "instrument"
     meta = read_meta(suite_dir)

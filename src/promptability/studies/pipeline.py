@@ -41,6 +41,9 @@ if TYPE_CHECKING:
     from promptability.train.config import FewShotConfig, TrainConfig
 
 
+BASE = "base"  # the row "no continued pretraining": the demo's LM-adapted bases, the real study's pretrained LM
+
+
 class StageError(RuntimeError):
     """A stage that raised in a worker process; the stages finished before it stay done."""
 

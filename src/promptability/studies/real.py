@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from promptability.io import write_text_atomic
 from promptability.studies.data import MANIFEST, build_study_data, study_sources
-from promptability.studies.pipeline import Plan, check_settings, run_plan, start, write_tables
+from promptability.studies.pipeline import BASE, Plan, check_settings, run_plan, start, write_tables
 
 if TYPE_CHECKING:
     from promptability.train.config import FewShotConfig, TrainConfig
@@ -94,7 +94,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("mtl-tp-deep", "mtl-tp", "deep"),
 ]
 # Few-shot rows: (row, prompt kind). base and mtl-t get a fresh prompt; mtl-tp rows tune their own.
-FEWSHOT: list[tuple[str, str]] = [("base", "shallow"), ("mtl-t", "shallow"), ("mtl-tp-shallow", "shallow"),
+FEWSHOT: list[tuple[str, str]] = [(BASE, "shallow"), ("mtl-t", "shallow"), ("mtl-tp-shallow", "shallow"),
                                   ("mtl-tp-deep", "deep")]  # fmt: skip
 
 
@@ -174,8 +174,8 @@ def _plan(out: Path, model: str, scale: StudyScale, manifest: dict[str, Any], tu
     from promptability.model.loading import model_size
 
     data_dir, models = out / "data", out / "models"
-    source = {"base": model, **{row: str(models / row) for row, _, _ in ROWS}}
-    methods = {"base": "none", **{row: method for row, method, _ in ROWS}}
+    source = {BASE: model, **{row: str(models / row) for row, _, _ in ROWS}}
+    methods = {BASE: "none", **{row: method for row, method, _ in ROWS}}
     return Plan(
         data=data_dir, heldout=list(manifest["heldout"]),
         pretrain=[(row, _train_config(scale, method, prompt, model, data_dir, list(manifest["train"])))
