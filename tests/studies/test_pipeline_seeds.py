@@ -113,7 +113,8 @@ def test_a_seeded_row_is_one_model_per_seed_and_rows_start_from_their_seeds_mode
     for seed in (0, 1):
         load_model("tiny", seed=seed).save(base / f"seed-{seed}")
     heldout = sorted(t for t, info in read_meta(suite)["templates"].items() if info["role"] == "heldout")[:1]
-    plan = replace(seed_plan(suite, base, heldout, [0, 1]), fewshot=[], seeded_rows=["base"])
+    tune = replace(_fewshot_config(QUICK, "shallow", "none", heldout), epochs=1, seeds=[0])
+    plan = replace(seed_plan(suite, base, heldout, [0, 1]), fewshot=[("base", str(base), tune)], seeded_rows=["base"])
     plan = replace(plan, pretrain=[(r, replace(c, max_steps=1)) for r, c in plan.pretrain])
     stages = Stages("test")
     run_plan(plan, tmp_path, stages, progress=False)
@@ -122,6 +123,8 @@ def test_a_seeded_row_is_one_model_per_seed_and_rows_start_from_their_seeds_mode
         assert trained["base_model"] == str(base / f"seed-{seed}")
         run = load_run(tmp_path / "runs" / "0shot" / "base" / f"seed-{seed}")
         assert (run.pretrain_seed, run.model_family, run.model) == (seed, str(base), str(base / f"seed-{seed}"))
+        tuned = load_run(tmp_path / "runs" / "16shot" / "base-shallow" / f"pseed-{seed}" / "seed-0")
+        assert (tuned.pretrain_seed, tuned.model) == (seed, str(base / f"seed-{seed}"))  # tuned from its seed's base
     assert not (tmp_path / "runs" / "0shot" / "base" / "run.json").exists()
     scores = [(tmp_path / "runs" / "0shot" / "base" / f"seed-{s}" / "predictions.jsonl").read_text() for s in (0, 1)]
     assert scores[0] != scores[1]  # two bases, two models: other log-likelihoods
