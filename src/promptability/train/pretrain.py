@@ -210,8 +210,9 @@ def pretrain(
     if model is None:
         name = config.model
         if name == "tiny":
-            # Training the tiny tokenizer is not deterministic run to run: build the base model once, so all
-            # processes and every --resume share one tokenizer and one initialisation.
+            # Build the base model once, so all processes and every --resume load one saved tokenizer and one
+            # initialisation instead of rebuilding them (the tokenizer is deterministic, but a resumed run must
+            # not depend on the suite's text or the seed code being unchanged since the first start).
             name = str(out / "base-model")
             if accelerator.is_main_process and not (out / "base-model" / CONFIG_FILE).is_file():
                 load_model("tiny", seed=config.seed).save(name)
