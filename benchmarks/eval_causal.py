@@ -85,15 +85,13 @@ def score_one_source_at_a_time(model, batch: dict) -> torch.Tensor:
 def score_full_forward(model, batch: dict) -> torch.Tensor:
     """Scores [B, C_max]: one full forward over source + choice per (source, choice), the LM head at every position
     (the Hugging Face model's own ``logits``; ``PromptedCausalLM.forward`` applies it to target positions only)."""
-    from promptability.model.causal import pack_rows
+    from promptability.model.causal import at_targets, pack_rows
 
     def logits_of(ids, attention, labels, mask):
         rows, rows_mask = pack_rows(ids, attention.long(), labels, mask.long(), model.pad_token_id)
         embeds, rows_mask = model.embed(rows, rows_mask)
         logits = model.transformer(inputs_embeds=embeds, attention_mask=rows_mask, use_cache=False).logits
-        # the logit predicting choice token j sits at (shallow prompt length + source length + j - 1)
-        at = model.prepended + attention.sum(-1)[:, None] - 1 + torch.arange(labels.shape[1], device=ids.device)
-        return logits.gather(1, at.clamp(max=logits.shape[1] - 1).unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+        return at_targets(logits, model.prepended, attention.long().sum(-1), labels.shape[1])
 
     return score_per_pair(batch, next(model.parameters()).device, logits_of)
 

@@ -359,7 +359,7 @@ def tokenize_records(
     root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root() / "tokenized"
     root.mkdir(parents=True, exist_ok=True)
     with _datasets_bars(progress):
-        return _cached(root / key, root, key, rows, stats, data_fp, tokenizer, files)
+        return _cached(root / key, rows, stats, data_fp, tokenizer, files)
 
 
 @contextmanager
@@ -377,10 +377,11 @@ def _datasets_bars(show: bool) -> Iterator[None]:
         datasets.enable_progress_bars()
 
 
-def _cached(final: Path, root: Path, key: str, rows: Callable[[], Iterator[dict[str, Any]]], stats: TokenizeStats,
-            data_fp: str, tokenizer: Any, files: Any) -> Tokenized:  # fmt: skip
-    """The cache entry ``final`` (under ``root``) when whole, else built from ``rows`` first."""
-    for stale in remove_stale(root.glob("*.tmp-*")):  # what killed runs left, whatever their key
+def _cached(final: Path, rows: Callable[[], Iterator[dict[str, Any]]], stats: TokenizeStats, data_fp: str,
+            tokenizer: Any, files: Any) -> Tokenized:  # fmt: skip
+    """The cache entry ``final`` (named by its key) when whole, else built from ``rows`` first."""
+    key = final.name
+    for stale in remove_stale(final.parent.glob("*.tmp-*")):  # what killed runs left, whatever their key
         logger.info("removed stale partial cache %s", stale)
     if final.exists():
         entry = _read_entry(final)

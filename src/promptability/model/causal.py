@@ -30,7 +30,7 @@ from promptability.model.prompted import PRESETS, PromptedModel, move_padding
 from promptability.model.prompts import NO_PROMPT
 from promptability.model.prompts.deep import DEFAULT_DEEP_INIT, AttentionLayout, Site
 
-__all__ = ["PRESETS", "PromptedCausalLM", "lm_head", "pack_rows", "self_attention_modules"]
+__all__ = ["PRESETS", "PromptedCausalLM", "at_targets", "lm_head", "pack_rows", "self_attention_modules"]
 
 
 class PromptedCausalLM(PromptedModel):
@@ -103,12 +103,8 @@ class PromptedCausalLM(PromptedModel):
         # The LM head runs only where a target token is predicted: over every position it would cost about a
         # fifth of a 135M model's forward and backward (vocabulary 49152) and hold (batch, length, vocab) logits.
         states = self.transformer.base_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
-        states = states.last_hidden_state
-        # The state predicting target token j of row i sits at (shallow prompt length + source length + j - 1).
-        t = labels.shape[1]
-        at = self.prepended + src_len[:, None] - 1 + torch.arange(t, device=labels.device)[None, :]
-        at = at.clamp(max=states.shape[1] - 1)
-        target_logits = lm_head(self.transformer, states.gather(1, at.unsqueeze(-1).expand(-1, -1, states.shape[-1])))
+        target_logits = lm_head(self.transformer, at_targets(states.last_hidden_state, self.prepended, src_len,
+                                                            labels.shape[1]))  # fmt: skip
         loss = None
         if return_loss:
             loss_labels = target_ids.masked_fill(target_mask == 0, -100)
@@ -116,6 +112,14 @@ class PromptedCausalLM(PromptedModel):
                 target_logits.float().reshape(-1, target_logits.shape[-1]), loss_labels.reshape(-1), ignore_index=-100
             )
         return CausalLMOutputWithPast(loss=loss, logits=target_logits)
+
+
+def at_targets(x: torch.Tensor, prepended: int, src_len: torch.Tensor, targets: int) -> torch.Tensor:
+    """[B, targets, ...] of ``x`` ([B, length, ...] over ``pack_rows``' rows): the positions predicting each row's
+    target tokens, token j of row i at (shallow prompt length ``prepended`` + source length + j - 1)."""
+    at = prepended + src_len[:, None] - 1 + torch.arange(targets, device=x.device)[None, :]
+    at = at.clamp(max=x.shape[1] - 1)
+    return x.gather(1, at.reshape(*at.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))
 
 
 def lm_head(lm: PreTrainedModel, states: torch.Tensor) -> torch.Tensor:

@@ -313,7 +313,7 @@ def run_instrument(out: Path, scale: Scale, stages: Stages, progress: bool = Tru
     heldout = [t for t, info in meta["templates"].items() if info["role"] == "heldout"]
     evaluation = read_examples(suite_dir, tasks=heldout)
     bars = progress and jobs == 1
-    probe_dirs = [runs / "probe" / f"seed-{s}" for s in seeds]
+    probe_dirs, probe_records = [runs / "probe" / f"seed-{s}" for s in seeds], knowledge_probes()
     items = [
         (
             f"0-shot {label} (instrument)",
@@ -323,7 +323,7 @@ def run_instrument(out: Path, scale: Scale, stages: Stages, progress: bool = Tru
         for model, run_dir, label in bases + oracles
     ]
     items += [(f"knowledge probe of the {label} (instrument)", probe_dir / "run.json",
-               partial(_zero_shot, model, probe_dir, knowledge_probes(), scale, bars))
+               partial(_zero_shot, model, probe_dir, probe_records, scale, bars))
               for (model, _, label), probe_dir in zip(bases, probe_dirs, strict=True)]  # fmt: skip
     stages.run_phase("instrument", items, jobs=jobs, threads=threads, progress=progress)
     floor = group_results([_read_predictions(run_dir) for _, run_dir, _ in bases], meta)
