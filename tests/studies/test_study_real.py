@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from promptability.data.readers import read_examples
 from promptability.data.registry import heldout_templates
 from promptability.studies.data import TRAIN_SPLITS, as_cos_e, dataset_key
-from promptability.studies.pipeline import StudySettingsError
+from promptability.studies.pipeline import StudySettingsError, check_settings
 from promptability.studies.real import QUICK, run_real_study
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -81,6 +81,38 @@ def test_toy_run_reports_every_row_and_resumes(quick_study, capsys):
     assert all(s["reused"] for s in timings if s["stage"] != "report")
     with pytest.raises(StudySettingsError, match=r"other settings \(lr\)"):  # stale stages are never mixed in
         run_real_study(SHARED / "realdata", None, out, manifest_model(out), replace(QUICK, lr=1e-3), progress=False)
+    # Another few-shot recipe redoes the few-shot stage alone: the models and 0-shot runs are reused.
+    run_real_study(SHARED / "realdata", None, out, manifest_model(out), replace(QUICK, fewshot_lr=3e-2), progress=False)
+    stages = {s["stage"]: s["reused"] for s in json.loads((out / "timings.json").read_text())["stages"]}
+    assert all(reused == (not name.startswith(("16-shot", "report"))) for name, reused in stages.items()), stages
+    assert any(name.startswith("16-shot") for name in stages)
+    recorded = json.loads((out / "settings.json").read_text())["scale"]
+    assert recorded["fewshot_lr"] == 3e-2 and recorded["lr"] == QUICK.lr
+
+
+def test_a_few_shot_recipe_change_redoes_only_the_few_shot_stage(tmp_path, capsys):
+    from promptability.studies.real import FEWSHOT_KEYS
+
+    settings = {"model": "m", "data": "d", "scale": asdict(QUICK)}
+    check_settings(tmp_path, settings, FEWSHOT_KEYS)
+    for kept in ("models/mtl-t/model.safetensors", "runs/0shot/base/run.json"):
+        (tmp_path / kept).parent.mkdir(parents=True)
+        (tmp_path / kept).touch()
+    for stale in ("runs/16shot/base-shallow/seed-0/run.json", "report/table.md"):
+        (tmp_path / stale).parent.mkdir(parents=True)
+        (tmp_path / stale).touch()
+    with pytest.raises(StudySettingsError, match=r"other settings \(fewshot_lr, mtl_steps\)"):
+        check_settings(tmp_path, {**settings, "scale": asdict(replace(QUICK, mtl_steps=9, fewshot_lr=1.0))}, FEWSHOT_KEYS)
+    assert (tmp_path / "runs" / "16shot").is_dir()  # a refusal removes nothing
+    changed = {**settings, "scale": asdict(replace(QUICK, fewshot_lr=1.0, fewshot_epochs=7))}
+    check_settings(tmp_path, changed, FEWSHOT_KEYS)
+    assert "fewshot_epochs, fewshot_lr changed" in capsys.readouterr().out
+    assert not (tmp_path / "runs" / "16shot").exists() and not (tmp_path / "report").exists()
+    assert (tmp_path / "models" / "mtl-t" / "model.safetensors").is_file()
+    assert (tmp_path / "runs" / "0shot" / "base" / "run.json").is_file()
+    assert json.loads((tmp_path / "settings.json").read_text()) == changed
+    check_settings(tmp_path, changed, FEWSHOT_KEYS)  # the same settings again: nothing to say
+    assert capsys.readouterr().out == ""
 
 
 def manifest_model(out: Path) -> str:

@@ -24,7 +24,7 @@ import multiprocessing
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -205,22 +205,28 @@ class StudySettingsError(ValueError):
     """An output folder that holds a study run with other settings."""
 
 
-def check_settings(out: Path, settings: dict[str, Any]) -> None:
+def check_settings(out: Path, settings: dict[str, Any], fewshot_keys: Collection[str] = ()) -> None:
     """Finished stages are reused by marker, so they must come from the same settings.
 
     ``settings``: ``model``, ``data`` and ``scale`` (a dict); the first call writes them to ``out/settings.json``.
+    A change confined to ``fewshot_keys`` (scale fields only the few-shot stage reads) is allowed: the few-shot
+    runs and the report are removed and redone, while the models and 0-shot runs are kept.
     """
     path = out / "settings.json"
     if path.is_file():
         before = json.loads(path.read_text())
         changed = sorted(k for k in settings["scale"] if before["scale"].get(k) != settings["scale"][k])
         changed += [k for k in ("model", "data") if before.get(k) != settings[k]]
-        if changed:
+        if not changed:
+            return
+        if not set(changed) <= set(fewshot_keys):
             raise StudySettingsError(
                 f"{out} holds a study with other settings ({', '.join(changed)}); use another --out or --force"
             )
-    else:
-        write_json_atomic(path, settings)
+        print(f"[settings] {', '.join(changed)} changed: redoing the few-shot runs and the report", flush=True)
+        for stale in (out / "runs" / "16shot", out / "report"):
+            shutil.rmtree(stale, ignore_errors=True)
+    write_json_atomic(path, settings)
 
 
 def start(out: str | Path, force: bool, label: str) -> tuple[Path, Stages]:

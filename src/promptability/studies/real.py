@@ -85,6 +85,8 @@ GPU = StudyScale(
     pretrain_seeds=[0, 1, 2],
 )  # fmt: skip
 SCALES: dict[str, StudyScale] = {"default": StudyScale(), "quick": QUICK, "gpu": GPU}
+# The scale fields only the few-shot stage reads: changing them on a finished folder redoes that stage alone.
+FEWSHOT_KEYS = ("fewshot_templates_per_dataset", "fewshot_epochs", "fewshot_lr", "fewshot_templates_per_step", "seeds")
 
 
 # Continued-pretraining rows: (row, method, prompt kind).
@@ -148,7 +150,7 @@ def run_real_study(
     if sources:  # only when given, so that studies started before sources existed resume
         settings["sources"] = dict(sources)
     out, stages = start(out, force, "study")
-    check_settings(out, settings)
+    check_settings(out, settings, FEWSHOT_KEYS)
     data_dir = out / "data"
     stages.run("data", data_dir / MANIFEST, lambda: build_study_data(
         data, templates, data_dir, eval_instances=scale.eval_instances, pool_holdout=scale.pool_holdout,
