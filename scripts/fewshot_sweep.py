@@ -8,7 +8,7 @@ given (the study's "no continued pretraining" row, which never trained on them).
 shallow prompt per template and few-shot seed, exactly as ``study real`` does (``train.fewshot.fewshot``).
 
     python scripts/fewshot_sweep.py --data runs/study-real/data --out runs/fewshot-sweep \
-        [--model smollm2-135m] [--epochs 6 12] [--lr 1e-3 3e-3 1e-2] [--seeds 0]
+        [--model smollm2-135m] [--epochs 6 12] [--lr 1e-3 3e-3 1e-2] [--seeds 0] [--precision auto]
 
 Writes ``OUT/sweep.md`` and ``OUT/sweep.json``: per grid point the mean accuracy over templates (and per
 template), beside the 0-shot accuracy of the same prompt-less model on the same instances, and the recipe the
@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from promptability.io import write_json_atomic, write_text_atomic
+    from promptability.studies.pipeline import StudySettingsError, check_settings
     from promptability.studies.real import StudyScale
     from promptability.train.config import FewShotConfig
     from promptability.train.distributed import resolve_precision
@@ -103,7 +104,14 @@ def main(argv: list[str] | None = None) -> int:
 
     scale = StudyScale()
     args.precision = resolve_precision(args.precision)
+    # Finished grid points and the 0-shot file are reused by folder, so a folder holds one data split and model.
+    fixed = {"templates": args.templates, "pool": args.pool, "seeds": args.seeds, "precision": args.precision}
+    try:
+        check_settings(args.out, {"model": args.model, "data": str(args.data.resolve()), "scale": fixed})
+    except StudySettingsError as error:
+        raise SystemExit(str(error)) from None
     data = build_data(args.data, args.out, args.templates, args.pool)
+    evaluated = {t: len((data / "validation" / f"{t}.jsonl").read_text().splitlines()) for t in args.templates}
     base = zero_shot(args.model, data, args.templates, args.out, args.precision)
     results: list[dict[str, Any]] = []
     for epochs in args.epochs:
@@ -114,14 +122,15 @@ def main(argv: list[str] | None = None) -> int:
                 eval_batch_size=scale.eval_batch_size, max_source_len=scale.max_source_len,
                 max_target_len=scale.max_target_len,
             )  # fmt: skip
-            summary = fewshot(args.model, data, args.out / f"e{epochs}-lr{lr:g}", config, progress=not args.quiet)
+            fewshot(args.model, data, args.out / f"e{epochs}-lr{lr:g}", config, progress=not args.quiet)
             per_template = _per_template(args.out / f"e{epochs}-lr{lr:g}", args.seeds, args.templates)
             results.append({"epochs": epochs, "lr": lr, "mean": statistics.fmean(per_template.values()),
-                            "per_template": per_template, "summary_mean": summary.get("mean")})  # fmt: skip
+                            "per_template": per_template})  # fmt: skip
             print(f"epochs {epochs} lr {lr:g}: mean accuracy {results[-1]['mean']:.3f}", file=sys.stderr)
     chosen = choose(results)
     write_json_atomic(args.out / "sweep.json", {"zero_shot": base, "grid": results, "templates": args.templates,
-                                                "seeds": args.seeds, "pool": args.pool, "model": args.model,
+                                                "seeds": args.seeds, "pool": args.pool, "evaluated": evaluated,
+                                                "model": args.model,
                                                 "precision": args.precision, "chosen": chosen})  # fmt: skip
     text = render(base, results, args.templates) + f"\nChosen: {chosen['epochs']} epochs at lr {chosen['lr']:g}.\n"
     write_text_atomic(args.out / "sweep.md", text)
@@ -130,16 +139,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def choose(results: list[dict[str, Any]], longer_margin: float = 0.02, tie: float = 0.01) -> dict[str, Any]:
-    """The rule of docs/study-real.md, fixed before the sweep ran: the best mean accuracy, but more epochs than
-    the fewest swept only when that beats the best point at the fewest by ``longer_margin``; among points within
-    ``tie`` of the best, the smallest learning rate."""
+    """The rule of docs/study-real.md, fixed before the sweep ran. Points with more epochs than the fewest swept
+    are eligible only if they beat the best point at the fewest by ``longer_margin``; if none does, the points at
+    the fewest are. Among the eligible points within ``tie`` of the best eligible one: the smallest learning
+    rate (then the fewest epochs)."""
+
+    def at_least(a: float, b: float, margin: float) -> bool:  # a >= b + margin, blind to rounding in the sums
+        return round(a - b - margin, 9) >= 0
+
     fewest = min(r["epochs"] for r in results)
     short = [r for r in results if r["epochs"] == fewest]
     best_short = max(r["mean"] for r in short)
-    longer = [r for r in results if r["epochs"] > fewest and r["mean"] >= best_short + longer_margin]
-    pool = longer or short
-    best = max(r["mean"] for r in pool)
-    return min((r for r in pool if r["mean"] >= best - tie), key=lambda r: (r["lr"], r["epochs"]))
+    longer = [r for r in results if r["epochs"] > fewest and at_least(r["mean"], best_short, longer_margin)]
+    eligible = longer or short
+    best = max(r["mean"] for r in eligible)
+    return min((r for r in eligible if at_least(r["mean"], best, -tie)), key=lambda r: (r["lr"], r["epochs"]))
 
 
 def _per_template(run: Path, seeds: list[int], templates: list[str]) -> dict[str, float]:

@@ -37,6 +37,11 @@ def point(epochs: int, lr: float, mean: float) -> dict[str, float]:
         ([point(6, 1e-2, 0.60), point(12, 1e-3, 0.63), point(12, 1e-2, 0.65)], (12, 1e-2)),
         # within a point of the best, the smaller learning rate
         ([point(6, 1e-3, 0.595), point(6, 3e-3, 0.60), point(6, 1e-2, 0.58)], (6, 1e-3)),
+        # the boundaries count, whatever the floating-point sums give: exactly 2 points more, exactly 1 point less
+        ([point(6, 1e-2, 0.28), point(12, 1e-2, 0.30)], (12, 1e-2)),
+        ([point(6, 3e-3, 0.10), point(6, 1e-3, 0.09)], (6, 1e-3)),
+        # a longer point short of the margin is never chosen, even within a point of an eligible longer one
+        ([point(6, 1e-2, 0.60), point(12, 1e-3, 0.615), point(12, 1e-2, 0.625)], (12, 1e-2)),
     ],
 )
 def test_the_choice_rule(sweep, grid, chosen):
@@ -66,8 +71,14 @@ def test_a_toy_sweep_writes_its_table_and_choice(sweep, tmp_path, capsys):
     # the pools are the first 16 rows, the evaluation rows the other 10
     assert len((out / "data" / "train" / "toy_a.jsonl").read_text().splitlines()) == 16
     assert len((out / "data" / "validation" / "toy_a.jsonl").read_text().splitlines()) == 10
+    assert result["evaluated"] == {"toy_a": 10, "toy_b": 10}
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("e*/seed-*/accuracy.json")}
+    assert len(finished) == 2 and (out / "zero_shot.json").is_file()
     assert sweep.main(argv) == 0  # a rerun reuses the finished grid points
+    assert {p: p.stat().st_mtime_ns for p in out.glob("e*/seed-*/accuracy.json")} == finished
     assert json.loads((out / "sweep.json").read_text())["grid"] == result["grid"]
+    with pytest.raises(SystemExit, match=r"other settings \(pool\)"):  # another split in the same folder
+        sweep.main([*argv[:-4], "8", "--precision", "fp32", "--quiet"])
 
 
 def test_too_few_rows_are_refused(sweep, tmp_path):

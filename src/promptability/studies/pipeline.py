@@ -216,16 +216,18 @@ def check_settings(out: Path, settings: dict[str, Any], fewshot_keys: Collection
     if path.is_file():
         before = json.loads(path.read_text())
         changed = sorted(k for k in settings["scale"] if before["scale"].get(k) != settings["scale"][k])
-        changed += [k for k in ("model", "data") if before.get(k) != settings[k]]
+        changed += [k for k in ("model", "data", "sources") if before.get(k) != settings.get(k)]
         if not changed:
             return
-        if not set(changed) <= set(fewshot_keys):
+        blocking = [k for k in changed if k not in fewshot_keys]
+        if blocking:
             raise StudySettingsError(
-                f"{out} holds a study with other settings ({', '.join(changed)}); use another --out or --force"
+                f"{out} holds a study with other settings ({', '.join(blocking)}); use another --out or --force"
             )
         print(f"[settings] {', '.join(changed)} changed: redoing the few-shot runs and the report", flush=True)
         for stale in (out / "runs" / "16shot", out / "report"):
-            shutil.rmtree(stale, ignore_errors=True)
+            if stale.exists():  # a failed removal stops here, before the new settings would bless what is left
+                shutil.rmtree(stale)
     write_json_atomic(path, settings)
 
 

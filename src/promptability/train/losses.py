@@ -89,11 +89,6 @@ def row_units(target_lengths: torch.Tensor, weighting: str) -> torch.Tensor:
     return lengths if check_weighting(weighting) == "token" else torch.ones_like(lengths)
 
 
-def weighted_nll_sum(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, weighting: str) -> torch.Tensor:
-    """A micro-batch's numerator (fp32): its rows' weighted NLLs summed (divide by the group's ``loss_units``)."""
-    return weigh_rows(token_nll_per_row(logits, labels, mask), mask.sum(1), weighting).sum()
-
-
 def loss_units(target_lengths: Sequence[int] | torch.Tensor, weighting: str) -> int:
     """The denominator of a group of rows with these target lengths: their target tokens (token) or rows (example)."""
     lengths = torch.as_tensor(target_lengths if len(target_lengths) else [], dtype=torch.float64)
