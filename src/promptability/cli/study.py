@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--lr", type=learning_rate, help="continued-pretraining learning rate (default 1e-4; the paper: 1e-3)"
     )
     real.add_argument("--fewshot-epochs", type=positive_int, help="few-shot prompt-tuning epochs (default 6)")
-    real.add_argument("--fewshot-lr", type=learning_rate, help="few-shot prompt-tuning learning rate (default 1e-2)")
+    real.add_argument("--fewshot-lr", type=learning_rate, help="few-shot prompt-tuning learning rate (default 1e-3)")
     real.add_argument("--precision", choices=("auto", "fp32", "bf16"),
                       help="autocast precision (default auto: bf16 where the hardware has native bf16, i.e. an "
                            "Ampere or newer GPU or a CPU with AVX512_BF16 or AMX, else fp32)")  # fmt: skip
