@@ -21,8 +21,12 @@ import argparse
 import json
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from promptability.studies.real import StudyScale
 
 # One template per training dataset with answer choices (2-4 options, sources under ~100 words); chosen by
 # shape before any sweep ran.
@@ -36,11 +40,12 @@ TEMPLATES = [
 ]
 
 
-def build_data(study_data: Path, out: Path, templates: list[str], pool: int) -> Path:
-    """``out/data/{train,validation}/<template>.jsonl``: the first ``pool`` rows, then the rest."""
+def build_data(study_data: Path, out: Path, templates: list[str], pool: int) -> tuple[Path, dict[str, int]]:
+    """``out/data/{train,validation}/<template>.jsonl``: the first ``pool`` rows, then the rest; and each
+    template's number of evaluation rows."""
     from promptability.io import write_jsonl_atomic
 
-    data = out / "data"
+    data, evaluated = out / "data", {}
     for t in templates:
         source = study_data / "train" / f"{t}.jsonl"
         if not source.is_file():
@@ -50,15 +55,16 @@ def build_data(study_data: Path, out: Path, templates: list[str], pool: int) -> 
             raise SystemExit(f"{source}: {len(rows)} rows, too few for a pool of {pool} and an evaluation set")
         write_jsonl_atomic(data / "train" / f"{t}.jsonl", rows[:pool])
         write_jsonl_atomic(data / "validation" / f"{t}.jsonl", rows[pool:])
-    return data
+        evaluated[t] = len(rows) - pool
+    return data, evaluated
 
 
-def zero_shot(model: str, data: Path, templates: list[str], out: Path, precision: str) -> dict[str, float]:
+def zero_shot(model: str, data: Path, templates: list[str], out: Path, scale: StudyScale) -> dict[str, float]:
     """Accuracy per template of the model as given (no prompt), on the sweep's evaluation rows."""
     import torch
 
     from promptability.data.readers import read_split
-    from promptability.eval.rank import evaluate
+    from promptability.eval.rank import accuracies, evaluate
     from promptability.io import write_json_atomic
     from promptability.model import load_model
 
@@ -67,11 +73,10 @@ def zero_shot(model: str, data: Path, templates: list[str], out: Path, precision
         return dict(json.loads(path.read_text()))
     records = read_split(data, "validation", templates)
     lm = load_model(model)
-    autocast = torch.bfloat16 if precision == "bf16" else None
-    rows = evaluate(
-        lm, records, batch_size=16, max_source_len=384, max_target_len=64, autocast=autocast, progress=False
-    )
-    acc = {t: statistics.fmean(int(r["prediction"] == r["label"]) for r in rows if r["task"] == t) for t in templates}
+    autocast = torch.bfloat16 if scale.precision == "bf16" else None
+    rows = evaluate(lm, records, batch_size=scale.eval_batch_size, max_source_len=scale.max_source_len,
+                    max_target_len=scale.max_target_len, autocast=autocast, progress=False)  # fmt: skip
+    acc = accuracies(rows)
     write_json_atomic(path, acc)
     return acc
 
@@ -102,17 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     from promptability.train.distributed import resolve_precision
     from promptability.train.fewshot import fewshot
 
-    scale = StudyScale()
     args.precision = resolve_precision(args.precision)
+    scale = replace(StudyScale(), precision=args.precision)
     # Finished grid points and the 0-shot file are reused by folder, so a folder holds one data split and model.
     fixed = {"templates": args.templates, "pool": args.pool, "seeds": args.seeds, "precision": args.precision}
     try:
         check_settings(args.out, {"model": args.model, "data": str(args.data.resolve()), "scale": fixed})
     except StudySettingsError as error:
         raise SystemExit(str(error)) from None
-    data = build_data(args.data, args.out, args.templates, args.pool)
-    evaluated = {t: len((data / "validation" / f"{t}.jsonl").read_text().splitlines()) for t in args.templates}
-    base = zero_shot(args.model, data, args.templates, args.out, args.precision)
+    data, evaluated = build_data(args.data, args.out, args.templates, args.pool)
+    base = zero_shot(args.model, data, args.templates, args.out, scale)
     results: list[dict[str, Any]] = []
     for epochs in args.epochs:
         for lr in args.lr:
@@ -122,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                 eval_batch_size=scale.eval_batch_size, max_source_len=scale.max_source_len,
                 max_target_len=scale.max_target_len,
             )  # fmt: skip
-            fewshot(args.model, data, args.out / f"e{epochs}-lr{lr:g}", config, progress=not args.quiet)
-            per_template = _per_template(args.out / f"e{epochs}-lr{lr:g}", args.seeds, args.templates)
+            run = args.out / f"e{epochs}-lr{lr:g}"
+            fewshot(args.model, data, run, config, progress=not args.quiet)
+            per_template = _per_template(run, args.seeds, args.templates)
             results.append({"epochs": epochs, "lr": lr, "mean": statistics.fmean(per_template.values()),
                             "per_template": per_template})  # fmt: skip
             print(f"epochs {epochs} lr {lr:g}: mean accuracy {results[-1]['mean']:.3f}", file=sys.stderr)
@@ -159,11 +164,7 @@ def choose(results: list[dict[str, Any]], longer_margin: float = 0.02, tie: floa
 def _per_template(run: Path, seeds: list[int], templates: list[str]) -> dict[str, float]:
     """Mean accuracy over few-shot seeds, per template (from each seed's accuracy.json)."""
     per_seed = [json.loads((run / f"seed-{s}" / "accuracy.json").read_text()) for s in seeds]
-    return {t: statistics.fmean(_accuracy(a, t) for a in per_seed) for t in templates}
-
-
-def _accuracy(acc: dict[str, Any], template: str) -> float:
-    return float(acc[template])
+    return {t: statistics.fmean(float(a[t]) for a in per_seed) for t in templates}
 
 
 def render(base: dict[str, float], results: list[dict[str, Any]], templates: list[str]) -> str:
