@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections import Counter
 
-from promptability.cli.common import add_group, add_no_progress, given
+from promptability.cli.common import add_group, add_no_progress, fail, given
 from promptability.data import registry
 
 _data_subparsers: argparse._SubParsersAction | None = None
@@ -123,8 +123,7 @@ def _heldout(group: str | None) -> list[str] | None:
 def cmd_list(args: argparse.Namespace) -> int:
     split = args.split or ("heldout" if args.group else None)
     if args.group and split != "heldout":
-        print("error: --group applies to the held-out templates only (use --split heldout)", file=sys.stderr)
-        return 2
+        return fail("--group applies to the held-out templates only (use --split heldout)")
     blocks: list[list[str]] = []
     for name in [split] if split else ["train", "heldout", "dev"]:
         if name == "heldout":

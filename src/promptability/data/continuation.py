@@ -59,7 +59,7 @@ def special_prefix(tokenizer: Any) -> list[int]:
     return []
 
 
-def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+def encode_texts(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     if not texts:
         return []
     return tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
@@ -78,12 +78,12 @@ def encode_pairs(
     if len(sources) != len(answers):
         raise ValueError(f"{len(sources)} sources but {len(answers)} answer lists")
     if not joined:
-        source_ids = _encode(tokenizer, sources)
-        flat = _encode(tokenizer, [as_continuation(a) for group in answers for a in group])
+        source_ids = encode_texts(tokenizer, sources)
+        flat = encode_texts(tokenizer, [as_continuation(a) for group in answers for a in group])
     else:
         pairs = [[split_pair(s, a) for a in group] for s, group in zip(sources, answers, strict=True)]
-        source_ids = _encode(tokenizer, [s.rstrip() for s in sources])
-        wholes = _encode(tokenizer, [context + rest for group in pairs for context, rest in group if rest])
+        source_ids = encode_texts(tokenizer, [s.rstrip() for s in sources])
+        wholes = encode_texts(tokenizer, [context + rest for group in pairs for context, rest in group if rest])
         flat, at = [], 0
         for src, group in zip(source_ids, pairs, strict=True):
             for _, rest in group:

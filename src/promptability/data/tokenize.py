@@ -52,7 +52,7 @@ from datasets import Dataset, Features, List, Value, load_from_disk
 from datasets.exceptions import DatasetGenerationError
 from tqdm.auto import tqdm
 
-from promptability.data.continuation import encode_pairs, special_prefix
+from promptability.data.continuation import encode_pairs, encode_texts, special_prefix
 from promptability.data.fingerprint import files_fingerprint, records_fingerprint, sha256_hex, tokenizer_fingerprint
 from promptability.data.schema import DataError, validate_all
 from promptability.io import remove_stale
@@ -130,11 +130,17 @@ def cache_key(
     return sha256_hex(json.dumps(payload, sort_keys=True))[:32]
 
 
-def finish_ids(ids: list[int], max_len: int, eos_id: int) -> tuple[list[int], bool]:
-    """Truncates to ``max_len`` including one final EOS; returns (ids, was_truncated)."""
+def _text_end(ids: list[int], eos_id: int) -> int:
+    """The length of ``ids`` without its trailing EOS ids."""
     end = len(ids)
     while end and ids[end - 1] == eos_id:
         end -= 1
+    return end
+
+
+def finish_ids(ids: list[int], max_len: int, eos_id: int) -> tuple[list[int], bool]:
+    """Truncates to ``max_len`` including one final EOS; returns (ids, was_truncated)."""
+    end = _text_end(ids, eos_id)
     truncated = end > max_len - 1
     end = min(end, max_len - 1)
     while end and ids[end - 1] == eos_id:  # the cut may land just after an EOS inside the text
@@ -144,9 +150,7 @@ def finish_ids(ids: list[int], max_len: int, eos_id: int) -> tuple[list[int], bo
 
 def source_ids_without_eos(ids: list[int], max_len: int, eos_id: int) -> tuple[list[int], bool]:
     """Seq2seq source ids with no final EOS: trailing EOS stripped, the first ``max_len`` ids kept."""
-    end = len(ids)
-    while end and ids[end - 1] == eos_id:
-        end -= 1
+    end = _text_end(ids, eos_id)
     kept = ids[: min(end, max_len)]
     while kept and kept[-1] == eos_id:  # a cut just after an EOS inside the text would end on it
         kept = kept[:-1]
@@ -158,19 +162,11 @@ def continuation_ids(ids: list[int], max_len: int, eos_id: int, keep_end: bool) 
 
     An answer that is all EOS (or empty) stays one EOS, so that every target has a token to score.
     """
-    end = len(ids)
-    while end and ids[end - 1] == eos_id:
-        end -= 1
+    end = _text_end(ids, eos_id)
     if end == 0:
         return [eos_id], False
     kept = ids[max(0, end - max_len) : end] if keep_end else ids[: min(end, max_len)]
     return list(kept), end > max_len
-
-
-def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
-    if not texts:
-        return []
-    return tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
 
 
 def _rows(
@@ -210,9 +206,9 @@ def _rows(
             targets = [a[0] for a in answers]
             choices = [ids for a in answers for ids in a[1:]]
         else:
-            sources = _encode(tokenizer, [r["source"] for r in chunk])
-            targets = _encode(tokenizer, [r["target"] for r in chunk])
-            choices = _encode(tokenizer, [c for r in chunk for c in r["choices"]])
+            sources = encode_texts(tokenizer, [r["source"] for r in chunk])
+            targets = encode_texts(tokenizer, [r["target"] for r in chunk])
+            choices = encode_texts(tokenizer, [c for r in chunk for c in r["choices"]])
         offset = 0
         for record, src, tgt in zip(chunk, sources, targets, strict=True):
             input_ids, cut_src = finish(src, max_source_len, is_source=True)

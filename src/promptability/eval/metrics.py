@@ -177,13 +177,15 @@ class ARGResult:
         return f"partial ARG ({', '.join(bits)})"
 
 
+def is_fraction(value: Any) -> bool:
+    """A real number in [0, 1] (an accuracy), not a bool."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return math.isfinite(value) and 0 <= cast(float, value) <= 1
+
+
 def _check_accuracy(name: str, acc: Any) -> float:
-    if (
-        isinstance(acc, bool)
-        or not isinstance(acc, numbers.Real)
-        or not math.isfinite(acc)
-        or not 0 <= cast(float, acc) <= 1
-    ):
+    if not is_fraction(acc):
         raise MetricsError(f"accuracy of {name!r} must be a fraction in [0, 1], got {acc!r}")
     return float(acc)
 

@@ -249,11 +249,15 @@ def render_markdown(report: Report, scale_note: str | None = None) -> str:
     out.append("| Method | " + " | ".join(c.label for c in report.columns) + " |")
     out.append("|---|" + "---:|" * len(report.columns))
     for method in report.methods:
-        row = [
-            report.cells[(method, c)].text(report.alpha) if (method, c) in report.cells else "–" for c in report.columns
-        ]
-        out.append(f"| {report.labels.get(method, method)} | " + " | ".join(row) + " |")
+        out.append(f"| {report.labels.get(method, method)} | " + " | ".join(_row_texts(report, method, "–")) + " |")
     return "\n".join(out + [""] + [f"- {line}" for line in _legend(report)]) + "\n"
+
+
+def _row_texts(report: Report, method: str, empty: str) -> list[str]:
+    """The texts of ``method``'s cells in column order, ``empty`` where it has none."""
+    return [
+        report.cells[(method, c)].text(report.alpha) if (method, c) in report.cells else empty for c in report.columns
+    ]
 
 
 def _csv(rows: list[list[Any]]) -> str:
@@ -276,11 +280,7 @@ def _cell_record(cell: Cell, report: Report) -> dict[str, Any]:
         "partial": cell.partial,
         "from_prompt_less_run": cell.shared,
         "baseline": report.baseline if comp else None,
-        "difference": comp.difference if comp else None,
-        "ci_low": comp.ci_low if comp else None,
-        "ci_high": comp.ci_high if comp else None,
-        "p_value": comp.p_value if comp else None,
-        "p_worse": comp.p_worse if comp else None,
+        **{k: getattr(comp, k) if comp else None for k in ("difference", "ci_low", "ci_high", "p_value", "p_worse")},
         "mark": cell.mark(report.alpha),
         "text": cell.text(report.alpha),
         "note": cell.note,
@@ -370,13 +370,7 @@ def write_report(
     data = report_json(report, scale_note, partial)
     wide = [["method"] + [c.label for c in report.columns]]
     for method in report.methods:
-        wide.append(
-            [report.labels.get(method, method)]
-            + [
-                report.cells[(method, c)].text(report.alpha) if (method, c) in report.cells else ""
-                for c in report.columns
-            ]
-        )
+        wide.append([report.labels.get(method, method), *_row_texts(report, method, "")])
     keys = [k for k in data["cells"][0] if k not in ("group_accuracy", "arg_by_pretrain_seed")]  # mappings: JSON only
     long = [keys] + [[_csv_value(rec[k]) for k in keys] for rec in data["cells"]]
     return {

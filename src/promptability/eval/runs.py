@@ -10,17 +10,16 @@ another tool's run, read by ``eval.outside``.
 from __future__ import annotations
 
 import json
-import math
 import numbers
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
 from promptability.eval.groups import arg_groups as arg_groups_of
-from promptability.eval.metrics import ARGResult, MetricsError, arg_breakdown, chance_level, resolve_groups
+from promptability.eval.metrics import ARGResult, MetricsError, arg_breakdown, chance_level, is_fraction, resolve_groups
 from promptability.model.prompts import prompt_names
 
 __all__ = [
@@ -179,12 +178,7 @@ def _parse_accuracy(path: Path, data: Any) -> dict[str, float]:
     if not isinstance(data, dict) or not data:
         raise RunError(f"{path}: expected a non-empty object {{task: accuracy}}")
     for task, acc in data.items():
-        if (
-            isinstance(acc, bool)
-            or not isinstance(acc, numbers.Real)
-            or not math.isfinite(acc)
-            or not 0 <= cast(float, acc) <= 1
-        ):
+        if not is_fraction(acc):
             raise RunError(f"{path}: accuracy of {task!r} must be a fraction in [0, 1], got {acc!r}")
     return {str(task): float(acc) for task, acc in data.items()}
 

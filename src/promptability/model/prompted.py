@@ -186,11 +186,9 @@ class PromptedModel(nn.Module):
         return out
 
     def prompt_state(self) -> dict[str, torch.Tensor]:
-        return (
-            {}
-            if self.prompt is None
-            else {k: v.detach().cpu().contiguous() for k, v in self.prompt.state_dict().items()}
-        )
+        if self.prompt is None:
+            return {}
+        return {k: v.detach().cpu().contiguous() for k, v in self.prompt.state_dict().items()}
 
     @property
     def pad_token_id(self) -> int:

@@ -11,7 +11,6 @@ import json
 import os
 import random
 import shutil
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from promptability.cli.common import fail
 from promptability.data.schema import Example, validate
 from promptability.data.suite_layout import FORMAT, META_FILE, read_meta
 from promptability.suite import tasks
@@ -273,8 +273,7 @@ def _run_suite_command(args: argparse.Namespace) -> int:
     try:
         meta = write_suite(args.out, seed=args.seed, size=args.size, overwrite=args.overwrite)
     except (FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)
     totals = meta["totals"]
     print(
         f"{args.out}{' (already there, unchanged)' if kept else ''}: suite seed {meta['seed']}, size {meta['size']}: "

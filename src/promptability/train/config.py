@@ -14,6 +14,7 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,10 @@ class ConfigError(ValueError):
     """A configuration value or combination is invalid; the message names the field."""
 
 
-def _check_deep_init(value: str) -> None:
-    if value not in DEEP_INITS:
-        raise ConfigError(f"deep_init must be one of {', '.join(DEEP_INITS)}, got {value!r}")
+def _one_of(name: str, value: Any, known: Collection[str]) -> None:
+    """Raises ConfigError unless ``value`` is one of ``known``; the message names the field ``name``."""
+    if value not in known:
+        raise ConfigError(f"{name} must be one of {', '.join(known)}, got {value!r}")
 
 
 @dataclass
@@ -116,13 +118,11 @@ class TrainConfig:
     notes: str = ""
 
     def validate(self) -> TrainConfig:
-        if self.method not in METHODS:
-            raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        _one_of("method", self.method, METHODS)
         prompted = METHODS[self.method].prompted
         if self.prompt is None:
             self.prompt = DEFAULT_PROMPT if prompted else NO_PROMPT
-        if self.prompt not in prompt_names():
-            raise ConfigError(f"prompt must be one of {', '.join(prompt_names())}, got {self.prompt!r}")
+        _one_of("prompt", self.prompt, prompt_names())
         if not prompted and self.prompt != NO_PROMPT:
             raise ConfigError(
                 f"method {self.method} trains the transformer without a prompt: use --prompt none (got {self.prompt!r})"
@@ -132,8 +132,7 @@ class TrainConfig:
             raise ConfigError(f"method {self.method} trains a soft prompt: use {kinds}")
         if self.prompt != NO_PROMPT and self.prompt_length < 1:
             raise ConfigError(f"prompt_length must be >= 1, got {self.prompt_length}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        _one_of("precision", self.precision, PRECISIONS)
         for name in ("batch_size", "micro_batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -146,18 +145,11 @@ class TrainConfig:
             raise ConfigError(
                 f"need save_every >= 0 and keep_checkpoints >= 1, got {self.save_every}, {self.keep_checkpoints}"
             )
-        if self.loss_weighting not in LOSS_WEIGHTINGS:
-            raise ConfigError(
-                f"loss_weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {self.loss_weighting!r}"
-            )
-        if self.data.step_composition not in STEP_COMPOSITIONS:
-            raise ConfigError(
-                f"data.step_composition must be one of {', '.join(STEP_COMPOSITIONS)}, got {self.data.step_composition!r}"
-            )
+        _one_of("loss_weighting", self.loss_weighting, LOSS_WEIGHTINGS)
+        _one_of("data.step_composition", self.data.step_composition, STEP_COMPOSITIONS)
         if self.data.cap is not None and self.data.cap < 1:
             raise ConfigError(f"data.cap must be >= 1 or null, got {self.data.cap}")
-        if self.data.cap_per not in CAP_PER:
-            raise ConfigError(f"data.cap_per must be one of {', '.join(CAP_PER)}, got {self.data.cap_per!r}")
+        _one_of("data.cap_per", self.data.cap_per, CAP_PER)
         m = self.meta
         if m.meta_batch_size < 1 or m.inner_steps < 0 or m.task_batch_size < 1 or not m.inner_lr > 0:
             raise ConfigError(
@@ -165,27 +157,20 @@ class TrainConfig:
             )
         if m.task_sampling not in ("proportional", "uniform"):
             raise ConfigError(f"meta.task_sampling must be 'proportional' or 'uniform', got {m.task_sampling!r}")
-        if m.episodes not in EPISODE_ORDERS:
-            raise ConfigError(f"meta.episodes must be one of {', '.join(EPISODE_ORDERS)}, got {m.episodes!r}")
+        _one_of("meta.episodes", m.episodes, EPISODE_ORDERS)
         if m.episodes == "pass" and m.task_sampling != "proportional":
             raise ConfigError(
                 f"meta.task_sampling={m.task_sampling!r} needs meta.episodes='sample' (a pass over the mixture "
                 "draws tasks in proportion to their episodes)"
             )
-        if m.reptile_transformer_step not in TRANSFORMER_STEPS:
-            raise ConfigError(
-                f"meta.reptile_transformer_step must be one of {', '.join(TRANSFORMER_STEPS)}, "
-                f"got {m.reptile_transformer_step!r}"
-            )
-        _check_deep_init(self.deep_init)
+        _one_of("meta.reptile_transformer_step", m.reptile_transformer_step, TRANSFORMER_STEPS)
+        _one_of("deep_init", self.deep_init, DEEP_INITS)
         self._check_distributed()
         return self
 
     def _check_distributed(self) -> None:
-        for name, value, known in (("distributed", self.distributed, DISTRIBUTED_STRATEGIES),
-                                   ("fsdp.wrap", self.fsdp.wrap, FSDP_WRAPS)):  # fmt: skip
-            if value not in known:
-                raise ConfigError(f"{name} must be one of {', '.join(known)}, got {value!r}")
+        _one_of("distributed", self.distributed, DISTRIBUTED_STRATEGIES)
+        _one_of("fsdp.wrap", self.fsdp.wrap, FSDP_WRAPS)
         if self.distributed == "fsdp" and METHODS[self.method].build is build_meta_step:
             raise ConfigError(  # their inner loops clone the prompt per task and all-reduce whole gradients by hand
                 f"distributed=fsdp shards the model for the MTL methods; {self.method} (meta-learning) computes its "
@@ -374,8 +359,7 @@ class FewShotConfig:
             raise ConfigError(
                 f"need shots >= 1, epochs >= 1 and at least one seed; got {self.shots}, {self.epochs}, {self.seeds}"
             )
-        if self.draw not in DRAWS:
-            raise ConfigError(f"draw must be one of {', '.join(DRAWS)}, got {self.draw!r}")
+        _one_of("draw", self.draw, DRAWS)
         if self.draw == "reference" and self.shots != 16:
             raise ConfigError(f"the reference subsample has 16 shots; got shots={self.shots}")
         if self.templates_per_step < 1:
@@ -385,15 +369,11 @@ class FewShotConfig:
         if self.prompt is not None and self.prompt not in PROMPT_KINDS:
             kinds = " or ".join(PROMPT_KINDS)
             raise ConfigError(f"few-shot tuning trains a prompt: --prompt must be {kinds}, got {self.prompt!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.loss_weighting not in LOSS_WEIGHTINGS:
-            raise ConfigError(
-                f"loss_weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {self.loss_weighting!r}"
-            )
+        _one_of("precision", self.precision, PRECISIONS)
+        _one_of("loss_weighting", self.loss_weighting, LOSS_WEIGHTINGS)
         if self.score not in ("mean", "sum"):
             raise ConfigError(f"score must be 'mean' or 'sum', got {self.score!r}")
         if not self.lr > 0 or self.prompt_length < 1:
             raise ConfigError(f"need lr > 0 and prompt_length >= 1, got {self.lr}, {self.prompt_length}")
-        _check_deep_init(self.deep_init)
+        _one_of("deep_init", self.deep_init, DEEP_INITS)
         return self

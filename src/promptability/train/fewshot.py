@@ -118,13 +118,9 @@ def load_for_fewshot(model_dir: str | os.PathLike, config: FewShotConfig) -> tup
     return model, True
 
 
-def _std(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def _spread(values: list[float]) -> dict[str, Any]:
-    return {"mean": statistics.fmean(values), "std": _std(values), "min": min(values), "max": max(values),
-            "per_seed": values}  # fmt: skip
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "min": min(values), "max": max(values), "per_seed": values}
 
 
 def summarize(accuracies: dict[int, dict[str, float]], groups: dict[str, Any] | None) -> dict[str, Any]:
