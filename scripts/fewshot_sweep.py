@@ -102,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from promptability.io import write_json_atomic, write_text_atomic
     from promptability.studies.pipeline import StudySettingsError, check_settings
-    from promptability.studies.real import StudyScale
-    from promptability.train.config import FewShotConfig
+    from promptability.studies.real import StudyScale, _fewshot_config
     from promptability.train.distributed import resolve_precision
     from promptability.train.fewshot import fewshot
 
@@ -120,12 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     for epochs in args.epochs:
         for lr in args.lr:
-            config = FewShotConfig(
-                shots=16, epochs=epochs, lr=lr, seeds=args.seeds, prompt="shallow", draw="random",
-                prompt_length=scale.prompt_length, tasks=args.templates, precision=args.precision,
-                eval_batch_size=scale.eval_batch_size, max_source_len=scale.max_source_len,
-                max_target_len=scale.max_target_len,
-            )  # fmt: skip
+            # The study's own few-shot settings with this grid point's recipe, so the sweep tunes as the study does;
+            # method None records the model's own (as given: "none"), and the shots are a seeded random draw.
+            point = replace(scale, fewshot_epochs=epochs, fewshot_lr=lr, seeds=args.seeds)
+            config = replace(_fewshot_config(point, "shallow", "none", args.templates), method=None, draw="random")
             run = args.out / f"e{epochs}-lr{lr:g}"
             fewshot(args.model, data, run, config, progress=not args.quiet)
             per_template = _per_template(run, args.seeds, args.templates)
