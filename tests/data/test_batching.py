@@ -498,3 +498,29 @@ def test_fewshot_batch_is_fixed(task_data):
     assert B.fewshot_indices(task_data, "small", 4, seed=0) == sorted(B.fewshot_indices(task_data, "small", 4))
     with pytest.raises(ValueError, match="has 20"):
         B.fewshot_batch(task_data, "small", 21, pad_id=PAD)
+
+
+def test_length_groups_fill_a_token_budget_longest_first():
+    # Sorted by length: rows 1, 4 (30), 3 (12), 2 (10), 0 (5), 5 (2); a third 30 would pad to 90 > 64.
+    assert B.length_groups([5, 30, 10, 12, 30, 2], 64) == [[1, 4], [3, 2, 0, 5]]
+    assert B.length_groups([100, 3], 50) == [[0], [1]]  # a row over the budget runs alone
+    assert B.length_groups([], 8) == []
+    with pytest.raises(ValueError, match="max_tokens"):
+        B.length_groups([1], 0)
+
+
+def test_split_batch_keeps_every_row_and_cuts_each_micro_batch_to_its_own_longest():
+    rows = [{"input_ids": list(range(1, 1 + n)), "labels": list(range(1, 1 + t))} for n, t in
+            [(2, 1), (9, 3), (3, 2), (8, 1), (1, 1)]]  # fmt: skip
+    batch = B.collate(rows, pad_id=0)
+    micro = B.split_batch(batch, 24)
+    assert [len(m["input_ids"]) for m in micro] == [2, 3]  # lengths 12 and 9; then 5, 3 and 2 (3 x 5 = 15)
+    seen = []
+    for m in micro:
+        assert m["input_ids"].shape[1] == int(m["attention_mask"].sum(1).max())
+        assert m["labels"].shape[1] == int(m["decoder_attention_mask"].sum(1).max())
+        for ids, mask, labels, lmask in zip(
+            m["input_ids"], m["attention_mask"], m["labels"], m["decoder_attention_mask"]
+        ):
+            seen.append((ids[mask.bool()].tolist(), labels[lmask.bool()].tolist()))
+    assert sorted(seen) == sorted((r["input_ids"], r["labels"]) for r in rows)

@@ -118,3 +118,15 @@ def test_fewshot_tunes_only_the_prompt_of_a_causal_lm(tiny_tokenizer, tmp_path, 
         assert torch.equal(p, tuned_params[name])
     losses = json.loads((tmp_path / "fs" / "seed-0" / "fewshot.json").read_text())
     assert all(v["final_loss"] < v["first_loss"] for v in losses.values())
+
+
+@pytest.mark.parametrize("kind", ["shallow", "deep"])
+def test_fixed_batch_micro_batches_give_the_whole_batchs_gradient_on_a_causal_lm(tiny_tokenizer, accelerator, kind):
+    from test_fewshot import micro_batching_matches_one_batch
+
+    from promptability.data.batching import collate
+    from promptability.data.tokenize import tokenize_records
+
+    data = tokenize_records(records("t", 8), tiny_tokenizer, use_cache=False, progress=False, continuation=True)
+    batch = collate(data.dataset.select_columns(["input_ids", "labels"])[:8], tiny_tokenizer.pad_token_id)
+    micro_batching_matches_one_batch(tiny_llama(tiny_tokenizer, kind).eval(), batch, accelerator, 16, "token")

@@ -70,6 +70,42 @@ def test_fixed_batch_step_is_the_mean_token_loss(make_model, batch, accelerator)
     assert model.prompt.weight.grad is not None and model.transformer.shared.weight.grad is None
 
 
+def micro_batching_matches_one_batch(model, batch, accelerator, max_tokens: int, weighting: str) -> None:
+    """FixedBatchStep with micro-batches: the loss and the prompt's gradient of the batch run whole (float order aside)."""
+    model.freeze("prompt-only")
+    results = []
+    for tokens in (0, max_tokens):
+        model.zero_grad()
+        step = FixedBatchStep(batch, loss_weighting=weighting, micro_batch_tokens=tokens)
+        metrics = step(model, accelerator)
+        grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        results.append((metrics, grads, len(step.micro_batches)))
+    (whole, whole_grads, one), (split, split_grads, parts) = results
+    assert one == 1 and parts > 1
+    assert split["loss"] == pytest.approx(whole["loss"], rel=1e-6)
+    assert (split["tokens"], split["examples"]) == (whole["tokens"], whole["examples"])
+    for a, b in zip(split_grads, whole_grads, strict=True):
+        assert float(b.abs().max()) > 0
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("weighting", ["token", "example"])
+def test_fixed_batch_micro_batches_give_the_whole_batchs_gradient(make_model, tiny_tokenizer, accelerator, weighting):
+    from promptability.data.batching import collate
+    from promptability.data.tokenize import tokenize_records
+
+    from conftest import make_records
+
+    data = tokenize_records(make_records(8), tiny_tokenizer, use_cache=False, progress=False).dataset
+    batch = collate(data.select_columns(["input_ids", "labels"])[:8], tiny_tokenizer.pad_token_id)
+    micro_batching_matches_one_batch(make_model("shallow"), batch, accelerator, 40, weighting)
+
+
+def test_fixed_batch_step_refuses_a_negative_budget(batch):
+    with pytest.raises(ValueError, match="micro_batch_tokens"):
+        FixedBatchStep(batch, micro_batch_tokens=-1)
+
+
 def test_fewshot_tunes_each_template_from_the_models_prompt(suite, saved_model, accelerator, tmp_path):
     model_dir = saved_model("shallow")
     original = load_model(model_dir).prompt.weight.detach().clone()
@@ -139,6 +175,10 @@ def test_templates_and_errors(suite, saved_model, tmp_path):
         heldout_tasks(plain)
     with pytest.raises(ConfigError, match="--prompt must be shallow or deep"):
         FewShotConfig(prompt="none").validate()
+    with pytest.raises(ConfigError, match="micro_batch_tokens must be >= 0"):
+        FewShotConfig(micro_batch_tokens=-1).validate()
+    with pytest.raises(ConfigError, match="use it with templates_per_step 1"):
+        FewShotConfig(micro_batch_tokens=512, templates_per_step=2).validate()
 
 
 def test_a_finished_output_with_other_settings_is_not_reused(suite, saved_model, accelerator, tmp_path):

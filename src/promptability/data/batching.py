@@ -9,7 +9,8 @@ produces (columns ``task``, ``index``, ``input_ids``, ``labels``,
 * ``LengthGroupedBatchSampler`` (``data/sampler.py``, importable from here):
   shuffled global batches, "iid" slices of the mixture sorted by length inside
   the step, or "length_bands"; resumable, and split across ranks in lockstep.
-* ``collate`` / ``collate_eval``: dynamic padding to the longest in the batch.
+* ``collate`` / ``collate_eval``: dynamic padding to the longest in the batch;
+  ``split_batch``: a batch as micro-batches of similar lengths under a token budget.
 * ``fewshot_batch``: fixed few-shot batches (meta-learning's episodes are
   ``promptability.data.episodes``).
 """
@@ -121,6 +122,36 @@ def collate(rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]], pad
         "labels": labels,
         "decoder_attention_mask": decoder_attention_mask,
     }
+
+
+def length_groups(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Row indices in micro-batches of at most ``max_tokens`` padded tokens (rows x the longest row), longest first.
+
+    Greedy over the rows sorted by length (stable): a group takes the next row while it stays within the budget; a
+    row longer than the budget is a group of its own. Every row is in exactly one group.
+    """
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    groups: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if groups and (len(groups[-1]) + 1) * lengths[groups[-1][0]] <= max_tokens:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def split_batch(batch: Mapping[str, torch.Tensor], max_tokens: int) -> list[dict[str, torch.Tensor]]:
+    """A ``collate`` batch as ``length_groups`` micro-batches (source + target tokens per row), each cut to its own
+    longest source and target: the same rows, less padding."""
+    source, target = batch["attention_mask"].sum(1), batch["decoder_attention_mask"].sum(1)
+    out = []
+    for rows in length_groups((source + target).tolist(), max_tokens):
+        at = torch.tensor(rows)
+        width = {"input_ids": int(source[at].max()), "labels": int(target[at].max())}
+        width["attention_mask"], width["decoder_attention_mask"] = width["input_ids"], width["labels"]
+        out.append({k: v[at, : width[k]] for k, v in batch.items()})
+    return out
 
 
 def collate_eval(rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]], pad_id: int) -> dict[str, Any]:

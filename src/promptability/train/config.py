@@ -341,6 +341,9 @@ class FewShotConfig:
     tasks: list[str] | None = None  # default: every held-out template in the data
     method: str | None = None  # method recorded in run.json (default: the model's train.json, else "none")
     templates_per_step: int = 1  # >1: tune that many templates' prompts together in one batch (same result)
+    # 0: a template's k shots run as one batch; N > 0: as micro-batches of at most N padded tokens, similar lengths
+    # together (the same gradient, float order aside: train/steps/fixed_batch.py); faster on a CPU, not on a GPU.
+    micro_batch_tokens: int = 0
     draw: str = "auto"  # which k shots (DRAWS): reference subsample on P3 held-out templates, else seeded random
     source_eos: bool = True  # EOS after the source, as the paper; False: as official T0 checkpoints were trained
     lr: float = 1e-3
@@ -364,6 +367,10 @@ class FewShotConfig:
             raise ConfigError(f"the reference subsample has 16 shots; got shots={self.shots}")
         if self.templates_per_step < 1:
             raise ConfigError(f"templates_per_step must be >= 1, got {self.templates_per_step}")
+        if self.micro_batch_tokens < 0:
+            raise ConfigError(f"micro_batch_tokens must be >= 0 (0: one batch), got {self.micro_batch_tokens}")
+        if self.micro_batch_tokens and self.templates_per_step > 1:
+            raise ConfigError("micro_batch_tokens splits one template's batch: use it with templates_per_step 1")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds must be distinct, got {self.seeds}")
         if self.prompt is not None and self.prompt not in PROMPT_KINDS:

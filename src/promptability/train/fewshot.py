@@ -195,6 +195,8 @@ def _settings(
                 "precision": config.precision, "source_eos": config.source_eos and not model.is_causal}  # fmt: skip
     if fresh and model.prompt_kind == "deep":
         settings["deep_init"] = model.deep_init
+    if config.micro_batch_tokens:  # only when set, so that runs from before the option resume
+        settings["micro_batch_tokens"] = config.micro_batch_tokens
     if groups is not None:
         settings["groups"] = groups
     return settings
@@ -242,7 +244,7 @@ def _tune(run: _Run, group: list[str], rows_of: dict[str, Any], view: Any, seed:
     model, config = run.model, run.config
     if len(group) == 1:  # the shared loop, one template
         batch = collate(view[rows_of[group[0]].tolist()], model.pad_token_id)
-        step = FixedBatchStep(batch, loss_weighting=config.loss_weighting)
+        step = FixedBatchStep(batch, loss_weighting=config.loss_weighting, micro_batch_tokens=config.micro_batch_tokens)
         result = train(model, step, run.accelerator, max_steps=config.epochs, lr=config.lr,
                        clip_norm=config.clip_norm, seed=seed, progress=False)  # fmt: skip
         return {group[0]: {"state": None, "first_loss": step.first_loss, "final_loss": result.last.get("loss"),
