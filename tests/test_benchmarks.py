@@ -429,5 +429,5 @@ def test_study_steps_times_whole_and_split_steps_that_agree(tiny_tokenizer):
     steps = [MTLStep(data, pad_id=tiny_tokenizer.pad_token_id, batch_size=8, micro_batch_size=m) for m in (8, 2)]
     mtl = side_by_side(model, [tuple(steps)] * 3, accelerator, 2)
     for r in (few, mtl):
-        assert r["whole"] > 0 and r["split"] > 0 and r["speedup"] == r["whole"] / r["split"]
+        assert r["whole"] > 0 and r["split"] > 0
         assert r["loss_diff"] < 1e-6 and r["grad_diff"] < 1e-5

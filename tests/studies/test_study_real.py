@@ -117,6 +117,29 @@ def test_a_few_shot_recipe_change_redoes_only_the_few_shot_stage(tmp_path, capsy
     assert capsys.readouterr().out == ""
 
 
+def test_a_folder_from_before_the_micro_batch_fields_reads_them_as_batches_run_whole(tmp_path, capsys):
+    from promptability.studies.real import ABSENT, FEWSHOT_KEYS, GPU, StudyScale, _fewshot_config, _train_config
+
+    def folder(scale: dict) -> Path:
+        old = {k: v for k, v in scale.items() if k not in ABSENT}  # settings.json written before the fields
+        (tmp_path / "settings.json").write_text(json.dumps({"model": "m", "data": "d", "scale": old}))
+        return tmp_path
+
+    gpu = {"model": "m", "data": "d", "scale": asdict(GPU)}  # its micro-batch was its batch, its shots one batch
+    check_settings(folder(gpu["scale"]), gpu, FEWSHOT_KEYS, ABSENT)
+    assert capsys.readouterr().out == ""
+    default = {"model": "m", "data": "d", "scale": asdict(StudyScale())}  # 8 examples, now as 2 x 4: other models
+    with pytest.raises(StudySettingsError, match=r"other settings \(micro_batch_size\)"):
+        check_settings(folder(default["scale"]), default, FEWSHOT_KEYS, ABSENT)
+    quick = {"model": "m", "data": "d", "scale": asdict(QUICK)}  # 4 examples as 1 x 4: the same models
+    check_settings(folder(quick["scale"]), quick, FEWSHOT_KEYS, ABSENT)
+    assert "[settings] fewshot_micro_batch_tokens changed" in capsys.readouterr().out
+    # The fields reach the steps: the MTL step's micro-batch and the few-shot step's token budget.
+    scale = replace(QUICK, micro_batch_size=2, fewshot_micro_batch_tokens=300)
+    assert _train_config(scale, "mtl-t", "none", "m", tmp_path, ["t"]).micro_batch_size == 2
+    assert _fewshot_config(scale, "shallow", "none", ["t"]).micro_batch_tokens == 300
+
+
 def manifest_model(out: Path) -> str:
     return json.loads((out / "runs" / "0shot" / "base" / "run.json").read_text())["model"]
 

@@ -161,7 +161,8 @@ def _register_fewshot(subparsers: argparse._SubParsersAction) -> None:
               "fuller steps")  # fmt: skip
     flag("--micro-batch-tokens", key="micro_batch_tokens", type=non_negative_int,
          help="run each template's shots as micro-batches of at most this many padded tokens, similar lengths "
-              "together: the same gradient, less padding (faster on a CPU); 0, the default: one batch")  # fmt: skip
+              "together: the same gradient up to float order (and dropout), less padding, faster on a CPU; 0, the default: "
+              "one batch")  # fmt: skip
     flag("--score", key="score", choices=("mean", "sum"), help="choice score: mean or sum of token log-probs")
     flag("--precision", key="precision", choices=("fp32", "bf16"), help="bf16 autocast on GPUs")
     f.set_defaults(func=run_fewshot)

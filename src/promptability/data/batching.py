@@ -142,13 +142,20 @@ def length_groups(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
 
 
 def split_batch(batch: Mapping[str, torch.Tensor], max_tokens: int) -> list[dict[str, torch.Tensor]]:
-    """A ``collate`` batch as ``length_groups`` micro-batches (source + target tokens per row), each cut to its own
-    longest source and target: the same rows, less padding."""
-    source, target = batch["attention_mask"].sum(1), batch["decoder_attention_mask"].sum(1)
+    """A right-padded ``collate`` batch as ``length_groups`` micro-batches, each cut to its own longest source and
+    target: the same rows, less padding. A row's length is its source plus its target tokens: what a decoder-only
+    model runs (``model.causal.pack_rows``); for an encoder-decoder, a proxy of its cost."""
+    masks = {"input_ids": batch["attention_mask"], "labels": batch["decoder_attention_mask"]}
+    for name, mask in masks.items():
+        lengths = mask.sum(1, keepdim=True)
+        if not torch.equal(mask.bool(), torch.arange(mask.shape[1], device=mask.device)[None, :] < lengths):
+            raise ValueError(f"split_batch needs right-padded rows; {name}' mask has padding before real tokens")
+    source, target = masks["input_ids"].sum(1), masks["labels"].sum(1)
     out = []
     for rows in length_groups((source + target).tolist(), max_tokens):
-        at = torch.tensor(rows)
-        width = {"input_ids": int(source[at].max()), "labels": int(target[at].max())}
+        at = torch.tensor(rows, device=source.device)
+        # At least one column, as in the whole batch, so that an all-empty side still has a shape to pad.
+        width = {"input_ids": max(int(source[at].max()), 1), "labels": max(int(target[at].max()), 1)}
         width["attention_mask"], width["decoder_attention_mask"] = width["input_ids"], width["labels"]
         out.append({k: v[at, : width[k]] for k, v in batch.items()})
     return out

@@ -130,8 +130,9 @@ def _cross_attention_cache(decoder: Any, hidden: torch.Tensor, source_of: torch.
     return DynamicCache(layers)
 
 
-# no_grad, not inference_mode: under inference_mode autocast casts every weight again on every call (its cast cache
-# skips tensors there), about a twentieth of a bf16 evaluation of SmolLM2-135M; the casts are the same either way.
+# no_grad, not inference_mode: under inference_mode autocast's cast cache is off, so every weight that requires grad
+# (a 0-shot model's) was cast again on every call, about a twentieth of a bf16 evaluation of SmolLM2-135M; the cache
+# keeps one low-precision copy of those weights for the evaluation. Frozen weights are cast per call either way.
 @torch.no_grad()
 def evaluate(
     model: Any,

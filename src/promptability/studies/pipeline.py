@@ -24,7 +24,7 @@ import multiprocessing
 import os
 import shutil
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -205,17 +205,23 @@ class StudySettingsError(ValueError):
     """An output folder that holds a study run with other settings."""
 
 
-def check_settings(out: Path, settings: dict[str, Any], fewshot_keys: Collection[str] = ()) -> None:
+def check_settings(out: Path, settings: dict[str, Any], fewshot_keys: Collection[str] = (),
+                   absent: Mapping[str, Callable[[dict[str, Any]], Any]] | None = None) -> None:  # fmt: skip
     """Finished stages are reused by marker, so they must come from the same settings.
 
     ``settings``: ``model``, ``data`` and ``scale`` (a dict); the first call writes them to ``out/settings.json``.
     A change confined to ``fewshot_keys`` (scale fields only the few-shot stage reads) is allowed: the few-shot
-    runs and the report are removed and redone, while the models and 0-shot runs are kept.
+    runs and the report are removed and redone, while the models and 0-shot runs are kept. ``absent``: for a scale
+    field newer than a folder's settings, the value its runs had, from their scale (e.g. a batch run whole).
     """
     path = out / "settings.json"
     if path.is_file():
         before = json.loads(path.read_text())
-        changed = sorted(k for k in settings["scale"] if before["scale"].get(k) != settings["scale"][k])
+        old = dict(before["scale"])
+        for key, value_of in (absent or {}).items():
+            if key not in old:
+                old[key] = value_of(old)
+        changed = sorted(k for k in settings["scale"] if old.get(k) != settings["scale"][k])
         changed += [k for k in ("model", "data", "sources") if before.get(k) != settings.get(k)]
         if not changed:
             return

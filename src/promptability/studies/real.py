@@ -37,8 +37,8 @@ class StudyScale:
     max_source_words: int = 200  # longer training sources are dropped (QuAIL's passages all are)
     mtl_steps: int = 40
     batch_size: int = 8
-    # Each step's 8 examples (sorted by length) run as 2 micro-batches of 4: 37% of the collated positions padding
-    # instead of 58%, the same gradient up to float order; about a tenth off a step on 2 CPU cores.
+    # Each step's 8 examples (sorted by length) run as 2 micro-batches of 4: less padding, the same gradient up to
+    # float order (SmolLM2 has no dropout); about a tenth off a step on 2 CPU cores (benchmarks/study_steps.py).
     micro_batch_size: int = 4
     lr: float = 1e-4  # the paper's 1e-3 is for T5 with Adafactor from 250k steps; a 135M instruct LM drifts at it
     fewshot_templates_per_dataset: int = 1
@@ -50,7 +50,7 @@ class StudyScale:
     # (HellaSwag's), about twice the tokens.
     fewshot_templates_per_step: int = 1
     # A template's 16 shots as micro-batches of at most 1,024 padded tokens, similar lengths together: the same
-    # gradient up to float order, about a sixth off the tuning on 2 CPU cores (0: one batch, as on a GPU).
+    # gradient up to float order, about a sixth off the tuning steps on 2 CPU cores (0: one batch, as on a GPU).
     fewshot_micro_batch_tokens: int = 1024
     seeds: list[int] = field(default_factory=lambda: [0])
     prompt_length: int = 20
@@ -100,6 +100,8 @@ FEWSHOT_KEYS = (
     "fewshot_micro_batch_tokens",
     "seeds",
 )
+# Scale fields newer than an output folder, and the values its runs had: each step's batch run whole.
+ABSENT = {"micro_batch_size": lambda scale: scale["batch_size"], "fewshot_micro_batch_tokens": lambda scale: 0}
 
 
 # Continued-pretraining rows: (row, method, prompt kind).
@@ -163,7 +165,7 @@ def run_real_study(
     if sources:  # only when given, so that studies started before sources existed resume
         settings["sources"] = dict(sources)
     out, stages = start(out, force, "study")
-    check_settings(out, settings, FEWSHOT_KEYS)
+    check_settings(out, settings, FEWSHOT_KEYS, ABSENT)
     data_dir = out / "data"
     stages.run("data", data_dir / MANIFEST, lambda: build_study_data(
         data, templates, data_dir, eval_instances=scale.eval_instances, pool_holdout=scale.pool_holdout,

@@ -342,7 +342,8 @@ class FewShotConfig:
     method: str | None = None  # method recorded in run.json (default: the model's train.json, else "none")
     templates_per_step: int = 1  # >1: tune that many templates' prompts together in one batch (same result)
     # 0: a template's k shots run as one batch; N > 0: as micro-batches of at most N padded tokens, similar lengths
-    # together (the same gradient, float order aside: train/steps/fixed_batch.py); faster on a CPU, not on a GPU.
+    # together (the same gradient up to float order and dropout masks: train/steps/fixed_batch.py); faster on a
+    # CPU, not on a GPU.
     micro_batch_tokens: int = 0
     draw: str = "auto"  # which k shots (DRAWS): reference subsample on P3 held-out templates, else seeded random
     source_eos: bool = True  # EOS after the source, as the paper; False: as official T0 checkpoints were trained

@@ -2,8 +2,9 @@
 
 With ``micro_batch_tokens`` the batch runs as micro-batches of similar lengths (``data.batching.split_batch``)
 whose gradients add up to the whole batch's: the loss's denominator is the whole batch's, so only the order of
-float additions differs. On 2 CPU cores this takes about a sixth off the real study's tuning (less padding, and
-smaller activations that stay in cache); on a GPU one batch of 16 is faster.
+float additions differs (and, in a model with dropout, the masks drawn). On 2 CPU cores this takes about a
+sixth off the real study's tuning steps (less padding, and smaller activations that stay in cache:
+``benchmarks/study_steps.py``); on a GPU one batch of 16 is faster.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class FixedBatchStep:
     ``loss_weighting``: "token" (the mean over the batch's target tokens, as the
     reference's few-shot tuning did with its one batch of 16) or "example" (the
     mean over examples of each one's mean token NLL). ``micro_batch_tokens``: 0 runs the batch whole; N > 0 in
-    micro-batches of at most N padded source + target tokens (the same gradient, see the module docstring).
+    micro-batches of at most N padded source + target tokens (the same gradient up to float order and dropout).
     """
 
     def __init__(
@@ -40,16 +41,16 @@ class FixedBatchStep:
 
     def __call__(self, model: nn.Module, accelerator: Any) -> dict[str, float]:
         units = loss_units(self.batch["decoder_attention_mask"].sum(1), self.loss_weighting)  # of the whole batch
-        nll_total = 0.0
+        nll_total = torch.zeros((), dtype=torch.float64, device=accelerator.device)  # summed on the device: no sync
         for micro in self.micro_batches:
             batch = {k: v.to(accelerator.device) for k, v in micro.items()}
             with accelerator.autocast():
                 nll = weigh_rows(row_nll(model, batch), batch["decoder_attention_mask"].sum(1), self.loss_weighting)
                 nll = nll.sum()
             accelerator.backward(nll / units)
-            nll_total += float(nll.detach())
+            nll_total += nll.detach().double()
         self.calls += 1
-        loss = nll_total / units
+        loss = float(nll_total) / units
         if self.first_loss is None:
             self.first_loss = loss
         tokens = int(self.batch["decoder_attention_mask"].sum()) + int(self.batch["attention_mask"].sum())
