@@ -524,3 +524,5 @@ def test_split_batch_keeps_every_row_and_cuts_each_micro_batch_to_its_own_longes
         ):
             seen.append((ids[mask.bool()].tolist(), labels[lmask.bool()].tolist()))
     assert sorted(seen) == sorted((r["input_ids"], r["labels"]) for r in rows)
+    with pytest.raises(ValueError, match="right-padded"):  # left padding would lose real tokens to the cut
+        B.split_batch({**batch, "attention_mask": batch["attention_mask"].flip(1)}, 24)
