@@ -97,6 +97,7 @@ def mtl_steps(model: Any, config: Any, accelerator: Any, steps: int, micro: int)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from promptability.cli.common import positive_int
     from promptability.model import load_model
     from promptability.studies.real import StudyScale, _train_config, fewshot_templates
     from promptability.train.distributed import make_accelerator, resolve_precision
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     parser.add_argument(
         "--rounds",
-        type=_positive,
+        type=positive_int,
         default=3,
         help="rounds of every step on both sides; the first warms up (odd: the order balances)",
     )
@@ -139,12 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     agree = all(r["loss_diff"] <= tolerance and r["grad_diff"] <= tolerance for r in (few, mtl))
     print(f"agreement within {tolerance:g} (relative loss, gradient norm): {'yes' if agree else 'NO'}")
     return 0 if agree else 1
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return int(text)
 
 
 def _print(what: str, r: dict[str, Any]) -> None:

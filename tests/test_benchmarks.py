@@ -385,41 +385,17 @@ def test_study_steps_times_whole_and_split_steps_that_agree(tiny_tokenizer):
     """benchmarks.study_steps on a tiny Llama: the few-shot and MTL steps run whole and in micro-batches give the
     same loss and gradients (so the comparison is of the same work), and both sides are timed."""
     from benchmarks.study_steps import side_by_side
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.train.test_causal_methods import records, tiny_llama
 
     from promptability.data.batching import TRAIN_COLUMNS, collate
     from promptability.data.tokenize import tokenize_records
-    from promptability.model.causal import PromptedCausalLM
     from promptability.train.distributed import make_accelerator
     from promptability.train.steps.fixed_batch import FixedBatchStep
     from promptability.train.steps.mtl import MTLStep
 
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=tiny_tokenizer.pad_token_id)  # fmt: skip
-    model = PromptedCausalLM(LlamaForCausalLM(config), tiny_tokenizer, "shallow", 4, base_model="tiny-llama").eval()
-    words = [
-        "the",
-        "cat",
-        "sat",
-        "on",
-        "the",
-        "mat",
-        "and",
-        "a",
-        "dog",
-        "ran",
-        "in",
-        "the",
-        "park",
-        "with",
-        "a",
-        "red",
-        "ball",
-    ]
-    records = [{"task": "t", "source": " ".join(words[: 2 + (i * 5) % 14]), "target": words[i % 5], "choices": [],
-                "label": -1} for i in range(16)]  # fmt: skip
-    data = tokenize_records(records, tiny_tokenizer, use_cache=False, progress=False, continuation=True).dataset
+    model = tiny_llama(tiny_tokenizer, "shallow").eval()  # the causal tests' tiny Llama (GQA) and training rows
+    data = tokenize_records(records("t", 16), tiny_tokenizer, use_cache=False, progress=False, continuation=True)
+    data = data.dataset
     accelerator = make_accelerator("fp32", cpu=True)
 
     model.freeze("prompt-only")
