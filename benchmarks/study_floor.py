@@ -80,19 +80,23 @@ def token_counts(
     return {"train_mean": statistics.fmean(train), "heldout": heldout}
 
 
+def evaluation_flops(config: Any, template: dict[str, float]) -> float:
+    """Weight-matmul FLOPs of rank-classifying one held-out template (``token_counts``'s entry for it): each source
+    once, each choice's tokens once, the LM head on choice tokens only."""
+    body, head = 2 * layer_weights(config), 2 * config.hidden_size * config.vocab_size
+    return template["instances"] * ((template["source"] + template["choices"]) * body + template["choices"] * head)
+
+
 def floor(scale: Any, config: Any, counts: dict[str, Any], tuned: list[str], rows: int) -> dict[str, float]:
     """Matmul FLOPs per stage of the whole study (``rows`` continued-pretraining rows, each once per pretraining
     seed, +1 base model; few-shot once per few-shot seed)."""
-    body, head = 2 * layer_weights(config), 2 * config.hidden_size * config.vocab_size
+    body = 2 * layer_weights(config)
     held = counts["heldout"]
     models = rows * len(getattr(scale, "pretrain_seeds", [0])) + 1
     pretrain = (models - 1) * scale.mtl_steps * scale.batch_size * counts["train_mean"] * 3 * body
-
-    def evaluation(h: dict[str, float]) -> float:
-        return h["instances"] * ((h["source"] + h["choices"]) * body + h["choices"] * head)
-
-    per_model = sum(evaluation(h) for h in held.values())
-    tune = sum(scale.fewshot_epochs * 16 * held[t]["shot_tokens"] * 2 * body + evaluation(held[t]) for t in tuned)
+    per_model = sum(evaluation_flops(config, h) for h in held.values())
+    tune = sum(scale.fewshot_epochs * 16 * held[t]["shot_tokens"] * 2 * body + evaluation_flops(config, held[t])
+               for t in tuned)  # fmt: skip
     fewshot_seeds = len(getattr(scale, "seeds", [0]))
     return {"pretrain": pretrain, "0-shot": models * per_model, "16-shot": models * fewshot_seeds * tune}
 
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = json.loads((args.data / "study.json").read_text())
     flops = floor(scale, config, counts, fewshot_templates(manifest, scale.fewshot_templates_per_dataset), len(ROWS))
     rate = matmul_rate(torch.bfloat16 if precision == "bf16" else torch.float32)
-    measured = _measured(args.timings)
+    measured = stage_seconds(args.timings)
     print(f"matmul rate ({precision}, {torch.get_num_threads()} threads, best of 5): {rate / 1e9:.1f} GFLOP/s")
     print("| stage | matmul TFLOP | floor (min) | measured (min) |\n|---|---:|---:|---:|")
     for stage, value in flops.items():
@@ -134,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _measured(path: Path | None) -> dict[str, float]:
+def stage_seconds(path: Path | None) -> dict[str, float]:
+    """Seconds per stage kind (pretrain, 0-shot, 16-shot) of a run's timings.json, summed over its rows."""
     if path is None:
         return {}
     out: dict[str, float] = {}
