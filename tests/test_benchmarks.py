@@ -407,3 +407,36 @@ def test_study_steps_times_whole_and_split_steps_that_agree(tiny_tokenizer):
     for r in (few, mtl):
         assert r["whole"] > 0 and r["split"] > 0
         assert r["loss_diff"] < 1e-6 and r["grad_diff"] < 1e-5
+
+
+def test_study_profile_counts_matmul_flops_and_splits_self_time_by_kind():
+    """benchmarks.study_profile: a linear layer's forward and backward are 3 matmuls of 2*m*k*n FLOPs, timed as
+    matmuls; the fused attention kernel is attention; the rest is everything else."""
+    from benchmarks.study_profile import category, profile
+
+    assert [category(op) for op in ("aten::mm", "aten::addmm", "aten::bmm")] == ["matmul"] * 3
+    assert category("aten::_scaled_dot_product_flash_attention_for_cpu_backward") == "attention"
+    assert category("aten::mul") == category("aten::copy_") == "other"
+    x = torch.randn(32, 64, requires_grad=True)
+    layer = torch.nn.Linear(64, 48)
+
+    def work() -> None:
+        q = layer(x).view(1, 4, 8, 48)
+        torch.nn.functional.scaled_dot_product_attention(q, q, q).square().sum().backward()
+
+    got = profile(work, work)
+    assert got["flops"] == 3 * 2 * 32 * 64 * 48
+    assert got["matmul"] > 0 and got["attention"] > 0 and got["other"] > 0
+
+
+def test_study_profile_projects_matmuls_at_the_best_rate_and_the_speedup_the_rest_needs():
+    from benchmarks.study_profile import project
+
+    stages = {"a": {"matmul": 600.0, "attention": 120.0, "other": 480.0, "flops": 6e13},
+              "b": {"matmul": 100.0, "attention": 0.0, "other": 300.0, "flops": 3e13}}  # fmt: skip
+    got = project(stages, best_rate=2e11, budget_min=15)
+    assert got["matmul_best"] == {"a": 300.0, "b": 150.0}
+    assert got["rest"] == 900.0 and got["at_best_rate"] == 1350.0
+    assert got["needed"] == pytest.approx(900 / (900 - 450))  # 2x: 15 minutes minus 7.5 of matmuls
+    assert project(stages, best_rate=2e11, budget_min=30)["needed"] < 1  # faster matmuls alone would do
+    assert project(stages, best_rate=2e11, budget_min=7)["needed"] == float("inf")  # the matmuls alone exceed it
