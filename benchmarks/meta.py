@@ -50,29 +50,29 @@ class CachedEpisodes:
         self.episodes = episodes
 
     def episode(self, i: int) -> Any:
-        return self.episodes[i % len(self.episodes)]
+        from promptability.data.episodes import Episode
+
+        return Episode("bench", *self.episodes[i % len(self.episodes)])
 
 
 def _nll_over_count(model, batch: dict[str, torch.Tensor], settings: Settings) -> torch.Tensor:
-    from promptability.train.losses import token_nll_sum
+    from promptability.train.losses import token_nll_per_row
 
     with settings.autocast():
         logits = model(**batch).logits
-        nll = token_nll_sum(logits, batch["labels"], batch["decoder_attention_mask"])
+        nll = token_nll_per_row(logits, batch["labels"], batch["decoder_attention_mask"]).sum()
     return nll / max(int(batch["decoder_attention_mask"].sum()), 1)
 
 
 def naive_meta_step(model, episodes: list[Any], method: str, inner_steps: int, settings: Settings) -> None:
     """Meta-gradients into ``model``'s ``.grad``, deep-copying the whole model for every task."""
     from promptability.train.loop import build_optimizer
-    from promptability.train.steps.meta import split_episode
 
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     prompt_names = [n for n in trainable if n.startswith("prompt.")]
     for p in trainable.values():
         p.grad = None
-    for episode in episodes:
-        support, query = split_episode(episode)
+    for support, query in episodes:
         learner = copy.deepcopy(model)
         learned = dict(learner.named_parameters())
         for name, p in learned.items():

@@ -101,11 +101,6 @@ def test_fixed_batch_micro_batches_give_the_whole_batchs_gradient(make_model, ti
     micro_batching_matches_one_batch(make_model("shallow"), batch, accelerator, 40, weighting)
 
 
-def test_fixed_batch_step_refuses_a_negative_budget(batch):
-    with pytest.raises(ValueError, match="micro_batch_tokens"):
-        FixedBatchStep(batch, micro_batch_tokens=-1)
-
-
 def test_fewshot_tunes_each_template_from_the_models_prompt(suite, saved_model, accelerator, tmp_path):
     model_dir = saved_model("shallow")
     original = load_model(model_dir).prompt.weight.detach().clone()

@@ -12,7 +12,7 @@ from datasets import Dataset
 from promptability import load_model
 from promptability.train.config import ConfigError, FewShotConfig, MetaConfig, TrainConfig, apply_overrides
 from promptability.train.fewshot import _settings, load_for_fewshot
-from promptability.train.steps.meta import MetaStep, build_meta_step
+from promptability.train.steps.meta import build_meta_step
 
 
 def test_defaults_are_the_reference_and_bad_values_name_the_field():
@@ -31,8 +31,6 @@ def test_defaults_are_the_reference_and_bad_values_name_the_field():
     apply_overrides(TrainConfig(method="reptile"), {"meta.task_sampling": "uniform", "meta.episodes": "sample"})
     with pytest.raises(ConfigError, match="deep_init must be one of"):
         FewShotConfig(deep_init="zeros").validate()
-    with pytest.raises(ValueError, match="transformer_step must be one of"):
-        MetaStep("reptile", [], transformer_step="adam")
 
 
 def test_build_meta_step_passes_the_options_and_counts_a_pass(make_model):

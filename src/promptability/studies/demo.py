@@ -232,7 +232,7 @@ def _plan(out: Path, scale: Scale, meta: dict[str, Any]) -> Plan:
     heldout = [t for t, info in meta["templates"].items() if info["role"] == "heldout"]
     pretrain = []
     for row, method, prompt in ROWS:
-        steps = scale.meta_steps if method in ("fomaml", "reptile") else scale.mtl_steps
+        steps = scale.meta_steps if METHODS[method].meta else scale.mtl_steps
         pretrain.append((row, _train_config(scale, method, prompt, suite_dir, steps, base)))
     pretrain.append(oracle_row(_train_config(scale, "mtl-t", "none", suite_dir, scale.mtl_steps, base), meta))
     zero_shot = [(BASE, "none")] + [(row, method) for row, method, _ in ROWS]

@@ -11,6 +11,7 @@ sections key by key; bases may have bases. Command-line flags override the file.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import types
 import typing
@@ -30,7 +31,7 @@ from promptability.model.prompts.deep import DEEP_INITS, DEFAULT_DEEP_INIT
 from promptability.train.distributed import DISTRIBUTED_STRATEGIES, FSDP_WRAPS, FSDPConfig
 from promptability.train.losses import LOSS_WEIGHTINGS
 from promptability.train.methods import METHODS
-from promptability.train.steps.meta import DEFAULT_TRANSFORMER_STEP, TRANSFORMER_STEPS, build_meta_step
+from promptability.train.steps.meta import DEFAULT_TRANSFORMER_STEP, TRANSFORMER_STEPS
 
 PRECISIONS = ("fp32", "bf16")
 # Few-shot draws. "auto": the paper's reference 16-shot subsample where the data is P3 and every template
@@ -155,8 +156,7 @@ class TrainConfig:
             raise ConfigError(
                 f"meta: need meta_batch_size >= 1, inner_steps >= 0, task_batch_size >= 1, inner_lr > 0; got {m}"
             )
-        if m.task_sampling not in ("proportional", "uniform"):
-            raise ConfigError(f"meta.task_sampling must be 'proportional' or 'uniform', got {m.task_sampling!r}")
+        _one_of("meta.task_sampling", m.task_sampling, ("proportional", "uniform"))
         _one_of("meta.episodes", m.episodes, EPISODE_ORDERS)
         if m.episodes == "pass" and m.task_sampling != "proportional":
             raise ConfigError(
@@ -171,7 +171,7 @@ class TrainConfig:
     def _check_distributed(self) -> None:
         _one_of("distributed", self.distributed, DISTRIBUTED_STRATEGIES)
         _one_of("fsdp.wrap", self.fsdp.wrap, FSDP_WRAPS)
-        if self.distributed == "fsdp" and METHODS[self.method].build is build_meta_step:
+        if self.distributed == "fsdp" and METHODS[self.method].meta:
             raise ConfigError(  # their inner loops clone the prompt per task and all-reduce whole gradients by hand
                 f"distributed=fsdp shards the model for the MTL methods; {self.method} (meta-learning) computes its "
                 "gradients outside the model's backward: use distributed=ddp"
@@ -309,23 +309,17 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
 
     Keys are dotted field names (``setting_names``); an unknown one raises ConfigError listing the valid ones.
     """
+    names = setting_names(type(config))
     for key, value in overrides.items():
+        if key not in names:
+            inside = [n for n in names if n.startswith(key + ".")]
+            if inside:
+                raise ConfigError(f"{key!r} is a section: set its fields, e.g. {inside[0]}")
+            raise ConfigError(f"unknown setting {key!r}; the settings are: {', '.join(names)}")
         *sections, name = key.split(".")
-        target = config
-        for section in sections:
-            target = getattr(target, section, None) if section in _field_names(target) else None
-        if target is None or not dataclasses.is_dataclass(target) or name not in _field_names(target):
-            valid = ", ".join(setting_names(type(config)))
-            raise ConfigError(f"unknown setting {key!r}; the settings are: {valid}")
-        hint = typing.get_type_hints(type(target))[name]
-        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            raise ConfigError(f"{key!r} is a section: set its fields, e.g. {setting_names(hint, key + '.')[0]}")
-        setattr(target, name, _coerce(value, hint, key))
+        target = functools.reduce(getattr, sections, config)
+        setattr(target, name, _coerce(value, typing.get_type_hints(type(target))[name], key))
     return config
-
-
-def _field_names(obj: Any) -> list[str]:
-    return [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
 
 
 @dataclass
@@ -379,8 +373,7 @@ class FewShotConfig:
             raise ConfigError(f"few-shot tuning trains a prompt: --prompt must be {kinds}, got {self.prompt!r}")
         _one_of("precision", self.precision, PRECISIONS)
         _one_of("loss_weighting", self.loss_weighting, LOSS_WEIGHTINGS)
-        if self.score not in ("mean", "sum"):
-            raise ConfigError(f"score must be 'mean' or 'sum', got {self.score!r}")
+        _one_of("score", self.score, ("mean", "sum"))
         if not self.lr > 0 or self.prompt_length < 1:
             raise ConfigError(f"need lr > 0 and prompt_length >= 1, got {self.lr}, {self.prompt_length}")
         _one_of("deep_init", self.deep_init, DEEP_INITS)

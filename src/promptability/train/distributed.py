@@ -30,11 +30,7 @@ def average_gradients(params: Iterable[nn.Parameter], accelerator: Any = None, b
 
     For steps that compute gradients by hand (meta-learning) instead of through DDP.
     """
-    world = (
-        accelerator.num_processes
-        if accelerator is not None
-        else (torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1)
-    )
+    world, _ = world_of(accelerator)
     if world == 1:
         return
     from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
@@ -176,8 +172,7 @@ def prepare_model(step: Any, model: nn.Module, accelerator: Any, fsdp: FSDPConfi
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    if fsdp.wrap not in FSDP_WRAPS:
-        raise ValueError(f"fsdp.wrap must be one of {', '.join(FSDP_WRAPS)}, got {fsdp.wrap!r}")
+    # fsdp.wrap is one of FSDP_WRAPS: TrainConfig.validate checked it
     sharded = copy.deepcopy(model).to(accelerator.device)
     mesh = init_device_mesh(accelerator.device.type, (world_of(accelerator)[0],))
     if fsdp.wrap == "block":

@@ -104,21 +104,12 @@ def build_optimizer(params: Iterable[torch.Tensor], lr: float = 1e-3) -> FusedAd
     params = list(params)
     if not params:
         raise ValueError("no trainable parameters: freeze the model with a preset that trains something")
-    if lr <= 0:
-        raise ValueError(f"lr must be positive, got {lr}")
     return FusedAdafactor(params, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
 
 
 def autocast(accelerator: Any) -> contextlib.AbstractContextManager:
     """The accelerator's autocast context (bf16 when asked for), or none for a stand-in without one."""
     return accelerator.autocast() if hasattr(accelerator, "autocast") else contextlib.nullcontext()
-
-
-def no_sync(accelerator: Any, model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
-    """Skips DDP's gradient all-reduce unless ``sync`` (the last micro-batch of a step)."""
-    if sync or not hasattr(accelerator, "no_sync"):
-        return contextlib.nullcontext()
-    return accelerator.no_sync(model)
 
 
 # ----- checkpoints --------------------------------------------------------------------------------
@@ -255,17 +246,13 @@ class MetricsLog:
 
 
 # ----- the loop -----------------------------------------------------------------------------------
-def _finite(x: float) -> bool:
-    return math.isfinite(x)
-
-
 def _norm(params: list[torch.Tensor]) -> float:
     return float(torch.nn.utils.get_total_norm([p.detach() for p in params])) if params else 0.0
 
 
 def _check_divergence(params: list[torch.Tensor], start_norm: float, step: int, last_good: Path | None) -> None:
     norm, limit = _norm(params), DIVERGENCE_FACTOR * max(start_norm, 1.0)
-    if not (_finite(norm) and norm <= limit):
+    if not (math.isfinite(norm) and norm <= limit):
         where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
         raise DivergenceError(
             f"step {step}: the trained parameters' norm went from {start_norm:.4g} to {norm:.4g} (limit {limit:.4g}): "
@@ -301,8 +288,6 @@ def train(
     gradients and optimizer state over the processes (``distributed.FSDPConfig``) instead of DDP's replicas.
     """
     accelerator = accelerator if accelerator is not None else make_accelerator()
-    if max_steps < 0:
-        raise ValueError(f"max_steps must be >= 0, got {max_steps}")
     whole = accelerator.unwrap_model(model)
     out = Path(out_dir) if out_dir is not None else None
     seed_everything(seed + accelerator.process_index)
@@ -342,7 +327,7 @@ def train(
                 loss = float(accelerator.reduce(shared, "mean"))
                 metrics["loss"] = loss
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip_norm if clip_norm > 0 else float("inf")))
-            if not (_finite(loss) and _finite(grad_norm)):
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 optimizer.zero_grad(set_to_none=True)
                 where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
                 raise NonFiniteLossError(

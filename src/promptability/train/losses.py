@@ -40,12 +40,6 @@ def check_weighting(weighting: str, where: str = "loss_weighting") -> str:
     return weighting
 
 
-def token_nll_sum(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum of the target tokens' negative log-likelihoods (fp32), padding excluded."""
-    labels = labels.masked_fill(mask == 0, -100)
-    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
-
-
 def token_nll_per_row(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Each example's summed target-token NLL (fp32), padding excluded: shape (batch,)."""
     targets = labels.masked_fill(mask == 0, -100)

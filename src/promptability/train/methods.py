@@ -39,6 +39,11 @@ class Method:
     prompted: bool  # trains a soft prompt (so needs one)
     build: StepBuilder
 
+    @property
+    def meta(self) -> bool:
+        """A meta-learning method (FOMAML, Reptile): its step draws episodes, not batches."""
+        return self.build is build_meta_step
+
 
 METHODS: dict[str, Method] = {
     m.name: m

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
@@ -30,7 +31,6 @@ from promptability.train.config import ConfigError, FewShotConfig, TrainConfig
 from promptability.train.memory import activation_bytes, memory_per_gpu
 from promptability.train.methods import METHODS, build_step
 from promptability.train.pretrain import check_data
-from promptability.train.steps.meta import build_meta_step
 
 # The paper's two base models, so that planning them needs neither the Hub nor their 3-11 GB of weights:
 # T5 v1.1 LM-adapted shapes (the `config.json` of google/t5-{large,xl}-lm-adapt).
@@ -54,16 +54,7 @@ def _transformer_config(name: str) -> Any:
 
     if name in KNOWN_ARCHITECTURES:
         return T5Config(**_T5_V1_1, **KNOWN_ARCHITECTURES[name], num_decoder_layers=None)
-    from promptability.model.loading import load_model
-
-    if name == "tiny":
-        return _tiny().transformer.config
-    _reachable(name)
-    try:
-        return AutoConfig.from_pretrained(name)
-    except OSError:
-        # a prompt-only save names its base model: plan that
-        return load_model(name).transformer.config
+    return _model_part(name, AutoConfig, lambda model: model.transformer.config)
 
 
 def shape_model(config: TrainConfig, layers: int | None = None) -> nn.Module:
@@ -117,7 +108,7 @@ def parameter_counts(model: nn.Module, method: str) -> dict[str, int]:
 
 def _settings(config: TrainConfig) -> dict[str, Any]:
     data = config.data
-    meta = _is_meta(config)
+    meta = METHODS[config.method].meta
     fewshot = FewShotConfig()
     return {
         "model": config.model, "method": config.method, "prompt": config.prompt,
@@ -137,12 +128,8 @@ def _settings(config: TrainConfig) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _is_meta(config: TrainConfig) -> bool:
-    return METHODS[config.method].build is build_meta_step
-
-
 def _examples_per_step(config: TrainConfig) -> int:
-    if _is_meta(config):
+    if METHODS[config.method].meta:
         m = config.meta
         return m.meta_batch_size * (m.inner_steps + 1) * m.task_batch_size
     return config.batch_size
@@ -151,7 +138,7 @@ def _examples_per_step(config: TrainConfig) -> int:
 def _flop_factor(config: TrainConfig) -> float:
     """FLOPs per matmul weight and position, averaged over the examples of a step (see the module docstring)."""
     trains_transformer = METHODS[config.method].freeze != "mtl-p"
-    if not _is_meta(config):
+    if not METHODS[config.method].meta:
         return 6.0 if trains_transformer else 4.0
     # Support batches train only the prompt (Reptile's full-model step uses the query pass's gradients).
     inner = config.meta.inner_steps
@@ -210,7 +197,9 @@ def _memory(config: TrainConfig, model: nn.Module, gpus: int) -> dict[str, Any]:
         activations = one + (depth - 1) * (two - one)
     else:
         activations = measured(None)
-    memory = memory_per_gpu(model, gpus=gpus, activations=activations, fsdp=config.fsdp, meta=_is_meta(config))
+    memory = memory_per_gpu(
+        model, gpus=gpus, activations=activations, fsdp=config.fsdp, meta=METHODS[config.method].meta
+    )
     return {"micro_batch": config.micro_batch_size, "source_len": config.data.max_source_len,
             "target_len": config.data.max_target_len, **memory}  # fmt: skip
 
@@ -221,15 +210,14 @@ def make_plan(
     *,
     peak_tflops: float | None = None,
     mfu: float = DEFAULT_MFU,
-    tokenizer: Any = None,
     gpus: int = DEFAULT_GPUS,
     memory: bool = True,
 ) -> dict[str, Any]:
     """What ``pretrain(config)`` will do; with ``data`` (or ``config.data.path``) also what it will read and cost.
 
-    ``tokenizer``: the one to count tokens with (default: the model's, loaded without its weights where
-    Transformers can). ``gpus``: for the memory per GPU of each strategy (``memory=False``: not measured). The keys of the result are documented
-    in the README (``promptability plan``).
+    Tokens are counted with the model's tokenizer, loaded without its weights where Transformers can. ``gpus``:
+    for the memory per GPU of each strategy (``memory=False``: not measured). The keys of the result are
+    documented in the README (``promptability plan``).
     """
     config.validate()
     if data is not None:
@@ -243,7 +231,7 @@ def make_plan(
     if config.data.path is None:
         return plan
     check_data(config.data)  # before a tokenizer is fetched
-    plan["data"] = _data_plan(config, model, tokenizer if tokenizer is not None else _tokenizer(config.model))
+    plan["data"] = _data_plan(config, model, _tokenizer(config.model))
     peak = peak_tflops if peak_tflops is not None else DEFAULT_PEAK_TFLOPS[config.precision]
     plan["compute"] = _compute(config, plan["parameters"], plan["data"], peak, mfu)
     return plan
@@ -258,26 +246,28 @@ def _tiny() -> Any:
     return load_model("tiny")
 
 
-def _reachable(name: str) -> None:
-    """A Hub id that is not cached, with no network, fails at once (``HubUnreachableError``), not after retries."""
-    from promptability.model.loading import fail_fast_offline
+def _model_part(name: str, auto: Any, part: Callable[[Any], Any]) -> Any:
+    """``auto.from_pretrained(name)`` (a Transformers Auto class), without the weights where it can.
 
+    The tiny model gives its own ``part``; a prompt-only save names its base model: ``part`` of the loaded model.
+    A Hub id that is not cached, with no network, fails at once (``HubUnreachableError``), not after retries.
+    """
+    from promptability.model.loading import fail_fast_offline, load_model
+
+    if name == "tiny":
+        return part(_tiny())
     if not Path(name).exists():
         fail_fast_offline(name)
+    try:
+        return auto.from_pretrained(name)
+    except OSError:
+        return part(load_model(name))
 
 
 def _tokenizer(name: str) -> Any:
     from transformers import AutoTokenizer
 
-    from promptability.model.loading import load_model
-
-    if name == "tiny":
-        return _tiny().tokenizer
-    _reachable(name)
-    try:
-        return AutoTokenizer.from_pretrained(name)
-    except OSError:
-        return load_model(name).tokenizer  # a prompt-only save: its base model's tokenizer
+    return _model_part(name, AutoTokenizer, lambda model: model.tokenizer)
 
 
 def format_plan(plan: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from promptability.data.batching import split_batch
-from promptability.train.losses import check_weighting, loss_units, row_nll, weigh_rows
+from promptability.train.losses import loss_units, row_nll, weigh_rows
 
 
 class FixedBatchStep:
@@ -31,11 +31,9 @@ class FixedBatchStep:
     def __init__(
         self, batch: Mapping[str, torch.Tensor], loss_weighting: str = "token", micro_batch_tokens: int = 0
     ) -> None:
-        if micro_batch_tokens < 0:
-            raise ValueError(f"micro_batch_tokens must be >= 0, got {micro_batch_tokens}")
         self.batch = dict(batch)
         self.micro_batches = [self.batch] if micro_batch_tokens == 0 else split_batch(batch, micro_batch_tokens)
-        self.loss_weighting = check_weighting(loss_weighting)
+        self.loss_weighting = loss_weighting
         self.calls = 0
         self.first_loss: float | None = None  # the loss before any update
 

@@ -30,7 +30,7 @@ From that single backward pass:
   ``inner_lr * g_T`` that needs no extra buffer.
 
 A batch's loss is weighted as ``loss_weighting`` says (``train.losses``: each example's mean token NLL averaged
-over the batch, or the mean over its target tokens), so ``micro_batch_size`` splits change nothing.
+over the batch, or the mean over its target tokens).
 Meta-gradients are averaged over the meta-batch and across processes and left in ``.grad`` of every trainable
 parameter (any ``.grad`` there before the call is discarded). The meta-batch is split across processes: rank r
 handles the r-th contiguous share of each step's episodes, each rank carrying its own inner-optimizer state (so
@@ -49,9 +49,9 @@ running sum of the updates, allocated once; with Adafactor's factored state
 (a row and a column vector per matrix) that is the whole cost. The reference
 clones the whole model, with its gradients, for every task.
 
-Episodes come from a ``TaskBatcher`` (its ``episode(i)`` gives random access, so each rank reads only its share)
-or any re-iterable of episodes, each an object with ``support``/``query`` or a pair ``(support_batches,
-query_batch)``; a batch is the model's forward kwargs (input_ids, attention_mask, labels, decoder_attention_mask).
+Episodes come from a ``TaskBatcher``, or anything else whose ``episode(i)`` gives episode ``i`` (random access,
+so each rank reads only its share) as an object with ``support`` batches and a ``query`` batch; a batch is the
+model's forward kwargs (input_ids, attention_mask, labels, decoder_attention_mask).
 """
 
 from __future__ import annotations
@@ -66,38 +66,30 @@ from transformers.optimization import Adafactor
 from promptability.data.episodes import TaskBatcher
 from promptability.train.distributed import average_gradients, dist_world, gather_ranks, world_of
 from promptability.train.loop import autocast, build_optimizer
-from promptability.train.losses import check_weighting, loss_units, row_nll, weigh_rows
+from promptability.train.losses import loss_units, row_nll, weigh_rows
 from promptability.train.steps.inner import TRANSFORMER_STATE, TransformerStep, export_state, import_state
 
 if TYPE_CHECKING:
     from promptability.model.prompted import PromptedModel
     from promptability.train.config import TrainConfig
 
-ALGORITHMS = ("fomaml", "reptile")  # the registry's methods built by build_meta_step
 TRANSFORMER_STEPS = ("adafactor", "sgd")  # Reptile's full-model step on the transformer
 DEFAULT_TRANSFORMER_STEP = "adafactor"  # Algorithm 2 and the reference
 Batch = dict[str, torch.Tensor]
 
 
-def split_episode(episode: Any) -> tuple[list[Batch], Batch]:
-    if hasattr(episode, "support") and hasattr(episode, "query"):
-        return list(episode.support), episode.query
-    support, query = episode
-    return list(support), query
-
-
 class MetaStep:
     """A train step (``promptability.train.loop.TrainStep``) doing FOMAML or Reptile over the model's prompt.
 
-    ``task_batcher`` yields episodes with at least ``inner_steps`` support
-    batches (the first ``inner_steps`` are used, one per inner step).
+    ``task_batcher.episode(i)`` gives episodes of ``inner_steps`` support
+    batches, one per inner step (``build_meta_step`` builds it so).
     ``carry_inner_state``: the inner Adafactor's state is carried from task to
     task (and across outer steps), as in the paper; off, every task starts with
-    a fresh inner optimizer. ``micro_batch_size``: examples per forward pass
-    (None: a whole support/query batch at once). ``loss_weighting``: "token"
+    a fresh inner optimizer. ``loss_weighting``: "token"
     (the default, this step's original loss) or "example"; training runs take
     it from the config (``build_meta_step``). ``transformer_step``: Reptile's
     full-model step on the transformer, "adafactor" (Algorithm 2) or "sgd".
+    The numbers are checked where they enter, in ``TrainConfig.validate``.
     """
 
     steps_per_epoch: int  # set by build_meta_step
@@ -110,33 +102,18 @@ class MetaStep:
         inner_steps: int = 7,
         inner_lr: float = 1e-3,
         carry_inner_state: bool = True,
-        micro_batch_size: int | None = None,
         loss_weighting: str = "token",
         transformer_step: str = DEFAULT_TRANSFORMER_STEP,
     ) -> None:
-        if method not in ALGORITHMS:
-            raise ValueError(f"method must be one of {ALGORITHMS}, got {method!r}")
-        if transformer_step not in TRANSFORMER_STEPS:
-            raise ValueError(f"transformer_step must be one of {TRANSFORMER_STEPS}, got {transformer_step!r}")
-        if meta_batch_size < 1:
-            raise ValueError(f"meta_batch_size must be at least 1, got {meta_batch_size}")
-        if inner_steps < 0:
-            raise ValueError(f"inner_steps must be >= 0, got {inner_steps}")
-        if not inner_lr > 0:
-            raise ValueError(f"inner_lr must be positive, got {inner_lr}")
-        if micro_batch_size is not None and micro_batch_size < 1:
-            raise ValueError(f"micro_batch_size must be >= 1 or None, got {micro_batch_size}")
         self.method = method
         self.task_batcher = task_batcher
         self.meta_batch_size = meta_batch_size
         self.inner_steps = inner_steps
         self.inner_lr = inner_lr
         self.carry_inner_state = carry_inner_state
-        self.micro_batch_size = micro_batch_size
-        self.loss_weighting = check_weighting(loss_weighting)
+        self.loss_weighting = loss_weighting
         self.transformer_step = transformer_step
         self.episodes_done = 0  # global episode position (all ranks together)
-        self._iterator: Iterator | None = None
         self._names: list[str] | None = None
         self._learner: list[torch.Tensor] | None = None
         self._optimizer: Adafactor | None = None
@@ -145,37 +122,15 @@ class MetaStep:
         self._pending_transformer_state: dict[str, Any] = {}
 
     # ----- data ---------------------------------------------------------------------------------
-    def _random_access(self) -> bool:
-        return callable(getattr(self.task_batcher, "episode", None))
-
     def _local_episodes(self, world: int, rank: int) -> Iterator[Any]:
         """This rank's share of the next meta-batch, one episode at a time (none is held for later)."""
         per = self.meta_batch_size // world
         start = self.episodes_done
         self.episodes_done += self.meta_batch_size
-        if self._random_access():
-            if hasattr(self.task_batcher, "episode_index"):
-                self.task_batcher.episode_index = self.episodes_done  # keep its own state_dict truthful
-            for i in range(start + rank * per, start + (rank + 1) * per):
-                yield self.task_batcher.episode(i)
-            return
-        if self._iterator is None:
-            self._iterator = iter(self.task_batcher)
-        for j in range(self.meta_batch_size):
-            try:
-                episode = next(self._iterator)
-            except StopIteration:
-                raise RuntimeError(
-                    f"task_batcher ran out of episodes after {start + j} (meta_batch_size={self.meta_batch_size})"
-                ) from None
-            if rank * per <= j < (rank + 1) * per:
-                yield episode
-
-    def _micro(self, batch: Batch, device: torch.device) -> Iterator[Batch]:
-        n = batch["input_ids"].shape[0]
-        size = self.micro_batch_size or n
-        for start in range(0, n, size):
-            yield {k: v[start : start + size].to(device) for k, v in batch.items()}
+        if hasattr(self.task_batcher, "episode_index"):
+            self.task_batcher.episode_index = self.episodes_done  # keep its own state_dict truthful
+        for i in range(start + rank * per, start + (rank + 1) * per):
+            yield self.task_batcher.episode(i)
 
     # ----- learner ------------------------------------------------------------------------------
     def _setup(self, model: nn.Module) -> None:
@@ -193,7 +148,7 @@ class MetaStep:
         self._learner = [p.detach().clone().requires_grad_(True) for _, p in named]
         self._optimizer = build_optimizer(self._learner, self.inner_lr)  # the inner loop's, fixed lr
         if self._pending_inner_state is not None:
-            self._load_inner_state(self._pending_inner_state)
+            import_state(self._optimizer, self._learner_by_index(), self._pending_inner_state, "prompt tensor")
             self._pending_inner_state = None
 
     def _nll(self, model: nn.Module, batch: Batch, accelerator: Any) -> torch.Tensor:
@@ -241,9 +196,6 @@ class MetaStep:
         # query NLL/token summed over tasks, first and last support loss, tokens, target tokens, examples, tasks
         totals = torch.zeros(7, dtype=torch.float64, device=device)
         for episode in self._local_episodes(world, rank):
-            support, query = split_episode(episode)
-            if len(support) < self.inner_steps:
-                raise ValueError(f"episode has {len(support)} support batches but inner_steps={self.inner_steps}")
             with torch.no_grad():
                 for t, p in zip(self._learner, prompt, strict=True):
                     t.copy_(p)
@@ -251,31 +203,26 @@ class MetaStep:
                 self._optimizer.state.clear()
                 if full is not None:
                     full.optimizer.state.clear()
-            for i, batch in enumerate(support[: self.inner_steps]):
+            for i, batch in enumerate(episode.support[: self.inner_steps]):
                 count = _count(batch, totals, self.loss_weighting)
-                grads = [torch.zeros_like(t) for t in self._learner]
-                for micro in self._micro(batch, device):
-                    nll = self._nll(model, micro, accelerator)
-                    for acc, g in zip(grads, torch.autograd.grad(nll / count, self._learner), strict=True):
-                        acc.add_(g)
-                    if i == 0:
-                        totals[1] += (nll.detach() / count).double()
-                    if i == self.inner_steps - 1:
-                        totals[2] += (nll.detach() / count).double()
-                    del nll
-                for t, g in zip(self._learner, grads, strict=True):
+                nll = self._nll(model, _to(batch, device), accelerator)
+                for t, g in zip(self._learner, torch.autograd.grad(nll / count, self._learner), strict=True):
                     t.grad = g
+                if i == 0:
+                    totals[1] += (nll.detach() / count).double()
+                if i == self.inner_steps - 1:
+                    totals[2] += (nll.detach() / count).double()
+                del nll
                 self._optimizer.step()
                 for t in self._learner:
                     t.grad = None
-            count = _count(query, totals, self.loss_weighting)
-            for micro in self._micro(query, device):
-                nll = self._nll(model, micro, accelerator)
-                # g_T accumulates unscaled in .grad (scaled once after the meta-batch, or consumed task by task by
-                # Reptile's Adafactor step); g_P lands in learner.grad.
-                (nll / count).backward()
-                totals[0] += (nll.detach() / count).double()
-                del nll
+            count = _count(episode.query, totals, self.loss_weighting)
+            nll = self._nll(model, _to(episode.query, device), accelerator)
+            # g_T accumulates unscaled in .grad (scaled once after the meta-batch, or consumed task by task by
+            # Reptile's Adafactor step); g_P lands in learner.grad.
+            (nll / count).backward()
+            totals[0] += (nll.detach() / count).double()
+            del nll
             totals[6] += 1
             if self.method == "reptile":
                 self._optimizer.step()  # the prompt's part of the full-model step
@@ -329,7 +276,7 @@ class MetaStep:
             state["task_batcher"] = self.task_batcher.state_dict()
         if self.carry_inner_state:
             if self._optimizer is not None:
-                local = self._inner_state()
+                local = export_state(self._optimizer, self._learner_by_index())
             else:
                 local = dict(self._pending_inner_state or {})
             transformer = self._full.state() if self._full is not None else self._pending_transformer_state
@@ -344,32 +291,21 @@ class MetaStep:
         self.episodes_done = int(state["episodes_done"])
         if "task_batcher" in state and hasattr(self.task_batcher, "load_state_dict"):
             self.task_batcher.load_state_dict(state["task_batcher"])
-        self._iterator = None
-        if not self._random_access() and "task_batcher" not in state:
-            # A plain re-iterable without a state of its own: start it again and skip what was consumed.
-            self._iterator = iter(self.task_batcher)
-            for _ in range(self.episodes_done):
-                next(self._iterator)
         per_rank = state.get("inner_optimizer") or []
         rank = dist_world()[1]
         inner = dict(per_rank[rank]) if self.carry_inner_state and rank < len(per_rank) else {}
-        transformer = inner.pop(TRANSFORMER_STATE, {})
-        if self._full is None:
-            self._pending_transformer_state = dict(transformer)
-        else:
-            self._full.load(transformer)
-        if self._optimizer is None:
-            self._pending_inner_state = dict(inner)
-        else:
-            self._load_inner_state(inner)
+        self._pending_transformer_state = dict(inner.pop(TRANSFORMER_STATE, {}))
+        self._pending_inner_state = inner
+        # The next call builds the learner and the inner optimizers afresh, and loads this state into them.
+        self._names = self._learner = self._optimizer = self._full = None
 
-    def _inner_state(self) -> dict[str, Any]:
-        assert self._learner is not None and self._optimizer is not None  # called once _setup built them
-        return export_state(self._optimizer, {str(i): t for i, t in enumerate(self._learner)})
+    def _learner_by_index(self) -> dict[str, torch.Tensor]:
+        assert self._learner is not None  # called once _setup built it
+        return {str(i): t for i, t in enumerate(self._learner)}
 
-    def _load_inner_state(self, inner: Mapping[str, Any]) -> None:
-        assert self._learner is not None and self._optimizer is not None  # called once _setup built them
-        import_state(self._optimizer, {str(i): t for i, t in enumerate(self._learner)}, inner, "prompt tensor")
+
+def _to(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def _count(batch: Batch, totals: torch.Tensor, weighting: str) -> int:

@@ -18,6 +18,7 @@ batch give the gradients of 1 process x the whole batch.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +26,7 @@ import torch
 from torch import nn
 
 from promptability.data.batching import TRAIN_COLUMNS, LengthGroupedBatchSampler, collate, lengths_of
-from promptability.train.loop import autocast, no_sync
-from promptability.train.losses import check_weighting, loss_units, row_nll, token_nll_per_row, weigh_rows
+from promptability.train.losses import loss_units, row_nll, token_nll_per_row, weigh_rows
 
 if TYPE_CHECKING:
     from promptability.model.prompted import PromptedModel
@@ -58,11 +58,10 @@ class MTLStep:
         loss_weighting: str = "token",
         composition: str = "length_bands",
     ) -> None:
-        if micro_batch_size < 1:
-            raise ValueError(f"micro_batch_size must be >= 1, got {micro_batch_size}")
         if len(dataset) == 0:
             raise ValueError("the training mixture is empty")
-        self.loss_weighting = check_weighting(loss_weighting)
+        self.loss_weighting = loss_weighting
+        # The sampler checks the sizes: all >= 1, batch_size divisible by num_replicas.
         self.sampler = LengthGroupedBatchSampler(
             lengths_of(dataset), batch_size, seed=seed, megabatch_mult=megabatch_mult,
             num_replicas=num_replicas, rank=rank, composition=composition, micro_batch_size=micro_batch_size,
@@ -103,7 +102,9 @@ class MTLStep:
         for j, start in enumerate(starts):
             micro = {k: v[start : start + self.micro_batch_size] for k, v in rows.items()}
             batch = {k: v.to(device) for k, v in collate(micro, self.pad_id).items()}
-            with no_sync(accelerator, model, sync=j == len(starts) - 1), autocast(accelerator):
+            # DDP all-reduces the gradients once a step: in the last micro-batch's backward.
+            sync = contextlib.nullcontext() if j == len(starts) - 1 else accelerator.no_sync(model)
+            with sync, accelerator.autocast():
                 mask = batch["decoder_attention_mask"]
                 per_row = self._row_losses(model, batch)  # reduced over the global batch below
                 nll = weigh_rows(per_row, mask.sum(1), self.loss_weighting).sum()
@@ -139,8 +140,6 @@ class MTLStep:
 def mtl_step_options(model: PromptedModel, config: TrainConfig, accelerator: Any) -> dict[str, Any]:
     """``MTLStep``'s keyword arguments for ``config`` on this process (for steps built on MTLStep)."""
     world, rank = (1, 0) if accelerator is None else (accelerator.num_processes, accelerator.process_index)
-    if config.batch_size % world:
-        raise ValueError(f"batch_size={config.batch_size} must be divisible by the {world} processes")
     return dict(
         pad_id=model.pad_token_id, batch_size=config.batch_size, micro_batch_size=config.micro_batch_size,
         seed=config.seed, num_replicas=world, rank=rank, megabatch_mult=config.data.megabatch_mult,

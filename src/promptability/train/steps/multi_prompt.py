@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from promptability.data.batching import collate
 from promptability.train.loop import build_optimizer
-from promptability.train.losses import check_weighting, row_nll, row_units, weigh_rows
+from promptability.train.losses import row_nll, row_units, weigh_rows
 
 
 def tune_prompts_together(
@@ -45,7 +45,6 @@ def tune_prompts_together(
     ``autocast``: the forward pass's dtype (e.g. torch.bfloat16); prompts and optimizer state stay fp32.
     ``loss_weighting``: as ``FixedBatchStep``'s, per template.
     """
-    check_weighting(loss_weighting)
     templates = list(rows)
     device = next(model.parameters()).device
     params = {t: {n: nn.Parameter(v.detach().clone().to(device)) for n, v in start.items()} for t in templates}
