@@ -72,7 +72,6 @@ class FusedAdafactor(Adafactor):
                 state["exp_avg_sq_col"] = grad.new_zeros(grad.shape[:-2] + grad.shape[-1:])
             else:
                 state["exp_avg_sq"] = torch.zeros_like(grad)
-            state["RMS"] = 0
         state["step"] += 1
         state["RMS"] = self._rms(p)  # unused without scale_parameter; kept so the state is transformers' exactly
         beta2t = 1.0 - math.pow(state["step"], group["decay_rate"])

@@ -182,6 +182,9 @@ class TrainConfig:
 
 
 # ----- dict / YAML -> dataclass -------------------------------------------------------------------
+_EXPECTED = {bool: "true or false", str: "a string"}
+
+
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
@@ -202,10 +205,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-    if hint is bool:
-        if isinstance(value, bool):
+    if hint in _EXPECTED:  # bool, str: taken as they are, never converted
+        if isinstance(value, hint):
             return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        raise ConfigError(f"{where}: expected {_EXPECTED[hint]}, got {value!r}")
     if hint in (int, float):
         if isinstance(value, bool):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
@@ -220,10 +223,6 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(
                 f"{where}: expected {'an integer' if hint is int else 'a number'}, got {value!r}"
             ) from None
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
     return value
 
 
@@ -251,10 +250,8 @@ def _merge(base: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     """``row`` over ``base``; sections (``data:``, ``meta:``) are merged key by key."""
     merged = dict(base)
     for key, value in row.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
+        section = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if section else value
     return merged
 
 

@@ -146,12 +146,13 @@ class FSDPConfig:
     wrap: str = "block"
 
 
-def block_classes(model: nn.Module) -> tuple[type, ...]:
-    """The classes of ``model``'s transformer blocks: those Transformers keeps whole when splitting a model."""
+def transformer_blocks(model: nn.Module) -> list[nn.Module]:
+    """``model``'s transformer blocks: the modules of the classes Transformers keeps whole when splitting a model."""
     names: set[str] = set()
     for module in model.modules():
         names.update(getattr(module, "_no_split_modules", None) or ())
-    return tuple({type(m) for m in model.modules() if type(m).__name__ in names})
+    classes = tuple({type(m) for m in model.modules() if type(m).__name__ in names})
+    return [m for m in model.modules() if isinstance(m, classes)]
 
 
 def prepare_model(step: Any, model: nn.Module, accelerator: Any, fsdp: FSDPConfig | None) -> tuple[nn.Module, Any]:
@@ -164,20 +165,15 @@ def prepare_model(step: Any, model: nn.Module, accelerator: Any, fsdp: FSDPConfi
     if fsdp is None or world_of(accelerator)[0] == 1:
         wrapped = step.prepare(model, accelerator) if hasattr(step, "prepare") else model.to(accelerator.device)
         return model, wrapped
-    if not hasattr(step, "prepare"):
-        raise ValueError(
-            f"distributed=fsdp needs a step that trains through the model's own forward and backward (the MTL "
-            f"methods); {type(step).__name__} computes and averages its gradients by hand"
-        )
+    # TrainConfig.validate checked fsdp.wrap, and refused distributed=fsdp for meta-learning (its steps compute and
+    # average their gradients by hand): the step trains through the model's own forward and backward (MTL).
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    # fsdp.wrap is one of FSDP_WRAPS: TrainConfig.validate checked it
     sharded = copy.deepcopy(model).to(accelerator.device)
     mesh = init_device_mesh(accelerator.device.type, (world_of(accelerator)[0],))
     if fsdp.wrap == "block":
-        blocks = block_classes(sharded)
-        for module in [m for m in sharded.modules() if isinstance(m, blocks)]:
+        for module in transformer_blocks(sharded):
             fully_shard(module, mesh=mesh, reshard_after_forward=fsdp.reshard_after_forward)
     fully_shard(sharded, mesh=mesh, reshard_after_forward=fsdp.reshard_after_forward)
     return sharded, sharded

@@ -152,7 +152,6 @@ class _Run:
     fresh: bool  # the model had no prompt: each template starts from a fresh one
     snapshot: dict[str, torch.Tensor]  # the prompt every template starts from (when not fresh)
     templates: list[str]
-    groups: dict[str, Any] | None
     pools: list  # the few-shot pools' records
     evaluation: dict[str, list]  # template -> its evaluation records
     settings: dict[str, Any]  # run.json's fields shared by every seed
@@ -306,8 +305,7 @@ def _run_seed(run: _Run, run_dir: Path, seed: int) -> dict[str, float]:
     """Tunes and evaluates every template not finished yet for ``seed``; returns the seed's accuracies."""
     rows_of, view = _shots(run, seed)
     partial = run_dir / "partial"
-    settings = {**run.settings, "seed": seed}
-    settings_folder(partial, settings, ConfigError, "pick a new --out")
+    settings_folder(partial, {**run.settings, "seed": seed}, ConfigError, "pick a new --out")
     bar = tqdm(total=len(run.templates), desc=f"few-shot seed {seed}", unit="template", disable=not run.progress,
                dynamic_ncols=True)  # fmt: skip
     todo = [t for t in run.templates if not (partial / f"{safe_name(t)}.jsonl").is_file()]
@@ -349,7 +347,7 @@ def fewshot(
     snapshot = {k: v.clone() for k, v in model.prompt.state_dict().items()}
     draw = choose_draw(config, data, templates)
     pools = read_split(data, train_split_for, templates) if draw == "random" else []  # the reference reads its own
-    run = _Run(config, data, accelerator, model, fresh, snapshot, templates, groups, pools,
+    run = _Run(config, data, accelerator, model, fresh, snapshot, templates, pools,
                _evaluation_records(data, templates),
                {**_settings(model_dir, data, config, model, fresh, groups, draw), **(run_info or {})}, progress)  # fmt: skip
     accuracies: dict[int, dict[str, float]] = {}

@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import torch
 from safetensors.torch import load_file
@@ -63,7 +63,6 @@ METRICS_FILE = "metrics.jsonl"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
-@runtime_checkable
 class TrainStep(Protocol):
     def __call__(self, model: nn.Module, accelerator: Any) -> dict[str, float]:
         """One optimizer step's gradients into ``.grad`` (averaged across processes); metrics incl. loss, tokens."""
@@ -115,18 +114,15 @@ def autocast(accelerator: Any) -> contextlib.AbstractContextManager:
 # ----- checkpoints --------------------------------------------------------------------------------
 def checkpoint_dirs(out_dir: str | os.PathLike) -> list[Path]:
     """Complete checkpoints (with trainer.json) under ``out_dir/checkpoints``, oldest first."""
-    root = Path(out_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return []
+    root = Path(out_dir) / CHECKPOINTS  # glob finds nothing where it does not exist
     found = [
-        (int(m[1]), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and (p / "trainer.json").is_file()
+        (int(m[1]), p) for p in root.glob("step-*") if (m := _STEP_DIR.match(p.name)) and (p / "trainer.json").is_file()
     ]
     return [p for _, p in sorted(found)]
 
 
 def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
-    dirs = checkpoint_dirs(out_dir)
-    return dirs[-1] if dirs else None
+    return next(reversed(checkpoint_dirs(out_dir)), None)
 
 
 def _transformer_frozen(model: nn.Module) -> bool:
@@ -215,21 +211,18 @@ class MetricsLog:
 
     def __init__(self, out_dir: Path, resume_step: int | None) -> None:
         self.path = out_dir / METRICS_FILE
-        out_dir.mkdir(parents=True, exist_ok=True)
         kept: list[dict] = []
         if resume_step is not None and self.path.is_file():
             # Steps after the checkpoint will be run again: drop their old lines.
             lines = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
             kept = [r for r in lines if r.get("step", 0) <= resume_step]
-        write_jsonl_atomic(self.path, kept)
+        write_jsonl_atomic(self.path, kept)  # makes ``out_dir`` too
         self.handle = self.path.open("a", encoding="utf-8")
         self.tb = None
-        try:
+        with contextlib.suppress(ImportError):  # tensorboard not installed: the JSONL log is enough
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(log_dir=str(out_dir / "tensorboard"), purge_step=resume_step)
-        except ImportError:  # tensorboard not installed: the JSONL log is enough
-            pass
 
     def write(self, record: dict[str, Any]) -> None:
         self.handle.write(json.dumps(record) + "\n")

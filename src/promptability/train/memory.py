@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from promptability.train.distributed import FSDPConfig, block_classes
+from promptability.train.distributed import FSDPConfig, transformer_blocks
 
 FP32 = 4
 
@@ -60,11 +60,6 @@ def model_state(model: nn.Module, gpus: int = 1) -> dict[str, int]:
     }
 
 
-def _blocks(model: nn.Module) -> list[nn.Module]:
-    classes = block_classes(model)
-    return [m for m in model.modules() if isinstance(m, classes)]
-
-
 def gathered(model: nn.Module, fsdp: FSDPConfig) -> dict[str, int]:
     """Whole tensors FSDP holds besides the shards, at their peak (the backward of the first block).
 
@@ -73,7 +68,7 @@ def gathered(model: nn.Module, fsdp: FSDPConfig) -> dict[str, int]:
     block's whole gradients before their reduce-scatter. ``reshard_after_forward=false`` keeps every block
     gathered from its forward to its backward; ``wrap=model`` gathers everything.
     """
-    blocks = _blocks(model) if fsdp.wrap == "block" else []
+    blocks = transformer_blocks(model) if fsdp.wrap == "block" else []
     in_blocks = {id(p) for b in blocks for p in b.parameters()}
     root = [p for p in model.parameters() if id(p) not in in_blocks]
     largest = max((list(b.parameters()) for b in blocks), key=_bytes, default=[])

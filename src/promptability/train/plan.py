@@ -108,7 +108,6 @@ def parameter_counts(model: nn.Module, method: str) -> dict[str, int]:
 
 def _settings(config: TrainConfig) -> dict[str, Any]:
     data = config.data
-    meta = METHODS[config.method].meta
     fewshot = FewShotConfig()
     return {
         "model": config.model, "method": config.method, "prompt": config.prompt,
@@ -121,7 +120,7 @@ def _settings(config: TrainConfig) -> dict[str, Any]:
         "loss_weighting": config.loss_weighting,
         "step_composition": data.step_composition,
         "epochs": config.epochs, "max_steps": config.max_steps, "seed": config.seed,
-        "meta": asdict(config.meta) if meta else None,
+        "meta": asdict(config.meta) if METHODS[config.method].meta else None,
         "fewshot": {"shots": fewshot.shots, "epochs": fewshot.epochs, "lr": fewshot.lr, "draw": fewshot.draw,
                     "seeds": len(fewshot.seeds), "loss_weighting": fewshot.loss_weighting,
                     "precision": fewshot.precision, "source_eos": fewshot.source_eos},
@@ -145,10 +144,13 @@ def _flop_factor(config: TrainConfig) -> float:
     return (inner * 4.0 + 6.0) / (inner + 1)
 
 
-def _data_plan(config: TrainConfig, model: nn.Module, tokenizer: Any) -> dict[str, Any]:
+def _data_plan(config: TrainConfig, model: nn.Module) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
     from promptability.data.batching import lengths_of
     from promptability.train.pretrain import load_pretraining_data
 
+    tokenizer = _model_part(config.model, AutoTokenizer, lambda loaded: loaded.tokenizer)  # counts the tokens
     dataset, info = load_pretraining_data(config, tokenizer, continuation=bool(model.is_causal))
     step = build_step(config.method, model, dataset, config)  # type: ignore[arg-type]
     steps = config.max_steps or max(1, math.ceil(config.epochs * step.steps_per_epoch))
@@ -197,9 +199,8 @@ def _memory(config: TrainConfig, model: nn.Module, gpus: int) -> dict[str, Any]:
         activations = one + (depth - 1) * (two - one)
     else:
         activations = measured(None)
-    memory = memory_per_gpu(
-        model, gpus=gpus, activations=activations, fsdp=config.fsdp, meta=METHODS[config.method].meta
-    )
+    meta = METHODS[config.method].meta
+    memory = memory_per_gpu(model, gpus=gpus, activations=activations, fsdp=config.fsdp, meta=meta)
     return {"micro_batch": config.micro_batch_size, "source_len": config.data.max_source_len,
             "target_len": config.data.max_target_len, **memory}  # fmt: skip
 
@@ -231,7 +232,7 @@ def make_plan(
     if config.data.path is None:
         return plan
     check_data(config.data)  # before a tokenizer is fetched
-    plan["data"] = _data_plan(config, model, _tokenizer(config.model))
+    plan["data"] = _data_plan(config, model)
     peak = peak_tflops if peak_tflops is not None else DEFAULT_PEAK_TFLOPS[config.precision]
     plan["compute"] = _compute(config, plan["parameters"], plan["data"], peak, mfu)
     return plan
@@ -262,12 +263,6 @@ def _model_part(name: str, auto: Any, part: Callable[[Any], Any]) -> Any:
         return auto.from_pretrained(name)
     except OSError:
         return part(load_model(name))
-
-
-def _tokenizer(name: str) -> Any:
-    from transformers import AutoTokenizer
-
-    return _model_part(name, AutoTokenizer, lambda model: model.tokenizer)
 
 
 def format_plan(plan: dict[str, Any]) -> str:

@@ -226,8 +226,7 @@ def pretrain(
     step = build_step(config.method, model, dataset, config, accelerator)
     max_steps = config.max_steps or max(1, math.ceil(config.epochs * step.steps_per_epoch))
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "train_config.json", config.to_dict())
+        write_json_atomic(out / "train_config.json", config.to_dict())  # makes ``out`` too
     result = train(
         model, step, accelerator, max_steps=max_steps, out_dir=out, lr=config.lr, clip_norm=config.clip_norm,
         save_every=config.save_every, keep_checkpoints=config.keep_checkpoints, resume=resume, seed=config.seed,

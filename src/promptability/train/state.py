@@ -107,8 +107,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping[str, A
 def rng_state() -> dict[str, Any]:
     """Python, NumPy, torch CPU (and CUDA) generator states, storable with ``save_state``."""
     # get_state() with legacy=True (the default) returns the tuple; the stub also allows a dict
-    np_state = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
-    kind, keys, pos, has_gauss, gauss = np_state
+    kind, keys, pos, has_gauss, gauss = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
     version, internal, py_gauss = random.getstate()
     state: dict[str, Any] = {
         "python": {"version": version, "state": list(internal), "gauss": py_gauss},
@@ -140,8 +139,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seeds Python, NumPy and torch; ``deterministic`` also asks torch for deterministic kernels."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
+    torch.manual_seed(seed)  # every device's generator, CUDA's too
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)

@@ -22,12 +22,11 @@ TRANSFORMER_STATE = "transformer"  # the key of a rank's inner state that holds 
 
 def export_state(optimizer: torch.optim.Optimizer, named: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """``optimizer``'s state of each of the ``named`` tensors that has one, copied, by name."""
-    out: dict[str, Any] = {}
-    for name, t in named.items():
-        entry = optimizer.state.get(t)
-        if entry:
-            out[name] = {k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in entry.items()}
-    return out
+    return {
+        name: {k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in entry.items()}
+        for name, t in named.items()
+        if (entry := optimizer.state.get(t))
+    }
 
 
 def import_state(
@@ -64,9 +63,6 @@ class TransformerStep:
         self.optimizer = build_optimizer(self.sums, lr)
         for group in self.optimizer.param_groups:  # what lets the sums stand in for the weights
             assert not group["scale_parameter"] and group["weight_decay"] == 0.0, group
-
-    def fits(self, named: list[tuple[str, nn.Parameter]]) -> bool:
-        return [n for n, _ in named] == self.names and all(p is q for (_, p), q in zip(named, self.params, strict=True))
 
     def start(self) -> None:
         for p, t in zip(self.params, self.sums, strict=True):

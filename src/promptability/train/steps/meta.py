@@ -134,16 +134,14 @@ class MetaStep:
 
     # ----- learner ------------------------------------------------------------------------------
     def _setup(self, model: nn.Module) -> None:
+        """Builds the learner on the first call (and the first after ``load_state_dict``): the model's prompt,
+        its shapes and device stay as they are from then on, as in the training loop."""
+        if self._learner is not None:
+            return
         if getattr(model, "prompt", None) is None:
             raise ValueError("meta-learning adapts the soft prompt, but the model has prompt='none'")
         # cast: nn.Module.__getattr__ types the prompt as Tensor | Module; it is the Prompt module checked above
         named = list(cast(nn.Module, model.prompt).named_parameters(prefix="prompt"))
-        if (
-            self._learner is not None
-            and [n for n, _ in named] == self._names
-            and all(t.shape == p.shape and t.device == p.device for t, (_, p) in zip(self._learner, named, strict=True))
-        ):
-            return
         self._names = [n for n, _ in named]
         self._learner = [p.detach().clone().requires_grad_(True) for _, p in named]
         self._optimizer = build_optimizer(self._learner, self.inner_lr)  # the inner loop's, fixed lr
@@ -163,10 +161,10 @@ class MetaStep:
         """Reptile's Adafactor step on the trainable transformer tensors (None: FOMAML, "sgd", or none trainable)."""
         if self.method != "reptile" or self.transformer_step != "adafactor":
             return None
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in prompt_ids]
-        if not named:
-            return None
-        if self._full is None or not self._full.fits(named):
+        if self._full is None:  # built once, as the learner (_setup)
+            named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in prompt_ids]
+            if not named:
+                return None
             self._full = TransformerStep(named, self.inner_lr)
             self._full.load(self._pending_transformer_state)
             self._pending_transformer_state = {}
