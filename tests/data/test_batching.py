@@ -374,7 +374,6 @@ def test_sampler_replicas_slice_global_batches():
         assert sum((r[i] for r in ranks), []) == batch
     # The last global batch (2 examples) is topped up to 4 so that every rank gets one.
     assert [len(r[-1]) for r in ranks] == [1, 1, 1, 1] and sum((r[-1] for r in ranks), [])[:2] == single[-1]
-    assert len(list(B.LengthGroupedBatchSampler(lengths, 8, drop_last=True))) == 6
     with pytest.raises(ValueError, match="divisible"):
         B.LengthGroupedBatchSampler(lengths, 6, num_replicas=4, rank=0)
     with pytest.raises(ValueError, match="rank"):

@@ -60,11 +60,8 @@ def records_fingerprint(records: Iterable[Mapping[str, Any]]) -> str:
 
 
 def _file_sha(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def files_fingerprint(files: Sequence[str | os.PathLike]) -> str:

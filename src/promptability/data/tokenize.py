@@ -52,7 +52,7 @@ from datasets import Dataset, Features, List, Value, load_from_disk
 from datasets.exceptions import DatasetGenerationError
 from tqdm.auto import tqdm
 
-from promptability.data.continuation import encode_pairs, encode_texts, special_prefix
+from promptability.data.continuation import encode_pairs, encode_texts, regroup, special_prefix
 from promptability.data.fingerprint import files_fingerprint, records_fingerprint, sha256_hex, tokenizer_fingerprint
 from promptability.data.schema import DataError, validate_all
 from promptability.io import remove_stale
@@ -138,23 +138,18 @@ def _text_end(ids: list[int], eos_id: int) -> int:
     return end
 
 
-def finish_ids(ids: list[int], max_len: int, eos_id: int) -> tuple[list[int], bool]:
-    """Truncates to ``max_len`` including one final EOS; returns (ids, was_truncated)."""
-    end = _text_end(ids, eos_id)
-    truncated = end > max_len - 1
-    end = min(end, max_len - 1)
-    while end and ids[end - 1] == eos_id:  # the cut may land just after an EOS inside the text
-        end -= 1
-    return list(ids[:end]) + [eos_id], truncated
-
-
 def source_ids_without_eos(ids: list[int], max_len: int, eos_id: int) -> tuple[list[int], bool]:
     """Seq2seq source ids with no final EOS: trailing EOS stripped, the first ``max_len`` ids kept."""
     end = _text_end(ids, eos_id)
     kept = ids[: min(end, max_len)]
-    while kept and kept[-1] == eos_id:  # a cut just after an EOS inside the text would end on it
-        kept = kept[:-1]
-    return list(kept), end > max_len
+    # strip again: a cut just after an EOS inside the text would end on it
+    return list(kept[: _text_end(kept, eos_id)]), end > max_len
+
+
+def finish_ids(ids: list[int], max_len: int, eos_id: int) -> tuple[list[int], bool]:
+    """Truncates to ``max_len`` including one final EOS; returns (ids, was_truncated)."""
+    kept, truncated = source_ids_without_eos(ids, max_len - 1, eos_id)
+    return kept + [eos_id], truncated
 
 
 def continuation_ids(ids: list[int], max_len: int, eos_id: int, keep_end: bool) -> tuple[list[int], bool]:
@@ -200,25 +195,18 @@ def _rows(
     bar = tqdm(validate_all(records), total=total, desc="tokenizing", unit="ex", mininterval=2.0, disable=not progress)
 
     def flush() -> Iterator[dict[str, Any]]:
+        answers = [[r["target"], *r["choices"]] for r in chunk]  # each record's target, then its choices
         if continuation:
-            sources, answers = encode_pairs(tokenizer, [r["source"] for r in chunk],
-                                            [[r["target"], *r["choices"]] for r in chunk], joined)  # fmt: skip
-            targets = [a[0] for a in answers]
-            choices = [ids for a in answers for ids in a[1:]]
+            sources, answer_ids = encode_pairs(tokenizer, [r["source"] for r in chunk], answers, joined)
         else:
             sources = encode_texts(tokenizer, [r["source"] for r in chunk])
-            targets = encode_texts(tokenizer, [r["target"] for r in chunk])
-            choices = encode_texts(tokenizer, [c for r in chunk for c in r["choices"]])
-        offset = 0
-        for record, src, tgt in zip(chunk, sources, targets, strict=True):
+            answer_ids = regroup(encode_texts(tokenizer, [a for group in answers for a in group]), answers)
+        for record, src, (tgt, *choices) in zip(chunk, sources, answer_ids, strict=True):
             input_ids, cut_src = finish(src, max_source_len, is_source=True)
             labels, cut_tgt = finish(tgt, max_target_len)
-            choice_ids = []
-            for ids in choices[offset : offset + len(record["choices"])]:
-                ids, cut = finish(ids, max_target_len)
-                choice_ids.append(ids)
-                stats.choices_truncated += cut
-            offset += len(record["choices"])
+            finished = [finish(ids, max_target_len) for ids in choices]
+            choice_ids = [ids for ids, _ in finished]
+            stats.choices_truncated += sum(cut for _, cut in finished)
             stats.num_choices += len(choice_ids)
             stats.sources_truncated += cut_src
             stats.targets_truncated += cut_tgt
