@@ -39,6 +39,17 @@ def word_tokenizer(words: str = "the a cat dog sat on mat yes no") -> T5Tokenize
     return T5TokenizerFast(tokenizer_object=tk, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", extra_ids=0)
 
 
+def task_counts(dataset: Dataset) -> dict[str, int]:
+    return {task: len(idx) for task, idx in B.task_indices(dataset).items()}
+
+
+def iterate_batches(dataset: Dataset, batches, pad_id: int):
+    """Collated training batches for index batches (e.g. from a sampler), without a DataLoader."""
+    view = dataset.select_columns(B.TRAIN_COLUMNS)
+    for idx in batches:
+        yield B.collate(view[list(idx)], pad_id)
+
+
 def rec(task: str, source: str, target: str, choices=None, label=-1) -> dict:
     return {"task": task, "source": source, "target": target, "choices": choices or [], "label": label}
 
@@ -78,7 +89,7 @@ def test_tokenize_counts_truncation_and_single_eos(byt5, tmp_path):
     out = T.tokenize_records(records, byt5, max_source_len=10, max_target_len=5, cache_dir=tmp_path)
     ds, st = out.dataset, out.stats
     assert ds.num_rows == 5 and st.per_task == {"a": 3, "b": 2}
-    assert B.task_counts(ds) == {"a": 3, "b": 2}
+    assert task_counts(ds) == {"a": 3, "b": 2}
     assert (st.sources_truncated, st.targets_truncated) == (2, 1)
     assert (st.num_choices, st.choices_truncated) == (3, 1)
     assert ds["index"] == [0, 1, 2, 0, 1] and ds["label"] == [0, -1, -1, -1, -1]
@@ -279,8 +290,8 @@ def test_mix_caps_and_proportions(mixed_data):
     m = B.mix(mixed_data, cap=8, seed=0)
     assert m.original_counts == {"a": 30, "b": 10, "c": 5}
     assert m.counts == {"a": 8, "b": 8, "c": 5}
-    assert B.task_counts(m.dataset) == m.counts and m.dataset.num_rows == 21
-    fractions = {t: n / 21 for t, n in B.task_counts(m.dataset).items()}
+    assert task_counts(m.dataset) == m.counts and m.dataset.num_rows == 21
+    fractions = {t: n / 21 for t, n in task_counts(m.dataset).items()}
     assert fractions == pytest.approx({"a": 8 / 21, "b": 8 / 21, "c": 5 / 21})
     keys = list(zip(m.dataset["task"], m.dataset["index"], strict=True))
     assert len(set(keys)) == 21  # a subset, without repeats
@@ -387,8 +398,8 @@ def random_batches(n: int, batch_size: int, seed: int = 0) -> list[list[int]]:
 
 def test_length_grouping_pads_less(mixed_data):
     sampler = B.LengthGroupedBatchSampler(B.lengths_of(mixed_data), 5, seed=0)
-    grouped = B.padding_fraction(B.iterate_batches(mixed_data, sampler, PAD))
-    rand = B.padding_fraction(B.iterate_batches(mixed_data, random_batches(45, 5), PAD))
+    grouped = B.padding_fraction(iterate_batches(mixed_data, sampler, PAD))
+    rand = B.padding_fraction(iterate_batches(mixed_data, random_batches(45, 5), PAD))
     assert grouped < 0.5 * rand
     # The documented DataLoader use gives the same batches (HF datasets fetch rows via __getitems__).
     loader = DataLoader(
@@ -396,7 +407,7 @@ def test_length_grouping_pads_less(mixed_data):
         batch_sampler=B.LengthGroupedBatchSampler(B.lengths_of(mixed_data), 5, seed=0),
         collate_fn=partial(B.collate, pad_id=PAD),
     )
-    direct = list(B.iterate_batches(mixed_data, B.LengthGroupedBatchSampler(B.lengths_of(mixed_data), 5), PAD))
+    direct = list(iterate_batches(mixed_data, B.LengthGroupedBatchSampler(B.lengths_of(mixed_data), 5), PAD))
     assert len(direct) == 9
     assert all(torch.equal(x["labels"], y["labels"]) for x, y in zip(loader, direct, strict=True))
 
@@ -418,8 +429,8 @@ def test_length_grouping_pads_less_on_p3_samples(byt5, tmp_path):
     assert out.stats.targets_truncated == sum(len(r["target"].encode()) + 1 > 192 for r in records)
     assert all(r["input_ids"][-1] == EOS and r["input_ids"][-2] != EOS for r in ds)
     sampler = B.LengthGroupedBatchSampler(B.lengths_of(ds), 16, seed=0)
-    grouped = B.padding_fraction(B.iterate_batches(ds, sampler, PAD))
-    rand = B.padding_fraction(B.iterate_batches(ds, random_batches(ds.num_rows, 16), PAD))
+    grouped = B.padding_fraction(iterate_batches(ds, sampler, PAD))
+    rand = B.padding_fraction(iterate_batches(ds, random_batches(ds.num_rows, 16), PAD))
     assert grouped < 0.5 * rand, (grouped, rand)
 
 

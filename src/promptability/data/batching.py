@@ -47,10 +47,6 @@ def task_indices(dataset: Dataset) -> dict[str, np.ndarray]:
     return {str(n): idx for n, idx in zip(names, np.split(order, bounds), strict=True)}
 
 
-def task_counts(dataset: Dataset) -> dict[str, int]:
-    return {task: len(idx) for task, idx in task_indices(dataset).items()}
-
-
 def lengths_of(dataset: Dataset) -> np.ndarray:
     """[n, 2] array of (source_len, target_len)."""
     table = dataset.select_columns(["source_len", "target_len"]).with_format("arrow")[:]  # skip the id lists
@@ -193,6 +189,13 @@ def collate_eval(rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]
     return out
 
 
+def _task_rows(dataset: Dataset, task: str) -> np.ndarray:
+    groups = task_indices(dataset)
+    if task not in groups:
+        raise KeyError(f"task '{task}' is not in the dataset (has {sorted(groups)[:10]}...)")
+    return groups[task]
+
+
 def eval_batches(
     dataset: Dataset, batch_size: int, pad_id: int, *, task: str | None = None
 ) -> Iterator[dict[str, Any]]:
@@ -200,27 +203,12 @@ def eval_batches(
 
     Use each batch's ``index`` (and ``task``) to put scores back in order.
     """
-    if task is not None:
-        groups = task_indices(dataset)
-        if task not in groups:
-            raise KeyError(f"task '{task}' is not in the dataset (has {sorted(groups)[:10]}...)")
-        rows = groups[task]
-    else:
-        rows = np.arange(len(dataset))
+    rows = _task_rows(dataset, task) if task is not None else np.arange(len(dataset))
     lengths = np.asarray(dataset.with_format("arrow")["source_len"].to_numpy())[rows]
     order = rows[np.argsort(-lengths, kind="stable")]
     view = dataset.select_columns(EVAL_COLUMNS)
     for start in range(0, len(order), batch_size):
         yield collate_eval(view[order[start : start + batch_size].tolist()], pad_id)
-
-
-def iterate_batches(
-    dataset: Dataset, batches: Iterable[Sequence[int]], pad_id: int
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Collated training batches for index batches (e.g. from a sampler), without a DataLoader."""
-    view = dataset.select_columns(TRAIN_COLUMNS)
-    for idx in batches:
-        yield collate(view[list(idx)], pad_id)
 
 
 def padding_fraction(batches: Iterable[Mapping[str, torch.Tensor]]) -> float:
@@ -235,10 +223,7 @@ def padding_fraction(batches: Iterable[Mapping[str, torch.Tensor]]) -> float:
 
 def fewshot_indices(dataset: Dataset, task: str, k: int, *, seed: int = 0) -> list[int]:
     """Row indices of a fixed, seeded set of ``k`` examples of ``task``."""
-    groups = task_indices(dataset)
-    if task not in groups:
-        raise KeyError(f"task '{task}' is not in the dataset (has {sorted(groups)[:10]}...)")
-    idx = groups[task]
+    idx = _task_rows(dataset, task)
     if not 1 <= k <= len(idx):
         raise ValueError(f"k={k} few-shot examples requested but task '{task}' has {len(idx)}")
     return np.sort(np.random.default_rng(seed).choice(idx, size=k, replace=False)).tolist()

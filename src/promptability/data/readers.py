@@ -243,16 +243,6 @@ def read_examples(
     return list(iter_examples(path, split, tasks))
 
 
-def load_examples(
-    path: str | os.PathLike[str], split: SplitArg = None, tasks: Iterable[str] | str | None = None
-) -> dict[str, list[Example]]:
-    """Records from ``path`` grouped by task, in the order tasks first appear."""
-    out: dict[str, list[Example]] = {}
-    for record in iter_examples(path, split, tasks):
-        out.setdefault(record["task"], []).append(record)
-    return out
-
-
 # ----- the offline suite, and templates known without reading records ------------------------------
 def read_split(path: str | os.PathLike[str], split: SplitArg, tasks: Iterable[str] | None = None) -> list[Example]:
     """``read_examples``, plus the offline suite's ``{root}/{split}/{template}.jsonl`` layout."""

@@ -37,13 +37,6 @@ def not_utf8(path: str | os.PathLike[str], err: UnicodeDecodeError) -> DataError
     return DataError(f"{path}: not UTF-8 text ({err.reason})")
 
 
-def where(origin: str | None, row: int | None) -> str:
-    parts = [origin or "<data>"]
-    if row is not None:
-        parts.append(f"row {row}")
-    return ", ".join(parts)
-
-
 def validate(
     record: Mapping[str, Any], origin: str | None = None, row: int | None = None, *, distinct_choices: bool = False
 ) -> Example:
@@ -57,7 +50,7 @@ def validate(
     project's own record files, off by default because real P3 templates repeat choices
     (trec ``fine_grained_*``, social_i_qa, commonsense_qa, dream), labelled at the first copy.
     """
-    at = where(origin, row)
+    at = (origin or "<data>") + (f", row {row}" if row is not None else "")
     if not isinstance(record, dict):
         raise DataError(f"{at}: expected an object with fields {FIELDS}, got {type(record).__name__}")
     for field in ("task", "source", "target"):
