@@ -34,13 +34,9 @@ TRAIN_COLUMNS = ["input_ids", "labels"]
 EVAL_COLUMNS = ["task", "index", "input_ids", "choice_ids", "label"]
 
 
-def _tasks(dataset: Dataset) -> np.ndarray:
-    return np.asarray(dataset.with_format("arrow")["task"].to_numpy(), dtype=object)
-
-
 def task_indices(dataset: Dataset) -> dict[str, np.ndarray]:
     """Row indices of each task, in row order, tasks sorted by name."""
-    tasks = _tasks(dataset)
+    tasks = np.asarray(dataset.with_format("arrow")["task"].to_numpy(), dtype=object)
     names, inverse = np.unique(tasks.astype(str), return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     bounds = np.cumsum(np.bincount(inverse, minlength=len(names)))[:-1]

@@ -163,15 +163,12 @@ class LengthGroupedBatchSampler:
     def __len__(self) -> int:
         return -(-len(self.lengths) // self.batch_size)
 
-    def _local(self, batch: np.ndarray) -> list[int]:
-        return self.shares(batch)[self.rank].tolist()
-
     def __iter__(self) -> Iterator[list[int]]:
         batches = self.global_batches(self.epoch)
         while self.batch_index < len(batches):
             batch = batches[self.batch_index]
             self.batch_index += 1
-            yield self._local(batch)
+            yield self.shares(batch)[self.rank].tolist()
         self.epoch += 1
         self.batch_index = 0
 
