@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from benchmarks.padding import padding_fraction
 from datasets import Dataset, load_from_disk
 from tokenizers import Tokenizer, models, pre_tokenizers
 from torch.utils.data import DataLoader
@@ -398,8 +399,8 @@ def random_batches(n: int, batch_size: int, seed: int = 0) -> list[list[int]]:
 
 def test_length_grouping_pads_less(mixed_data):
     sampler = B.LengthGroupedBatchSampler(B.lengths_of(mixed_data), 5, seed=0)
-    grouped = B.padding_fraction(iterate_batches(mixed_data, sampler, PAD))
-    rand = B.padding_fraction(iterate_batches(mixed_data, random_batches(45, 5), PAD))
+    grouped = padding_fraction(iterate_batches(mixed_data, sampler, PAD))
+    rand = padding_fraction(iterate_batches(mixed_data, random_batches(45, 5), PAD))
     assert grouped < 0.5 * rand
     # The documented DataLoader use gives the same batches (HF datasets fetch rows via __getitems__).
     loader = DataLoader(
@@ -429,8 +430,8 @@ def test_length_grouping_pads_less_on_p3_samples(byt5, tmp_path):
     assert out.stats.targets_truncated == sum(len(r["target"].encode()) + 1 > 192 for r in records)
     assert all(r["input_ids"][-1] == EOS and r["input_ids"][-2] != EOS for r in ds)
     sampler = B.LengthGroupedBatchSampler(B.lengths_of(ds), 16, seed=0)
-    grouped = B.padding_fraction(iterate_batches(ds, sampler, PAD))
-    rand = B.padding_fraction(iterate_batches(ds, random_batches(ds.num_rows, 16), PAD))
+    grouped = padding_fraction(iterate_batches(ds, sampler, PAD))
+    rand = padding_fraction(iterate_batches(ds, random_batches(ds.num_rows, 16), PAD))
     assert grouped < 0.5 * rand, (grouped, rand)
 
 
@@ -447,7 +448,7 @@ def test_collate_shapes_and_padding():
     assert all(t.dtype == torch.long for t in b.values())
     as_columns = B.collate({"input_ids": [[5, 6, 1], [5, 1]], "labels": [[7, 1], [8, 9, 10, 1]]}, pad_id=PAD)
     assert all(torch.equal(as_columns[k], b[k]) for k in b)
-    assert B.padding_fraction([b]) == pytest.approx(3 / 14)
+    assert padding_fraction([b]) == pytest.approx(3 / 14)
 
 
 def test_collate_eval_and_sorted_eval_batches(byt5, tmp_path):
@@ -499,15 +500,16 @@ def rows_of(batch) -> list[tuple[int, ...]]:
 
 
 def test_fewshot_batch_is_fixed(task_data):
-    a = B.fewshot_batch(task_data, "small", 4, pad_id=PAD, seed=0)
-    b = B.fewshot_batch(task_data, "small", 4, pad_id=PAD, seed=0)
-    c = B.fewshot_batch(task_data, "small", 4, pad_id=PAD, seed=1)
+    from benchmarks.fewshot import fewshot_batch  # the few-shot benchmark's fixed batch
+
+    a = fewshot_batch(task_data, "small", 4, pad_id=PAD, seed=0)
+    b = fewshot_batch(task_data, "small", 4, pad_id=PAD, seed=0)
+    c = fewshot_batch(task_data, "small", 4, pad_id=PAD, seed=1)
     assert a["input_ids"].shape[0] == 4 and torch.equal(a["input_ids"], b["input_ids"])
     assert rows_of(a) != rows_of(c)
     assert all(bytes(i - 3 for i in r[:5]) == b"small" for r in rows_of(a))
-    assert B.fewshot_indices(task_data, "small", 4, seed=0) == sorted(B.fewshot_indices(task_data, "small", 4))
     with pytest.raises(ValueError, match="has 20"):
-        B.fewshot_batch(task_data, "small", 21, pad_id=PAD)
+        fewshot_batch(task_data, "small", 21, pad_id=PAD)
 
 
 def test_length_groups_fill_a_token_budget_longest_first():

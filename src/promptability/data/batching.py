@@ -11,13 +11,12 @@ produces (columns ``task``, ``index``, ``input_ids``, ``labels``,
   the step, or "length_bands"; resumable, and split across ranks in lockstep.
 * ``collate`` / ``collate_eval``: dynamic padding to the longest in the batch;
   ``split_batch``: a batch as micro-batches of similar lengths under a token budget.
-* ``fewshot_batch``: fixed few-shot batches (meta-learning's episodes are
-  ``promptability.data.episodes``).
+  (Meta-learning's episodes are ``promptability.data.episodes``.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,26 +204,3 @@ def eval_batches(
     view = dataset.select_columns(EVAL_COLUMNS)
     for start in range(0, len(order), batch_size):
         yield collate_eval(view[order[start : start + batch_size].tolist()], pad_id)
-
-
-def padding_fraction(batches: Iterable[Mapping[str, torch.Tensor]]) -> float:
-    """Padded positions / all positions, over sources and targets of collated batches."""
-    padded = total = 0
-    for b in batches:
-        for mask in (b["attention_mask"], b["decoder_attention_mask"]):
-            total += mask.numel()
-            padded += int((mask == 0).sum())
-    return padded / total if total else 0.0
-
-
-def fewshot_indices(dataset: Dataset, task: str, k: int, *, seed: int = 0) -> list[int]:
-    """Row indices of a fixed, seeded set of ``k`` examples of ``task``."""
-    idx = _task_rows(dataset, task)
-    if not 1 <= k <= len(idx):
-        raise ValueError(f"k={k} few-shot examples requested but task '{task}' has {len(idx)}")
-    return np.sort(np.random.default_rng(seed).choice(idx, size=k, replace=False)).tolist()
-
-
-def fewshot_batch(dataset: Dataset, task: str, k: int, *, pad_id: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """One fixed batch of ``k`` examples of ``task`` (the same for the same seed)."""
-    return collate(dataset.select_columns(TRAIN_COLUMNS)[fewshot_indices(dataset, task, k, seed=seed)], pad_id)
