@@ -37,6 +37,7 @@ a later run trusts; tmp directories of gone processes are removed (``io.remove_s
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -54,7 +55,7 @@ from tqdm.auto import tqdm
 
 from promptability.data.continuation import encode_pairs, encode_texts, regroup, special_prefix
 from promptability.data.fingerprint import files_fingerprint, records_fingerprint, sha256_hex, tokenizer_fingerprint
-from promptability.data.schema import DataError, validate_all
+from promptability.data.schema import DataError, Example, validate_all
 from promptability.io import remove_stale
 
 logger = logging.getLogger(__name__)
@@ -167,11 +168,8 @@ def continuation_ids(ids: list[int], max_len: int, eos_id: int, keep_end: bool) 
 def _rows(
     records: Iterable[Mapping[str, Any]],
     tokenizer: Any,
-    max_source_len: int,
-    max_target_len: int,
     stats: TokenizeStats,
     chunk_size: int,
-    total: int | None,
     progress: bool = True,
     continuation: bool = False,
     source_eos: bool = True,
@@ -191,10 +189,10 @@ def _rows(
         return finish_ids(ids, max_len, eos)
 
     positions: Counter[str] = Counter()
-    chunk: list[dict[str, Any]] = []
+    total = len(cast(Sized, records)) if hasattr(records, "__len__") else None
     bar = tqdm(validate_all(records), total=total, desc="tokenizing", unit="ex", mininterval=2.0, disable=not progress)
 
-    def flush() -> Iterator[dict[str, Any]]:
+    def flush(chunk: list[Example]) -> Iterator[dict[str, Any]]:
         answers = [[r["target"], *r["choices"]] for r in chunk]  # each record's target, then its choices
         if continuation:
             sources, answer_ids = encode_pairs(tokenizer, [r["source"] for r in chunk], answers, joined)
@@ -202,9 +200,9 @@ def _rows(
             sources = encode_texts(tokenizer, [r["source"] for r in chunk])
             answer_ids = regroup(encode_texts(tokenizer, [a for group in answers for a in group]), answers)
         for record, src, (tgt, *choices) in zip(chunk, sources, answer_ids, strict=True):
-            input_ids, cut_src = finish(src, max_source_len, is_source=True)
-            labels, cut_tgt = finish(tgt, max_target_len)
-            finished = [finish(ids, max_target_len) for ids in choices]
+            input_ids, cut_src = finish(src, stats.max_source_len, is_source=True)
+            labels, cut_tgt = finish(tgt, stats.max_target_len)
+            finished = [finish(ids, stats.max_target_len) for ids in choices]
             choice_ids = [ids for ids, _ in finished]
             stats.choices_truncated += sum(cut for _, cut in finished)
             stats.num_choices += len(choice_ids)
@@ -224,13 +222,9 @@ def _rows(
             positions[task] += 1
             stats.num_examples += 1
 
-    for record in bar:
-        chunk.append(record)
-        if len(chunk) >= chunk_size:
-            yield from flush()
-            chunk = []
-    if chunk:
-        yield from flush()
+    validated = iter(bar)
+    while chunk := list(itertools.islice(validated, chunk_size)):
+        yield from flush(chunk)
     stats.per_task = dict(sorted(positions.items()))
 
 
@@ -330,10 +324,7 @@ def tokenize_records(
                     joined)  # fmt: skip
 
     def rows() -> Iterator[dict[str, Any]]:
-        recs = get_records()
-        total = len(cast(Sized, recs)) if hasattr(recs, "__len__") else None
-        return _rows(recs, tokenizer, max_source_len, max_target_len, stats, chunk_size, total, progress, continuation,
-                     source_eos, joined)  # fmt: skip
+        return _rows(get_records(), tokenizer, stats, chunk_size, progress, continuation, source_eos, joined)
 
     if not use_cache:
         dataset = Dataset.from_list(list(rows()), features=FEATURES)
