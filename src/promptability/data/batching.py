@@ -83,8 +83,7 @@ def mix(datasets: Dataset | Sequence[Dataset], *, cap: int | None = DEFAULT_CAP,
 
 def _as_rows(rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]) -> list[Mapping[str, Any]]:
     if isinstance(rows, Mapping):  # a batched HF slice: {column: [values]}
-        keys = list(rows)
-        return [dict(zip(keys, values, strict=True)) for values in zip(*(rows[k] for k in keys), strict=True)]
+        return [dict(zip(rows, values, strict=True)) for values in zip(*rows.values(), strict=True)]
     return list(rows)
 
 

@@ -141,10 +141,8 @@ def _text_end(ids: list[int], eos_id: int) -> int:
 
 def source_ids_without_eos(ids: list[int], max_len: int, eos_id: int) -> tuple[list[int], bool]:
     """Seq2seq source ids with no final EOS: trailing EOS stripped, the first ``max_len`` ids kept."""
-    end = _text_end(ids, eos_id)
-    kept = ids[: min(end, max_len)]
-    # strip again: a cut just after an EOS inside the text would end on it
-    return list(kept[: _text_end(kept, eos_id)]), end > max_len
+    # The first max_len ids, trailing EOS stripped (also where the cut lands just after an EOS inside the text).
+    return list(ids[: _text_end(ids[:max_len], eos_id)]), _text_end(ids, eos_id) > max_len
 
 
 def finish_ids(ids: list[int], max_len: int, eos_id: int) -> tuple[list[int], bool]:
@@ -228,12 +226,13 @@ def _rows(
     stats.per_task = dict(sorted(positions.items()))
 
 
-def _read_entry(path: Path) -> tuple[Dataset, TokenizeStats] | None:
+def _read_entry(path: Path, from_cache: bool) -> Tokenized | None:
+    """The cache entry ``path`` (named by its key) when whole (its meta.json is written last), else None."""
     meta_file = path / "meta.json"
     if not meta_file.is_file():
         return None
     meta = json.loads(meta_file.read_text())
-    return load_from_disk(str(path / "data")), TokenizeStats(**meta["stats"])
+    return Tokenized(load_from_disk(str(path / "data")), TokenizeStats(**meta["stats"]), path.name, path, from_cache)
 
 
 def _write_entry(
@@ -269,7 +268,7 @@ def _write_entry(
         try:
             os.replace(tmp, final)
         except OSError:
-            if _read_entry(final) is None:
+            if _read_entry(final, False) is None:
                 raise
             # Another process finished the same entry first: theirs is as good as ours.
             shutil.rmtree(tmp, ignore_errors=True)
@@ -355,19 +354,18 @@ def _datasets_bars(show: bool) -> Iterator[None]:
 def _cached(final: Path, rows: Callable[[], Iterator[dict[str, Any]]], stats: TokenizeStats, data_fp: str,
             tokenizer: Any, files: Any) -> Tokenized:  # fmt: skip
     """The cache entry ``final`` (named by its key) when whole, else built from ``rows`` first."""
-    key = final.name
     for stale in remove_stale(final.parent.glob("*.tmp-*")):  # what killed runs left, whatever their key
         logger.info("removed stale partial cache %s", stale)
     if final.exists():
-        entry = _read_entry(final)
+        entry = _read_entry(final, True)
         if entry is not None:
-            logger.info("tokenized cache hit %s: %s", final, entry[1].summary())
-            return Tokenized(entry[0], entry[1], key, final, True)
+            logger.info("tokenized cache hit %s: %s", final, entry.stats.summary())
+            return entry
         logger.warning("cache entry %s is incomplete (no meta.json); rebuilding it", final)
         shutil.rmtree(final)
 
     _write_entry(final, rows, stats, data_fp, tokenizer, files)
-    entry = _read_entry(final)
+    entry = _read_entry(final, False)
     assert entry is not None
-    logger.info("tokenized %s (cached at %s)", entry[1].summary(), final)
-    return Tokenized(entry[0], entry[1], key, final, False)
+    logger.info("tokenized %s (cached at %s)", entry.stats.summary(), final)
+    return entry
