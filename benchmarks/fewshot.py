@@ -41,8 +41,20 @@ def run(settings: Settings, context: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def fewshot_batch(dataset: Any, task: str, k: int, *, pad_id: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """One fixed batch of ``k`` examples of ``task``: a seeded draw, the same for the same seed."""
+    import numpy as np
+
+    from promptability.data.batching import TRAIN_COLUMNS, collate, task_indices
+
+    idx = task_indices(dataset)[task]
+    if not 1 <= k <= len(idx):
+        raise ValueError(f"k={k} few-shot examples requested but task '{task}' has {len(idx)}")
+    rows = np.sort(np.random.default_rng(seed).choice(idx, size=k, replace=False)).tolist()
+    return collate(dataset.select_columns(TRAIN_COLUMNS)[rows], pad_id)
+
+
 def _pair(settings: Settings, key: str, where: str, target: float) -> Row:
-    from promptability.data.batching import fewshot_batch
     from promptability.train.loop import build_optimizer
     from promptability.train.steps.fixed_batch import FixedBatchStep
 

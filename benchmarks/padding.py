@@ -7,7 +7,7 @@ sliced into micro-batches); the other step composition is measured beside it
 ("iid": steps are i.i.d. slices sorted inside; "length_bands": one length band
 per step); the random epoch is a seeded permutation cut into micro-batches of
 the same size. The fraction is padded positions / all positions over sources and
-targets, as ``batching.padding_fraction`` counts them on collated batches
+targets, as ``padding_fraction`` counts them on collated batches
 (computed here from the lengths alone).
 
 Data: the offline suite's training mixture, tokenized with the tiny model's
@@ -17,8 +17,9 @@ the real P3 samples in ``../shared/p3/samples`` with their own T5 token ids.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,16 @@ def padding_from_lengths(lengths: np.ndarray, batches: Iterable[np.ndarray]) -> 
         full = lens.max(axis=0) * len(lens)
         total += int(full.sum())
         padded += int((full - lens.sum(axis=0)).sum())
+    return padded / total if total else 0.0
+
+
+def padding_fraction(batches: Iterable[Mapping[str, Any]]) -> float:
+    """Padded positions / all positions, over sources and targets of collated batches (``batching.collate``)."""
+    padded = total = 0
+    for b in batches:
+        for mask in (b["attention_mask"], b["decoder_attention_mask"]):
+            total += mask.numel()
+            padded += int((mask == 0).sum())
     return padded / total if total else 0.0
 
 

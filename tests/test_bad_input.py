@@ -254,15 +254,13 @@ def test_one_choice_records_and_unreachable_labels_are_refused(tmp_path, choices
         read_examples(_jsonl(tmp_path / "bad.jsonl", [RECORDS[0], bad]))
 
 
-def test_repeated_choices_are_refused_in_the_projects_own_records_only():
+def test_repeated_choices_labelled_at_the_first_copy_are_accepted():
     """Real P3 templates (trec fine_grained_*, social_i_qa, commonsense_qa, dream) repeat choices, labelled at
-    the first copy: accepted there; ``distinct_choices=True`` refuses them in the project's own records."""
-    from promptability.data.schema import DataError, validate
+    the first copy: accepted."""
+    from promptability.data.schema import validate
 
     repeated = dict(RECORDS[0], choices=["no", "yes", "no"], target="no", label=0)
     assert validate(repeated)["choices"] == ["no", "yes", "no"]
-    with pytest.raises(DataError, match=r"suite.jsonl, row 3: field 'choices' holds 'no' more than once"):
-        validate(repeated, "suite.jsonl", 3, distinct_choices=True)
 
 
 def test_evaluate_on_a_suite_folder_takes_its_held_out_templates(cli_inputs, tmp_path, capsys):

@@ -96,9 +96,9 @@ def test_flop_counts_include_cpu_attention_and_limits_cap_targets():
 
 
 def test_padding_fraction_from_lengths_matches_collated_batches():
-    from benchmarks.padding import fractions, padding_from_lengths
+    from benchmarks.padding import fractions, padding_fraction, padding_from_lengths
 
-    from promptability.data.batching import collate, padding_fraction
+    from promptability.data.batching import collate
 
     rng = np.random.default_rng(0)
     lengths = np.stack([rng.integers(1, 40, 50), rng.integers(1, 9, 50)], axis=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,10 @@ from promptability.data import registry
 from promptability.data.fewshot import (
     ChecksumError,
     fewshot_md5,
-    load_fewshot_pools,
     reference_fewshot_subsample,
     sample_fewshot,
 )
+from promptability.data.readers import read_examples, train_split_for
 from promptability.data.schema import DataError
 
 SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "p3" / "samples"
@@ -103,8 +104,8 @@ def test_md5_of_answer_choice_instances_real(monkeypatch):
     expected = hashlib.md5(str(val[4]["inputs"] + val[4]["targets"]).encode()).hexdigest()
     use_reference(monkeypatch, STORY, [4], expected)
     assert reference_fewshot_subsample(STORY, SAMPLES)[0]["source"] == val[4]["inputs_pretokenized"]
-    pools = load_fewshot_pools(SAMPLES, tasks=[STORY, HELLASWAG])
-    assert {t: len(v) for t, v in pools.items()} == {HELLASWAG: 7, STORY: 28}
+    pools = Counter(r["task"] for r in read_examples(SAMPLES, train_split_for, [STORY, HELLASWAG]))  # few-shot pools
+    assert pools == {HELLASWAG: 7, STORY: 28}
 
 
 def cb_rows(n_instances: int) -> list[dict]:

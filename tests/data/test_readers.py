@@ -1,4 +1,4 @@
-"""read_examples / load_examples on every layout, default splits and clear errors."""
+"""read_examples on every layout, default splits and clear errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 from promptability.data.readers import (
     eval_split_for,
     iter_examples,
-    load_examples,
     read_examples,
     train_split_for,
 )
@@ -18,6 +17,14 @@ from promptability.data.schema import DataError
 
 SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "p3" / "samples"
 STORY = "story_cloze_2016_Story_Continuation_and_Options_score_eval"
+
+
+def load_examples(path: Path, split=None, tasks=None) -> dict[str, list]:
+    """Records from ``path`` grouped by task, in the order tasks first appear."""
+    out: dict[str, list] = {}
+    for record in iter_examples(path, split, tasks):
+        out.setdefault(record["task"], []).append(record)
+    return out
 
 
 def needs_samples() -> None:

@@ -11,13 +11,12 @@ produces (columns ``task``, ``index``, ``input_ids``, ``labels``,
   the step, or "length_bands"; resumable, and split across ranks in lockstep.
 * ``collate`` / ``collate_eval``: dynamic padding to the longest in the batch;
   ``split_batch``: a batch as micro-batches of similar lengths under a token budget.
-* ``fewshot_batch``: fixed few-shot batches (meta-learning's episodes are
-  ``promptability.data.episodes``).
+  (Meta-learning's episodes are ``promptability.data.episodes``.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,21 +33,13 @@ TRAIN_COLUMNS = ["input_ids", "labels"]
 EVAL_COLUMNS = ["task", "index", "input_ids", "choice_ids", "label"]
 
 
-def _tasks(dataset: Dataset) -> np.ndarray:
-    return np.asarray(dataset.with_format("arrow")["task"].to_numpy(), dtype=object)
-
-
 def task_indices(dataset: Dataset) -> dict[str, np.ndarray]:
     """Row indices of each task, in row order, tasks sorted by name."""
-    tasks = _tasks(dataset)
+    tasks = np.asarray(dataset.with_format("arrow")["task"].to_numpy(), dtype=object)
     names, inverse = np.unique(tasks.astype(str), return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     bounds = np.cumsum(np.bincount(inverse, minlength=len(names)))[:-1]
     return {str(n): idx for n, idx in zip(names, np.split(order, bounds), strict=True)}
-
-
-def task_counts(dataset: Dataset) -> dict[str, int]:
-    return {task: len(idx) for task, idx in task_indices(dataset).items()}
 
 
 def lengths_of(dataset: Dataset) -> np.ndarray:
@@ -92,8 +83,7 @@ def mix(datasets: Dataset | Sequence[Dataset], *, cap: int | None = DEFAULT_CAP,
 
 def _as_rows(rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]) -> list[Mapping[str, Any]]:
     if isinstance(rows, Mapping):  # a batched HF slice: {column: [values]}
-        keys = list(rows)
-        return [dict(zip(keys, values, strict=True)) for values in zip(*(rows[k] for k in keys), strict=True)]
+        return [dict(zip(rows, values, strict=True)) for values in zip(*rows.values(), strict=True)]
     return list(rows)
 
 
@@ -193,6 +183,13 @@ def collate_eval(rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]
     return out
 
 
+def _task_rows(dataset: Dataset, task: str) -> np.ndarray:
+    groups = task_indices(dataset)
+    if task not in groups:
+        raise KeyError(f"task '{task}' is not in the dataset (has {sorted(groups)[:10]}...)")
+    return groups[task]
+
+
 def eval_batches(
     dataset: Dataset, batch_size: int, pad_id: int, *, task: str | None = None
 ) -> Iterator[dict[str, Any]]:
@@ -200,50 +197,9 @@ def eval_batches(
 
     Use each batch's ``index`` (and ``task``) to put scores back in order.
     """
-    if task is not None:
-        groups = task_indices(dataset)
-        if task not in groups:
-            raise KeyError(f"task '{task}' is not in the dataset (has {sorted(groups)[:10]}...)")
-        rows = groups[task]
-    else:
-        rows = np.arange(len(dataset))
+    rows = _task_rows(dataset, task) if task is not None else np.arange(len(dataset))
     lengths = np.asarray(dataset.with_format("arrow")["source_len"].to_numpy())[rows]
     order = rows[np.argsort(-lengths, kind="stable")]
     view = dataset.select_columns(EVAL_COLUMNS)
     for start in range(0, len(order), batch_size):
         yield collate_eval(view[order[start : start + batch_size].tolist()], pad_id)
-
-
-def iterate_batches(
-    dataset: Dataset, batches: Iterable[Sequence[int]], pad_id: int
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Collated training batches for index batches (e.g. from a sampler), without a DataLoader."""
-    view = dataset.select_columns(TRAIN_COLUMNS)
-    for idx in batches:
-        yield collate(view[list(idx)], pad_id)
-
-
-def padding_fraction(batches: Iterable[Mapping[str, torch.Tensor]]) -> float:
-    """Padded positions / all positions, over sources and targets of collated batches."""
-    padded = total = 0
-    for b in batches:
-        for mask in (b["attention_mask"], b["decoder_attention_mask"]):
-            total += mask.numel()
-            padded += int((mask == 0).sum())
-    return padded / total if total else 0.0
-
-
-def fewshot_indices(dataset: Dataset, task: str, k: int, *, seed: int = 0) -> list[int]:
-    """Row indices of a fixed, seeded set of ``k`` examples of ``task``."""
-    groups = task_indices(dataset)
-    if task not in groups:
-        raise KeyError(f"task '{task}' is not in the dataset (has {sorted(groups)[:10]}...)")
-    idx = groups[task]
-    if not 1 <= k <= len(idx):
-        raise ValueError(f"k={k} few-shot examples requested but task '{task}' has {len(idx)}")
-    return np.sort(np.random.default_rng(seed).choice(idx, size=k, replace=False)).tolist()
-
-
-def fewshot_batch(dataset: Dataset, task: str, k: int, *, pad_id: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """One fixed batch of ``k`` examples of ``task`` (the same for the same seed)."""
-    return collate(dataset.select_columns(TRAIN_COLUMNS)[fewshot_indices(dataset, task, k, seed=seed)], pad_id)

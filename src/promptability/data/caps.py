@@ -29,8 +29,7 @@ def template_datasets(templates: Iterable[str], path: str | os.PathLike | None =
     out = {}
     for template in templates:
         try:
-            info = registry.template_info(template)
-            out[template] = "/".join(str(part) for part in (info["dataset_name"], info.get("subset_name")) if part)
+            out[template] = registry.template_dataset(template)
         except KeyError:
             known = suite.get(template, {}).get("dataset")
             out[template] = f"suite:{known}" if known else template

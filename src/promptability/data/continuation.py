@@ -20,9 +20,10 @@ that do not end in whitespace.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
-__all__ = ["as_continuation", "encode_pairs", "special_prefix", "split_pair"]
+__all__ = ["as_continuation", "encode_pairs", "regroup", "special_prefix", "split_pair"]
 
 
 def as_continuation(text: str) -> str:
@@ -83,17 +84,19 @@ def encode_pairs(
     else:
         pairs = [[split_pair(s, a) for a in group] for s, group in zip(sources, answers, strict=True)]
         source_ids = encode_texts(tokenizer, [s.rstrip() for s in sources])
-        wholes = encode_texts(tokenizer, [context + rest for group in pairs for context, rest in group if rest])
-        flat, at = [], 0
-        for src, group in zip(source_ids, pairs, strict=True):
-            for _, rest in group:
-                if rest:
-                    flat.append(wholes[at][len(src) :])
-                    at += 1
-                else:
-                    flat.append([])
-    grouped, start = [], 0
-    for texts in answers:
-        grouped.append(flat[start : start + len(texts)])
-        start += len(texts)
-    return source_ids, grouped
+        # one per non-empty continuation, in order
+        joined_ids = iter(
+            encode_texts(tokenizer, [context + rest for group in pairs for context, rest in group if rest])
+        )
+        flat = [
+            next(joined_ids)[len(src) :] if rest else []
+            for src, group in zip(source_ids, pairs, strict=True)
+            for _, rest in group
+        ]
+    return source_ids, regroup(flat, answers)
+
+
+def regroup(flat: list[list[int]], groups: list[list[str]]) -> list[list[list[int]]]:
+    """``flat`` (the ids of every text of ``groups``, in order) cut back into one list per group."""
+    items = iter(flat)
+    return [list(itertools.islice(items, len(group))) for group in groups]

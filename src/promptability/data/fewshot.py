@@ -20,19 +20,12 @@ from typing import Any
 
 from promptability.data import registry
 from promptability.data.p3 import P3Instance, group_p3_rows, instance_to_example, p3_format, read_p3_instances
-from promptability.data.readers import load_examples, train_split_for
+from promptability.data.readers import train_split_for
 from promptability.data.schema import DataError, Example
 
 
 class ChecksumError(DataError):
     """The selected few-shot instances do not match the reference checksum."""
-
-
-def load_fewshot_pools(
-    path: str | os.PathLike[str], tasks: Iterable[str] | str | None = None
-) -> dict[str, list[Example]]:
-    """Each template's few-shot pool (its ``train_split_for`` split), grouped by template."""
-    return load_examples(path, split=train_split_for, tasks=tasks)
 
 
 def sample_fewshot(

@@ -44,27 +44,18 @@ def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
     return info
 
 
-def _record_line(record: Mapping[str, Any]) -> str:
-    return json.dumps(
-        [record["task"], record["source"], record["target"], record["choices"], record["label"]], ensure_ascii=False
-    )
-
-
 def records_fingerprint(records: Iterable[Mapping[str, Any]]) -> str:
     """Hash of the (validated, normalised) record content, in order."""
     digest = hashlib.sha256()
-    for record in validate_all(records):
-        digest.update(_record_line(record).encode("utf-8"))
-        digest.update(b"\n")
+    for record in validate_all(records):  # one JSON line per record
+        line = [record["task"], record["source"], record["target"], record["choices"], record["label"]]
+        digest.update(json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n")
     return digest.hexdigest()
 
 
 def _file_sha(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def files_fingerprint(files: Sequence[str | os.PathLike]) -> str:

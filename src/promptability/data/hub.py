@@ -284,16 +284,14 @@ def fetch_p3(
     templates: Iterable[str],
     *,
     splits: Iterable[str] | None = None,
-    repo_id: str = P3_REPO,
     revision: str = P3_REVISION,
     cache_dir: str | os.PathLike[str] | None = None,
-    offline: bool | None = None,
     progress: bool = True,
 ) -> FetchReport:
     """Fetches ``templates`` of P3 into ``out/data/<template>/`` (see the module docstring).
 
-    ``splits`` replaces each template's own splits (``template_splits``); ``offline`` defaults to
-    ``HF_HUB_OFFLINE``; ``cache_dir`` to the Hub cache. Templates that could not be fetched raise
+    ``splits`` replaces each template's own splits (``template_splits``); ``cache_dir`` defaults to the
+    Hub cache; with ``HF_HUB_OFFLINE`` set the Hub is never asked. Templates that could not be fetched raise
     ``P3FetchError`` listing them, after every other template is in place and recorded.
     """
     from huggingface_hub import constants
@@ -304,14 +302,14 @@ def fetch_p3(
     if not revision or revision.startswith("/") or ".." in revision.split("/"):
         raise P3FetchError(f"--revision: {revision!r} is not a branch, tag or commit name")  # it names a file in refs/
     cache = Path(cache_dir if cache_dir is not None else constants.HF_HUB_CACHE).expanduser()
-    offline = _offline() if offline is None else offline
-    manifest = _read_manifest(out, repo_id)
-    commit, listing, why = _resolve(repo_id, revision, set(names), cache, offline)
+    offline = _offline()
+    manifest = _read_manifest(out, P3_REPO)
+    commit, listing, why = _resolve(P3_REPO, revision, set(names), cache, offline)
     if commit is None and manifest.get("revision") == revision:
         commit = manifest["commit"]  # the cache has no ref for it, but this folder was fetched at that revision
     if commit is None:
         raise P3FetchError(
-            f"the Hub cache ({cache}) has no revision '{revision}' of {repo_id} and the Hub was not asked ({why}); "
+            f"the Hub cache ({cache}) has no revision '{revision}' of {P3_REPO} and the Hub was not asked ({why}); "
             "run once online, or pass --revision COMMIT of a snapshot in the cache"
         )
     if manifest and manifest["commit"] != commit:
@@ -324,14 +322,14 @@ def fetch_p3(
             listing.setdefault(template, record["files"])  # whole in out already, even when the cache is gone
     report, todo = _plan(names, list(splits) if splits else None, listing, out, why)
     report.commit = commit
-    _download(todo, report, repo_id, cache, offline, progress)
+    _download(todo, report, P3_REPO, cache, offline, progress)
     records = dict(manifest.get("templates", {}))
     for template, need in report.templates.items():
         if template in report.missing:
             continue
         files = {name: size for t, name, size in todo if t == template}
         records[template] = {"splits": need, "files": files} if files else {"splits": need, "provided": True}
-    manifest = {"repo": repo_id, "revision": revision, "commit": commit, "templates": records}
+    manifest = {"repo": P3_REPO, "revision": revision, "commit": commit, "templates": records}
     write_json_atomic(out / MANIFEST, manifest)
     if report.missing:
         done = len(names) - len(report.missing)

@@ -76,16 +76,11 @@ def p3_splits(path: str | os.PathLike[str]) -> list[str]:
     raise DataError(f"{p}: not a P3 template folder (no dataset_dict.json and no *.tfrecord-*-of-* files)")
 
 
-def _check_split(path: Path, split: str) -> None:
-    splits = p3_splits(path)
-    if split not in splits:
-        raise DataError(f"{path}: template '{path.name}' has no '{split}' split (it has: {', '.join(splits)})")
-
-
 def iter_p3_rows(path: str | os.PathLike[str], split: str) -> Iterator[dict[str, Any]]:
     """Raw P3 rows of one split, as plain Python values (ids as int lists, strings decoded)."""
     p = Path(path)
-    _check_split(p, split)
+    if split not in (splits := p3_splits(p)):
+        raise DataError(f"{p}: template '{p.name}' has no '{split}' split (it has: {', '.join(splits)})")
     if p3_format(p) == "arrow":
         yield from _arrow_rows(p, split)
     else:
@@ -99,10 +94,8 @@ def _arrow_rows(path: Path, split: str) -> Iterator[dict[str, Any]]:
         ds = datasets.load_from_disk(str(path / split))
     except Exception as err:  # datasets raises several types for a damaged folder
         raise DataError(f"{path / split}: cannot load the saved dataset ({err})") from None
-    for batch in ds.iter(batch_size=1000):
-        columns = list(batch)
-        for i in range(len(batch[columns[0]]) if columns else 0):
-            yield {c: batch[c][i] for c in columns}
+    for batch in ds.iter(batch_size=1000):  # {column: values} -> one dict per row
+        yield from (dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True))
 
 
 def _feature_shapes(path: Path, split: str) -> dict[str, dict[str, Any]]:
@@ -264,8 +257,7 @@ def read_p3_instances(path: str | os.PathLike[str], split: str) -> list[P3Instan
 
 def instance_to_example(inst: P3Instance, task: str, origin: str | None = None) -> Example:
     """The schema record of one instance (validated)."""
-    record: dict[str, Any] = {"task": task, "source": inst["source"], "target": inst["target"]}
-    record.update(choices=inst["choices"], label=inst["label"])
+    record = {"task": task, **{k: inst[k] for k in ("source", "target", "choices", "label")}}
     return validate(record, origin, inst["row"])
 
 

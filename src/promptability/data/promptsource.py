@@ -198,38 +198,24 @@ def template_for(root: str | Path | None, p3_name: str) -> Template:
 
 
 def render_records(
-    template: Template,
-    rows: Iterable[Mapping[str, Any]],
-    task: str,
-    seed: int = 0,
-    counts: dict[str, int] | None = None,
+    template: Template, rows: Iterable[Mapping[str, Any]], task: str, seed: int = 0
 ) -> list[dict[str, Any]]:
     """Project records (``schema.validate``d) for the rows that the template gives a target.
 
     Row i seeds ``choice`` with "seed:i". A template with answer choices gives label =
     choices.index(target), and rows whose target is not one of the choices are skipped
     (an evaluation record needs a valid label); one without gives choices=[] and label=-1
-    (generation data, for training only). ``counts``, if given, receives the number of rows
-    "rendered", with "no_target" and with a target "not_in_choices".
+    (generation data, for training only).
     """
     records: list[dict[str, Any]] = []
-    tally = {"rendered": 0, "no_target": 0, "not_in_choices": 0}
     for i, row in enumerate(rows):
         out = template.render(row, seed=f"{seed}:{i}")
         if out is None:
-            tally["no_target"] += 1
             continue
-        source, target, choices = out
-        if template.answer_choices is not None:
-            if target not in choices:
-                tally["not_in_choices"] += 1
-                continue
-            labelled = {"choices": choices, "label": choices.index(target)}
-        else:
-            labelled = {"choices": [], "label": -1}
-        record = {"task": task, "source": source, "target": target, **labelled}
+        source, target, choices = out  # choices is [] exactly when the template has no answer choices
+        if template.answer_choices is not None and target not in choices:
+            continue
+        label = choices.index(target) if choices else -1
+        record = {"task": task, "source": source, "target": target, "choices": choices, "label": label}
         records.append(dict(validate(record, origin=f"{task} (promptsource)", row=i)))
-        tally["rendered"] += 1
-    if counts is not None:
-        counts.update(tally)
     return records

@@ -44,18 +44,14 @@ NAMED_FILE = re.compile(
 )
 
 
-def is_story_cloze(task: str) -> bool:
-    return task.startswith("story_cloze")
-
-
 def eval_split_for(task: str) -> str:
     """The split a template is evaluated on: "validation" ("test" for StoryCloze)."""
-    return "test" if is_story_cloze(task) else "validation"
+    return "test" if task.startswith("story_cloze") else "validation"
 
 
 def train_split_for(task: str) -> str:
     """The split few-shot examples come from: "train" ("validation" for StoryCloze)."""
-    return "validation" if is_story_cloze(task) else "train"
+    return "validation" if task.startswith("story_cloze") else "train"
 
 
 def _split_fn(split: SplitArg) -> Callable[[str], str]:
@@ -241,16 +237,6 @@ def read_examples(
 ) -> list[Example]:
     """All records from ``path`` as a list (see ``iter_examples``)."""
     return list(iter_examples(path, split, tasks))
-
-
-def load_examples(
-    path: str | os.PathLike[str], split: SplitArg = None, tasks: Iterable[str] | str | None = None
-) -> dict[str, list[Example]]:
-    """Records from ``path`` grouped by task, in the order tasks first appear."""
-    out: dict[str, list[Example]] = {}
-    for record in iter_examples(path, split, tasks):
-        out.setdefault(record["task"], []).append(record)
-    return out
 
 
 # ----- the offline suite, and templates known without reading records ------------------------------

@@ -36,12 +36,23 @@ def dev_templates() -> list[str]:
     return list(_registry()["dev"])
 
 
+def all_templates() -> list[str]:
+    """Every template of the registry: the held-out ones, then dev, then training."""
+    return [*_registry()["heldout"], *_registry()["dev"], *_registry()["train"]]
+
+
 def template_info(name: str) -> dict[str, str]:
     """Dataset, subset and promptsource template name behind a P3 config name."""
     try:
         return dict(_registry()["tasks"][name])
     except KeyError:
         raise KeyError(f"unknown P3 template '{name}'; `promptability data list` shows the known ones") from None
+
+
+def template_dataset(name: str) -> str:
+    """The ``dataset[/subset]`` a P3 template renders: "super_glue/rte", "anli/r1", "hellaswag"."""
+    info = template_info(name)
+    return info["dataset_name"] + (f"/{info['subset_name']}" if info["subset_name"] else "")
 
 
 @cache

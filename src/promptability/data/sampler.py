@@ -33,9 +33,9 @@ class LengthGroupedBatchSampler:
     """Shuffled, length-sorted, resumable batches of indices (see the module docstring).
 
     ``lengths``: [n] or [n, 2] (sorted by the first column, ties by the second).
-    All batches are full except possibly the last of an epoch (unless
-    ``drop_last``); with several replicas that last batch is topped up with the
-    epoch's first examples to a multiple of ``num_replicas`` so no rank idles.
+    All batches are full except possibly the last of an epoch; with several replicas
+    that last batch is topped up with the epoch's first examples to a multiple of
+    ``num_replicas`` so no rank idles.
     ``composition``: "iid" or "length_bands" (``STEP_COMPOSITIONS``; the
     default keeps the sampler's original behaviour, the training config chooses
     for training runs). ``megabatch_mult`` only matters for "length_bands",
@@ -51,8 +51,6 @@ class LengthGroupedBatchSampler:
         *,
         seed: int = 0,
         megabatch_mult: int = 50,
-        shuffle: bool = True,
-        drop_last: bool = False,
         num_replicas: int = 1,
         rank: int = 0,
         composition: str = "length_bands",
@@ -78,8 +76,6 @@ class LengthGroupedBatchSampler:
         self.batch_size = batch_size
         self.seed = seed
         self.megabatch_mult = megabatch_mult
-        self.shuffle = shuffle
-        self.drop_last = drop_last
         self.num_replicas = num_replicas
         self.rank = rank
         self.composition = composition
@@ -130,7 +126,7 @@ class LengthGroupedBatchSampler:
             return self._cache[1]
         n = len(self.lengths)
         rng = np.random.default_rng([self.seed, epoch])
-        perm = rng.permutation(n) if self.shuffle else np.arange(n)
+        perm = rng.permutation(n)
         bands = self.composition == "length_bands"
         chunk = self.batch_size * self.megabatch_mult if bands else self.batch_size
         full: list[np.ndarray] = []
@@ -140,17 +136,11 @@ class LengthGroupedBatchSampler:
             for b in range(0, len(part), self.batch_size):
                 batch = part[b : b + self.batch_size]
                 (full if len(batch) == self.batch_size else rest).append(batch)
-        if bands and self.shuffle and full:
+        if bands and full:
             full = [full[i] for i in rng.permutation(len(full))]
-        batches = full
-        if rest and not self.drop_last:
-            last = rest[0]
-            short = -len(last) % self.num_replicas
-            if short:
-                last = np.concatenate([last, np.resize(perm, short)])
-            batches = full + [last]
-        if not bands:  # group lengths only inside each step
-            batches = [self._sort_step(b) for b in batches]
+        if rest:  # the epoch's one short batch, topped up to a multiple of num_replicas
+            full.append(np.concatenate([rest[0], np.resize(perm, -len(rest[0]) % self.num_replicas)]))
+        batches = full if bands else [self._sort_step(b) for b in full]  # iid: lengths grouped inside each step
         self._cache = (epoch, batches)
         return batches
 
@@ -171,18 +161,14 @@ class LengthGroupedBatchSampler:
         return [np.concatenate([head[:, r].reshape(-1), tail[r]]) for r in range(self.num_replicas)]
 
     def __len__(self) -> int:
-        n = len(self.lengths)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def _local(self, batch: np.ndarray) -> list[int]:
-        return self.shares(batch)[self.rank].tolist()
+        return -(-len(self.lengths) // self.batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = self.global_batches(self.epoch)
         while self.batch_index < len(batches):
             batch = batches[self.batch_index]
             self.batch_index += 1
-            yield self._local(batch)
+            yield self.shares(batch)[self.rank].tolist()
         self.epoch += 1
         self.batch_index = 0
 

@@ -37,27 +37,17 @@ def not_utf8(path: str | os.PathLike[str], err: UnicodeDecodeError) -> DataError
     return DataError(f"{path}: not UTF-8 text ({err.reason})")
 
 
-def where(origin: str | None, row: int | None) -> str:
-    parts = [origin or "<data>"]
-    if row is not None:
-        parts.append(f"row {row}")
-    return ", ".join(parts)
-
-
-def validate(
-    record: Mapping[str, Any], origin: str | None = None, row: int | None = None, *, distinct_choices: bool = False
-) -> Example:
+def validate(record: Mapping[str, Any], origin: str | None = None, row: int | None = None) -> Example:
     """Checks one record and returns it normalised (choices a list, label an int).
 
     Training records may omit ``choices``/``label``; evaluation records need
     both, with ``label`` indexing ``choices``. A record with choices needs at least two
     (one choice is always "right"), and its label may not point at a second copy of an
     earlier choice (rank classification gives ties to the first copy, so the instance
-    could never be right). ``distinct_choices`` refuses any repeated choice: on for the
-    project's own record files, off by default because real P3 templates repeat choices
+    could never be right). Other repeats are fine: real P3 templates repeat choices
     (trec ``fine_grained_*``, social_i_qa, commonsense_qa, dream), labelled at the first copy.
     """
-    at = where(origin, row)
+    at = (origin or "<data>") + (f", row {row}" if row is not None else "")
     if not isinstance(record, dict):
         raise DataError(f"{at}: expected an object with fields {FIELDS}, got {type(record).__name__}")
     for field in ("task", "source", "target"):
@@ -84,19 +74,16 @@ def validate(
         raise DataError(f"{at}: field 'label' must be an integer, got {label!r}")
     if not 0 <= label < len(choices):
         raise DataError(f"{at}: field 'label' is {label}, outside the {len(choices)} choices")
-    first = list(choices).index(choices[label])
-    if first != label or (distinct_choices and len(set(choices)) < len(choices)):
-        repeated = choices[label] if first != label else next(c for i, c in enumerate(choices) if c in choices[:i])
-        raise DataError(f"{at}: field 'choices' holds {repeated!r} more than once" + (
-            f" and 'label' {label} points at a later copy (ties go to the first, so it could never be right)"
-            if first != label else ""))  # fmt: skip
+    if list(choices).index(choices[label]) != label:
+        raise DataError(
+            f"{at}: field 'choices' holds {choices[label]!r} more than once and 'label' {label} points at a later "
+            "copy (ties go to the first, so it could never be right)"
+        )
     return Example(
         task=record["task"], source=record["source"], target=record["target"], choices=list(choices), label=int(label)
     )
 
 
-def validate_all(
-    records: Iterable[Mapping[str, Any]], origin: str | None = None, *, distinct_choices: bool = False
-) -> Iterator[Example]:
+def validate_all(records: Iterable[Mapping[str, Any]]) -> Iterator[Example]:
     for row, record in enumerate(records):
-        yield validate(record, origin, row, distinct_choices=distinct_choices)
+        yield validate(record, None, row)

@@ -72,11 +72,7 @@ class SourceSpec:
 @cache
 def dataset_keys() -> frozenset[str]:
     """The registry's datasets as ``dataset[/subset]`` (ANLI's rounds: anli/r1, anli/r2, anli/r3)."""
-    keys = set()
-    for name in registry.train_templates() + list(registry.heldout_templates()) + registry.dev_templates():
-        info = registry.template_info(name)
-        keys.add(info["dataset_name"] + (f"/{info['subset_name']}" if info["subset_name"] else ""))
-    return frozenset(keys)
+    return frozenset(map(registry.template_dataset, registry.all_templates()))
 
 
 def parse_source(text: str, dataset: str | None = None) -> SourceSpec:
@@ -207,11 +203,7 @@ def templates_for(dataset: str, root: str | Path | None = None) -> dict[str, Tem
     templates are named as P3 names them, ``{dataset}_{subset}_{template}`` with non-alphanumerics as "_".
     ``root`` is a promptsource templates folder (default: the templates shipped in the package).
     """
-    names = [
-        n
-        for n in list(registry.heldout_templates()) + registry.dev_templates() + registry.train_templates()
-        if _key(registry.template_info(n)) == dataset
-    ]
+    names = [n for n in registry.all_templates() if registry.template_dataset(n) == dataset]
     if names:
         found = {n: template_for(root, n) for n in names}
     else:
@@ -223,10 +215,6 @@ def templates_for(dataset: str, root: str | Path | None = None) -> dict[str, Tem
         prefix = dataset.replace("/", "_")
         found = {f"{prefix}_{normalise(t.name)}": t for t in loaded.values()}
     return {n: t for n, t in found.items() if t.answer_choices is not None}
-
-
-def _key(info: dict[str, str]) -> str:
-    return info["dataset_name"] + (f"/{info['subset_name']}" if info["subset_name"] else "")
 
 
 def source_records(

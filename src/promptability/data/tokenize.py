@@ -37,6 +37,7 @@ a later run trusts; tmp directories of gone processes are removed (``io.remove_s
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -52,9 +53,9 @@ from datasets import Dataset, Features, List, Value, load_from_disk
 from datasets.exceptions import DatasetGenerationError
 from tqdm.auto import tqdm
 
-from promptability.data.continuation import encode_pairs, encode_texts, special_prefix
+from promptability.data.continuation import encode_pairs, encode_texts, regroup, special_prefix
 from promptability.data.fingerprint import files_fingerprint, records_fingerprint, sha256_hex, tokenizer_fingerprint
-from promptability.data.schema import DataError, validate_all
+from promptability.data.schema import DataError, Example, validate_all
 from promptability.io import remove_stale
 
 logger = logging.getLogger(__name__)
@@ -138,23 +139,16 @@ def _text_end(ids: list[int], eos_id: int) -> int:
     return end
 
 
-def finish_ids(ids: list[int], max_len: int, eos_id: int) -> tuple[list[int], bool]:
-    """Truncates to ``max_len`` including one final EOS; returns (ids, was_truncated)."""
-    end = _text_end(ids, eos_id)
-    truncated = end > max_len - 1
-    end = min(end, max_len - 1)
-    while end and ids[end - 1] == eos_id:  # the cut may land just after an EOS inside the text
-        end -= 1
-    return list(ids[:end]) + [eos_id], truncated
-
-
 def source_ids_without_eos(ids: list[int], max_len: int, eos_id: int) -> tuple[list[int], bool]:
     """Seq2seq source ids with no final EOS: trailing EOS stripped, the first ``max_len`` ids kept."""
-    end = _text_end(ids, eos_id)
-    kept = ids[: min(end, max_len)]
-    while kept and kept[-1] == eos_id:  # a cut just after an EOS inside the text would end on it
-        kept = kept[:-1]
-    return list(kept), end > max_len
+    # The first max_len ids, trailing EOS stripped (also where the cut lands just after an EOS inside the text).
+    return list(ids[: _text_end(ids[:max_len], eos_id)]), _text_end(ids, eos_id) > max_len
+
+
+def finish_ids(ids: list[int], max_len: int, eos_id: int) -> tuple[list[int], bool]:
+    """Truncates to ``max_len`` including one final EOS; returns (ids, was_truncated)."""
+    kept, truncated = source_ids_without_eos(ids, max_len - 1, eos_id)
+    return kept + [eos_id], truncated
 
 
 def continuation_ids(ids: list[int], max_len: int, eos_id: int, keep_end: bool) -> tuple[list[int], bool]:
@@ -172,11 +166,8 @@ def continuation_ids(ids: list[int], max_len: int, eos_id: int, keep_end: bool) 
 def _rows(
     records: Iterable[Mapping[str, Any]],
     tokenizer: Any,
-    max_source_len: int,
-    max_target_len: int,
     stats: TokenizeStats,
     chunk_size: int,
-    total: int | None,
     progress: bool = True,
     continuation: bool = False,
     source_eos: bool = True,
@@ -196,29 +187,22 @@ def _rows(
         return finish_ids(ids, max_len, eos)
 
     positions: Counter[str] = Counter()
-    chunk: list[dict[str, Any]] = []
+    total = len(cast(Sized, records)) if hasattr(records, "__len__") else None
     bar = tqdm(validate_all(records), total=total, desc="tokenizing", unit="ex", mininterval=2.0, disable=not progress)
 
-    def flush() -> Iterator[dict[str, Any]]:
+    def flush(chunk: list[Example]) -> Iterator[dict[str, Any]]:
+        answers = [[r["target"], *r["choices"]] for r in chunk]  # each record's target, then its choices
         if continuation:
-            sources, answers = encode_pairs(tokenizer, [r["source"] for r in chunk],
-                                            [[r["target"], *r["choices"]] for r in chunk], joined)  # fmt: skip
-            targets = [a[0] for a in answers]
-            choices = [ids for a in answers for ids in a[1:]]
+            sources, answer_ids = encode_pairs(tokenizer, [r["source"] for r in chunk], answers, joined)
         else:
             sources = encode_texts(tokenizer, [r["source"] for r in chunk])
-            targets = encode_texts(tokenizer, [r["target"] for r in chunk])
-            choices = encode_texts(tokenizer, [c for r in chunk for c in r["choices"]])
-        offset = 0
-        for record, src, tgt in zip(chunk, sources, targets, strict=True):
-            input_ids, cut_src = finish(src, max_source_len, is_source=True)
-            labels, cut_tgt = finish(tgt, max_target_len)
-            choice_ids = []
-            for ids in choices[offset : offset + len(record["choices"])]:
-                ids, cut = finish(ids, max_target_len)
-                choice_ids.append(ids)
-                stats.choices_truncated += cut
-            offset += len(record["choices"])
+            answer_ids = regroup(encode_texts(tokenizer, [a for group in answers for a in group]), answers)
+        for record, src, (tgt, *choices) in zip(chunk, sources, answer_ids, strict=True):
+            input_ids, cut_src = finish(src, stats.max_source_len, is_source=True)
+            labels, cut_tgt = finish(tgt, stats.max_target_len)
+            finished = [finish(ids, stats.max_target_len) for ids in choices]
+            choice_ids = [ids for ids, _ in finished]
+            stats.choices_truncated += sum(cut for _, cut in finished)
             stats.num_choices += len(choice_ids)
             stats.sources_truncated += cut_src
             stats.targets_truncated += cut_tgt
@@ -236,22 +220,19 @@ def _rows(
             positions[task] += 1
             stats.num_examples += 1
 
-    for record in bar:
-        chunk.append(record)
-        if len(chunk) >= chunk_size:
-            yield from flush()
-            chunk = []
-    if chunk:
-        yield from flush()
+    validated = iter(bar)
+    while chunk := list(itertools.islice(validated, chunk_size)):
+        yield from flush(chunk)
     stats.per_task = dict(sorted(positions.items()))
 
 
-def _read_entry(path: Path) -> tuple[Dataset, TokenizeStats] | None:
+def _read_entry(path: Path, from_cache: bool) -> Tokenized | None:
+    """The cache entry ``path`` (named by its key) when whole (its meta.json is written last), else None."""
     meta_file = path / "meta.json"
     if not meta_file.is_file():
         return None
     meta = json.loads(meta_file.read_text())
-    return load_from_disk(str(path / "data")), TokenizeStats(**meta["stats"])
+    return Tokenized(load_from_disk(str(path / "data")), TokenizeStats(**meta["stats"]), path.name, path, from_cache)
 
 
 def _write_entry(
@@ -287,7 +268,7 @@ def _write_entry(
         try:
             os.replace(tmp, final)
         except OSError:
-            if _read_entry(final) is None:
+            if _read_entry(final, False) is None:
                 raise
             # Another process finished the same entry first: theirs is as good as ours.
             shutil.rmtree(tmp, ignore_errors=True)
@@ -342,10 +323,7 @@ def tokenize_records(
                     joined)  # fmt: skip
 
     def rows() -> Iterator[dict[str, Any]]:
-        recs = get_records()
-        total = len(cast(Sized, recs)) if hasattr(recs, "__len__") else None
-        return _rows(recs, tokenizer, max_source_len, max_target_len, stats, chunk_size, total, progress, continuation,
-                     source_eos, joined)  # fmt: skip
+        return _rows(get_records(), tokenizer, stats, chunk_size, progress, continuation, source_eos, joined)
 
     if not use_cache:
         dataset = Dataset.from_list(list(rows()), features=FEATURES)
@@ -376,19 +354,18 @@ def _datasets_bars(show: bool) -> Iterator[None]:
 def _cached(final: Path, rows: Callable[[], Iterator[dict[str, Any]]], stats: TokenizeStats, data_fp: str,
             tokenizer: Any, files: Any) -> Tokenized:  # fmt: skip
     """The cache entry ``final`` (named by its key) when whole, else built from ``rows`` first."""
-    key = final.name
     for stale in remove_stale(final.parent.glob("*.tmp-*")):  # what killed runs left, whatever their key
         logger.info("removed stale partial cache %s", stale)
     if final.exists():
-        entry = _read_entry(final)
+        entry = _read_entry(final, True)
         if entry is not None:
-            logger.info("tokenized cache hit %s: %s", final, entry[1].summary())
-            return Tokenized(entry[0], entry[1], key, final, True)
+            logger.info("tokenized cache hit %s: %s", final, entry.stats.summary())
+            return entry
         logger.warning("cache entry %s is incomplete (no meta.json); rebuilding it", final)
         shutil.rmtree(final)
 
     _write_entry(final, rows, stats, data_fp, tokenizer, files)
-    entry = _read_entry(final)
+    entry = _read_entry(final, False)
     assert entry is not None
-    logger.info("tokenized %s (cached at %s)", entry[1].summary(), final)
-    return Tokenized(entry[0], entry[1], key, final, False)
+    logger.info("tokenized %s (cached at %s)", entry.stats.summary(), final)
+    return entry
