@@ -13,9 +13,9 @@ from promptability.eval.metrics import (
     MetricsError,
     arg_breakdown,
     average_relative_gain,
-    paired_bootstrap,
     relative_gain,
 )
+from promptability.eval.significance import paired_bootstrap
 
 # Per-group accuracy chosen so each relative gain is a round number:
 # gain = (acc - 1/k) / (1/k) = acc * k - 1.

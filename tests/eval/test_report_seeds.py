@@ -9,11 +9,11 @@ import pytest
 from tests.eval.test_report import TASKS, make_run
 
 from promptability.cli import main
-from promptability.eval.metrics import MetricsError, paired_bootstrap
+from promptability.eval.metrics import MetricsError
 from promptability.eval.report import Column, build_report, render_markdown, report_json
 from promptability.eval.runs import RunError, find_runs, load_run, pooled_correctness, seed_correctness
 from promptability.eval.seeds import compare_runs
-from promptability.eval.significance import hierarchical_bootstrap
+from promptability.eval.significance import hierarchical_bootstrap, paired_bootstrap
 from promptability.io import write_json_atomic
 
 N = 300

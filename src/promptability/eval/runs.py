@@ -23,7 +23,6 @@ from promptability.eval.metrics import ARGResult, MetricsError, arg_breakdown, c
 from promptability.model.prompts import prompt_names
 
 __all__ = [
-    "METHOD_ORDER",
     "Run",
     "RunError",
     "TaskPredictions",
@@ -41,8 +40,6 @@ __all__ = [
 
 RUN_FILE, ACCURACY_FILE, PREDICTIONS_FILE = "run.json", "accuracy.json", "predictions.jsonl"
 NO_LABEL = -1  # the label of an instance whose outside run did not write it
-# The paper's Table 1 order; other method names sort after these.
-METHOD_ORDER = ("none", "mtl-t", "mtl-p", "mtl-tp", "fomaml", "reptile")
 
 
 class RunError(ValueError):
