@@ -31,7 +31,6 @@ __all__ = [
     "arg_breakdown",
     "average_relative_gain",
     "chance_level",
-    "chance_levels",
     "few",
     "relative_gain",
     "resolve_groups",
@@ -58,14 +57,6 @@ def chance_level(num_choices: Iterable[int]) -> float:
     if len(set(counts)) == 1:
         return 1.0 / counts[0]
     return math.fsum(1.0 / n for n in counts) / len(counts)
-
-
-def chance_levels(predictions: Iterable[Mapping[str, Any]]) -> dict[str, float]:
-    """``{task: chance_level}`` from prediction rows (``evaluate``'s: ``task`` and one score per choice)."""
-    counts: dict[str, list[int]] = {}
-    for row in predictions:
-        counts.setdefault(row["task"], []).append(len(row["scores"]))
-    return {task: chance_level(n) for task, n in counts.items()}
 
 
 def relative_gain(accuracy: Any, num_choices: int | None = None, *, chance: float | None = None) -> Any:
@@ -157,9 +148,6 @@ class ARGResult:
     groups_expected: int = 0
     missing: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
-
-    def __float__(self) -> float:
-        return self.value
 
     def label(self) -> str:
         """``"ARG"`` or ``"partial ARG (5/9 groups, 10 templates missing)"``."""

@@ -69,10 +69,7 @@ class Cell:
     @property
     def mean(self) -> float:
         """The mean over pretraining seeds of each seed's mean ARG (one seed: the mean of the runs)."""
-        return float(np.mean([np.mean(args) for args in self.seed_args().values()]))
-
-    def seed_args(self) -> dict[int | None, list[float]]:
-        return seed_args(self.runs, self.args)
+        return float(np.mean([np.mean(args) for args in seed_args(self.runs, self.args).values()]))
 
     @property
     def std(self) -> float | None:
@@ -178,12 +175,11 @@ def build_report(
     seed: int = 0,
     alpha: float = 0.05,
     partial: bool = False,
-    method_labels: Mapping[str, str] = TABLE1_LABELS,
     test: str = "hierarchical",
 ) -> Report:
     """Place ``runs`` into Table 1 cells and test each cell against ``baseline`` at the same column.
 
-    ``method_labels``: the rows' order and labels (method -> label); other methods sort after them by name.
+    Rows: the methods of ``TABLE1_LABELS`` in its order (the registry's), other methods after them by name.
     ``test``: "hierarchical" (pretraining seeds, few-shot runs, instances), "paired-seeds" (the same, seeds paired
     across rows) or "instances" (instances only, over the runs' pooled correctness); see the module docstring.
     """
@@ -192,8 +188,8 @@ def build_report(
     if test not in TESTS:
         raise ValueError(f"test must be one of {TESTS}, got {test!r}")
     columns, cells = _place(runs, partial)
-    methods = sorted({method for method, _ in cells}, key=lambda m: _method_key(m, list(method_labels)))
-    report = Report(columns, methods, cells, baseline, alpha, samples, seed, labels=method_labels, test=test)
+    methods = sorted({method for method, _ in cells}, key=lambda m: _method_key(m, list(TABLE1_LABELS)))
+    report = Report(columns, methods, cells, baseline, alpha, samples, seed, test=test)
     if baseline is not None and baseline not in methods:
         report.notes.append(f"baseline {baseline!r} has no runs: no significance marks")
         return report

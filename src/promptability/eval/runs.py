@@ -65,7 +65,6 @@ class Run:
     model: str
     model_size: str
     seed: int | None
-    score: str | None
     groups: dict[str, dict[str, Any]] | None
     accuracy: dict[str, float]
     predictions: dict[str, TaskPredictions] | None = None
@@ -156,7 +155,6 @@ def _parse_meta(path: Path, meta: Any) -> dict[str, Any]:
         "model": str(meta["model"]),
         "model_size": str(size),
         "seed": None if meta.get("seed") is None else int(meta["seed"]),
-        "score": meta.get("score"),
         "groups": groups,
     }
 

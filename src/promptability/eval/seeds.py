@@ -78,15 +78,13 @@ def seed_record(runs: list[Run], args: list[float], test: str | None) -> dict[st
 
 def test_text(test: str) -> str:
     """The legend's words for a report's significance test (eval.report.TESTS)."""
-    if test == "hierarchical":
+    seeds = {
+        "hierarchical": "every row's pretraining seeds",
+        "paired-seeds": "the pretraining seeds (the same for both rows, whose seed p starts from the same model)",
+    }
+    if test in seeds:
         return (
-            "hierarchical paired bootstrap: each resample draws every row's pretraining seeds, then each seed's "
-            "few-shot runs, then the instances (the same for both rows)"
-        )
-    if test == "paired-seeds":
-        return (
-            "hierarchical paired bootstrap: each resample draws the pretraining seeds (the same for both rows, "
-            "whose seed p starts from the same model), then each seed's few-shot runs, then the instances (the "
-            "same for both rows)"
+            f"hierarchical paired bootstrap: each resample draws {seeds[test]}, then each seed's few-shot runs, then "
+            "the instances (the same for both rows)"
         )
     return "paired bootstrap over instances of the runs' pooled correctness (training noise not counted)"
