@@ -63,13 +63,8 @@ def choice_token_logprobs_causal(
 
 def _left_padded(ids: torch.Tensor, mask: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row's real tokens moved to the right end, so the last position is every source's last token."""
-    lengths = mask.long().sum(-1)
-    width = max(int(lengths.max()), 1)
-    out_ids = ids.new_full((ids.shape[0], width), pad_id)
-    out_mask = mask.new_zeros((ids.shape[0], width))
-    for i in range(ids.shape[0]):
-        n = int(lengths[i])
-        if n:
-            out_ids[i, width - n :] = ids[i][mask[i].bool()]
-            out_mask[i, width - n :] = 1
-    return out_ids, out_mask
+    width = max(int(mask.long().sum(-1).max()), 1)
+    # A stable sort of the mask puts each row's padding first and keeps its real tokens in their order.
+    order = torch.sort(mask.long(), dim=-1, stable=True).indices[:, -width:]
+    out_mask = mask.gather(1, order)
+    return ids.gather(1, order).masked_fill(out_mask == 0, pad_id), out_mask
