@@ -13,9 +13,9 @@ from promptability.eval.metrics import (
     MetricsError,
     arg_breakdown,
     average_relative_gain,
-    paired_bootstrap,
     relative_gain,
 )
+from promptability.eval.significance import paired_bootstrap
 
 # Per-group accuracy chosen so each relative gain is a round number:
 # gain = (acc - 1/k) / (1/k) = acc * k - 1.
@@ -215,11 +215,11 @@ def test_bootstrap_full_p3_scale_is_fast():
     assert result.templates == 116 and result.p_value == 1.0
 
 
-def test_chance_levels_from_prediction_rows():
-    from promptability.eval.metrics import MetricsError, chance_level, chance_levels
+def test_chance_level_from_numbers_of_choices():
+    from promptability.eval.metrics import MetricsError, chance_level
 
-    rows = [{"task": "a", "scores": [0.0] * n} for n in (2, 3, 5)] + [{"task": "b", "scores": [0.0, 1.0]}] * 3
-    assert chance_levels(rows) == {"a": pytest.approx((1 / 2 + 1 / 3 + 1 / 5) / 3), "b": 0.5}
+    assert chance_level([2, 3, 5]) == pytest.approx((1 / 2 + 1 / 3 + 1 / 5) / 3)
+    assert chance_level([2, 2, 2]) == 0.5
     with pytest.raises(MetricsError, match=">= 2 choices"):
         chance_level([2, 1])
     with pytest.raises(MetricsError, match="at least one instance"):

@@ -9,11 +9,11 @@ import pytest
 from tests.eval.test_report import TASKS, make_run
 
 from promptability.cli import main
-from promptability.eval.metrics import MetricsError, paired_bootstrap
+from promptability.eval.metrics import MetricsError
 from promptability.eval.report import Column, build_report, render_markdown, report_json
 from promptability.eval.runs import RunError, find_runs, load_run, pooled_correctness, seed_correctness
-from promptability.eval.seeds import compare_runs
-from promptability.eval.significance import hierarchical_bootstrap
+from promptability.eval.seeds import compare_runs, seed_args
+from promptability.eval.significance import hierarchical_bootstrap, paired_bootstrap
 from promptability.io import write_json_atomic
 
 N = 300
@@ -70,7 +70,8 @@ def test_pretraining_seeds_share_a_cell_with_per_seed_means(noisy):
     assert [r.pretrain_seed for r in zero.runs] == [0, 1, 2]
     assert zero.mean == pytest.approx(arg(0.64)) and zero.std == pytest.approx(arg(0.79) - arg(0.64))
     few = report.cells[("mtl-tp", Column("large", "shallow", 16))]
-    assert list(few.seed_args()) == [0, 1] and [len(v) for v in few.seed_args().values()] == [2, 2]
+    by_seed = seed_args(few.runs, few.args)
+    assert list(by_seed) == [0, 1] and [len(v) for v in by_seed.values()] == [2, 2]
     assert few.mean == pytest.approx(np.mean([arg(a) for a in (0.8, 0.82, 0.82, 0.84)]))
     record = next(c for c in report_json(report)["cells"] if c["method"] == "mtl-tp" and c["shots"] == 16)
     assert record["pretrain_seeds"] == [0, 0, 1, 1] and record["test"] == "hierarchical"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from promptability.eval.metrics import MetricsError, paired_bootstrap
-from promptability.eval.significance import _seed_weights, hierarchical_bootstrap
+from promptability.eval.metrics import MetricsError
+from promptability.eval.significance import _seed_weights, hierarchical_bootstrap, paired_bootstrap
 
 GROUPS = {f"t{i}": {"group": f"g{i // 2}", "num_choices": 2} for i in range(4)}  # 2 groups of 2 templates
 N = 400  # instances per template

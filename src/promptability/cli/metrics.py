@@ -149,7 +149,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from promptability.eval.report import build_report, render_markdown, write_report
-    from promptability.train.methods import TABLE1_LABELS
 
     try:
         from tqdm.auto import tqdm
@@ -163,7 +162,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
             runs,
             baseline=args.baseline or "mtl-t",
             partial=args.partial,
-            method_labels=TABLE1_LABELS,
             **given(args, "samples", "seed", "alpha", "test"),
         )
         paths = write_report(report, args.out, scale_note=args.scale_note, partial=args.partial)

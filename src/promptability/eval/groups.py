@@ -8,13 +8,12 @@ P3 held-out templates stands for the paper's full set (``arg_groups``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from promptability.data.registry import heldout_templates
-from promptability.data.suite_layout import find_meta, read_meta
+from promptability.data.suite_layout import find_meta
 
 
 def _group(info: Mapping[str, Any]) -> dict[str, Any]:
@@ -39,11 +38,8 @@ def arg_groups(groups: dict[str, Any] | None) -> dict[str, Any] | None:
     return groups
 
 
-def suite_groups(
-    meta_or_dir: dict[str, Any] | str | os.PathLike, role: str | None = "heldout"
-) -> dict[str, dict[str, Any]]:
-    """The offline suite's ``{template: {"group", "num_choices"}}`` (held-out templates by default; None for all)."""
-    meta = meta_or_dir if isinstance(meta_or_dir, dict) else read_meta(meta_or_dir)
+def suite_groups(meta: dict[str, Any], role: str | None = "heldout") -> dict[str, dict[str, Any]]:
+    """The suite's ``{template: {"group", "num_choices"}}`` from its ``read_meta``: held-out ones, or all (role None)."""
     if "templates" not in meta:
         raise ValueError("suite metadata has no field 'templates'")
     return {t: _group(info) for t, info in meta["templates"].items() if role is None or info["role"] == role}

@@ -1,4 +1,4 @@
-"""Accuracy -> ARG, and the paired bootstrap used for significance.
+"""Accuracy -> ARG (the bootstraps that test ARG differences are in ``eval.significance``).
 
 ARG (average relative gain) exactly as Wu et al. (2022) compute it: for each
 held-out template, the relative gain over random guessing is ``(acc - r) / r``
@@ -25,18 +25,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import numpy as np
-
 __all__ = [
     "ARGResult",
-    "BootstrapResult",
     "MetricsError",
     "arg_breakdown",
     "average_relative_gain",
     "chance_level",
-    "chance_levels",
     "few",
-    "paired_bootstrap",
     "relative_gain",
     "resolve_groups",
 ]
@@ -62,14 +57,6 @@ def chance_level(num_choices: Iterable[int]) -> float:
     if len(set(counts)) == 1:
         return 1.0 / counts[0]
     return math.fsum(1.0 / n for n in counts) / len(counts)
-
-
-def chance_levels(predictions: Iterable[Mapping[str, Any]]) -> dict[str, float]:
-    """``{task: chance_level}`` from prediction rows (``evaluate``'s: ``task`` and one score per choice)."""
-    counts: dict[str, list[int]] = {}
-    for row in predictions:
-        counts.setdefault(row["task"], []).append(len(row["scores"]))
-    return {task: chance_level(n) for task, n in counts.items()}
 
 
 def relative_gain(accuracy: Any, num_choices: int | None = None, *, chance: float | None = None) -> Any:
@@ -162,9 +149,6 @@ class ARGResult:
     missing: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
 
-    def __float__(self) -> float:
-        return self.value
-
     def label(self) -> str:
         """``"ARG"`` or ``"partial ARG (5/9 groups, 10 templates missing)"``."""
         if not self.partial:
@@ -247,136 +231,3 @@ def average_relative_gain(
 ) -> float:
     """ARG in percent of ``{template: accuracy}``; see ``arg_breakdown`` for the details (and ``chance``)."""
     return arg_breakdown(accuracies, groups, partial=partial, chance=chance).value
-
-
-@dataclass(frozen=True)
-class BootstrapResult:
-    """Paired bootstrap of ARG(B) - ARG(A); ARGs in percent."""
-
-    arg_a: float
-    arg_b: float
-    difference: float
-    ci_low: float
-    ci_high: float
-    p_value: float  # fraction of resamples with ARG(B) <= ARG(A): small means B is better
-    p_worse: float  # fraction of resamples with ARG(B) >= ARG(A): small means B is worse
-    samples: int
-    seed: int
-    confidence: float
-    templates: int
-    instances: int
-    partial: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def _as_correct(name: str, side: str, values: Any) -> np.ndarray:
-    arr = np.asarray(values)
-    if arr.ndim != 1 or arr.size == 0:
-        raise MetricsError(
-            f"correctness of {name!r} in run {side} must be a non-empty 1-D array, got shape {arr.shape}"
-        )
-    if arr.dtype != bool and (not np.issubdtype(arr.dtype, np.number) or not np.all((arr >= 0) & (arr <= 1))):
-        raise MetricsError(f"correctness of {name!r} in run {side} must be bools or fractions in [0, 1]")
-    return arr.astype(np.float64)
-
-
-def paired_bootstrap(
-    correct_a: Mapping[str, Any],
-    correct_b: Mapping[str, Any],
-    groups: GroupSpec | None = None,
-    samples: int = 1000,
-    seed: int = 0,
-    *,
-    partial: bool = False,
-    confidence: float = 0.95,
-    max_cells: int = 4_000_000,
-    chance: Mapping[str, float] | None = None,
-) -> BootstrapResult:
-    """Paired bootstrap over instances of the ARG difference between runs A and B.
-
-    ``correct_a[t][i]`` says whether run A got instance ``i`` of template ``t`` right
-    (bool, or a fraction in [0, 1], e.g. correctness averaged over few-shot seeds);
-    both runs must list the same templates with the same instances in the same order.
-    Each resample draws, within every template, ``n`` instance indices with
-    replacement and applies them to both runs, so the pairing is kept. ``p_value``
-    is the fraction of resamples where B's ARG is not above A's. ``chance`` is as in
-    ``arg_breakdown``.
-    """
-    _check_bootstrap(samples, confidence, correct_a, correct_b)
-    spec = resolve_groups(groups)
-    used, missing, unknown = _select(list(correct_a), spec, partial, "the compared runs")
-    rng = np.random.default_rng(seed)
-    acc_a: dict[str, np.ndarray] = {}
-    acc_b: dict[str, np.ndarray] = {}
-    point_a: dict[str, float] = {}
-    point_b: dict[str, float] = {}
-    instances = 0
-    for name in used:  # sorted, so the random stream does not depend on dict order
-        a, b = _as_correct(name, "A", correct_a[name]), _as_correct(name, "B", correct_b[name])
-        if a.shape != b.shape:
-            raise MetricsError(f"template {name!r} has {a.size} instances in run A but {b.size} in run B")
-        n = a.size
-        instances += n
-        point_a[name], point_b[name] = float(a.mean()), float(b.mean())
-        out_a, out_b = np.empty(samples), np.empty(samples)
-        for rows, idx in instance_draws(rng, n, samples, max_cells):
-            out_a[rows], out_b[rows] = a[idx].mean(axis=1), b[idx].mean(axis=1)
-        acc_a[name], acc_b[name] = out_a, out_b
-    checked = _check_chance(chance, used)
-    return BootstrapResult(
-        **bootstrap_summary(point_a, point_b, acc_a, acc_b, spec, checked, confidence),
-        samples=samples, seed=seed, confidence=confidence, templates=len(used), instances=instances,
-        partial=bool(missing or unknown),
-    )  # fmt: skip
-
-
-def _check_bootstrap(samples: int, confidence: float, templates_a: Iterable[str], templates_b: Iterable[str]) -> None:
-    """The arguments both bootstraps (this one and ``eval.significance``'s) refuse alike."""
-    if samples < 1:
-        raise MetricsError(f"samples must be >= 1, got {samples}")
-    if not 0 < confidence < 1:
-        raise MetricsError(f"confidence must be in (0, 1), got {confidence}")
-    if set(templates_a) != set(templates_b):
-        only_a, only_b = sorted(set(templates_a) - set(templates_b)), sorted(set(templates_b) - set(templates_a))
-        raise MetricsError(f"runs cover different templates: only in A: {only_a}; only in B: {only_b}")
-
-
-def instance_draws(
-    rng: np.random.Generator, n: int, samples: int, max_cells: int
-) -> Iterable[tuple[slice, np.ndarray]]:
-    """The instance indices of every resample of one template, in chunks of rows: (rows, [rows, n] indices).
-
-    Chunks keep the index matrix within ``max_cells`` entries. Both bootstraps draw through this, so the same
-    generator state gives the same indices in both (their one-run-per-side equality rests on it).
-    """
-    step = max(1, max_cells // n)
-    for lo in range(0, samples, step):
-        idx = rng.integers(0, n, size=(min(step, samples - lo), n), dtype=np.int32)
-        yield slice(lo, lo + len(idx)), idx
-
-
-def bootstrap_summary(
-    point_a: Mapping[str, float],
-    point_b: Mapping[str, float],
-    acc_a: Mapping[str, np.ndarray],
-    acc_b: Mapping[str, np.ndarray],
-    spec: dict[str, tuple[str, int]],
-    chance: Mapping[str, float] | None,
-    confidence: float,
-) -> dict[str, Any]:
-    """Both ARGs, their difference, its interval and the two one-sided p-values, from per-template accuracies
-    (points) and per-resample accuracies (``acc``)."""
-    arg_a, _ = _arg(point_a, spec, chance)
-    arg_b, _ = _arg(point_b, spec, chance)
-    diff = _arg(acc_b, spec, chance)[0] - _arg(acc_a, spec, chance)[0]
-    # Ties count against B, so identical runs give p = 1; a tiny tolerance absorbs
-    # float noise from summing the same numbers in a different order.
-    tol = 1e-9
-    tail = (1 - confidence) / 2 * 100
-    return {
-        "arg_a": float(arg_a), "arg_b": float(arg_b), "difference": float(arg_b - arg_a),
-        "ci_low": float(np.percentile(diff, tail)), "ci_high": float(np.percentile(diff, 100 - tail)),
-        "p_value": float(np.mean(diff <= tol)), "p_worse": float(np.mean(diff >= -tol)),
-    }  # fmt: skip

@@ -107,9 +107,9 @@ def load_outside_run(root: Path, identity: Mapping[str, Any] | None) -> Run:
     if (root / ACCURACY_FILE).is_file():
         accuracy = _parse_accuracy(root / ACCURACY_FILE, _read_json(root / ACCURACY_FILE))
         check_agreement(root, preds, accuracy)
-    fields = {k: info[k] for k in ("method", "prompt", "shots", "model")}
-    return Run(path=root, **fields, model_size=Path(info["model"]).name, seed=None, score=None, groups=None,
-               accuracy=accuracy, predictions=preds, meta=info)  # fmt: skip
+    fields = {k: info[k] for k in IDENTITY_FIELDS}
+    return Run(path=root, **fields, model_size=Path(info["model"]).name, seed=None, groups=None, accuracy=accuracy,
+               predictions=preds, meta=info)  # fmt: skip
 
 
 def load_any_run(

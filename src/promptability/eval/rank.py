@@ -56,22 +56,24 @@ def score_choices(model: Any, batch: dict[str, Any], score: str = "mean") -> tor
     """Scores [B, C_max] for a ``collate_eval`` batch; slots past an instance's choices are -inf."""
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-    if model.is_causal:
-        from promptability.eval.rank_causal import score_choices_causal
-
-        return score_choices_causal(model, batch, score)
     device = next(model.parameters()).device
     choice_ids = batch["choice_ids"].to(device)
     choice_mask = batch["choice_mask"].to(device)
     num_choices = batch["num_choices"].to(device)
-    b, c, t = choice_ids.shape
-
-    hidden, enc_mask = model.encode(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+    input_ids, attention_mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    b, c, _ = choice_ids.shape
     real = torch.arange(c, device=device)[None, :] < num_choices[:, None]  # [B, C]
     source_of = torch.arange(b, device=device)[:, None].expand(b, c)[real]  # which source each real choice reads
-    labels = choice_ids[real]  # [N, T]
-    mask = choice_mask[real]
-    token_logp = choice_token_logprobs(model, hidden, enc_mask, source_of, labels, mask)
+    labels, mask = choice_ids[real], choice_mask[real]  # [N, T]
+    if model.is_causal:
+        from promptability.eval.rank_causal import choice_token_logprobs_causal
+
+        width = int(mask.sum(-1).max())  # no choice token is run past the longest real choice
+        labels, mask = labels[:, :width], mask[:, :width]
+        token_logp = choice_token_logprobs_causal(model, input_ids, attention_mask, source_of, labels, mask)
+    else:
+        hidden, enc_mask = model.encode(input_ids, attention_mask)
+        token_logp = choice_token_logprobs(model, hidden, enc_mask, source_of, labels, mask)
     totals = token_logp.sum(-1)
     values = totals / mask.sum(-1).clamp(min=1) if score == "mean" else totals
     scores = torch.full((b, c), float("-inf"), device=device)

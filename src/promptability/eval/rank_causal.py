@@ -22,27 +22,6 @@ import torch
 from promptability.model.causal import lm_head
 
 
-def score_choices_causal(model: Any, batch: dict[str, Any], score: str = "mean") -> torch.Tensor:
-    """Scores [B, C_max] for a ``collate_eval`` batch; slots past an instance's choices are -inf."""
-    device = next(model.parameters()).device
-    choice_ids = batch["choice_ids"].to(device)
-    choice_mask = batch["choice_mask"].to(device)
-    num_choices = batch["num_choices"].to(device)
-    b, c_max, _ = choice_ids.shape
-    real = torch.arange(c_max, device=device)[None, :] < num_choices[:, None]  # [B, C]
-    source_of = torch.arange(b, device=device)[:, None].expand(b, c_max)[real]  # which source each choice reads
-    width = int(choice_mask[real].sum(-1).max())
-    labels, label_mask = choice_ids[real][:, :width], choice_mask[real][:, :width]  # [N, T]
-    token_logp = choice_token_logprobs_causal(
-        model, batch["input_ids"].to(device), batch["attention_mask"].to(device), source_of, labels, label_mask
-    )
-    totals = token_logp.sum(-1)
-    values = totals / label_mask.sum(-1).clamp(min=1) if score == "mean" else totals
-    scores = torch.full((b, c_max), float("-inf"), device=device)
-    scores[real] = values
-    return scores
-
-
 def choice_token_logprobs_causal(
     model: Any,
     input_ids: torch.Tensor,
@@ -84,13 +63,8 @@ def choice_token_logprobs_causal(
 
 def _left_padded(ids: torch.Tensor, mask: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row's real tokens moved to the right end, so the last position is every source's last token."""
-    lengths = mask.long().sum(-1)
-    width = max(int(lengths.max()), 1)
-    out_ids = ids.new_full((ids.shape[0], width), pad_id)
-    out_mask = mask.new_zeros((ids.shape[0], width))
-    for i in range(ids.shape[0]):
-        n = int(lengths[i])
-        if n:
-            out_ids[i, width - n :] = ids[i][mask[i].bool()]
-            out_mask[i, width - n :] = 1
-    return out_ids, out_mask
+    width = max(int(mask.long().sum(-1).max()), 1)
+    # A stable sort of the mask puts each row's padding first and keeps its real tokens in their order.
+    order = torch.sort(mask.long(), dim=-1, stable=True).indices[:, -width:]
+    out_mask = mask.gather(1, order)
+    return ids.gather(1, order).masked_fill(out_mask == 0, pad_id), out_mask

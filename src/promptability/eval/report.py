@@ -25,27 +25,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from promptability.eval.metrics import BootstrapResult, MetricsError, resolve_groups
+from promptability.eval.metrics import MetricsError, resolve_groups
 from promptability.eval.provenance import provenance_notes
 from promptability.eval.runs import Run, RunError, check_same_instances, group_by_config
 from promptability.eval.seeds import TESTS, compare_runs, seed_args, seed_counts, seed_record, test_text
+from promptability.eval.significance import BootstrapResult
 from promptability.io import atomic_path, write_json_atomic, write_text_atomic
 from promptability.model.prompts import NO_PROMPT, PROMPT_KINDS
+from promptability.train.methods import TABLE1_LABELS
 
 if TYPE_CHECKING:
     from matplotlib.artist import Artist
 
 __all__ = ["Cell", "Column", "Report", "build_report", "plot_group_accuracy", "render_markdown", "write_report"]
 
-# Rows in the paper's Table 1 order, with their labels; callers that know a longer list pass it to build_report.
-METHOD_LABELS = {
-    "none": "No continued pretraining",
-    "mtl-t": "MTL-T",
-    "mtl-p": "MTL-P",
-    "mtl-tp": "MTL-TP",
-    "fomaml": "FOMAML",
-    "reptile": "Reptile",
-}
 SIZE_ORDER = ("tiny", "mini", "small", "base", "large", "xl", "xxl")
 BETTER, WORSE, PARTIAL = "†", "‡", "*"
 
@@ -76,10 +69,7 @@ class Cell:
     @property
     def mean(self) -> float:
         """The mean over pretraining seeds of each seed's mean ARG (one seed: the mean of the runs)."""
-        return float(np.mean([np.mean(args) for args in self.seed_args().values()]))
-
-    def seed_args(self) -> dict[int | None, list[float]]:
-        return seed_args(self.runs, self.args)
+        return float(np.mean([np.mean(args) for args in seed_args(self.runs, self.args).values()]))
 
     @property
     def std(self) -> float | None:
@@ -105,7 +95,7 @@ class Report:
     samples: int
     seed: int
     notes: list[str] = field(default_factory=list)
-    labels: Mapping[str, str] = field(default_factory=lambda: METHOD_LABELS)  # method -> row label
+    labels: Mapping[str, str] = field(default_factory=lambda: TABLE1_LABELS)  # method -> row label
     test: str = "hierarchical"  # the significance test, one of TESTS
 
 
@@ -185,12 +175,11 @@ def build_report(
     seed: int = 0,
     alpha: float = 0.05,
     partial: bool = False,
-    method_labels: Mapping[str, str] = METHOD_LABELS,
     test: str = "hierarchical",
 ) -> Report:
     """Place ``runs`` into Table 1 cells and test each cell against ``baseline`` at the same column.
 
-    ``method_labels``: the rows' order and labels (method -> label); other methods sort after them by name.
+    Rows: the methods of ``TABLE1_LABELS`` in its order (the registry's), other methods after them by name.
     ``test``: "hierarchical" (pretraining seeds, few-shot runs, instances), "paired-seeds" (the same, seeds paired
     across rows) or "instances" (instances only, over the runs' pooled correctness); see the module docstring.
     """
@@ -199,8 +188,8 @@ def build_report(
     if test not in TESTS:
         raise ValueError(f"test must be one of {TESTS}, got {test!r}")
     columns, cells = _place(runs, partial)
-    methods = sorted({method for method, _ in cells}, key=lambda m: _method_key(m, list(method_labels)))
-    report = Report(columns, methods, cells, baseline, alpha, samples, seed, labels=method_labels, test=test)
+    methods = sorted({method for method, _ in cells}, key=lambda m: _method_key(m, list(TABLE1_LABELS)))
+    report = Report(columns, methods, cells, baseline, alpha, samples, seed, test=test)
     if baseline is not None and baseline not in methods:
         report.notes.append(f"baseline {baseline!r} has no runs: no significance marks")
         return report

@@ -23,7 +23,6 @@ from promptability.eval.metrics import ARGResult, MetricsError, arg_breakdown, c
 from promptability.model.prompts import prompt_names
 
 __all__ = [
-    "METHOD_ORDER",
     "Run",
     "RunError",
     "TaskPredictions",
@@ -41,8 +40,6 @@ __all__ = [
 
 RUN_FILE, ACCURACY_FILE, PREDICTIONS_FILE = "run.json", "accuracy.json", "predictions.jsonl"
 NO_LABEL = -1  # the label of an instance whose outside run did not write it
-# The paper's Table 1 order; other method names sort after these.
-METHOD_ORDER = ("none", "mtl-t", "mtl-p", "mtl-tp", "fomaml", "reptile")
 
 
 class RunError(ValueError):
@@ -68,7 +65,6 @@ class Run:
     model: str
     model_size: str
     seed: int | None
-    score: str | None
     groups: dict[str, dict[str, Any]] | None
     accuracy: dict[str, float]
     predictions: dict[str, TaskPredictions] | None = None
@@ -159,7 +155,6 @@ def _parse_meta(path: Path, meta: Any) -> dict[str, Any]:
         "model": str(meta["model"]),
         "model_size": str(size),
         "seed": None if meta.get("seed") is None else int(meta["seed"]),
-        "score": meta.get("score"),
         "groups": groups,
     }
 

@@ -8,16 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from promptability.eval.metrics import BootstrapResult, GroupSpec, MetricsError, paired_bootstrap
+from promptability.eval.metrics import GroupSpec, MetricsError
 from promptability.eval.runs import Run, pooled_correctness, seed_correctness, split_by_pretrain_seed
-from promptability.eval.significance import hierarchical_bootstrap
+from promptability.eval.significance import BootstrapResult, hierarchical_bootstrap, paired_bootstrap
 
 __all__ = ["TESTS", "compare_runs", "seed_args", "seed_counts", "seed_record", "split_by_pretrain_seed", "test_text"]
 
 # "hierarchical": eval.significance (pretraining seeds, few-shot runs, instances), each row's seeds drawn on their
 # own; "paired-seeds": the same, drawing the same seeds for both rows, for studies where seed p of every row
 # starts from one model (the demo: base p; pairing removes that model's share of the noise from a difference);
-# "instances": instances only, of the runs' pooled correctness (eval.metrics.paired_bootstrap), which leaves
+# "instances": instances only, of the runs' pooled correctness (eval.significance.paired_bootstrap), which leaves
 # training noise out.
 TESTS = ("hierarchical", "paired-seeds", "instances")
 
@@ -78,15 +78,13 @@ def seed_record(runs: list[Run], args: list[float], test: str | None) -> dict[st
 
 def test_text(test: str) -> str:
     """The legend's words for a report's significance test (eval.report.TESTS)."""
-    if test == "hierarchical":
+    seeds = {
+        "hierarchical": "every row's pretraining seeds",
+        "paired-seeds": "the pretraining seeds (the same for both rows, whose seed p starts from the same model)",
+    }
+    if test in seeds:
         return (
-            "hierarchical paired bootstrap: each resample draws every row's pretraining seeds, then each seed's "
-            "few-shot runs, then the instances (the same for both rows)"
-        )
-    if test == "paired-seeds":
-        return (
-            "hierarchical paired bootstrap: each resample draws the pretraining seeds (the same for both rows, "
-            "whose seed p starts from the same model), then each seed's few-shot runs, then the instances (the "
-            "same for both rows)"
+            f"hierarchical paired bootstrap: each resample draws {seeds[test]}, then each seed's few-shot runs, then "
+            "the instances (the same for both rows)"
         )
     return "paired bootstrap over instances of the runs' pooled correctness (training noise not counted)"

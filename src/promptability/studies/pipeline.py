@@ -374,7 +374,6 @@ def write_tables(out: Path, stages: Stages, note: str, *, baseline: str, partial
     report's significance test (``eval.report.build_report``)."""
     from promptability.eval.report import build_report, render_markdown, write_report
     from promptability.eval.runs import find_runs, load_run
-    from promptability.train.methods import TABLE1_LABELS
 
     start_s = time.perf_counter()
     runs = [load_run(p) for p in find_runs([out / "runs"])]
@@ -382,7 +381,6 @@ def write_tables(out: Path, stages: Stages, note: str, *, baseline: str, partial
         [r for r in runs if pretrain_seeds is None or r.pretrain_seed is None or r.pretrain_seed in pretrain_seeds],
         baseline=baseline,
         partial=partial,
-        method_labels=TABLE1_LABELS,
         test=test,
     )
     write_report(report, out / "report", scale_note=note, partial=partial)

@@ -66,6 +66,6 @@ def build_step(method: str, model: PromptedModel, data: Any, config: TrainConfig
     return METHODS[method].build(method, model, data, config, accelerator)
 
 
-# The rows of a Table 1 report (eval.report.build_report's method_labels): "none" is the model without
+# The rows of a Table 1 report (eval.report's row order and labels): "none" is the model without
 # continued pretraining, then every method in registry order.
 TABLE1_LABELS: dict[str, str] = {"none": "No continued pretraining", **{m.name: m.label for m in METHODS.values()}}
