@@ -28,6 +28,7 @@ __all__ = [
     "blame_file",
     "read_json_file",
     "safe_name",
+    "atomic_dir",
     "atomic_path",
     "is_stale",
     "pid_suffix",
@@ -253,6 +254,34 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a new temporary folder beside ``path``; on success it replaces ``path`` (folder or file) whole.
+
+    The old ``path`` is moved aside only once the new folder is complete, then removed. The folder and
+    everything in it get the permissions the umask gives (``with_umask``). On failure the temporary folder
+    is removed and ``path`` is left as it was. Parent directories are created.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        with_umask(tmp)
+        if not target.exists():
+            os.replace(tmp, target)
+            return
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(tmp, target)
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:

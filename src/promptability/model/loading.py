@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from safetensors.torch import load_file
@@ -78,17 +79,8 @@ def load_model(
         model.base_model = settings["base_model"]
     else:
         causal = settings.get("architecture") == "causal"
-        auto = AutoModelForCausalLM if causal else T5ForConditionalGeneration
-        with blame_file(path / "model.safetensors", "the model's weights"):
-            transformer = auto.from_pretrained(name, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        wrapper = PromptedCausalLM if causal else PromptedSeq2SeqLM
-        # transformers types the Auto class's from_pretrained as _BaseModelWithGenerate, so mypy pairs each
-        # wrapper with a union of both; ``causal`` picks the wrapper and the class that built the transformer together
-        model = wrapper(
-            transformer,  # type: ignore[arg-type]
-            tokenizer, kind, length, seed=seed, base_model=base_name(name), deep_init=deep_init,
-        )  # fmt: skip
+        reading = blame_file(path / "model.safetensors", "the model's weights")
+        model = _from_pretrained(name, causal, reading, kind, length, seed, deep_init, **kwargs)
     if saved_kind != NO_PROMPT:
         model.deep_init = settings.get("deep_init", model.deep_init)
         with blame_file(path / PROMPT_FILE, "the prompt"):
@@ -117,9 +109,17 @@ def _load_plain(
         raise FileNotFoundError(f"model path {name} does not exist")
     if not Path(name).exists():
         fail_fast_offline(name)
-    causal = _is_causal(name)
+    return _from_pretrained(name, _is_causal(name), nullcontext(), prompt, prompt_length, seed, deep_init, **kwargs)
+
+
+def _from_pretrained(
+    name: str, causal: bool, reading: AbstractContextManager, prompt: str, prompt_length: int, seed: int,
+    deep_init: str, **kwargs,
+) -> PromptedSeq2SeqLM | PromptedCausalLM:  # fmt: skip
+    """The Hugging Face model ``name`` (its weights read inside ``reading``) and its tokenizer, with a fresh prompt."""
     auto = AutoModelForCausalLM if causal else T5ForConditionalGeneration
-    transformer = auto.from_pretrained(name, **kwargs)
+    with reading:
+        transformer = auto.from_pretrained(name, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(name)
     wrapper = PromptedCausalLM if causal else PromptedSeq2SeqLM
     # transformers types the Auto class's from_pretrained as _BaseModelWithGenerate, so mypy pairs each

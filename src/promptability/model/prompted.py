@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
-from promptability.io import with_umask
+from promptability.io import atomic_dir
 from promptability.model.prompts import NO_PROMPT, PROMPT_KINDS, Prompt, prompt_names
 from promptability.model.prompts.deep import DEEP_INITS, DEFAULT_DEEP_INIT, SITES, AttentionLayout, Site
 
@@ -70,14 +68,15 @@ class PromptedModel(nn.Module):
     def __init__(
         self,
         transformer: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase | None,
-        prompt: str,
-        prompt_length: int,
-        seed: int,
-        base_model: str | None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        prompt: str = NO_PROMPT,
+        prompt_length: int = 20,
+        seed: int = 0,
+        base_model: str | None = None,
         deep_init: str = DEFAULT_DEEP_INIT,
     ) -> None:
         super().__init__()
+        self.adapt(transformer, tokenizer)
         if prompt not in prompt_names():
             raise ValueError(f"prompt must be one of {prompt_names()}, got {prompt!r}")
         if deep_init not in DEEP_INITS:
@@ -95,6 +94,9 @@ class PromptedModel(nn.Module):
             self.prompt = PROMPT_KINDS[prompt].build(self, prompt_length)
             self.init_prompt(seed)
             self.prompt.attach(self)
+
+    def adapt(self, transformer: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None) -> None:
+        """Checks or adjusts ``transformer`` for this kind of model, before anything is built on it."""
 
     @torch.no_grad()
     def init_prompt(self, seed: int) -> None:
@@ -210,9 +212,7 @@ class PromptedModel(nn.Module):
             raise ValueError("prompt_only save of a model without a prompt has nothing to save")
         if prompt_only and self.base_model is None:
             raise ValueError("prompt_only save needs base_model (the directory or Hub id the prompt belongs to)")
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-        try:
+        with atomic_dir(directory) as tmp:
             if not prompt_only:
                 self.transformer.save_pretrained(tmp, safe_serialization=True)
                 if self.tokenizer is not None:
@@ -221,17 +221,6 @@ class PromptedModel(nn.Module):
                 save_file(self.prompt_state(), str(tmp / PROMPT_FILE))
             settings = {**self.settings(), "prompt_only": prompt_only, **(extra or {})}
             (tmp / CONFIG_FILE).write_text(json.dumps(settings, indent=2) + "\n")
-            with_umask(tmp)
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-                os.replace(directory, old)
-                os.replace(tmp, directory)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, directory)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
         return directory
 
 
@@ -239,17 +228,7 @@ class PromptedSeq2SeqLM(PromptedModel):
     transformer: T5ForConditionalGeneration
     computes_row_nll = True
 
-    def __init__(
-        self,
-        transformer: T5ForConditionalGeneration,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-        prompt: str = NO_PROMPT,
-        prompt_length: int = 20,
-        seed: int = 0,
-        base_model: str | None = None,
-        deep_init: str = DEFAULT_DEEP_INIT,
-    ) -> None:
-        super().__init__(transformer, tokenizer, prompt, prompt_length, seed, base_model, deep_init)
+    def adapt(self, transformer: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None) -> None:
         fuse_gelu(transformer)
 
     def attention_layout(self) -> AttentionLayout:

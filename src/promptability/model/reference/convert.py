@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -214,8 +213,8 @@ def import_reference(checkpoint: str | os.PathLike, base: str, prompt: str, out:
         raise FileExistsError(errno.EEXIST, "--out exists and is not a model folder; pick another", str(out))
     config, tokenizer = _base_files(base)
     out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.import-", dir=out.parent))  # same disk as the output
-    try:
+    # the archive's checkpoint is extracted on the same disk as the output
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.import-", dir=out.parent, ignore_cleanup_errors=True) as scratch:
         if is_archive(checkpoint):
             path, provenance = extract_checkpoint(checkpoint, scratch)
         else:
@@ -236,8 +235,6 @@ def import_reference(checkpoint: str | os.PathLike, base: str, prompt: str, out:
         extra = {"imported_from": {**provenance, "format": SOURCE_FORMAT}, "method": "mtl-tp",
                  "model_size": model_size(base)}  # fmt: skip
         model.save(out, extra=extra)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return out
 
 
