@@ -17,7 +17,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,20 +152,20 @@ _PID_SUFFIX = re.compile(r"\.tmp-(\d+)(?:-[^.]*)?$")
 
 
 def pid_suffix(path: str | os.PathLike[str]) -> int | None:
-    """The pid in a ``<name>.tmp-<pid>`` name (or ``<name>.tmp-<pid>-<random>``, from ``mkdtemp``), else None."""
+    """The pid in a ``<name>.tmp-<pid>`` name (or ``<name>.tmp-<pid>-<random>``, from ``atomic_path``), else None."""
     found = _PID_SUFFIX.search(Path(path).name)
     return int(found.group(1)) if found else None
 
 
-def remove_stale(candidates: Iterable[Path], pid_of: Callable[[Path], int | None] = pid_suffix) -> list[Path]:
+def remove_stale(candidates: Iterable[Path]) -> list[Path]:
     """Removes the temporaries (files or folders) among ``candidates`` whose maker is gone; returns them.
 
     For the start of a run: what a killed run of the same kind left behind. Names without
-    a pid (``pid_of`` gives None) are not ours to judge and are kept.
+    a pid (``pid_suffix`` gives None) are not ours to judge and are kept.
     """
     removed = []
     for path in candidates:
-        pid = pid_of(path)
+        pid = pid_suffix(path)
         if pid is None or not is_stale(path, pid):
             continue
         if path.is_dir() and not path.is_symlink():
@@ -175,16 +175,6 @@ def remove_stale(candidates: Iterable[Path], pid_of: Callable[[Path], int | None
                 path.unlink()
         removed.append(path)
     return removed
-
-
-def _atomic_pid(target: Path) -> Callable[[Path], int | None]:
-    prefix = f".{target.name}."
-
-    def pid_of(path: Path) -> int | None:
-        middle = path.name[len(prefix) :].split(".", 1)[0] if path.name.startswith(prefix) else ""
-        return int(middle) if middle.isdigit() else None
-
-    return pid_of
 
 
 def _umask() -> int:
@@ -241,8 +231,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     # The pid in the name lets the next write of this file remove what a killed writer left.
-    remove_stale(target.parent.glob(f".{glob.escape(target.name)}.*.tmp"), _atomic_pid(target))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
+    remove_stale(target.parent.glob(f".{glob.escape(target.name)}.tmp-*"))
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -103,11 +103,10 @@ def _load_plain(
         return PromptedSeq2SeqLM(
             transformer, tokenizer, prompt, prompt_length, seed=seed, base_model=base_name(name), deep_init=deep_init
         )
-    if not Path(name).exists() and (
-        name.startswith((".", "/", "~")) or os.sep in name and not _looks_like_hub_id(name)
-    ):
-        raise FileNotFoundError(f"model path {name} does not exist")
     if not Path(name).exists():
+        # a path (not an "owner/name" Hub id) that is not there
+        if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") != 1:
+            raise FileNotFoundError(f"model path {name} does not exist")
         fail_fast_offline(name)
     return _from_pretrained(name, _is_causal(name), nullcontext(), prompt, prompt_length, seed, deep_init, **kwargs)
 
@@ -122,12 +121,7 @@ def _from_pretrained(
         transformer = auto.from_pretrained(name, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(name)
     wrapper = PromptedCausalLM if causal else PromptedSeq2SeqLM
-    # transformers types the Auto class's from_pretrained as _BaseModelWithGenerate, so mypy pairs each
-    # wrapper with a union of both; ``causal`` picks the wrapper and the class that built the transformer together
-    return wrapper(
-        transformer,  # type: ignore[arg-type]
-        tokenizer, prompt, prompt_length, seed=seed, base_model=base_name(name), deep_init=deep_init,
-    )  # fmt: skip
+    return wrapper(transformer, tokenizer, prompt, prompt_length, seed, base_name(name), deep_init)
 
 
 class HubUnreachableError(OSError):
@@ -159,10 +153,6 @@ def _is_causal(name: str) -> bool:
     except (OSError, ValueError):
         return False  # let T5ForConditionalGeneration.from_pretrained raise its own error
     return not getattr(config, "is_encoder_decoder", False)
-
-
-def _looks_like_hub_id(name: str) -> bool:
-    return name.count("/") == 1 and not name.startswith((".", "/", "~"))
 
 
 def base_name(name: str) -> str:

@@ -182,17 +182,9 @@ def export_peft(model_path: str | os.PathLike, out: str | os.PathLike, force: bo
     config, weights = peft_adapter(model, base)
     with atomic_dir(target) as tmp:
         if with_base:
-            _save_transformer(model, tmp / BASE_FOLDER)
+            model.save_transformer(tmp / BASE_FOLDER)
         config.save_pretrained(str(tmp))
         save_file({WEIGHTS_KEY: weights}, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         provenance = {"exported_from": str(path.absolute()), "prompt": model.prompt_kind, "peft": peft.__version__}
         (tmp / "promptability-export.json").write_text(json.dumps(provenance, indent=2) + "\n")
     return target
-
-
-def _save_transformer(model: PromptedModel, folder: Path) -> None:
-    # Transformers does not write the attention implementation into config.json, so our prefix seam does not travel.
-    model.transformer.save_pretrained(folder, safe_serialization=True)
-    if model.tokenizer is not None:
-        model.tokenizer.save_pretrained(folder)
-

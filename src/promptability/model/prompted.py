@@ -27,7 +27,7 @@ from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
 from promptability.io import atomic_dir
 from promptability.model.prompts import NO_PROMPT, PROMPT_KINDS, Prompt, prompt_names
-from promptability.model.prompts.deep import DEEP_INITS, DEFAULT_DEEP_INIT, SITES, AttentionLayout, Site
+from promptability.model.prompts.deep import DEEP_INITS, DEFAULT_DEEP_INIT, AttentionLayout, Site
 
 CONFIG_FILE = "promptability.json"
 PROMPT_FILE = "prompt.safetensors"
@@ -203,6 +203,13 @@ class PromptedModel(nn.Module):
             pad = self.transformer.config.pad_token_id
         return 0 if pad is None else int(pad)
 
+    def save_transformer(self, folder: Path) -> None:
+        """Writes the Hugging Face model and its tokenizer to ``folder``, a plain Transformers folder."""
+        # Transformers does not write the attention implementation into config.json, so our prefix seam does not travel.
+        self.transformer.save_pretrained(folder, safe_serialization=True)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(folder)
+
     def save(
         self, directory: str | os.PathLike, prompt_only: bool = False, extra: dict[str, Any] | None = None
     ) -> Path:
@@ -214,9 +221,7 @@ class PromptedModel(nn.Module):
             raise ValueError("prompt_only save needs base_model (the directory or Hub id the prompt belongs to)")
         with atomic_dir(directory) as tmp:
             if not prompt_only:
-                self.transformer.save_pretrained(tmp, safe_serialization=True)
-                if self.tokenizer is not None:
-                    self.tokenizer.save_pretrained(tmp)
+                self.save_transformer(tmp)
             if self.prompt is not None:
                 save_file(self.prompt_state(), str(tmp / PROMPT_FILE))
             settings = {**self.settings(), "prompt_only": prompt_only, **(extra or {})}
@@ -360,5 +365,4 @@ def attention_sites(transformer: T5ForConditionalGeneration) -> tuple[list[Site]
         modules.append(block.layer[0].SelfAttention)
         sites.append(Site("decoder_cross", i))
         modules.append(block.layer[1].EncDecAttention)
-    assert all(s.kind in SITES for s in sites)
     return sites, modules

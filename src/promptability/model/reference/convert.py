@@ -214,7 +214,9 @@ def import_reference(checkpoint: str | os.PathLike, base: str, prompt: str, out:
     config, tokenizer = _base_files(base)
     out.parent.mkdir(parents=True, exist_ok=True)
     # the archive's checkpoint is extracted on the same disk as the output
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.import-", dir=out.parent, ignore_cleanup_errors=True) as scratch:
+    with tempfile.TemporaryDirectory(
+        prefix=f".{out.name}.import-", dir=out.parent, ignore_cleanup_errors=True
+    ) as scratch:
         if is_archive(checkpoint):
             path, provenance = extract_checkpoint(checkpoint, scratch)
         else:
