@@ -99,7 +99,11 @@ def _load_plain(
 ) -> PromptedSeq2SeqLM | PromptedCausalLM:
     """A model that is not a promptability folder: "tiny", a Hugging Face folder or a Hub id."""
     if name == "tiny":
-        transformer, tokenizer = _tiny(seed, **kwargs)
+        from promptability.model.tiny import build_tokenizer, default_corpus, tiny_t5
+
+        corpus, vocab_size = kwargs.pop("corpus", None), kwargs.pop("vocab_size", 4000)
+        tokenizer = build_tokenizer(corpus if corpus is not None else default_corpus(), vocab_size=vocab_size)
+        transformer = tiny_t5(len(tokenizer), seed=seed, **kwargs)
         return PromptedSeq2SeqLM(
             transformer, tokenizer, prompt, prompt_length, seed=seed, base_model=base_name(name), deep_init=deep_init
         )
@@ -157,13 +161,6 @@ def _is_causal(name: str) -> bool:
 
 def base_name(name: str) -> str:
     return str(Path(name).resolve()) if Path(name).exists() else name
-
-
-def _tiny(seed: int, corpus=None, vocab_size: int = 4000, **overrides):
-    from promptability.model.tiny import build_tokenizer, default_corpus, tiny_t5
-
-    tokenizer = build_tokenizer(corpus if corpus is not None else default_corpus(), vocab_size=vocab_size)
-    return tiny_t5(len(tokenizer), seed=seed, **overrides), tokenizer
 
 
 def model_info(path: str | os.PathLike) -> dict:

@@ -122,8 +122,5 @@ def convert_gguf(folder: Path, gguf_file: str, target: Path, info: dict | None =
 
 def status() -> dict[str, str | None]:
     """``{name: installed folder or None}`` for every named model."""
-    out: dict[str, str | None] = {}
-    for name in NAMED_MODELS:
-        folder = model_home() / name
-        out[name] = str(folder) if (folder / MARKER).is_file() else None
-    return out
+    folders = {name: model_home() / name for name in NAMED_MODELS}
+    return {name: str(folder) if (folder / MARKER).is_file() else None for name, folder in folders.items()}

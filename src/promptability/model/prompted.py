@@ -257,27 +257,37 @@ class PromptedSeq2SeqLM(PromptedModel):
         hidden = encoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
         return hidden, attention_mask
 
-    def decode(
+    def forward(
         self,
-        encoder_hidden: torch.Tensor,
-        encoder_mask: torch.Tensor,
-        labels: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         return_loss: bool = True,
         row_nll: bool = False,
     ) -> Seq2SeqLMOutput:
-        """Teacher-forced decoder pass over ``labels`` (padded positions ignored by the loss); ``row_nll``: see forward."""
+        """Teacher-forced decoder pass over ``labels`` (padded positions ignored by the loss).
+
+        ``return_loss=False`` skips Hugging Face's mean loss, for callers that reduce the logits themselves.
+        ``row_nll=True`` makes no logits: ``loss`` is each row's summed target-token NLL, fp32, shape (batch,)
+        (what ``train.losses.token_nll_per_row`` computes from the logits), the training steps' fast path.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if labels is None:
+            raise ValueError("labels are required: PromptedSeq2SeqLM is scored and trained teacher-forced")
+        hidden, mask = self.encode(input_ids, attention_mask)
         loss_labels = (
             labels if decoder_attention_mask is None else labels.masked_fill(decoder_attention_mask == 0, -100)
         )
         decoder_input_ids = self.transformer.prepare_decoder_input_ids_from_labels(labels=loss_labels)
         if row_nll:
             return Seq2SeqLMOutput(
-                loss=self._row_nll(encoder_hidden, encoder_mask, decoder_input_ids, decoder_attention_mask, loss_labels)
+                loss=self._row_nll(hidden, mask, decoder_input_ids, decoder_attention_mask, loss_labels)
             )
         return self.transformer(
-            encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden),
-            attention_mask=encoder_mask,
+            encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
+            attention_mask=mask,
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask,
             labels=loss_labels if return_loss else None,
@@ -306,27 +316,6 @@ class PromptedSeq2SeqLM(PromptedModel):
             picked = picked * (t5.model_dim**-0.5)
         nll = F.cross_entropy(t5.lm_head(picked).float(), loss_labels[keep], reduction="none")
         return nll.new_zeros(keep.shape).masked_scatter(keep, nll).sum(1)
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        decoder_attention_mask: torch.Tensor | None = None,
-        return_loss: bool = True,
-        row_nll: bool = False,
-    ) -> Seq2SeqLMOutput:
-        """``return_loss=False`` skips Hugging Face's mean loss, for callers that reduce the logits themselves.
-
-        ``row_nll=True`` makes no logits: ``loss`` is each row's summed target-token NLL, fp32, shape (batch,)
-        (what ``train.losses.token_nll_per_row`` computes from the logits), the training steps' fast path.
-        """
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if labels is None:
-            raise ValueError("labels are required: PromptedSeq2SeqLM is scored and trained teacher-forced")
-        hidden, mask = self.encode(input_ids, attention_mask)
-        return self.decode(hidden, mask, labels, decoder_attention_mask, return_loss=return_loss, row_nll=row_nll)
 
 
 def fuse_gelu(transformer: nn.Module) -> None:
