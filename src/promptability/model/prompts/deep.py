@@ -154,7 +154,7 @@ class DeepPrompt(Prompt):
         return self.keys[index], self.values[index]
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)  # compared and hashed by identity, as a plain object
 class _PrefixSlot:
     """What an attention module carries: where to read its prefix and which attention to hand over to.
 
