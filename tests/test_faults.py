@@ -147,9 +147,9 @@ def test_stale_temporaries_are_removed_only_when_their_maker_is_gone(tmp_path):
 def test_atomic_writes_remove_what_a_killed_writer_left(tmp_path):
     from promptability.io import write_json_atomic
 
-    left = tmp_path / f".result.json.{_dead_pid()}.abc123.tmp"
+    left = tmp_path / f".result.json.tmp-{_dead_pid()}-abc123"
     left.write_text("half a file")
-    other = tmp_path / ".other.json.1.abc.tmp"  # another file's: not this write's business
+    other = tmp_path / f".other.json.tmp-{_dead_pid()}-abc"  # another file's: not this write's business
     other.write_text("x")
     write_json_atomic(tmp_path / "result.json", {"a": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "result.json"]

@@ -17,7 +17,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ __all__ = [
     "blame_file",
     "read_json_file",
     "safe_name",
+    "atomic_dir",
     "atomic_path",
     "is_stale",
     "pid_suffix",
@@ -151,20 +152,20 @@ _PID_SUFFIX = re.compile(r"\.tmp-(\d+)(?:-[^.]*)?$")
 
 
 def pid_suffix(path: str | os.PathLike[str]) -> int | None:
-    """The pid in a ``<name>.tmp-<pid>`` name (or ``<name>.tmp-<pid>-<random>``, from ``mkdtemp``), else None."""
+    """The pid in a ``<name>.tmp-<pid>`` name (or ``<name>.tmp-<pid>-<random>``, from ``atomic_path``), else None."""
     found = _PID_SUFFIX.search(Path(path).name)
     return int(found.group(1)) if found else None
 
 
-def remove_stale(candidates: Iterable[Path], pid_of: Callable[[Path], int | None] = pid_suffix) -> list[Path]:
+def remove_stale(candidates: Iterable[Path]) -> list[Path]:
     """Removes the temporaries (files or folders) among ``candidates`` whose maker is gone; returns them.
 
     For the start of a run: what a killed run of the same kind left behind. Names without
-    a pid (``pid_of`` gives None) are not ours to judge and are kept.
+    a pid (``pid_suffix`` gives None) are not ours to judge and are kept.
     """
     removed = []
     for path in candidates:
-        pid = pid_of(path)
+        pid = pid_suffix(path)
         if pid is None or not is_stale(path, pid):
             continue
         if path.is_dir() and not path.is_symlink():
@@ -174,16 +175,6 @@ def remove_stale(candidates: Iterable[Path], pid_of: Callable[[Path], int | None
                 path.unlink()
         removed.append(path)
     return removed
-
-
-def _atomic_pid(target: Path) -> Callable[[Path], int | None]:
-    prefix = f".{target.name}."
-
-    def pid_of(path: Path) -> int | None:
-        middle = path.name[len(prefix) :].split(".", 1)[0] if path.name.startswith(prefix) else ""
-        return int(middle) if middle.isdigit() else None
-
-    return pid_of
 
 
 def _umask() -> int:
@@ -240,8 +231,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     # The pid in the name lets the next write of this file remove what a killed writer left.
-    remove_stale(target.parent.glob(f".{glob.escape(target.name)}.*.tmp"), _atomic_pid(target))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
+    remove_stale(target.parent.glob(f".{glob.escape(target.name)}.tmp-*"))
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -253,6 +244,34 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a new temporary folder beside ``path``; on success it replaces ``path`` (folder or file) whole.
+
+    The old ``path`` is moved aside only once the new folder is complete, then removed. The folder and
+    everything in it get the permissions the umask gives (``with_umask``). On failure the temporary folder
+    is removed and ``path`` is left as it was. Parent directories are created.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        with_umask(tmp)
+        if not target.exists():
+            os.replace(tmp, target)
+            return
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(tmp, target)
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:

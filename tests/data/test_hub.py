@@ -137,7 +137,7 @@ def test_second_fetch_keeps_whole_files_and_replaces_the_rest(cached, tmp_path):
     third = hub.fetch_p3(out, [TRAIN_T, HELD_T], progress=False)
     assert (third.fetched, third.kept) == (2, 5)
     assert shard.read_bytes() == whole
-    assert not list(out.rglob("*.tmp"))
+    assert not list(out.rglob("*.tmp-*"))
 
 
 def test_missing_templates_are_listed_with_the_way_to_get_them(cached, tmp_path):

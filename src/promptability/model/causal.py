@@ -27,8 +27,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from promptability.model.prompted import PRESETS, PromptedModel, move_padding
-from promptability.model.prompts import NO_PROMPT
-from promptability.model.prompts.deep import DEFAULT_DEEP_INIT, AttentionLayout, Site
+from promptability.model.prompts.deep import AttentionLayout, Site
 
 __all__ = ["PRESETS", "PromptedCausalLM", "at_targets", "lm_head", "pack_rows", "self_attention_modules"]
 
@@ -37,21 +36,11 @@ class PromptedCausalLM(PromptedModel):
     is_causal = True
     architecture = "causal"
 
-    def __init__(
-        self,
-        transformer: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-        prompt: str = NO_PROMPT,
-        prompt_length: int = 20,
-        seed: int = 0,
-        base_model: str | None = None,
-        deep_init: str = DEFAULT_DEEP_INIT,
-    ) -> None:
+    def adapt(self, transformer: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None) -> None:
         if transformer.config.is_encoder_decoder:
             raise ValueError("PromptedCausalLM wraps decoder-only models; use PromptedSeq2SeqLM for encoder-decoders")
         if transformer.config.pad_token_id is None and tokenizer is not None and tokenizer.pad_token_id is not None:
             transformer.config.pad_token_id = tokenizer.pad_token_id
-        super().__init__(transformer, tokenizer, prompt, prompt_length, seed, base_model, deep_init)
 
     def attention_layout(self) -> AttentionLayout:
         modules = self_attention_modules(self.transformer)

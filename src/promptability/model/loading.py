@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from safetensors.torch import load_file
@@ -78,17 +79,8 @@ def load_model(
         model.base_model = settings["base_model"]
     else:
         causal = settings.get("architecture") == "causal"
-        auto = AutoModelForCausalLM if causal else T5ForConditionalGeneration
-        with blame_file(path / "model.safetensors", "the model's weights"):
-            transformer = auto.from_pretrained(name, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        wrapper = PromptedCausalLM if causal else PromptedSeq2SeqLM
-        # transformers types the Auto class's from_pretrained as _BaseModelWithGenerate, so mypy pairs each
-        # wrapper with a union of both; ``causal`` picks the wrapper and the class that built the transformer together
-        model = wrapper(
-            transformer,  # type: ignore[arg-type]
-            tokenizer, kind, length, seed=seed, base_model=base_name(name), deep_init=deep_init,
-        )  # fmt: skip
+        reading = blame_file(path / "model.safetensors", "the model's weights")
+        model = _from_pretrained(name, causal, reading, kind, length, seed, deep_init, **kwargs)
     if saved_kind != NO_PROMPT:
         model.deep_init = settings.get("deep_init", model.deep_init)
         with blame_file(path / PROMPT_FILE, "the prompt"):
@@ -107,27 +99,33 @@ def _load_plain(
 ) -> PromptedSeq2SeqLM | PromptedCausalLM:
     """A model that is not a promptability folder: "tiny", a Hugging Face folder or a Hub id."""
     if name == "tiny":
-        transformer, tokenizer = _tiny(seed, **kwargs)
+        from promptability.model.tiny import build_tokenizer, default_corpus, tiny_t5
+
+        corpus, vocab_size = kwargs.pop("corpus", None), kwargs.pop("vocab_size", 4000)
+        tokenizer = build_tokenizer(corpus if corpus is not None else default_corpus(), vocab_size=vocab_size)
+        transformer = tiny_t5(len(tokenizer), seed=seed, **kwargs)
         return PromptedSeq2SeqLM(
             transformer, tokenizer, prompt, prompt_length, seed=seed, base_model=base_name(name), deep_init=deep_init
         )
-    if not Path(name).exists() and (
-        name.startswith((".", "/", "~")) or os.sep in name and not _looks_like_hub_id(name)
-    ):
-        raise FileNotFoundError(f"model path {name} does not exist")
     if not Path(name).exists():
+        # a path (not an "owner/name" Hub id) that is not there
+        if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") != 1:
+            raise FileNotFoundError(f"model path {name} does not exist")
         fail_fast_offline(name)
-    causal = _is_causal(name)
+    return _from_pretrained(name, _is_causal(name), nullcontext(), prompt, prompt_length, seed, deep_init, **kwargs)
+
+
+def _from_pretrained(
+    name: str, causal: bool, reading: AbstractContextManager, prompt: str, prompt_length: int, seed: int,
+    deep_init: str, **kwargs,
+) -> PromptedSeq2SeqLM | PromptedCausalLM:  # fmt: skip
+    """The Hugging Face model ``name`` (its weights read inside ``reading``) and its tokenizer, with a fresh prompt."""
     auto = AutoModelForCausalLM if causal else T5ForConditionalGeneration
-    transformer = auto.from_pretrained(name, **kwargs)
+    with reading:
+        transformer = auto.from_pretrained(name, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(name)
     wrapper = PromptedCausalLM if causal else PromptedSeq2SeqLM
-    # transformers types the Auto class's from_pretrained as _BaseModelWithGenerate, so mypy pairs each
-    # wrapper with a union of both; ``causal`` picks the wrapper and the class that built the transformer together
-    return wrapper(
-        transformer,  # type: ignore[arg-type]
-        tokenizer, prompt, prompt_length, seed=seed, base_model=base_name(name), deep_init=deep_init,
-    )  # fmt: skip
+    return wrapper(transformer, tokenizer, prompt, prompt_length, seed, base_name(name), deep_init)
 
 
 class HubUnreachableError(OSError):
@@ -161,19 +159,8 @@ def _is_causal(name: str) -> bool:
     return not getattr(config, "is_encoder_decoder", False)
 
 
-def _looks_like_hub_id(name: str) -> bool:
-    return name.count("/") == 1 and not name.startswith((".", "/", "~"))
-
-
 def base_name(name: str) -> str:
     return str(Path(name).resolve()) if Path(name).exists() else name
-
-
-def _tiny(seed: int, corpus=None, vocab_size: int = 4000, **overrides):
-    from promptability.model.tiny import build_tokenizer, default_corpus, tiny_t5
-
-    tokenizer = build_tokenizer(corpus if corpus is not None else default_corpus(), vocab_size=vocab_size)
-    return tiny_t5(len(tokenizer), seed=seed, **overrides), tokenizer
 
 
 def model_info(path: str | os.PathLike) -> dict:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from promptability.io import atomic_dir
 
 MARKER = "promptability-named.json"
 
@@ -113,19 +114,13 @@ def convert_gguf(folder: Path, gguf_file: str, target: Path, info: dict | None =
     config.pop("_model_name_or_path", None)
     plain = AutoModelForCausalLM.from_config(type(quantized.config).from_dict(config))
     plain.load_state_dict(quantized.state_dict())
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    plain.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / MARKER).write_text(json.dumps({**(info or {}), "gguf_file": gguf_file}, indent=2) + "\n")
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    with atomic_dir(target) as tmp:
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / MARKER).write_text(json.dumps({**(info or {}), "gguf_file": gguf_file}, indent=2) + "\n")
 
 
 def status() -> dict[str, str | None]:
     """``{name: installed folder or None}`` for every named model."""
-    out: dict[str, str | None] = {}
-    for name in NAMED_MODELS:
-        folder = model_home() / name
-        out[name] = str(folder) if (folder / MARKER).is_file() else None
-    return out
+    folders = {name: model_home() / name for name in NAMED_MODELS}
+    return {name: str(folder) if (folder / MARKER).is_file() else None for name, folder in folders.items()}

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +31,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from promptability.io import read_json_file, with_umask
+from promptability.io import atomic_dir, read_json_file
 from promptability.model.causal import PromptedCausalLM
 from promptability.model.loading import load_model
 from promptability.model.named import installed_path, is_named
@@ -182,38 +180,11 @@ def export_peft(model_path: str | os.PathLike, out: str | os.PathLike, force: bo
     with_base = not settings.get("prompt_only") or settings.get("base_model") == "tiny"
     base = str(target / BASE_FOLDER) if with_base else _base_reference(path, settings)
     config, weights = peft_adapter(model, base)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         if with_base:
-            _save_transformer(model, tmp / BASE_FOLDER)
+            model.save_transformer(tmp / BASE_FOLDER)
         config.save_pretrained(str(tmp))
         save_file({WEIGHTS_KEY: weights}, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         provenance = {"exported_from": str(path.absolute()), "prompt": model.prompt_kind, "peft": peft.__version__}
         (tmp / "promptability-export.json").write_text(json.dumps(provenance, indent=2) + "\n")
-        with_umask(tmp)
-        _move_into_place(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return target
-
-
-def _save_transformer(model: PromptedModel, folder: Path) -> None:
-    # Transformers does not write the attention implementation into config.json, so our prefix seam does not travel.
-    model.transformer.save_pretrained(folder, safe_serialization=True)
-    if model.tokenizer is not None:
-        model.tokenizer.save_pretrained(folder)
-
-
-def _move_into_place(tmp: Path, target: Path) -> None:
-    if not target.exists():
-        os.replace(tmp, target)
-        return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.replace(target, old)
-    os.replace(tmp, target)
-    if old.is_dir():
-        shutil.rmtree(old)
-    else:
-        old.unlink()

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +25,9 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
-from promptability.io import with_umask
+from promptability.io import atomic_dir
 from promptability.model.prompts import NO_PROMPT, PROMPT_KINDS, Prompt, prompt_names
-from promptability.model.prompts.deep import DEEP_INITS, DEFAULT_DEEP_INIT, SITES, AttentionLayout, Site
+from promptability.model.prompts.deep import DEEP_INITS, DEFAULT_DEEP_INIT, AttentionLayout, Site
 
 CONFIG_FILE = "promptability.json"
 PROMPT_FILE = "prompt.safetensors"
@@ -70,14 +68,15 @@ class PromptedModel(nn.Module):
     def __init__(
         self,
         transformer: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase | None,
-        prompt: str,
-        prompt_length: int,
-        seed: int,
-        base_model: str | None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        prompt: str = NO_PROMPT,
+        prompt_length: int = 20,
+        seed: int = 0,
+        base_model: str | None = None,
         deep_init: str = DEFAULT_DEEP_INIT,
     ) -> None:
         super().__init__()
+        self.adapt(transformer, tokenizer)
         if prompt not in prompt_names():
             raise ValueError(f"prompt must be one of {prompt_names()}, got {prompt!r}")
         if deep_init not in DEEP_INITS:
@@ -95,6 +94,9 @@ class PromptedModel(nn.Module):
             self.prompt = PROMPT_KINDS[prompt].build(self, prompt_length)
             self.init_prompt(seed)
             self.prompt.attach(self)
+
+    def adapt(self, transformer: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None) -> None:
+        """Checks or adjusts ``transformer`` for this kind of model, before anything is built on it."""
 
     @torch.no_grad()
     def init_prompt(self, seed: int) -> None:
@@ -201,6 +203,13 @@ class PromptedModel(nn.Module):
             pad = self.transformer.config.pad_token_id
         return 0 if pad is None else int(pad)
 
+    def save_transformer(self, folder: Path) -> None:
+        """Writes the Hugging Face model and its tokenizer to ``folder``, a plain Transformers folder."""
+        # Transformers does not write the attention implementation into config.json, so our prefix seam does not travel.
+        self.transformer.save_pretrained(folder, safe_serialization=True)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(folder)
+
     def save(
         self, directory: str | os.PathLike, prompt_only: bool = False, extra: dict[str, Any] | None = None
     ) -> Path:
@@ -210,28 +219,13 @@ class PromptedModel(nn.Module):
             raise ValueError("prompt_only save of a model without a prompt has nothing to save")
         if prompt_only and self.base_model is None:
             raise ValueError("prompt_only save needs base_model (the directory or Hub id the prompt belongs to)")
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-        try:
+        with atomic_dir(directory) as tmp:
             if not prompt_only:
-                self.transformer.save_pretrained(tmp, safe_serialization=True)
-                if self.tokenizer is not None:
-                    self.tokenizer.save_pretrained(tmp)
+                self.save_transformer(tmp)
             if self.prompt is not None:
                 save_file(self.prompt_state(), str(tmp / PROMPT_FILE))
             settings = {**self.settings(), "prompt_only": prompt_only, **(extra or {})}
             (tmp / CONFIG_FILE).write_text(json.dumps(settings, indent=2) + "\n")
-            with_umask(tmp)
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-                os.replace(directory, old)
-                os.replace(tmp, directory)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, directory)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
         return directory
 
 
@@ -239,17 +233,7 @@ class PromptedSeq2SeqLM(PromptedModel):
     transformer: T5ForConditionalGeneration
     computes_row_nll = True
 
-    def __init__(
-        self,
-        transformer: T5ForConditionalGeneration,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-        prompt: str = NO_PROMPT,
-        prompt_length: int = 20,
-        seed: int = 0,
-        base_model: str | None = None,
-        deep_init: str = DEFAULT_DEEP_INIT,
-    ) -> None:
-        super().__init__(transformer, tokenizer, prompt, prompt_length, seed, base_model, deep_init)
+    def adapt(self, transformer: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None) -> None:
         fuse_gelu(transformer)
 
     def attention_layout(self) -> AttentionLayout:
@@ -273,27 +257,37 @@ class PromptedSeq2SeqLM(PromptedModel):
         hidden = encoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
         return hidden, attention_mask
 
-    def decode(
+    def forward(
         self,
-        encoder_hidden: torch.Tensor,
-        encoder_mask: torch.Tensor,
-        labels: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         return_loss: bool = True,
         row_nll: bool = False,
     ) -> Seq2SeqLMOutput:
-        """Teacher-forced decoder pass over ``labels`` (padded positions ignored by the loss); ``row_nll``: see forward."""
+        """Teacher-forced decoder pass over ``labels`` (padded positions ignored by the loss).
+
+        ``return_loss=False`` skips Hugging Face's mean loss, for callers that reduce the logits themselves.
+        ``row_nll=True`` makes no logits: ``loss`` is each row's summed target-token NLL, fp32, shape (batch,)
+        (what ``train.losses.token_nll_per_row`` computes from the logits), the training steps' fast path.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if labels is None:
+            raise ValueError("labels are required: PromptedSeq2SeqLM is scored and trained teacher-forced")
+        hidden, mask = self.encode(input_ids, attention_mask)
         loss_labels = (
             labels if decoder_attention_mask is None else labels.masked_fill(decoder_attention_mask == 0, -100)
         )
         decoder_input_ids = self.transformer.prepare_decoder_input_ids_from_labels(labels=loss_labels)
         if row_nll:
             return Seq2SeqLMOutput(
-                loss=self._row_nll(encoder_hidden, encoder_mask, decoder_input_ids, decoder_attention_mask, loss_labels)
+                loss=self._row_nll(hidden, mask, decoder_input_ids, decoder_attention_mask, loss_labels)
             )
         return self.transformer(
-            encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden),
-            attention_mask=encoder_mask,
+            encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
+            attention_mask=mask,
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask,
             labels=loss_labels if return_loss else None,
@@ -322,27 +316,6 @@ class PromptedSeq2SeqLM(PromptedModel):
             picked = picked * (t5.model_dim**-0.5)
         nll = F.cross_entropy(t5.lm_head(picked).float(), loss_labels[keep], reduction="none")
         return nll.new_zeros(keep.shape).masked_scatter(keep, nll).sum(1)
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        decoder_attention_mask: torch.Tensor | None = None,
-        return_loss: bool = True,
-        row_nll: bool = False,
-    ) -> Seq2SeqLMOutput:
-        """``return_loss=False`` skips Hugging Face's mean loss, for callers that reduce the logits themselves.
-
-        ``row_nll=True`` makes no logits: ``loss`` is each row's summed target-token NLL, fp32, shape (batch,)
-        (what ``train.losses.token_nll_per_row`` computes from the logits), the training steps' fast path.
-        """
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if labels is None:
-            raise ValueError("labels are required: PromptedSeq2SeqLM is scored and trained teacher-forced")
-        hidden, mask = self.encode(input_ids, attention_mask)
-        return self.decode(hidden, mask, labels, decoder_attention_mask, return_loss=return_loss, row_nll=row_nll)
 
 
 def fuse_gelu(transformer: nn.Module) -> None:
@@ -381,5 +354,4 @@ def attention_sites(transformer: T5ForConditionalGeneration) -> tuple[list[Site]
         modules.append(block.layer[0].SelfAttention)
         sites.append(Site("decoder_cross", i))
         modules.append(block.layer[1].EncDecAttention)
-    assert all(s.kind in SITES for s in sites)
     return sites, modules

@@ -73,8 +73,7 @@ def tiny_t5(vocab_size: int, seed: int = 0, **overrides) -> T5ForConditionalGene
         vocab_size=vocab_size, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, **{**TINY_CONFIG, **overrides}
     )
     torch.manual_seed(seed)
-    model = T5ForConditionalGeneration(config)
-    return model
+    return T5ForConditionalGeneration(config)
 
 
 def default_corpus(seed: int = 0) -> Iterable[str]:

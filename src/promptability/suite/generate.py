@@ -10,9 +10,6 @@ import argparse
 import json
 import os
 import random
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +20,7 @@ from tqdm import tqdm
 from promptability.cli.common import fail
 from promptability.data.schema import Example, validate
 from promptability.data.suite_layout import FORMAT, META_FILE, read_meta
+from promptability.io import atomic_dir
 from promptability.suite import tasks
 from promptability.suite import world as world_mod
 from promptability.suite.tasks import CLUSTERS, DATASETS, Dataset
@@ -175,9 +173,7 @@ def write_suite(
             )
         if any(out.iterdir()) and not overwrite:
             raise FileExistsError(f"{out}: exists and is not empty; choose another folder or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:  # the old folder moves aside only once the new one is complete
         suite = generate_suite(seed, size, progress=progress)
         for split, per_template in suite.records.items():
             (tmp / split).mkdir()
@@ -185,16 +181,6 @@ def write_suite(
                 text = "".join(_dumps(r) + "\n" for r in recs)
                 (tmp / split / f"{task}.jsonl").write_text(text, encoding="utf-8")
         (tmp / META_FILE).write_text(json.dumps(suite.meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        if out.exists():  # the old folder moves aside only once the new one is complete
-            aside = out.parent / f".{out.name}.{uuid.uuid4().hex}.old"
-            os.replace(out, aside)
-            os.replace(tmp, out)
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return suite.meta
 
 

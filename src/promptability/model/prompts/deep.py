@@ -19,7 +19,7 @@ model without a prefix attached runs exactly as before.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -103,24 +103,28 @@ class DeepPrompt(Prompt):
             embeddings = cast(nn.Embedding, model.transformer.get_input_embeddings())  # typed nn.Module upstream
             self.init_from_projections(modules, embeddings, generator)
 
-    @torch.no_grad()
     def init_normal(self, generator: torch.Generator) -> None:
-        """N(0, 1) draws laid out as the reference's tables: one (length, layers * 2 * heads * d_kv) table per
-        site kind, row p viewed as (layers, 2, heads, d_kv) with [l, 0] layer l's key and [l, 1] its value.
+        """N(0, 1) draws laid out as the reference's tables (``copy_tables``), one per site kind in ``SITES`` order.
 
         So a reference-shaped table drawn from the same generator state holds exactly these numbers.
         """
         heads, _, d_kv = self.keys[0].shape if self.sites else (0, 0, 0)
+        tables = {}
         for kind in SITES:
-            index = [i for i, s in enumerate(self.sites) if s.kind == kind]
-            if not index:
-                continue
-            layers = sorted(index, key=lambda i: self.sites[i].layer)
-            table = torch.randn(self.length, len(layers) * 2 * heads * d_kv, generator=generator)
-            table = table.view(self.length, len(layers), 2, heads, d_kv)
-            for layer, i in enumerate(layers):
-                self.keys[i].copy_(table[:, layer, 0].transpose(0, 1))
-                self.values[i].copy_(table[:, layer, 1].transpose(0, 1))
+            layers = sum(site.kind == kind for site in self.sites)
+            if layers:
+                tables[kind] = torch.randn(self.length, layers * 2 * heads * d_kv, generator=generator)
+        self.copy_tables(tables)
+
+    @torch.no_grad()
+    def copy_tables(self, tables: Mapping[str, torch.Tensor]) -> None:
+        """Sets every prefix from the reference's tables: one (length, layers * 2 * heads * d_kv) table per site
+        kind, row p viewed as (layers, 2, heads, d_kv) with [l, 0] layer l's key and [l, 1] its value."""
+        for i, site in enumerate(self.sites):
+            heads, _, d_kv = self.keys[i].shape
+            view = tables[site.kind].reshape(self.length, -1, 2, heads, d_kv)
+            self.keys[i].copy_(view[:, site.layer, 0].transpose(0, 1))
+            self.values[i].copy_(view[:, site.layer, 1].transpose(0, 1))
 
     @torch.no_grad()
     def init_from_projections(
@@ -150,6 +154,7 @@ class DeepPrompt(Prompt):
         return self.keys[index], self.values[index]
 
 
+@dataclass(eq=False)  # compared and hashed by identity, as a plain object
 class _PrefixSlot:
     """What an attention module carries: where to read its prefix and which attention to hand over to.
 
@@ -157,14 +162,10 @@ class _PrefixSlot:
     registered a second time under the transformer and stay in their own group.
     """
 
-    def __init__(self, prompt: DeepPrompt, index: int, causal: bool, base: str) -> None:
-        self.prompt = prompt
-        self.index = index
-        self.causal = causal
-        self.base = base
-
-    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.prompt.kv(self.index)
+    prompt: DeepPrompt
+    index: int
+    causal: bool
+    base: str
 
 
 def _base_attention(module: nn.Module, name: str) -> Callable:
@@ -197,7 +198,7 @@ def prefix_attention(
             "load the model through promptability.load_model"
         )
     base = _base_attention(module, slot.base)
-    key_prefix, value_prefix = slot()
+    key_prefix, value_prefix = slot.prompt.kv(slot.index)
     batch, _, q_len, _ = query.shape
     k_len = key.shape[2]
     dtype = query.dtype

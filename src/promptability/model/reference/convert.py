@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -127,15 +126,6 @@ def split_deep(
     return names, tables
 
 
-def site_prefix(table: torch.Tensor, layer: int, num_heads: int, d_kv: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One layer's (H, P, d_kv) key and value prefix from a reference table: row p is (L, 2, H, d_kv), [l, 0] the key."""
-    length = table.shape[0]
-    view = table.reshape(length, -1, 2, num_heads, d_kv)
-    key = view[:, layer, 0].permute(1, 0, 2).contiguous()
-    value = view[:, layer, 1].permute(1, 0, 2).contiguous()
-    return key, value
-
-
 def _require(names: Mapping[str, torch.Tensor], key: str, path: str | os.PathLike) -> torch.Tensor:
     if key not in names:
         raise ReferenceCheckpointError(f"{path}: the checkpoint lacks {ROOT}{key}")
@@ -185,15 +175,6 @@ def build_transformer(config: Any, state: dict[str, torch.Tensor], path: str | o
     return transformer.eval()
 
 
-def deep_prompt_state(sites: list[Any], tables: Mapping[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
-    """Our DeepPrompt's state dict (``keys.i``/``values.i`` per site) from the reference's three tables."""
-    state: dict[str, torch.Tensor] = {}
-    for i, site in enumerate(sites):
-        key, value = site_prefix(tables[site.kind], site.layer, config.num_heads, config.d_kv)
-        state[f"keys.{i}"], state[f"values.{i}"] = key, value
-    return state
-
-
 def import_reference(checkpoint: str | os.PathLike, base: str, prompt: str, out: str | os.PathLike) -> Path:
     """Converts a released checkpoint (``.ckpt``, or the Hub's ``.tgz`` holding one) into a model folder at ``out``.
 
@@ -203,6 +184,7 @@ def import_reference(checkpoint: str | os.PathLike, base: str, prompt: str, out:
     """
     from promptability.model.loading import base_name, model_size
     from promptability.model.prompted import CONFIG_FILE, PromptedSeq2SeqLM
+    from promptability.model.prompts.deep import DeepPrompt
 
     if prompt not in ("shallow", "deep"):
         raise ValueError(f"prompt must be 'shallow' or 'deep', got {prompt!r}")
@@ -214,8 +196,10 @@ def import_reference(checkpoint: str | os.PathLike, base: str, prompt: str, out:
         raise FileExistsError(errno.EEXIST, "--out exists and is not a model folder; pick another", str(out))
     config, tokenizer = _base_files(base)
     out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.import-", dir=out.parent))  # same disk as the output
-    try:
+    # the archive's checkpoint is extracted on the same disk as the output
+    with tempfile.TemporaryDirectory(
+        prefix=f".{out.name}.import-", dir=out.parent, ignore_cleanup_errors=True
+    ) as scratch:
         if is_archive(checkpoint):
             path, provenance = extract_checkpoint(checkpoint, scratch)
         else:
@@ -229,15 +213,14 @@ def import_reference(checkpoint: str | os.PathLike, base: str, prompt: str, out:
             length = tables["encoder"].shape[0]
         transformer = build_transformer(config, state, checkpoint, base)
         model = PromptedSeq2SeqLM(transformer, tokenizer, prompt, length, seed=0, base_model=base_name(base))
-        assert model.prompt is not None  # a shallow or deep prompt was asked for
-        sites = getattr(model.prompt, "sites", [])
-        prompt_state = {"weight": weight} if prompt == "shallow" else deep_prompt_state(sites, tables, config)
-        model.prompt.load_state_dict(prompt_state, strict=True)
+        if isinstance(model.prompt, DeepPrompt):
+            model.prompt.copy_tables(tables)
+        else:
+            assert model.prompt is not None  # a shallow or deep prompt was asked for
+            model.prompt.load_state_dict({"weight": weight}, strict=True)
         extra = {"imported_from": {**provenance, "format": SOURCE_FORMAT}, "method": "mtl-tp",
                  "model_size": model_size(base)}  # fmt: skip
         model.save(out, extra=extra)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return out
 
 

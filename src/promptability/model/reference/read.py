@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 import tarfile
 import zipfile
 import zlib
@@ -99,11 +100,8 @@ def _refusal(err: Exception) -> str:
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class _HashingReader:
@@ -140,7 +138,6 @@ def extract_checkpoint(archive: str | os.PathLike, folder: str | os.PathLike) ->
     archive = Path(archive)
     target = Path(folder) / "reference.ckpt"
     found: list[str] = []
-    checkpoint_digest = hashlib.sha256()
     with open(archive, "rb") as raw:
         reader = _HashingReader(raw)
         try:
@@ -153,10 +150,9 @@ def extract_checkpoint(archive: str | os.PathLike, folder: str | os.PathLike) ->
                         continue  # reported below, once the archive has been listed
                     source = tar.extractfile(member)
                     assert source is not None  # a regular file has contents
+                    copied = _HashingReader(source)
                     with open(target, "wb") as out:
-                        while chunk := source.read(_CHUNK):
-                            checkpoint_digest.update(chunk)
-                            out.write(chunk)
+                        shutil.copyfileobj(copied, out, _CHUNK)
         except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
             if isinstance(err, OSError) and err.errno is not None:  # the disk, not the archive (a full disk...)
                 raise OSError(err.errno, err.strerror, err.filename or str(target)) from None
@@ -168,5 +164,5 @@ def extract_checkpoint(archive: str | os.PathLike, folder: str | os.PathLike) ->
         what = "no .ckpt file" if not found else f"{len(found)} .ckpt files ({', '.join(found)})"
         raise ReferenceCheckpointError(f"{archive}: the archive holds {what}; extract it and pass the one to import")
     provenance = {"file": str(archive.resolve()), "sha256": archive_sha, "member": found[0],
-                  "member_sha256": checkpoint_digest.hexdigest()}  # fmt: skip
+                  "member_sha256": copied.digest.hexdigest()}  # fmt: skip
     return target, provenance
