@@ -234,11 +234,10 @@ def tokenizer_texts(suite: Suite) -> Iterator[str]:
     """The suite's texts (sources, targets, choices), a sample of ``lm_corpus`` and the world's word lists."""
     seed = suite.meta["seed"]
     for split in SPLITS:
-        for recs in suite.records[split].values():
-            for r in recs:
-                yield r["source"]
-                yield r["target"]
-                yield from r["choices"]
+        for r in suite.iter_records(split):
+            yield r["source"]
+            yield r["target"]
+            yield from r["choices"]
     yield from lm_corpus(seed, 2000)
     yield from world_mod.lexicon()
 
