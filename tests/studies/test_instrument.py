@@ -40,13 +40,13 @@ def test_above_chance_p_matches_the_binomial_tail_for_independent_instances():
     correct = np.array([1.0] * 116 + [0.0] * 84)
     exact = _binomial_tail(116, 200)
     assert exact == pytest.approx(0.0141, abs=1e-4)
-    assert above_chance_p(correct, 0.5) == pytest.approx(exact, rel=0.35)
+    assert above_chance_p([correct], 0.5) == pytest.approx(exact, rel=0.35)
     # Far above chance: no resample falls to chance, so p is the smallest the resamples can show.
-    assert above_chance_p(np.ones(50), 0.5, samples=999) == 1 / 1000
-    assert above_chance_p(np.zeros(50), 0.5, samples=999) == 1.0
-    assert above_chance_p(correct, 0.5) == above_chance_p(correct, 0.5)  # seeded
+    assert above_chance_p([np.ones(50)], 0.5, samples=999) == 1 / 1000
+    assert above_chance_p([np.zeros(50)], 0.5, samples=999) == 1.0
+    assert above_chance_p([correct], 0.5) == above_chance_p([correct], 0.5)  # seeded
     with pytest.raises(ValueError, match="non-empty 1-D"):
-        above_chance_p(np.array([]), 0.5)
+        above_chance_p([np.array([])], 0.5)
     with pytest.raises(ValueError, match="one length"):
         above_chance_p([np.ones(5), np.ones(6)], 0.5)
 
@@ -56,7 +56,7 @@ def test_one_seed_is_the_old_instance_bootstrap_to_the_last_bit():
     for n, chance, right in ((150, 0.5, 0.56), (37, 0.5, 0.5), (150, 0.25, 0.3)):
         correct = (rng.random((4, n)) < right).mean(axis=0)  # 4 templates' mean per instance
         for samples in (999, 10_000):
-            assert above_chance_p(correct, chance, samples) == _old_instance_bootstrap(correct - chance, samples)
+            assert above_chance_p([correct], chance, samples) == _old_instance_bootstrap(correct - chance, samples)
     # and through group_results on prediction rows: the old p of the same instances, in the same order
     meta = _meta(a1=("A", 2), a2=("A", 2))
     hits = rng.random((2, 150)) < 0.55
@@ -102,7 +102,7 @@ def test_group_results_means_gains_and_instances():
     assert arg(out) == pytest.approx(12.5)
     # The instance, not the template, is the unit: A's first 20 instances are right in both templates.
     per_instance = np.array([1.0] * 20 + [0.5] * 10 + [0.0] * 10)
-    assert a.p_above_chance == above_chance_p(per_instance, 0.5)
+    assert a.p_above_chance == above_chance_p([per_instance], 0.5)
     assert b.p_above_chance > 0.4
     with pytest.raises(ValueError, match="'c'"):
         group_results([_rows("c", 2, [True])], meta)
@@ -159,7 +159,7 @@ def test_probe_results_over_bases():
     assert out["gender"]["accuracy"] == pytest.approx(87.5) and out["scripts"]["accuracy"] == pytest.approx(25.0)
     gender = [np.array([1.0] * 30 + [0.0] * 10), np.ones(40)]
     assert out["gender"]["p_above_chance"] == above_chance_p(gender, 0.5) < 0.01
-    assert ins.probe_results([one])["gender"]["p_above_chance"] == above_chance_p(gender[0], 0.5)
+    assert ins.probe_results([one])["gender"]["p_above_chance"] == above_chance_p(gender[:1], 0.5)
     with pytest.raises(ValueError, match="differ in their records"):
         ins.probe_results([one, two[:-1]])
 

@@ -20,12 +20,27 @@ from promptability.suite.generate import (
     generate_suite,
     lm_corpus,
     suite_templates,
-    tokenizer_corpus,
     tokenizer_texts,
     write_suite,
 )
-from promptability.suite.tasks import CLUSTERS, DATASETS, SHARED
+from promptability.suite.tasks import CLUSTERS, DATASETS
 from promptability.suite.world import lexicon
+
+# What each held-out cluster shares with the training clusters: the knowledge its instances need (which the
+# LM-adaptation corpus also states in plain text) and the answer formats its templates use. No training
+# cluster is of a held-out task type: none asks whom a pronoun means, what happens next in a story, or in which
+# sense a word is used.
+SHARED: dict[str, tuple[tuple[str, str], ...]] = {
+    "coreference": (("structure_to_text", "the gender of each name (records written with she/he)"),
+                    ("extractive_qa", "pronouns resolved to names; names as answers"),
+                    ("multiple_choice_qa", "who-questions answered by one of the names in the text"),
+                    ("sentiment", "yes/no answers")),
+    "completion": (("summarization", "the ten event scripts, step by step"),
+                   ("sentiment", "yes/no answers"), ("paraphrase", "true/false answers"),
+                   ("multiple_choice_qa", "options listed as (a) (b) ... in the source")),
+    "word_sense": (("topic", "the ambiguous words used in each topic's sense; topic names as answers"),
+                   ("sentiment", "yes/no answers"), ("paraphrase", "true/false answers")),
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -267,8 +282,8 @@ def test_corpora(quick):
     assert len(lm) == 300 and lm == list(lm_corpus(0, 300)) and lm != list(lm_corpus(1, 300))
     assert all(isinstance(t, str) and t.strip() for t in lm)
     assert len(set(lm)) > 200
-    texts = list(tokenizer_corpus(0, size="quick"))
-    assert all(isinstance(t, str) for t in texts) and texts == list(tokenizer_texts(quick))
+    texts = list(tokenizer_texts(quick))
+    assert all(isinstance(t, str) for t in texts)
     record = next(quick.iter_records("validation", role="heldout"))
     assert {record["source"], record["target"], *record["choices"]} <= set(texts)
     assert set(lexicon()) <= set(texts)

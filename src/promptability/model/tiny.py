@@ -78,6 +78,6 @@ def tiny_t5(vocab_size: int, seed: int = 0, **overrides) -> T5ForConditionalGene
 
 def default_corpus(seed: int = 0) -> Iterable[str]:
     """The texts of the offline suite, which the tiny tokenizer is trained on."""
-    from promptability.suite.generate import tokenizer_corpus
+    from promptability.suite.generate import generate_suite, tokenizer_texts
 
-    return tokenizer_corpus(seed=seed)
+    return tokenizer_texts(generate_suite(seed))

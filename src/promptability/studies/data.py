@@ -168,10 +168,8 @@ def _write_heldout(source: _Source, out: Path, manifest: dict[str, Any], eval_in
     for key, names in by_dataset.items():
         eval_split, pool_split = HELDOUT_SPLITS.get(key, (None, None))
         if eval_split is None or eval_split not in source.splits(key):
-            for name in names:
-                manifest["skipped"][name] = f"no {key} {eval_split or ''} data in {source.where(key)}".replace(
-                    "  ", " "
-                )
+            why = f"no {key} {eval_split or ''} data in {source.where(key)}".replace("  ", " ")
+            manifest["skipped"] |= dict.fromkeys(names, why)
             bar.update(len(names))
             continue
         rows = _shuffled(source.rows(key, eval_split), seed, key)

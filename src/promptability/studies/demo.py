@@ -155,10 +155,8 @@ def run_demo(
     fixed = {k: v for k, v in asdict(scale).items() if k not in EXTENDABLE}
     fixed |= {"threads": DEMO_THREADS, "suite_datasets": [f"{d.cluster}/{d.name}" for d in DATASETS]}
     check_settings(out, {"model": "tiny", "data": "suite", "scale": fixed})
-    try:
+    with stages:  # closes the workers kept between phases
         return _run(out, stages, scale, check, jobs, progress)
-    finally:
-        stages.close()
 
 
 def _run(out: Path, stages: Stages, scale: Scale, check: bool, jobs: int, progress: bool) -> str:
@@ -215,9 +213,8 @@ def _lm_adapt(out: Path, scale: Scale, seed: int, progress: bool) -> None:
     from promptability.train.pretrain import pretrain
 
     lm_dir, target = out / "lm", out / "models" / BASE / f"seed-{seed}"
-    if latest_checkpoint(target) is None:
-        model = load_model("tiny", seed=seed)
-        model.save(target / "init")  # the tokenizer and initial weights, for a resumed run to start from
+    if latest_checkpoint(target) is None:  # the tokenizer and initial weights, for a resumed run to start from
+        load_model("tiny", seed=seed).save(target / "init")
     model = load_model(target / "init")
     config = replace(_train_config(scale, "mtl-t", "none", lm_dir, scale.lm_steps, "tiny"), seed=seed)
     pretrain(config, target, resume=latest_checkpoint(target) is not None, progress=progress, model=model)

@@ -75,11 +75,11 @@ class GroupResult:
 
 
 def above_chance_p(
-    correct: np.ndarray | Sequence[np.ndarray], chance: float, samples: int = BOOTSTRAP_SAMPLES,
-    seed: int = BOOTSTRAP_SEED,
-) -> float:  # fmt: skip
-    """One-sided p that accuracy is above ``chance``; ``correct``: per instance, the correctness (a fraction when
-    averaged over templates) of one model, or a list of such arrays, one per pretraining seed, same instances.
+    correct: Sequence[np.ndarray], chance: float, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED
+) -> float:
+    """One-sided p that accuracy is above ``chance``; ``correct``: one array per pretraining seed of a model (one
+    for a model without seeds), each per instance the correctness (a fraction when averaged over templates), same
+    instances.
 
     eval.significance's hierarchical bootstrap of (these runs) against a constant run at chance: each resample
     draws the pretraining seeds with replacement, then the instances (with one run, the instance bootstrap
@@ -89,8 +89,7 @@ def above_chance_p(
     """
     from promptability.eval.significance import hierarchical_bootstrap
 
-    runs = [np.asarray(correct, dtype=np.float64)] if isinstance(correct, np.ndarray) else list(correct)
-    runs = [np.asarray(r, dtype=np.float64) for r in runs]
+    runs = [np.asarray(r, dtype=np.float64) for r in correct]
     if not runs or any(r.ndim != 1 or not len(r) or len(r) != len(runs[0]) for r in runs):
         raise ValueError(
             f"above_chance_p needs non-empty 1-D arrays of one length, got shapes {[r.shape for r in runs]}"
@@ -184,7 +183,7 @@ def verdict(floor: dict[str, GroupResult], ceiling: dict[str, GroupResult]) -> l
     return failed
 
 
-def render(floor: dict[str, GroupResult], ceiling: dict[str, GroupResult], note: str = "") -> str:
+def render(floor: dict[str, GroupResult], ceiling: dict[str, GroupResult]) -> str:
     """The floor/ceiling table in Markdown, with the criteria and the verdict."""
     k = seeds_of(ceiling)
     lines = [
@@ -224,8 +223,6 @@ def render(floor: dict[str, GroupResult], ceiling: dict[str, GroupResult], note:
         "",
         "Verdict: " + ("valid (every criterion holds)." if not failed else "NOT valid: " + "; ".join(failed) + "."),
     ]
-    if note:
-        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
@@ -272,17 +269,13 @@ def _probe(kind: str, source: str, right_wrong: tuple[str, ...], label: int) -> 
     return {"task": f"probe_{kind}", "source": source, "target": choices[label], "choices": choices, "label": label}
 
 
-def oracle_tasks(meta: dict[str, Any]) -> list[str]:
-    """The oracle's mixture: every training template plus every held-out template (their train split)."""
-    return [t for t, info in meta["templates"].items() if info["role"] in ("train", "heldout")]
-
-
 def oracle_row(mtl_t: TrainConfig, meta: dict[str, Any]) -> tuple[str, TrainConfig]:
     """The oracle as a row of a ``Plan.pretrain``: ``mtl_t`` (the MTL-T config of the demo's rows from the base)
-    with the held-out templates' training pools added (:func:`oracle_tasks`). It is trained once per pretraining
-    seed into ``out/models/oracle/seed-<p>`` and must never be in a plan's 0-shot or few-shot rows, which feed
-    Table 1."""
-    return ORACLE, replace(mtl_t, data=replace(mtl_t.data, tasks=oracle_tasks(meta)))
+    with the held-out templates' training pools added: its mixture is every training template plus every held-out
+    template (their train split). It is trained once per pretraining seed into ``out/models/oracle/seed-<p>`` and
+    must never be in a plan's 0-shot or few-shot rows, which feed Table 1."""
+    tasks = [t for t, info in meta["templates"].items() if info["role"] in ("train", "heldout")]
+    return ORACLE, replace(mtl_t, data=replace(mtl_t.data, tasks=tasks))
 
 
 ORACLE = "oracle"
@@ -304,8 +297,8 @@ def run_instrument(out: Path, scale: Scale, stages: Stages, progress: bool = Tru
     suite_dir, models, runs = out / "suite", out / "models", out / "instrument"
     meta = read_meta(suite_dir)
     seeds = list(scale.pretrain_seeds)
-    bases = [(models / BASE / f"seed-{s}", runs / BASE / f"seed-{s}", f"base, seed {s}") for s in seeds]
-    oracles = [(models / ORACLE / f"seed-{s}", runs / ORACLE / f"seed-{s}", f"oracle, seed {s}") for s in seeds]
+    bases, oracles = ([(models / row / f"seed-{s}", runs / row / f"seed-{s}", f"{row}, seed {s}") for s in seeds]
+                      for row in (BASE, ORACLE))  # fmt: skip
     if missing := [str(model) for model, _, _ in bases + oracles if not (model / "promptability.json").is_file()]:
         raise FileNotFoundError(
             f"the instrument needs the base and the trained oracle of every pretraining seed; missing: {missing}"

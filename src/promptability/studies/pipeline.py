@@ -119,15 +119,10 @@ class Stages:
     def run(self, name: str, marker: Path, fn: Callable[[], Any], threads: int | None = None) -> None:
         if self.reused(name, marker):
             return
-        start = time.perf_counter()
         with torch_threads(threads):
-            fn()
-        took = time.perf_counter() - start
+            took = _timed(fn)
         self.timings.append((name, took, False))
         print(f"[{self.label}] {name}: {took:.1f} s")
-
-    def record(self, name: str, seconds: float) -> None:
-        self.timings.append((name, seconds, False))
 
     def summary(self) -> dict[str, Any]:
         stages = [{"stage": n, "seconds": round(s, 2), "reused": r} for n, s, r in self.timings]
@@ -195,7 +190,7 @@ def _worker_init(threads: int | None) -> None:
 
 
 def _timed(fn: Callable[[], Any]) -> float:
-    """Runs one stage in a worker; its own seconds, measured there (the parent's clock includes queueing)."""
+    """Runs one stage; its own seconds (in a worker, measured there: the parent's clock includes queueing)."""
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -387,6 +382,6 @@ def write_tables(out: Path, stages: Stages, note: str, *, baseline: str, partial
     if extra is not None:
         extra(out / "report")
     table = render_markdown(report, note)
-    stages.record("report", time.perf_counter() - start_s)
+    stages.timings.append(("report", time.perf_counter() - start_s, False))
     write_json_atomic(out / "timings.json", stages.summary())
     return table

@@ -53,7 +53,7 @@ the base sits at chance and that an oracle learns every group; docs/miniature.md
 The two NLI-like groups were dropped, because the oracle never learnt them at this scale (docs/miniature.md):
 RTE (which of two statements about a person follows from a premise) and NLI (the same with three).
 
-``tasks.SHARED`` lists what each held-out cluster shares with which training cluster (knowledge, answer
+``SHARED`` in tests/suite/test_suite.py lists what each held-out cluster shares with which training cluster (knowledge, answer
 formats); no training cluster is of a held-out task type.
 
 Modules: ``world`` (the world), ``tasks`` (one generator and template table per dataset), ``generate``

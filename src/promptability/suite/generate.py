@@ -11,7 +11,7 @@ import json
 import os
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +77,10 @@ def suite_templates(role: str | None = None) -> list[str]:
     return [d.task(t) for d in DATASETS for t in d.templates if role is None or CLUSTERS[d.cluster][0] == role]
 
 
-def _size(size: str | SuiteSize) -> tuple[str, SuiteSize]:
-    if isinstance(size, SuiteSize):
-        return "custom", size
+def _size(size: str) -> SuiteSize:
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
-    return size, SIZES[size]
+    return SIZES[size]
 
 
 def _instances(ds: Dataset, world: world_mod.World, seed: int, split: str, n: int, seen: set[str]) -> list[dict]:
@@ -107,15 +105,13 @@ def _instances(ds: Dataset, world: world_mod.World, seed: int, split: str, n: in
     return out
 
 
-def generate_suite(seed: int = 0, size: str | SuiteSize = "default", *, progress: bool = False) -> Suite:
+def generate_suite(seed: int = 0, size: str = "default", *, progress: bool = False) -> Suite:
     """Generates the whole suite in memory, deterministically from ``seed``."""
-    size_name, spec = _size(size)
+    spec = _size(size)
     world = world_mod.make_world(seed)
     n_train_templates = len(suite_templates("train"))
-    meta: dict[str, Any] = {"format": FORMAT, "seed": seed, "size": size_name, "splits": list(SPLITS)}
-    meta["sizes"] = {"train": spec.train, "train_validation": spec.train_validation,
-                     "heldout_train": spec.heldout_train, "heldout_validation": spec.heldout_validation,
-                     "max_train_total": spec.max_train_total}  # fmt: skip
+    meta: dict[str, Any] = {"format": FORMAT, "seed": seed, "size": size, "splits": list(SPLITS)}
+    meta["sizes"] = asdict(spec)
     meta["clusters"] = {c: {"role": role, "about": about, "datasets": []} for c, (role, about) in CLUSTERS.items()}
     meta["templates"] = {}
     records: dict[str, dict[str, list[Example]]] = {s: {} for s in SPLITS}
@@ -148,7 +144,7 @@ def _dumps(obj: Any) -> str:
 def write_suite(
     out_dir: str | os.PathLike,
     seed: int = 0,
-    size: str | SuiteSize = "default",
+    size: str = "default",
     *,
     overwrite: bool = False,
     progress: bool = True,
@@ -159,17 +155,17 @@ def write_suite(
     suite or other files there raise ``FileExistsError`` unless ``overwrite``.
     """
     out = Path(out_dir)
-    size_name, _ = _size(size)
+    _size(size)  # an unknown size fails before the folder is touched
     if out.exists():
         if not out.is_dir():
             raise FileExistsError(f"{out}: exists and is not a folder")
         if (out / META_FILE).is_file() and not overwrite:
             meta = read_meta(out)
-            if size_name != "custom" and (meta.get("seed"), meta.get("size")) == (seed, size_name):
+            if (meta.get("seed"), meta.get("size")) == (seed, size):
                 return meta
             raise FileExistsError(
                 f"{out}: holds a suite with seed {meta.get('seed')} and size {meta.get('size')!r}, "
-                f"not seed {seed} and size {size_name!r}; pass overwrite=True (--overwrite) to replace it"
+                f"not seed {seed} and size {size!r}; pass overwrite=True (--overwrite) to replace it"
             )
         if any(out.iterdir()) and not overwrite:
             raise FileExistsError(f"{out}: exists and is not empty; choose another folder or pass --overwrite")
@@ -213,28 +209,21 @@ def lm_corpus(seed: int = 0, n: int = 20000) -> Iterator[str]:
         ))  # fmt: skip
 
     def meeting() -> str:
-        inst = tasks.coreference(world, rng, {"label": rng.randrange(2), "yn": 0})
-        return inst["text"]
+        return tasks.coreference(world, rng, {"label": rng.randrange(2), "yn": 0})["text"]
 
     kinds = (people, people, story, story, topic, topic, review, fact, meeting)
     for _ in range(n):
         yield rng.choice(kinds)()
 
 
-def tokenizer_corpus(seed: int = 0, size: str | SuiteSize = "default") -> Iterator[str]:
-    """The texts the tiny tokenizer is trained on: ``tokenizer_texts`` of the suite of this seed and size."""
-    yield from tokenizer_texts(generate_suite(seed, size))
-
-
 def tokenizer_texts(suite: Suite) -> Iterator[str]:
     """The suite's texts (sources, targets, choices), a sample of ``lm_corpus`` and the world's word lists."""
     seed = suite.meta["seed"]
     for split in SPLITS:
-        for recs in suite.records[split].values():
-            for r in recs:
-                yield r["source"]
-                yield r["target"]
-                yield from r["choices"]
+        for r in suite.iter_records(split):
+            yield r["source"]
+            yield r["target"]
+            yield from r["choices"]
     yield from lm_corpus(seed, 2000)
     yield from world_mod.lexicon()
 

@@ -251,21 +251,6 @@ CLUSTERS: dict[str, tuple[str, str]] = {
     "completion": ("heldout", "which sentence continues a story"),
     "word_sense": ("heldout", "in which sense a sentence uses an ambiguous word"),
 }
-# What each held-out cluster shares with the training clusters: the knowledge its instances need (which the
-# LM-adaptation corpus also states in plain text) and the answer formats its templates use. No training
-# cluster is of a held-out task type: none asks whom a pronoun means, what happens next in a story, or in which
-# sense a word is used.
-SHARED: dict[str, tuple[tuple[str, str], ...]] = {
-    "coreference": (("structure_to_text", "the gender of each name (records written with she/he)"),
-                    ("extractive_qa", "pronouns resolved to names; names as answers"),
-                    ("multiple_choice_qa", "who-questions answered by one of the names in the text"),
-                    ("sentiment", "yes/no answers")),
-    "completion": (("summarization", "the ten event scripts, step by step"),
-                   ("sentiment", "yes/no answers"), ("paraphrase", "true/false answers"),
-                   ("multiple_choice_qa", "options listed as (a) (b) ... in the source")),
-    "word_sense": (("topic", "the ambiguous words used in each topic's sense; topic names as answers"),
-                   ("sentiment", "yes/no answers"), ("paraphrase", "true/false answers")),
-}  # fmt: skip
 L2, L4 = (("label", 2),), (("label", 4),)
 LYN = (("label", 2), ("yn", 2))  # which sense is used, and whether the true/false template names it
 DATASETS: tuple[Dataset, ...] = (

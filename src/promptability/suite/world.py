@@ -178,10 +178,9 @@ def say(rng: random.Random, slot: str, value: str, forms: dict[str, str], varian
     return says[rng.randrange(len(says)) if variant is None else variant % len(says)].format(v=value, **forms)
 
 
-def describe(rng: random.Random, person: Person, pronouns: bool = True, order: list[str] | None = None) -> list[str]:
+def describe(rng: random.Random, person: Person, pronouns: bool = True) -> list[str]:
     """The person's facts as sentences: the name first, then (with ``pronouns``) she/he."""
-    slots = order if order is not None else list(person.facts)
-    return [say(rng, s, person.facts[s], person.forms(pronouns and i > 0)) for i, s in enumerate(slots)]
+    return [say(rng, s, v, person.forms(pronouns and i > 0)) for i, (s, v) in enumerate(person.facts.items())]
 
 
 def describe_all(rng: random.Random, people: list[Person]) -> str:
