@@ -6,7 +6,7 @@ import argparse
 from collections import Counter
 
 from promptability.cli.common import add_group, add_no_progress, fail, given
-from promptability.data import registry
+from promptability.data import hub, registry
 from promptability.data.schema import DataError
 
 
@@ -27,8 +27,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _register_fetch(sub: argparse._SubParsersAction) -> None:
-    from promptability.data import hub
-
     fetch_help = f"download P3 template folders from the Hugging Face Hub ({hub.P3_REPO}) or its local cache"
     fetch = sub.add_parser("fetch", help=fetch_help, description=fetch_help)
     fetch.add_argument("source", choices=("p3",), help="what to fetch (P3's TFRecord template folders)")
@@ -47,8 +45,6 @@ def _register_fetch(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from promptability.data import hub
-
     names = hub.select_templates(train=args.train, heldout=args.heldout, dev=args.dev, names=args.templates)
     report = hub.fetch_p3(
         args.out, names, progress=not args.no_progress, **given(args, "splits", "revision", "cache_dir")
@@ -111,7 +107,6 @@ def cmd_list(args: argparse.Namespace) -> int:
         if name == "heldout":
             blocks.append(_heldout(args.group))
         else:
-            names = registry.train_templates() if name == "train" else registry.dev_templates()
-            blocks.append(_plain(name, names))
+            blocks.append(_plain(name, registry.train_templates() if name == "train" else registry.dev_templates()))
     print("\n\n".join("\n".join(b) for b in blocks))
     return 0
