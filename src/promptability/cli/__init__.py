@@ -36,11 +36,8 @@ def is_user_error(err: BaseException) -> bool:
     """One of ``USER_ERRORS``, a missing file, or an OS error that names its file (permission, disk full...)."""
     if isinstance(err, FileNotFoundError) or (isinstance(err, OSError) and err.filename is not None):
         return True
-    for module, name in USER_ERRORS:
-        cls = getattr(sys.modules.get(module), name, None)
-        if cls is not None and isinstance(err, cls):
-            return True
-    return False
+    classes = (getattr(sys.modules.get(module), name, None) for module, name in USER_ERRORS)
+    return any(cls is not None and isinstance(err, cls) for cls in classes)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import importlib
 import math
+import operator
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -23,42 +24,41 @@ from typing import Any, TextIO
 MAX_LR = 10.0
 
 
-def _number(text: str, kind: Callable[[str], Any], what: str) -> Any:
+def _number(text: str, kind: Callable[[str], Any], what: str, ok: Callable[[Any], bool], bad: str = "") -> Any:
+    """``kind(text)`` if ``ok`` of it; else "must be {what}" (not a number) or "must be {bad or what}" (out of range)."""
     try:
-        return kind(text)
+        value = kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {bad or what}, got {text!r}")
+    return value
 
 
 def positive_int(text: str) -> int:
     """Sizes, counts, steps and batch sizes: an integer >= 1."""
-    value = _number(text, int, "a positive integer")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+    return _number(text, int, "a positive integer", lambda value: value >= 1)
 
 
 def non_negative_int(text: str) -> int:
     """Seeds, and counts where 0 means none: an integer >= 0."""
-    value = _number(text, int, "an integer >= 0")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
+    return _number(text, int, "an integer >= 0", lambda value: value >= 0)
+
+
+def _finite_positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
 
 
 def positive_float(text: str) -> float:
     """A finite number > 0 (e.g. epochs)."""
-    value = _number(text, float, "a positive number")
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
+    return _number(text, float, "a positive number", _finite_positive, "a finite number > 0")
 
 
 def learning_rate(text: str) -> float:
     """A finite learning rate in (0, MAX_LR]."""
-    value = _number(text, float, "a learning rate (a number such as 1e-3)")
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite learning rate > 0, got {text!r}")
+    value = _number(
+        text, float, "a learning rate (a number such as 1e-3)", _finite_positive, "a finite learning rate > 0"
+    )
     if value > MAX_LR:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a plausible learning rate (above {MAX_LR:g}, training would diverge); "
@@ -69,10 +69,7 @@ def learning_rate(text: str) -> float:
 
 def probability(text: str) -> float:
     """A probability strictly between 0 and 1 (confidence levels, significance levels)."""
-    value = _number(text, float, "a probability")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be a probability strictly between 0 and 1, got {text!r}")
-    return value
+    return _number(text, float, "a probability", lambda value: 0 < value < 1, "a probability strictly between 0 and 1")
 
 
 def add_group(
@@ -101,9 +98,7 @@ def fail(err: object, file: TextIO | None = None) -> int:
 
 # ----- --set and the named flags that are sugar for it --------------------------------------------
 def _append_setting(namespace: argparse.Namespace, key: str, value: Any) -> None:
-    settings = list(getattr(namespace, "settings", None) or [])
-    settings.append((key, value))
-    namespace.settings = settings
+    namespace.settings = [*(getattr(namespace, "settings", None) or []), (key, value)]
 
 
 class _SetAction(argparse.Action):
@@ -139,13 +134,9 @@ def add_set_option(parser: argparse.ArgumentParser, example: str = "data.cap=100
 
 def setting_flag(parser: argparse.ArgumentParser, *flags: str, key: str, **kwargs: Any) -> None:
     """A named flag that sets configuration field ``key``: the same as ``--set key=VALUE``."""
-    if kwargs.get("action") == "store_true":
-        kwargs.update(action=_SettingAction, nargs=0, const=True)
-    else:
-        kwargs.setdefault("action", _SettingAction)
-        if "choices" not in kwargs:
-            kwargs.setdefault("metavar", flags[-1].lstrip("-").replace("-", "_").upper())
-    parser.add_argument(*flags, key=key, dest="settings", default=None, **kwargs)
+    if "choices" not in kwargs:
+        kwargs.setdefault("metavar", flags[-1].lstrip("-").replace("-", "_").upper())
+    parser.add_argument(*flags, action=_SettingAction, key=key, dest="settings", default=None, **kwargs)
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
@@ -153,31 +144,25 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     return dict(getattr(args, "settings", None) or [])
 
 
-class SettingsHelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Ends the help of each setting flag with the field's default, read from the configuration dataclass.
+def help_formatter(config: str) -> type[argparse.HelpFormatter]:
+    """A ``formatter_class`` that ends the help of each setting flag with the field's default in ``config``.
 
     The dataclass (``"module:Class"``) is imported only when help is printed, so parsing stays fast.
     """
 
-    config = ""
+    class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+        def _get_help_string(self, action: argparse.Action) -> str | None:
+            text = action.help
+            if text and isinstance(action, _SettingAction) and "default" not in text:
+                default = _default_of(config, action.key)
+                if default is not None and default is not False:
+                    text += f" (default {' '.join(map(str, default)) if isinstance(default, list) else default})"
+            return text
 
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help
-        if text and isinstance(action, _SettingAction) and self.config and "default" not in text:
-            default = _default_of(self.config, action.key)
-            if default is not None and default is not False:
-                text += f" (default {' '.join(map(str, default)) if isinstance(default, list) else default})"
-        return text
-
-
-def help_formatter(config: str) -> type[argparse.HelpFormatter]:
-    """A ``formatter_class`` whose setting flags show the defaults of ``config`` ("module:Class")."""
-    return type("HelpFormatter", (SettingsHelpFormatter,), {"config": config})
+    return HelpFormatter
 
 
 def _default_of(config: str, key: str) -> Any:
     module, _, name = config.partition(":")
-    value: Any = getattr(importlib.import_module(module), name)()
-    for part in key.split("."):
-        value = getattr(value, part)
+    value = operator.attrgetter(key)(getattr(importlib.import_module(module), name)())
     return None if dataclasses.is_dataclass(value) else value

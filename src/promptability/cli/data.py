@@ -1,52 +1,34 @@
-"""`promptability data ...`: look at the template registry and the data.
-
-Adding a subcommand to the ``data`` group (e.g. ``data suite``): inside ``register()``
-below, after the group exists, call ``add_data_command(name, help)``; it returns the
-subcommand's ``argparse.ArgumentParser`` (set ``func=`` with ``set_defaults``). The
-group's subparsers object is kept in the module-level ``_data_subparsers``.
-"""
+"""`promptability data ...`: look at the template registry and the data."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 
 from promptability.cli.common import add_group, add_no_progress, fail, given
-from promptability.data import registry
-
-_data_subparsers: argparse._SubParsersAction | None = None
-
-
-def add_data_command(name: str, help: str, **kwargs) -> argparse.ArgumentParser:
-    """A new ``promptability data <name>`` subparser; ``register()`` must have run first."""
-    if _data_subparsers is None:
-        raise RuntimeError("promptability.cli.data.register() has not created the 'data' group yet")
-    return _data_subparsers.add_parser(name, help=help, description=help, **kwargs)
+from promptability.data import hub, registry
+from promptability.data.schema import DataError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    global _data_subparsers
     about = "List the T0/P3 templates of the registry; build and inspect evaluation data."
-    _data_subparsers = add_group(subparsers, "data", "data_command", "DATA_COMMAND",
-                                 help="list P3 templates; build and inspect data", description=about)  # fmt: skip
+    sub = add_group(subparsers, "data", "data_command", "DATA_COMMAND",
+                    help="list P3 templates; build and inspect data", description=about)  # fmt: skip
 
-    listing = add_data_command("list", "show the T0/P3 templates of the registry, with counts")
+    list_help = "show the T0/P3 templates of the registry, with counts"
+    listing = sub.add_parser("list", help=list_help, description=list_help)
     listing.add_argument("--split", choices=("train", "heldout", "dev"), help="one split only (default: all three)")
     listing.add_argument("--group", help="held-out dataset group only, e.g. RTE or ANLI (implies --split heldout)")
     listing.set_defaults(func=cmd_list)
     from promptability.suite.generate import add_suite_command
 
-    add_suite_command(_data_subparsers)
-    _register_fetch()
+    add_suite_command(sub)
+    _register_fetch(sub)
 
 
-def _register_fetch() -> None:
-    from promptability.data import hub
-
-    fetch = add_data_command(
-        "fetch", f"download P3 template folders from the Hugging Face Hub ({hub.P3_REPO}) or its local cache"
-    )
+def _register_fetch(sub: argparse._SubParsersAction) -> None:
+    fetch_help = f"download P3 template folders from the Hugging Face Hub ({hub.P3_REPO}) or its local cache"
+    fetch = sub.add_parser("fetch", help=fetch_help, description=fetch_help)
     fetch.add_argument("source", choices=("p3",), help="what to fetch (P3's TFRecord template folders)")
     fetch.add_argument("--out", required=True, help="folder to fill: OUT/data/<template>/, readable as --data OUT")
     fetch.add_argument("--train", action="store_true", help="the 313 T0 training templates (train split)")
@@ -63,8 +45,6 @@ def _register_fetch() -> None:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from promptability.data import hub
-
     names = hub.select_templates(train=args.train, heldout=args.heldout, dev=args.dev, names=args.templates)
     report = hub.fetch_p3(
         args.out, names, progress=not args.no_progress, **given(args, "splits", "revision", "cache_dir")
@@ -93,15 +73,13 @@ def _plain(title: str, names: list[str]) -> list[str]:
     return lines
 
 
-def _heldout(group: str | None) -> list[str] | None:
+def _heldout(group: str | None) -> list[str]:
     templates = registry.heldout_templates()
     groups = Counter(info["group"] for info in templates.values())
     if group is not None:
         match = [g for g in groups if g.lower() == group.lower()]
         if not match:
-            known = ", ".join(sorted(groups))
-            print(f"error: unknown group '{group}'; the held-out groups are: {known}", file=sys.stderr)
-            return None
+            raise DataError(f"unknown group '{group}'; the held-out groups are: {', '.join(sorted(groups))}")
         templates = {n: i for n, i in templates.items() if i["group"] == match[0]}
     per_group = Counter(info["group"] for info in templates.values())
     plural = "group" if len(per_group) == 1 else "groups"
@@ -127,12 +105,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     blocks: list[list[str]] = []
     for name in [split] if split else ["train", "heldout", "dev"]:
         if name == "heldout":
-            lines = _heldout(args.group)
-            if lines is None:
-                return 2
-            blocks.append(lines)
+            blocks.append(_heldout(args.group))
         else:
-            names = registry.train_templates() if name == "train" else registry.dev_templates()
-            blocks.append(_plain(name, names))
+            blocks.append(_plain(name, registry.train_templates() if name == "train" else registry.dev_templates()))
     print("\n\n".join("\n".join(b) for b in blocks))
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from promptability.cli.common import add_no_progress, fail, positive_int
+from promptability.cli.common import add_no_progress, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,15 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from promptability.studies.demo import run_demo
-    from promptability.studies.pipeline import StudySettingsError, available_cores
+    from promptability.studies.pipeline import available_cores
 
     seeds = None if args.seeds is None else list(range(args.seeds))
     scale = "quick" if args.quick else args.scale
-    try:
-        table = run_demo(args.out, scale, force=args.force, progress=not args.no_progress, check=args.check,
-                         pretrain_seeds=seeds, jobs=args.jobs or available_cores())  # fmt: skip
-    except StudySettingsError as error:
-        return fail(error)
+    table = run_demo(args.out, scale, force=args.force, progress=not args.no_progress, check=args.check,
+                     pretrain_seeds=seeds, jobs=args.jobs or available_cores())  # fmt: skip
     print()
     print(table)
     files = "instrument.md" if args.check else "table.md, table.csv, table.json, per_group_accuracy.png, instrument.md"

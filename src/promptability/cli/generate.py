@@ -79,10 +79,9 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"{args.input}: no inputs (every line is blank)")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_model(args.model).to(device)
-    texts = [text for _, text in inputs]
     outputs = generate_texts(
         model,
-        texts,
+        [text for _, text in inputs],
         **given(args, "max_new_tokens", "batch_size", "max_source_len"),
         source_eos=args.source_eos,
         progress=from_file and not args.no_progress,

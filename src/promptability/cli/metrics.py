@@ -11,8 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from promptability.cli.common import fail, given, non_negative_int, positive_int, probability
-from promptability.eval.metrics import MetricsError, arg_breakdown, few
+from promptability.cli.common import given, non_negative_int, positive_int, probability
+from promptability.eval.metrics import arg_breakdown, few
 from promptability.eval.outside import IDENTITY_FIELDS, load_any_run
 from promptability.eval.provenance import SETTINGS, draw, mismatches, recorded, setting
 from promptability.eval.runs import (
@@ -24,18 +24,16 @@ from promptability.eval.runs import (
     load_accuracies,
 )
 from promptability.eval.seeds import TESTS, compare_runs, split_by_pretrain_seed, test_text
+from promptability.io import read_json_file, write_json_atomic
 from promptability.model.prompts import prompt_names
 
 
 def _recorded(path: str) -> str:
     """What the run behind ``path`` (a run dir, or a file beside its run.json) records of settings that change numbers."""
     file = Path(path) / "run.json" if Path(path).is_dir() else Path(path).parent / "run.json"
-    try:
-        meta = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    if not file.is_file():
         return ""
-    if not isinstance(meta, dict):
-        return ""
+    meta = json.loads(file.read_text(encoding="utf-8"))  # load_accuracies(path) checked it holds a JSON object
     return ", ".join(f"{name} {recorded(meta, key)}" for key, name in SETTINGS.items())
 
 
@@ -51,19 +49,16 @@ def _outside_text(run: Run) -> str:
 
 def _cmd_arg(args: argparse.Namespace) -> int:
     outside = None
-    try:
-        if is_outside_run(Path(args.file)):
-            outside = load_any_run(args.file, identity=_identity(args))
-            accuracies, groups = outside.accuracy, outside.arg_groups
-        elif given := [f"--{k}" for k, v in _identity(args).items() if v is not None]:
-            raise RunError(f"{args.file}: {', '.join(given)} describe a folder with only another tool's predictions")
-        else:
-            accuracies, groups = load_accuracies(args.file)
-        if args.groups:
-            groups = json.loads(Path(args.groups).read_text(encoding="utf-8"))
-        result = arg_breakdown(accuracies, groups, partial=args.partial)
-    except (RunError, MetricsError, OSError, json.JSONDecodeError) as err:
-        return fail(err)
+    if is_outside_run(Path(args.file)):
+        outside = load_any_run(args.file, identity=_identity(args))
+        accuracies, groups = outside.accuracy, outside.arg_groups
+    elif given := [f"--{k}" for k, v in _identity(args).items() if v is not None]:
+        raise RunError(f"{args.file}: {', '.join(given)} describe a folder with only another tool's predictions")
+    else:
+        accuracies, groups = load_accuracies(args.file)
+    if args.groups:
+        groups = read_json_file(args.groups, "groups")
+    result = arg_breakdown(accuracies, groups, partial=args.partial)
     if not args.quiet:
         print(f"{'group':<16}{'templates':>10}{'accuracy':>10}{'gain (%)':>10}")
         for group, gain in result.per_group.items():
@@ -112,21 +107,18 @@ def _describe(runs: list[Run]) -> str:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    try:
-        runs_a, runs_b = _side(args.run_a, "A", _identity(args, "_a")), _side(args.run_b, "B", _identity(args, "_b"))
-        check_same_instances(runs_a + runs_b)
-        ours = [run for run in runs_a + runs_b if not run.meta.get("outside")]
-        for run in runs_a + runs_b:  # another tool's run records no groups: those of the run it is compared with
-            if ours and run.meta.get("outside"):
-                run.groups = ours[0].groups
-        groups = runs_a[0].arg_groups
-        if any(run.arg_groups != groups for run in runs_a + runs_b):
-            raise RunError("the runs carry different 'groups' in run.json")
-        result = compare_runs(
-            runs_a, runs_b, groups, partial=args.partial, **given(args, "test", "samples", "seed", "confidence")
-        )
-    except (RunError, MetricsError) as err:
-        return fail(err)
+    runs_a, runs_b = _side(args.run_a, "A", _identity(args, "_a")), _side(args.run_b, "B", _identity(args, "_b"))
+    check_same_instances(runs_a + runs_b)
+    ours = [run for run in runs_a + runs_b if not run.meta.get("outside")]
+    for run in runs_a + runs_b:  # another tool's run records no groups: those of the run it is compared with
+        if ours and run.meta.get("outside"):
+            run.groups = ours[0].groups
+    groups = runs_a[0].arg_groups
+    if any(run.arg_groups != groups for run in runs_a + runs_b):
+        raise RunError("the runs carry different 'groups' in run.json")
+    result = compare_runs(
+        runs_a, runs_b, groups, partial=args.partial, **given(args, "test", "samples", "seed", "confidence")
+    )
     label = "partial ARG" if result.partial else "ARG"
     for line in mismatches(runs_a, runs_b):
         print(f"warning: {line}", file=sys.stderr)
@@ -141,32 +133,25 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print(f"{result.confidence:.0%} interval of the difference: [{result.ci_low:.4f}, {result.ci_high:.4f}]")
     print(f"p (fraction of resamples where B is not above A): {result.p_value:.4f}")
     if args.out:
-        from promptability.io import write_json_atomic
-
         write_json_atomic(args.out, {"a": args.run_a, "b": args.run_b, "test": test, **result.to_dict()})
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
     from promptability.eval.report import build_report, render_markdown, write_report
 
-    try:
-        from tqdm.auto import tqdm
-
-        runs = [
-            load_any_run(path) for path in tqdm(find_runs(args.runs), desc="loading runs", unit="run", disable=None)
-        ]
-        if args.baseline and args.baseline not in {run.method for run in runs}:
-            raise RunError(f"--baseline {args.baseline!r} matches no run (methods: {sorted({r.method for r in runs})})")
-        report = build_report(
-            runs,
-            baseline=args.baseline or "mtl-t",
-            partial=args.partial,
-            **given(args, "samples", "seed", "alpha", "test"),
-        )
-        paths = write_report(report, args.out, scale_note=args.scale_note, partial=args.partial)
-    except (RunError, MetricsError) as err:
-        return fail(err)
+    runs = [load_any_run(path) for path in tqdm(find_runs(args.runs), desc="loading runs", unit="run", disable=None)]
+    if args.baseline and args.baseline not in {run.method for run in runs}:
+        raise RunError(f"--baseline {args.baseline!r} matches no run (methods: {sorted({r.method for r in runs})})")
+    report = build_report(
+        runs,
+        baseline=args.baseline or "mtl-t",
+        partial=args.partial,
+        **given(args, "samples", "seed", "alpha", "test"),
+    )
+    paths = write_report(report, args.out, scale_note=args.scale_note, partial=args.partial)
     print(render_markdown(report, args.scale_note))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

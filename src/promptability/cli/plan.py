@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from promptability.cli.common import add_set_option, positive_float, positive_int, probability
+from promptability.cli.common import add_set_option, given, positive_float, positive_int, probability
 
 PLAN_EPILOG = """\
 Resolves the config as `pretrain` would (the defaults, --config, then --set) and prints the settings
@@ -46,10 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_plan(args: argparse.Namespace) -> int:
     from promptability.cli.train import build_config
-    from promptability.train.plan import DEFAULT_GPUS, DEFAULT_MFU, format_plan, make_plan
+    from promptability.train.plan import format_plan, make_plan
 
-    mfu = DEFAULT_MFU if args.mfu is None else args.mfu
-    gpus = DEFAULT_GPUS if args.gpus is None else args.gpus
-    plan = make_plan(build_config(args), args.data, peak_tflops=args.peak_tflops, mfu=mfu, gpus=gpus)
+    plan = make_plan(build_config(args), args.data, peak_tflops=args.peak_tflops, **given(args, "mfu", "gpus"))
     print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
     return 0

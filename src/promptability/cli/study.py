@@ -6,7 +6,7 @@ import argparse
 import sys
 from dataclasses import replace
 
-from promptability.cli.common import add_group, add_no_progress, fail, learning_rate, positive_int
+from promptability.cli.common import add_group, add_no_progress, fail, given, learning_rate, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,11 +66,10 @@ def cmd_real(args: argparse.Namespace) -> int:
     from promptability.studies.pipeline import StudySettingsError
     from promptability.studies.real import SCALES, run_real_study
 
-    scale = SCALES["quick" if args.quick else args.scale]
-    overrides = {"eval_instances": args.eval_instances, "mtl_steps": args.mtl_steps, "lr": args.lr,
-                 "fewshot_epochs": args.fewshot_epochs, "fewshot_lr": args.fewshot_lr,
-                 "precision": args.precision, "pretrain_seeds": args.seeds and list(range(args.seeds))}  # fmt: skip
-    scale = replace(scale, **{k: v for k, v in overrides.items() if v is not None})
+    overrides = given(args, "eval_instances", "mtl_steps", "lr", "fewshot_epochs", "fewshot_lr", "precision")
+    if args.seeds is not None:
+        overrides["pretrain_seeds"] = list(range(args.seeds))
+    scale = replace(SCALES["quick" if args.quick else args.scale], **overrides)
     try:
         sources = source_map(args.source)
         table = run_real_study(args.data, args.templates, args.out, args.model, scale, force=args.force,

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from promptability.cli.common import (
     add_no_progress,
     add_set_option,
-    fail,
     help_formatter,
     learning_rate,
     non_negative_int,
@@ -182,18 +181,13 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    from promptability.data.schema import DataError
-    from promptability.model.prompted import PromptSettingsError
-    from promptability.train.config import ConfigError
     from promptability.train.loop import NonFiniteLossError
     from promptability.train.pretrain import pretrain
 
+    config = build_config(args)
     try:
-        config = build_config(args)
         result = pretrain(config, args.out, resume=args.resume, progress=not args.no_progress)
-    except (ConfigError, DataError, PromptSettingsError, FileNotFoundError) as err:
-        return fail(err)
-    except NonFiniteLossError as err:
+    except NonFiniteLossError as err:  # not the input's fault: exit code 1
         print(f"error: {err}", file=sys.stderr)
         return 1
     loss = result.last.get("loss")
@@ -207,16 +201,11 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 
 def run_fewshot(args: argparse.Namespace) -> int:
-    from promptability.data.schema import DataError
-    from promptability.model.prompted import PromptSettingsError
-    from promptability.train.config import ConfigError, FewShotConfig, apply_overrides
+    from promptability.train.config import FewShotConfig, apply_overrides
     from promptability.train.fewshot import fewshot
 
-    try:
-        config = apply_overrides(FewShotConfig(), settings_of(args))
-        summary = fewshot(args.model, args.data, args.out, config, progress=not args.no_progress)
-    except (ConfigError, DataError, PromptSettingsError, FileNotFoundError) as err:
-        return fail(err)
+    config = apply_overrides(FewShotConfig(), settings_of(args))
+    summary = fewshot(args.model, args.data, args.out, config, progress=not args.no_progress)
     acc = summary["mean_accuracy"]
     line = f"{summary['templates']} templates x {len(summary['seeds'])} seeds: mean accuracy {acc['mean'] * 100:.2f}"
     line += f" ± {acc['std'] * 100:.2f}"
