@@ -12,7 +12,7 @@ import torch
 
 from promptability.model import load_model
 from promptability.model.causal import PromptedCausalLM
-from promptability.model.prompts import PROMPT_KINDS, ShallowPrompt, prompt_names
+from promptability.model.prompts import PROMPT_KINDS, ShallowPrompt, kind_of, prompt_names
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "extending.md"
 
@@ -51,6 +51,18 @@ def make_causal(tiny_tokenizer):
 def test_the_registry_names_the_kinds_in_report_order():
     assert list(PROMPT_KINDS) == ["shallow", "deep"]
     assert prompt_names() == ("none", "shallow", "deep")
+
+
+def test_each_kinds_class_attributes_say_what_its_instances_do(residual, make_model):
+    """``prepends`` and ``takes_deep_init`` are what code with only a kind's name reads (plan, run settings)."""
+    for name, kind in PROMPT_KINDS.items():
+        model = make_model(name)
+        assert kind_of(name) is kind
+        assert (model.prompt.prepended == 4) is kind.prepends and model.prepended == (4 if kind.prepends else 0)
+        assert ("deep_init" in model.settings()) is kind.takes_deep_init
+    assert PROMPT_KINDS["shallow"].prepends and PROMPT_KINDS["deep"].takes_deep_init
+    assert not PROMPT_KINDS["deep"].prepends and not PROMPT_KINDS["shallow"].takes_deep_init
+    assert kind_of("none") is None and kind_of(None) is None
 
 
 def test_a_fresh_residual_prompt_is_the_shallow_prompt_of_its_seed(residual, make_model, make_causal, batch):

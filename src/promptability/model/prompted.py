@@ -183,7 +183,7 @@ class PromptedModel(nn.Module):
     # ----- save / load ------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
         out = {"prompt": self.prompt_kind, "prompt_length": self.prompt_length, "base_model": self.base_model}
-        if self.prompt_kind == "deep":
+        if self.prompt is not None and self.prompt.takes_deep_init:
             out["deep_init"] = self.deep_init
         return out
 

@@ -192,7 +192,7 @@ def _settings(
                 "score": config.score, "epochs": config.epochs, "lr": config.lr, "prompt_length": model.prompt_length,
                 "fresh_prompt": fresh, "tuned": "prompt-only", "loss_weighting": config.loss_weighting, "draw": draw,
                 "precision": config.precision, "source_eos": config.source_eos and not model.is_causal}  # fmt: skip
-    if fresh and model.prompt_kind == "deep":
+    if fresh and model.prompt is not None and model.prompt.takes_deep_init:
         settings["deep_init"] = model.deep_init
     if config.micro_batch_tokens:  # only when set, so that runs from before the option resume
         settings["micro_batch_tokens"] = config.micro_batch_tokens

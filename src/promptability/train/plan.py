@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from promptability.model.prompts import NO_PROMPT
+from promptability.model.prompts import NO_PROMPT, kind_of
 from promptability.train.config import ConfigError, FewShotConfig, TrainConfig
 from promptability.train.memory import activation_bytes, memory_per_gpu
 from promptability.train.methods import METHODS, build_step
@@ -116,7 +116,7 @@ def _settings(config: TrainConfig) -> dict[str, Any]:
         "optimizer": "Adafactor (constant lr, no parameter scaling, no relative step, no warmup)",
         "lr": config.lr, "global_batch": config.batch_size, "micro_batch": config.micro_batch_size,
         "clip_norm": config.clip_norm, "max_source_len": data.max_source_len, "max_target_len": data.max_target_len,
-        "cap": data.cap, "cap_per": data.cap_per, "deep_init": config.deep_init if config.prompt == "deep" else None,
+        "cap": data.cap, "cap_per": data.cap_per, "deep_init": config.deep_init if (kind := kind_of(config.prompt)) and kind.takes_deep_init else None,
         "loss_weighting": config.loss_weighting,
         "step_composition": data.step_composition,
         "epochs": config.epochs, "max_steps": config.max_steps, "seed": config.seed,
@@ -168,7 +168,7 @@ def _data_plan(config: TrainConfig, model: nn.Module) -> dict[str, Any]:
 
 def _compute(config: TrainConfig, params: dict[str, int], data: dict[str, Any], peak: float, mfu: float) -> dict:
     n = data["examples"]
-    prepended = config.prompt_length if config.prompt == "shallow" else 0
+    prepended = config.prompt_length if (kind := kind_of(config.prompt)) and kind.prepends else 0
     source, target = data["source_tokens"] + prepended * n, data["target_tokens"]
     if params["encoder_matmul"] == 0:  # decoder-only: source and target run through the one stack
         per_epoch = params["decoder_matmul"] * (source + target)

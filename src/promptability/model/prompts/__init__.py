@@ -27,6 +27,11 @@ def prompt_names() -> tuple[str, ...]:
     return (NO_PROMPT, *PROMPT_KINDS)
 
 
+def kind_of(name: str | None) -> type[Prompt] | None:
+    """The registered kind called ``name``; None for "none" (and for no name)."""
+    return None if name in (None, NO_PROMPT) else PROMPT_KINDS[name]
+
+
 __all__ = [
     "DEFAULT_PROMPT",
     "NO_PROMPT",
@@ -35,5 +40,6 @@ __all__ = [
     "Prompt",
     "ShallowPrompt",
     "init_token_ids",
+    "kind_of",
     "prompt_names",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
@@ -32,6 +32,10 @@ class Prompt(nn.Module, ABC):
     give the same tensors whether or not ``attach`` already ran. Its parameters are the
     model's ``prompt`` group and are saved as ``prompt.safetensors`` (their state dict).
     """
+
+    # What code that has only a kind's name (plans, run settings) needs to know of it.
+    prepends: ClassVar[bool] = False  # puts ``length`` positions in front of the input (``prepended``)
+    takes_deep_init: ClassVar[bool] = False  # starts as the ``deep_init`` setting says (recorded with runs)
 
     @classmethod
     @abstractmethod

@@ -66,6 +66,8 @@ class AttentionLayout:
 class DeepPrompt(Prompt):
     """Per-site key/value prefixes, stored flat: ``keys[i]``/``values[i]`` is (heads, length, d_kv) for site i."""
 
+    takes_deep_init = True
+
     def __init__(self, sites: list[Site], length: int, num_heads: int, d_kv: int) -> None:
         super().__init__()
         self.sites = list(sites)

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 
 class ShallowPrompt(Prompt):
+    prepends = True
+
     def __init__(self, length: int, d_model: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(length, d_model))
