@@ -200,14 +200,6 @@ def _read_dir(p: Path, split_for: Callable[[str], str], wanted: set[str] | None)
             yield from (r for r in _read_file(f) if wanted is None or r["task"] in wanted)
 
 
-def _noting_tasks(source: Iterable[Example], present: set[str], wanted: set[str] | None) -> Iterator[Example]:
-    """The records of ``wanted`` tasks (all when None), noting in ``present`` every task seen."""
-    for record in source:
-        present.add(record["task"])
-        if wanted is None or record["task"] in wanted:
-            yield record
-
-
 def iter_examples(
     path: str | os.PathLike[str], split: SplitArg = None, tasks: Iterable[str] | str | None = None
 ) -> Iterator[Example]:
@@ -216,23 +208,23 @@ def iter_examples(
     split_for, wanted = _split_fn(split), _task_set(tasks)
     if not p.exists():
         raise _missing_path(p)
-    seen: set[str] = set()
-    present: set[str] = set()  # every task the data holds, for the error on names it lacks
+    records: Iterable[Example]
     if p.is_file():
         m = NAMED_FILE.match(p.name)
-        source = _read_file(p, m["task"] if m else None)
-        records: Iterator[Example] = _noting_tasks(source, present, wanted)
+        records = _read_file(p, m["task"] if m else None)
     elif p3_format(p) is not None:
         if wanted is not None and wanted != {p.name}:
             raise _unknown_tasks(wanted - {p.name}, [p.name], str(p))
-        records = iter(read_p3(p, split_for(p.name), task=p.name))
+        records = read_p3(p, split_for(p.name), task=p.name)
     else:
-        records = _read_dir(p, split_for, wanted)
+        records = _read_dir(p, split_for, wanted)  # already only the wanted tasks'
+    seen: set[str] = set()  # every task the data holds, for the error on names it lacks
     for record in records:
         seen.add(record["task"])
-        yield record
+        if wanted is None or record["task"] in wanted:  # a single file holds any tasks
+            yield record
     if wanted is not None and wanted - seen:
-        raise _unknown_tasks(wanted - seen, seen | present, str(p))
+        raise _unknown_tasks(wanted - seen, seen, str(p))
 
 
 def read_examples(
