@@ -239,7 +239,7 @@ def test_pipe_protection(promptsource_root):
     assert source == "a ||| b\nQuestion: Dana Reeve smoked. True or False?" and target == "False"
     copa = load_templates(promptsource_root, "super_glue", "copa")["exercise"]
     piped = {**ROWS[("super_glue", "copa")], "choice1": "x ||| y"}
-    assert copa.choices(piped) == ["x ||| y", "He got a hole in his sock."]
+    assert copa.render({**piped, "label": 1})[2] == ["x ||| y", "He got a hole in his sock."]
     # As in promptsource, choices reach the main template unprotected: a target choice holding
     # "|||" splits the output in three, which P3 dropped; the other label still renders.
     assert copa.render(piped) is None

@@ -25,6 +25,7 @@ def test_defaults_are_the_reference_and_bad_values_name_the_field():
         ("meta.episodes", "shuffle", "meta.episodes must be one of pass, sample"),
         ("meta.reptile_transformer_step", "adam", "meta.reptile_transformer_step must be one of adafactor, sgd"),
         ("meta.task_sampling", "uniform", "needs meta.episodes='sample'"),
+        ("meta.task_sampling", "zipf", "meta.task_sampling must be one of proportional, uniform"),
     ]:
         with pytest.raises(ConfigError, match=message):
             apply_overrides(TrainConfig(method="reptile"), {key: value}).validate()

@@ -60,10 +60,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def _dataset(name: str) -> str:
     try:
-        info = registry.template_info(name)
+        return registry.template_dataset(name)
     except KeyError:
         return "?"
-    return "/".join(v for v in (info.get("dataset_name"), info.get("subset_name")) if v)
 
 
 def _plain(title: str, names: list[str]) -> list[str]:

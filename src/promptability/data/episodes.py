@@ -20,7 +20,7 @@ random access (each process reads only its share) and ``state_dict()`` =
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,7 +58,8 @@ class TaskBatcher:
     they are all different when the task has at least ``(support_batches + 1) *
     batch_size`` examples; for smaller tasks each batch is drawn on its own (no
     repeats inside a batch of at most the task's size), so examples repeat
-    across batches.
+    across batches. The options are checked where they enter, with the rest of ``meta.*``
+    (``TrainConfig``'s validation); here only what depends on the data.
     """
 
     def __init__(
@@ -72,14 +73,6 @@ class TaskBatcher:
         task_sampling: str = "proportional",
         episodes: str = DEFAULT_EPISODES,
     ) -> None:
-        if task_sampling not in ("proportional", "uniform"):
-            raise ValueError(f"task_sampling must be 'proportional' or 'uniform', got {task_sampling!r}")
-        if episodes not in EPISODE_ORDERS:
-            raise ValueError(f"episodes must be one of {EPISODE_ORDERS}, got {episodes!r}")
-        if episodes == "pass" and task_sampling != "proportional":
-            raise ValueError("task_sampling='uniform' needs episodes='sample': a pass draws tasks by their episodes")
-        if support_batches < 0 or batch_size < 1:
-            raise ValueError(f"need support_batches >= 0 and batch_size >= 1, got {support_batches}, {batch_size}")
         self.dataset = dataset.select_columns(TRAIN_COLUMNS)
         self.groups = task_indices(dataset)
         if not self.groups:
@@ -146,12 +139,6 @@ class TaskBatcher:
     def _draw(self, rng: np.random.Generator, idx: np.ndarray) -> np.ndarray:
         rounds = -(-self.batch_size // len(idx))
         return np.concatenate([rng.permutation(idx) for _ in range(rounds)])[: self.batch_size]
-
-    def __iter__(self) -> Iterator[Episode]:
-        while True:
-            episode = self.episode(self.episode_index)
-            self.episode_index += 1
-            yield episode
 
     def state_dict(self) -> dict[str, int]:
         return {"episode": self.episode_index, "seed": self.seed}

@@ -84,11 +84,8 @@ class Template:
     original_task: bool | None
     choices_in_prompt: bool | None
 
-    def choices(self, example: Mapping[str, Any], seed: int | str = 0) -> list[str] | None:
-        """The rendered answer choices, or None where the template has none."""
-        return self._choices(_protect(example), random.Random(seed))
-
     def _choices(self, variables: dict[str, Any], rng: random.Random) -> list[str] | None:
+        """The rendered answer choices, or None where the template has none."""
         if self.answer_choices is None:
             return None
         text = _run(self.answer_choices, {**variables, _RNG: rng}, f"{self.name} (answer_choices)")

@@ -24,6 +24,7 @@ its file names alone when the layout allows.
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 import os
 import re
@@ -127,11 +128,9 @@ def read_parquet(path: str | os.PathLike[str], task: str | None = None) -> Itera
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{origin}: not a readable Parquet file ({err})") from None
-    row = 0
-    for batch in table.to_batches():
-        for record in batch.to_pylist():
-            yield validate(_with_task(record, task, origin, row), origin, row)
-            row += 1
+    records = itertools.chain.from_iterable(batch.to_pylist() for batch in table.to_batches())  # a batch at a time
+    for row, record in enumerate(records):
+        yield validate(_with_task(record, task, origin, row), origin, row)
 
 
 def _read_file(p: Path, task: str | None = None) -> Iterator[Example]:
@@ -142,10 +141,14 @@ def _read_file(p: Path, task: str | None = None) -> Iterator[Example]:
     raise DataError(f"{p}: unsupported file type '{p.suffix}' (expected .jsonl or .parquet, or a P3 template folder)")
 
 
+def _roots(p: Path) -> list[Path]:
+    """``p``, and its ``data/`` folder if any (a Hub snapshot keeps its template folders there)."""
+    return [p] + ([p / "data"] if (p / "data").is_dir() else [])
+
+
 def _template_dirs(p: Path) -> dict[str, Path]:
-    roots = [p] + ([p / "data"] if (p / "data").is_dir() else [])
     found: dict[str, Path] = {}
-    for root in roots:
+    for root in _roots(p):
         for sub in sorted(root.iterdir()):
             if sub.is_dir() and p3_format(sub) is not None:
                 found.setdefault(sub.name, sub)
@@ -197,14 +200,6 @@ def _read_dir(p: Path, split_for: Callable[[str], str], wanted: set[str] | None)
             yield from (r for r in _read_file(f) if wanted is None or r["task"] in wanted)
 
 
-def _noting_tasks(source: Iterable[Example], present: set[str], wanted: set[str] | None) -> Iterator[Example]:
-    """The records of ``wanted`` tasks (all when None), noting in ``present`` every task seen."""
-    for record in source:
-        present.add(record["task"])
-        if wanted is None or record["task"] in wanted:
-            yield record
-
-
 def iter_examples(
     path: str | os.PathLike[str], split: SplitArg = None, tasks: Iterable[str] | str | None = None
 ) -> Iterator[Example]:
@@ -213,23 +208,23 @@ def iter_examples(
     split_for, wanted = _split_fn(split), _task_set(tasks)
     if not p.exists():
         raise _missing_path(p)
-    seen: set[str] = set()
-    present: set[str] = set()  # every task the data holds, for the error on names it lacks
+    records: Iterable[Example]
     if p.is_file():
         m = NAMED_FILE.match(p.name)
-        source = _read_file(p, m["task"] if m else None)
-        records: Iterator[Example] = _noting_tasks(source, present, wanted)
+        records = _read_file(p, m["task"] if m else None)
     elif p3_format(p) is not None:
         if wanted is not None and wanted != {p.name}:
             raise _unknown_tasks(wanted - {p.name}, [p.name], str(p))
-        records = iter(read_p3(p, split_for(p.name), task=p.name))
+        records = read_p3(p, split_for(p.name), task=p.name)
     else:
-        records = _read_dir(p, split_for, wanted)
+        records = _read_dir(p, split_for, wanted)  # already only the wanted tasks'
+    seen: set[str] = set()  # every task the data holds, for the error on names it lacks
     for record in records:
         seen.add(record["task"])
-        yield record
+        if wanted is None or record["task"] in wanted:  # a single file holds any tasks
+            yield record
     if wanted is not None and wanted - seen:
-        raise _unknown_tasks(wanted - seen, seen | present, str(p))
+        raise _unknown_tasks(wanted - seen, seen, str(p))
 
 
 def read_examples(
@@ -265,14 +260,8 @@ def available_tasks(path: Path) -> set[str] | None:
         return None
     if p3_format(path) is not None:
         return {path.name}
-    roots = [path] + ([path / "data"] if (path / "data").is_dir() else [])
-    found: set[str] = set()
-    for root in roots:
-        for entry in root.iterdir():
-            if entry.is_dir() and p3_format(entry) is not None:
-                found.add(entry.name)
-            elif entry.is_file() and entry.suffix in DATA_SUFFIXES:
-                if (m := NAMED_FILE.match(entry.name)) is None:
-                    return None  # records name their tasks inside: must read to know
-                found.add(m["task"])
-    return found
+    files = [f for root in _roots(path) for f in root.iterdir() if f.is_file() and f.suffix in DATA_SUFFIXES]
+    named = [NAMED_FILE.match(f.name) for f in files]
+    if not all(named):
+        return None  # records name their tasks inside: must read to know
+    return set(_template_dirs(path)) | {m["task"] for m in named if m}

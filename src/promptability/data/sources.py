@@ -34,11 +34,10 @@ from promptability.data.promptsource import (
     render_records,
     template_for,
 )
+from promptability.data.realdata import Row, read_raw
 from promptability.data.realdata import available as curated_splits
-from promptability.data.realdata import read_raw
 from promptability.data.schema import DataError, Example
 
-Row = dict[str, Any]
 KINDS = ("hub", "disk", "parquet", "json", "curated")
 # A branch, not a commit: pin one with @REVISION to freeze the data.
 DEFAULT_REVISION = "main"
@@ -221,19 +220,17 @@ def source_records(
     source: Source | str,
     split: str | None = None,
     *,
-    dataset: str | None = None,
     tasks: list[str] | None = None,
     templates: str | Path | None = None,
     limit: int | None = None,
-    seed: int = 0,
 ) -> list[Example]:
     """Evaluation records: ``split``'s rows (the first ``limit``) rendered by every template of the dataset.
 
     ``split`` defaults to the dataset's evaluation split (``EVAL_SPLITS``, else "validation"). ``tasks``
-    keeps only those templates (naming one the dataset lacks is an error). Seeds as ``render_records``.
+    keeps only those templates (naming one the dataset lacks is an error). Seeds as ``render_records``'s default.
     """
     source = source if isinstance(source, Source) else Source(source)
-    dataset = dataset or source.spec.dataset
+    dataset = source.spec.dataset
     if dataset is None:
         raise SourceError(f"source {source.spec}: name the dataset its rows belong to (DATASET={source.spec})")
     found = templates_for(dataset, templates)
@@ -242,7 +239,7 @@ def source_records(
             raise SourceError(f"{dataset} has no template(s) {', '.join(unknown)}; it has: {', '.join(sorted(found))}")
         found = {n: t for n, t in found.items() if n in tasks}
     rows = source.rows(dataset, split or EVAL_SPLITS.get(dataset, "validation"))[:limit]
-    rendered = [record for name, template in found.items() for record in render_records(template, rows, name, seed)]
+    rendered = [record for name, template in found.items() for record in render_records(template, rows, name)]
     return cast(list[Example], rendered)  # render_records validates every record
 
 

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from promptability.data.promptsource import TemplateError, render_records, template_for
 from promptability.data.readers import eval_split_for, train_split_for
-from promptability.data.registry import heldout_templates, template_info, train_templates
+from promptability.data.registry import heldout_templates, template_dataset, train_templates
 from promptability.data.sources import Source, SourceError, SourceSpec, parse_source
 from promptability.io import write_json_atomic, write_jsonl_atomic
 
@@ -70,10 +70,8 @@ def dataset_key(template: str) -> str:
 
     T0 trains on CommonsenseQA through P3's ``cos_e`` templates, so those read CommonsenseQA rows.
     """
-    info = template_info(template)
-    if info["dataset_name"] == "cos_e":
-        return "commonsense_qa"
-    return info["dataset_name"] + (f"/{info['subset_name']}" if info["subset_name"] else "")
+    key = template_dataset(template)
+    return "commonsense_qa" if key.partition("/")[0] == "cos_e" else key
 
 
 def as_cos_e(row: Mapping[str, Any]) -> dict[str, Any]:
