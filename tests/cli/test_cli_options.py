@@ -68,7 +68,7 @@ def test_set_reaches_nested_fields_and_named_flags_are_sugar_for_it():
                     "--seed", "3")  # fmt: skip
     sets = _config("--set", "method=mtl-p", "--set", "prompt=deep", "--set", "data.max_source_len=64",
                    "--set", "meta.inner_lr=0.01", "--set", "seed=3")  # fmt: skip
-    assert flags.to_dict() == sets.to_dict()
+    assert flags == sets
     with pytest.raises(ConfigError, match=r"unknown setting 'data.kap'; the settings are: method, .*data.cap, .*"):
         _config("--method", "mtl-p", "--set", "data.kap=3")
     with pytest.raises(ConfigError, match=r"data.cap: expected an integer, got 'many'"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def test_every_shipped_config_loads(path):
 def test_every_config_resolves_to_its_frozen_settings():
     """The rows name a base per model size; resolved, each equals the full file it replaced, field for field."""
     golden = json.loads((Path(__file__).parent / "configs_resolved.json").read_text())
-    resolved = {p.name: load_config(p).to_dict() for p in sorted(CONFIGS.glob("*.yaml"))}
+    resolved = {p.name: asdict(load_config(p)) for p in sorted(CONFIGS.glob("*.yaml"))}
     assert json.dumps(resolved, indent=1, sort_keys=True) == json.dumps(golden, indent=1, sort_keys=True)
 
 

@@ -162,12 +162,13 @@ def test_meta_inner_steps_weigh_as_asked(make_model, data):
 
 def test_resume_refuses_another_weighting_or_composition(tmp_path):
     import json
+    from dataclasses import asdict
 
     from promptability.train.config import ConfigError
     from promptability.train.pretrain import _check_resumable
 
     config = TrainConfig(method="mtl-tp").validate()
-    (tmp_path / "train_config.json").write_text(json.dumps(config.to_dict()))
+    (tmp_path / "train_config.json").write_text(json.dumps(asdict(config)))
     _check_resumable(tmp_path, config, resume=True)
     config.loss_weighting = "token"
     with pytest.raises(ConfigError, match="differ from .*train_config.json: loss_weighting"):

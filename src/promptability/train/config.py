@@ -16,7 +16,7 @@ import os
 import types
 import typing
 from collections.abc import Collection
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,14 @@ def _one_of(name: str, value: Any, known: Collection[str]) -> None:
     """Raises ConfigError unless ``value`` is one of ``known``; the message names the field ``name``."""
     if value not in known:
         raise ConfigError(f"{name} must be one of {', '.join(known)}, got {value!r}")
+
+
+def _bound(config: Any, low: float, *names: str, above: bool = False) -> None:
+    """Raises ConfigError naming the first dotted field of ``names`` below ``low`` (``above``: not above it)."""
+    for name in names:
+        value = functools.reduce(getattr, name.split("."), config)
+        if not (value > low if above else value >= low):
+            raise ConfigError(f"{name} must be {'>' if above else '>='} {low}, got {value}")
 
 
 @dataclass
@@ -134,28 +142,18 @@ class TrainConfig:
         if self.prompt != NO_PROMPT and self.prompt_length < 1:
             raise ConfigError(f"prompt_length must be >= 1, got {self.prompt_length}")
         _one_of("precision", self.precision, PRECISIONS)
-        for name in ("batch_size", "micro_batch_size", "log_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "epochs"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        _bound(self, 1, "batch_size", "micro_batch_size", "log_every", "keep_checkpoints", "meta.meta_batch_size",
+               "meta.task_batch_size")  # fmt: skip
+        _bound(self, 0, "save_every", "meta.inner_steps")
+        _bound(self, 0, "lr", "epochs", "meta.inner_lr", above=True)
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.save_every < 0 or self.keep_checkpoints < 1:
-            raise ConfigError(
-                f"need save_every >= 0 and keep_checkpoints >= 1, got {self.save_every}, {self.keep_checkpoints}"
-            )
         _one_of("loss_weighting", self.loss_weighting, LOSS_WEIGHTINGS)
         _one_of("data.step_composition", self.data.step_composition, STEP_COMPOSITIONS)
         if self.data.cap is not None and self.data.cap < 1:
             raise ConfigError(f"data.cap must be >= 1 or null, got {self.data.cap}")
         _one_of("data.cap_per", self.data.cap_per, CAP_PER)
         m = self.meta
-        if m.meta_batch_size < 1 or m.inner_steps < 0 or m.task_batch_size < 1 or not m.inner_lr > 0:
-            raise ConfigError(
-                f"meta: need meta_batch_size >= 1, inner_steps >= 0, task_batch_size >= 1, inner_lr > 0; got {m}"
-            )
         _one_of("meta.task_sampling", m.task_sampling, ("proportional", "uniform"))
         _one_of("meta.episodes", m.episodes, EPISODE_ORDERS)
         if m.episodes == "pass" and m.task_sampling != "proportional":
@@ -165,10 +163,6 @@ class TrainConfig:
             )
         _one_of("meta.reptile_transformer_step", m.reptile_transformer_step, TRANSFORMER_STEPS)
         _one_of("deep_init", self.deep_init, DEEP_INITS)
-        self._check_distributed()
-        return self
-
-    def _check_distributed(self) -> None:
         _one_of("distributed", self.distributed, DISTRIBUTED_STRATEGIES)
         _one_of("fsdp.wrap", self.fsdp.wrap, FSDP_WRAPS)
         if self.distributed == "fsdp" and METHODS[self.method].meta:
@@ -176,9 +170,7 @@ class TrainConfig:
                 f"distributed=fsdp shards the model for the MTL methods; {self.method} (meta-learning) computes its "
                 "gradients outside the model's backward: use distributed=ddp"
             )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self
 
 
 # ----- dict / YAML -> dataclass -------------------------------------------------------------------
@@ -236,16 +228,6 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
     return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()})
 
 
-def _read_mapping(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of TrainConfig fields at the top level")
-    return data
-
-
 def _merge(base: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     """``row`` over ``base``; sections (``data:``, ``meta:``) are merged key by key."""
     merged = dict(base)
@@ -264,7 +246,12 @@ def resolve_config(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> di
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
     chain = (*_chain, p.resolve())
-    data = _read_mapping(p)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of TrainConfig fields at the top level")
     base = data.pop("base", None)
     from_dict(TrainConfig, data, str(p))
     if base is None:
@@ -350,15 +337,13 @@ class FewShotConfig:
     loss_weighting: str = "token"
 
     def validate(self) -> FewShotConfig:
-        if self.shots < 1 or self.epochs < 1 or not self.seeds:
-            raise ConfigError(
-                f"need shots >= 1, epochs >= 1 and at least one seed; got {self.shots}, {self.epochs}, {self.seeds}"
-            )
+        _bound(self, 1, "shots", "epochs", "templates_per_step", "prompt_length")
+        _bound(self, 0, "lr", above=True)
+        if not self.seeds:
+            raise ConfigError("seeds: give at least one seed")
         _one_of("draw", self.draw, DRAWS)
         if self.draw == "reference" and self.shots != 16:
             raise ConfigError(f"the reference subsample has 16 shots; got shots={self.shots}")
-        if self.templates_per_step < 1:
-            raise ConfigError(f"templates_per_step must be >= 1, got {self.templates_per_step}")
         if self.micro_batch_tokens < 0:
             raise ConfigError(f"micro_batch_tokens must be >= 0 (0: one batch), got {self.micro_batch_tokens}")
         if self.micro_batch_tokens and self.templates_per_step > 1:
@@ -371,7 +356,5 @@ class FewShotConfig:
         _one_of("precision", self.precision, PRECISIONS)
         _one_of("loss_weighting", self.loss_weighting, LOSS_WEIGHTINGS)
         _one_of("score", self.score, ("mean", "sum"))
-        if not self.lr > 0 or self.prompt_length < 1:
-            raise ConfigError(f"need lr > 0 and prompt_length >= 1, got {self.lr}, {self.prompt_length}")
         _one_of("deep_init", self.deep_init, DEEP_INITS)
         return self

@@ -73,19 +73,14 @@ def gather_ranks(local: dict[str, Any]) -> list[dict[str, Any]]:
                 out[r][key] = nested
             continue
         tensor = value if torch.is_tensor(value) else torch.tensor(float(value), dtype=torch.float64)
-        device = tensor.device if tensor.device.type != "cpu" else collective_device()
+        device = tensor.device  # where the backend's collectives need it: NCCL's on the GPU
+        if device.type == "cpu" and torch.distributed.get_backend() == "nccl":
+            device = torch.device("cuda", torch.cuda.current_device())
         parts = [torch.empty_like(tensor, device=device) for _ in range(world)]
         torch.distributed.all_gather(parts, tensor.to(device).contiguous())
         for r, part in enumerate(parts):
             out[r][key] = part.cpu() if torch.is_tensor(value) else type(value)(part.item())
     return out
-
-
-def collective_device() -> torch.device:
-    """Where tensors must be for a collective of the current backend."""
-    if torch.distributed.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def fast_bf16() -> bool:

@@ -167,23 +167,17 @@ def save_checkpoint(
     return final
 
 
-def _saved_tensors(model_dir: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a model dir, named as in ``PromptedSeq2SeqLM.named_parameters()``."""
-    from promptability.model.prompted import PROMPT_FILE
-
-    out: dict[str, torch.Tensor] = {}
-    for f in sorted(model_dir.glob("*.safetensors")):
-        prefix = "prompt." if f.name == PROMPT_FILE else "transformer."
-        out.update({prefix + k: v for k, v in load_file(str(f)).items()})
-    return out
-
-
 def load_checkpoint(
     path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer, step: TrainStep, accelerator: Any
 ) -> dict[str, Any]:
     """Restores trainable parameters, optimizer, step state and this process's RNGs; returns trainer.json."""
+    from promptability.model.prompted import PROMPT_FILE
+
     path = Path(path)
-    saved = _saved_tensors(path / "model")
+    saved: dict[str, torch.Tensor] = {}  # the model dir's tensors, named as in the model's named_parameters()
+    for f in sorted((path / "model").glob("*.safetensors")):
+        prefix = "prompt." if f.name == PROMPT_FILE else "transformer."
+        saved.update({prefix + k: v for k, v in load_file(str(f)).items()})
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     missing = [n for n, _ in trainable if n not in saved]
     if missing:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -104,14 +103,11 @@ def activation_bytes(model: nn.Module, micro_batch: int, source_len: int, target
     with mode, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model(**kwargs)
         params = [mode.from_tensor(p) for p in model.parameters()]  # counted as parameters
-        return stored_bytes([t for ref in saved if (t := ref()) is not None], params)
-
-
-def stored_bytes(tensors: Iterable[torch.Tensor], exclude: Iterable[torch.Tensor]) -> int:
-    """Bytes of the storages under ``tensors`` (each once: views share their base's) but those of ``exclude``."""
-    skip = {t.untyped_storage()._cdata for t in exclude}
-    storages = {s._cdata: s.nbytes() for t in tensors if (s := t.untyped_storage())._cdata not in skip}
-    return sum(storages.values())
+        skip = {p.untyped_storage()._cdata for p in params}
+        # Each storage once (views share their base's): the saved tensors that are alive, but the parameters.
+        alive = [t for ref in saved if (t := ref()) is not None]
+        storages = {s._cdata: s.nbytes() for t in alive if (s := t.untyped_storage())._cdata not in skip}
+        return sum(storages.values())
 
 
 def memory_per_gpu(

@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
@@ -129,7 +130,7 @@ def _check_resumable(out: Path, config: TrainConfig, resume: bool) -> None:
             )
         return
     if saved.is_file():
-        old, new = json.loads(saved.read_text()), config.to_dict()
+        old, new = json.loads(saved.read_text()), asdict(config)
         for key, value in LEGACY_SETTINGS.items():  # a run saved before the option existed used its old behaviour
             section, _, name = key.rpartition(".")
             (old.get(section, {}) if section else old).setdefault(name, value)
@@ -226,7 +227,7 @@ def pretrain(
     step = build_step(config.method, model, dataset, config, accelerator)
     max_steps = config.max_steps or max(1, math.ceil(config.epochs * step.steps_per_epoch))
     if accelerator.is_main_process:
-        write_json_atomic(out / "train_config.json", config.to_dict())  # makes ``out`` too
+        write_json_atomic(out / "train_config.json", asdict(config))  # makes ``out`` too
     result = train(
         model, step, accelerator, max_steps=max_steps, out_dir=out, lr=config.lr, clip_norm=config.clip_norm,
         save_every=config.save_every, keep_checkpoints=config.keep_checkpoints, resume=resume, seed=config.seed,
@@ -240,7 +241,7 @@ def pretrain(
             "data": data_info, "steps": result.steps, "max_steps": max_steps,
             "steps_per_epoch": step.steps_per_epoch, "examples_seen": result.examples, "tokens_seen": result.tokens,
             "wall_time_s": round(result.wall_time_s, 3), "world_size": accelerator.num_processes,
-            "final_loss": _final_loss(result.last.get("loss"), out), "resumed_from_step": result.resumed_from, "config": config.to_dict(),
+            "final_loss": _final_loss(result.last.get("loss"), out), "resumed_from_step": result.resumed_from, "config": asdict(config),
         }  # fmt: skip
         save_final_model(model, out, {"method": config.method, "trained_steps": result.steps})
         write_json_atomic(out / "train.json", info)
