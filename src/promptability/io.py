@@ -23,7 +23,6 @@ from typing import Any
 
 __all__ = [
     "settings_folder",
-    "with_umask",
     "BadFileError",
     "blame_file",
     "read_json_file",
@@ -34,7 +33,6 @@ __all__ = [
     "pid_suffix",
     "remove_stale",
     "ensure_writable_dir",
-    "write_bytes_atomic",
     "write_json_atomic",
     "write_jsonl_atomic",
     "write_text_atomic",
@@ -99,13 +97,10 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
     folder = Path(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=folder)
-        try:
-            os.write(fd, b"ok")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            os.unlink(probe)
+        with tempfile.TemporaryFile(dir=folder) as probe:  # gone when closed, even if this process is killed
+            probe.write(b"ok")
+            probe.flush()
+            os.fsync(probe.fileno())
     except OSError as err:
         raise OSError(err.errno, f"cannot write to output folder ({err.strerror})", str(folder)) from None
     return folder
@@ -196,10 +191,9 @@ def settings_folder(folder: Path, settings: dict[str, Any], error: type[Exceptio
         folder.mkdir(parents=True)
         write_json_atomic(record, wanted)
         return
-    try:
+    previous = None  # a missing or unreadable record matches no settings
+    with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError):
         previous = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        previous = None
     if previous != wanted:
         old = previous if isinstance(previous, dict) else {}
         changed = sorted(k for k in set(wanted) | set(old) if old.get(k) != wanted.get(k))
@@ -207,17 +201,6 @@ def settings_folder(folder: Path, settings: dict[str, Any], error: type[Exceptio
             f"{folder} holds unfinished results made with other settings ({', '.join(changed) or 'unknown'}); "
             f"rerun with the same settings to resume, or {hint}"
         )
-
-
-def with_umask(folder: str | os.PathLike[str]) -> None:
-    """Give ``folder`` and everything in it the permissions plain ``open``/``mkdir`` would have.
-
-    Temporary folders (``mkdtemp``, 0700) and some library writers (0600 files) ignore the umask;
-    a model folder renamed into place from one must still be readable as the user's umask says.
-    """
-    mask = _umask()
-    for path in [Path(folder), *Path(folder).rglob("*")]:
-        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 @contextlib.contextmanager
@@ -251,7 +234,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a new temporary folder beside ``path``; on success it replaces ``path`` (folder or file) whole.
 
     The old ``path`` is moved aside only once the new folder is complete, then removed. The folder and
-    everything in it get the permissions the umask gives (``with_umask``). On failure the temporary folder
+    everything in it get the permissions plain ``open``/``mkdir`` would give. On failure the temporary folder
     is removed and ``path`` is left as it was. Parent directories are created.
     """
     target = Path(path)
@@ -259,7 +242,11 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
-        with_umask(tmp)
+        # mkdtemp makes a 0700 folder and some library writers 0600 files, whatever the umask; the folder
+        # renamed into place must still be readable as the user's umask says.
+        mask = _umask()
+        for made in [tmp, *tmp.rglob("*")]:
+            os.chmod(made, (0o777 if made.is_dir() else 0o666) & ~mask)
         if not target.exists():
             os.replace(tmp, target)
             return
@@ -274,18 +261,14 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically; returns the path."""
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically; returns the path."""
+    data = text.encode("utf-8")  # before the file is touched: text that cannot be written keeps the old file
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     return Path(path)
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` atomically; returns the path."""
-    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:

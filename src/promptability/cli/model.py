@@ -63,13 +63,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_import_reference(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
+    from promptability.model.loading import model_info
     from promptability.model.reference import import_reference
 
     out = import_reference(args.checkpoint, args.base, args.prompt, args.out)
-    info = json.loads((Path(out) / "promptability.json").read_text())
+    info = model_info(out)  # the promptability.json just written
     print(
         f"imported {info['imported_from']['file']} (sha256 {info['imported_from']['sha256']}): T5 from {args.base} "
         f"with a {info['prompt']} prompt of {info['prompt_length']} -> {out}\n"

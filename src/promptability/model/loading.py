@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, T5ForC
 
 from promptability.io import BadFileError, blame_file, read_json_file
 from promptability.model.causal import PromptedCausalLM
-from promptability.model.named import installed_path, is_named
+from promptability.model.named import NAMED_MODELS, installed_path
 from promptability.model.prompted import (
     CONFIG_FILE,
     PROMPT_FILE,
@@ -47,22 +47,16 @@ def load_model(
     ``prompt`` defaults to the checkpoint's kind (or "none"), ``prompt_length`` to 20. ``deep_init``: how a
     fresh deep prompt starts (``DEEP_INITS``); a checkpoint's saved deep prompt keeps the init it records.
     """
-    name = str(name_or_path)
-    if is_named(name) and not Path(name).exists():
-        name = str(installed_path(name))
+    name = resolve_named(str(name_or_path))
     path = Path(name)
     if (path / STAGING / STAGING_COMPLETE).is_file():
         raise BadFileError(
             f"{path}: its final save was interrupted half-way; run the same `promptability pretrain ... --resume` "
             "to finish it"
         )
-    config_file = path / CONFIG_FILE
-    settings = (
-        read_json_file(config_file, "model settings", ("prompt", "prompt_length")) if config_file.is_file() else None
-    )
-    if settings is None:
+    if not (path / CONFIG_FILE).is_file():
         return _load_plain(name, prompt or NO_PROMPT, prompt_length or 20, seed, deep_init, **kwargs)
-
+    settings = read_json_file(path / CONFIG_FILE, "model settings", ("prompt", "prompt_length"))
     saved_kind, saved_length = settings["prompt"], settings["prompt_length"]
     kind = prompt or saved_kind
     length = prompt_length or (saved_length if saved_kind != NO_PROMPT else 20)
@@ -72,9 +66,7 @@ def load_model(
             f"but a {kind} prompt of length {length} was requested"
         )
     if settings.get("prompt_only"):
-        base = settings["base_model"]
-        if not Path(base).exists() and (path / base).exists():
-            base = str(path / base)
+        base = saved_base(path, settings)
         model = load_model(base, prompt=kind, prompt_length=length, seed=seed, deep_init=deep_init, **kwargs)
         model.base_model = settings["base_model"]
     else:
@@ -157,6 +149,17 @@ def _is_causal(name: str) -> bool:
     except (OSError, ValueError):
         return False  # let T5ForConditionalGeneration.from_pretrained raise its own error
     return not getattr(config, "is_encoder_decoder", False)
+
+
+def resolve_named(name: str) -> str:
+    """An installed named model's folder for its name (``installed_path``); any other name or path as it is."""
+    return str(installed_path(name)) if name in NAMED_MODELS and not Path(name).exists() else name
+
+
+def saved_base(path: Path, settings: dict) -> str:
+    """The base model a prompt-only save at ``path`` names; a folder given relative to the save is found there."""
+    base = str(settings["base_model"])
+    return str(path / base) if not Path(base).exists() and (path / base).exists() else base
 
 
 def base_name(name: str) -> str:

@@ -53,10 +53,6 @@ def model_home() -> Path:
     return Path(root) / "models"
 
 
-def is_named(name: str) -> bool:
-    return name in NAMED_MODELS
-
-
 def _spec(name: str) -> NamedModel:
     if name not in NAMED_MODELS:
         raise NamedModelError(f"unknown named model {name!r}; known: {', '.join(NAMED_MODELS)}")

@@ -33,8 +33,7 @@ from torch import nn
 
 from promptability.io import atomic_dir, read_json_file
 from promptability.model.causal import PromptedCausalLM
-from promptability.model.loading import load_model
-from promptability.model.named import installed_path, is_named
+from promptability.model.loading import base_name, load_model, resolve_named, saved_base
 from promptability.model.prompted import CONFIG_FILE, PromptedModel
 from promptability.model.prompts import DeepPrompt, ShallowPrompt
 
@@ -69,8 +68,6 @@ def peft_adapter(model: PromptedModel, base_model_name_or_path: str) -> tuple[Pe
     """The PEFT config and ``prompt_embeddings`` tensor equivalent to ``model``'s prompt on its own transformer."""
     peft = _import_peft()
     prompt = model.prompt
-    if prompt is None:
-        raise PeftExportError("the model has no prompt (prompt='none'): there is nothing to export as an adapter")
     common = dict(
         base_model_name_or_path=base_model_name_or_path,
         num_virtual_tokens=model.prompt_length,
@@ -149,16 +146,6 @@ def _rotation(transformer: nn.Module, attention: nn.Module, offset: int):
     return rotate
 
 
-def _base_reference(path: Path, settings: dict[str, Any]) -> str:
-    """What a prompt-only save's adapter names as its base: a folder as an absolute path, a Hub id as is."""
-    base = str(settings["base_model"])
-    if is_named(base) and not Path(base).exists():
-        return str(installed_path(base))
-    if not Path(base).exists() and (path / base).exists():
-        base = str(path / base)
-    return str(Path(base).resolve()) if Path(base).exists() else base
-
-
 def export_peft(model_path: str | os.PathLike, out: str | os.PathLike, force: bool = False) -> Path:
     """Writes the prompt of the model at ``model_path`` as a PEFT adapter folder ``out``; returns ``out``.
 
@@ -178,7 +165,8 @@ def export_peft(model_path: str | os.PathLike, out: str | os.PathLike, force: bo
             "already a plain Transformers model"
         )
     with_base = not settings.get("prompt_only") or settings.get("base_model") == "tiny"
-    base = str(target / BASE_FOLDER) if with_base else _base_reference(path, settings)
+    # a prompt-only save's adapter names its base as load_model finds it: a folder as an absolute path, a Hub id as is
+    base = str(target / BASE_FOLDER) if with_base else base_name(resolve_named(saved_base(path, settings)))
     config, weights = peft_adapter(model, base)
     with atomic_dir(target) as tmp:
         if with_base:

@@ -106,14 +106,12 @@ def split_deep(
     names: dict[str, torch.Tensor], path: str | os.PathLike, config: Any
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(T5 state, site kind -> its prefix table) from a deep checkpoint; every table's shape checked against ``config``."""
-    names = dict(names)
     if SHALLOW_PROMPT in names:
         raise ReferenceCheckpointError(
             f"{path}: it holds a shallow prompt ({ROOT}{SHALLOW_PROMPT}): use --prompt shallow"
         )
     tables = {kind: _require(names, key, path) for kind, key in DEEP_TABLES.items()}
-    for key in DEEP_TABLES.values():
-        del names[key]
+    names = {k: v for k, v in names.items() if k not in DEEP_TABLES.values()}
     length = tables["encoder"].shape[0]
     width = 2 * config.num_heads * config.d_kv
     for kind, table in tables.items():
