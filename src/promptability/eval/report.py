@@ -203,8 +203,7 @@ def build_report(
             try:
                 cache[key] = _compare(base, cell, samples, seed, partial, test)
             except (RunError, MetricsError) as err:
-                note = f"no significance test for {method} at {column.label}: {err}"
-                cache[key] = note
+                cache[key] = note = f"no significance test for {method} at {column.label}: {err}"
                 report.notes.append(note)
         if isinstance(cache[key], str):
             cell.note = cache[key]
