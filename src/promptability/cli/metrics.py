@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -28,15 +27,6 @@ from promptability.io import read_json_file, write_json_atomic
 from promptability.model.prompts import prompt_names
 
 
-def _recorded(path: str) -> str:
-    """What the run behind ``path`` (a run dir, or a file beside its run.json) records of settings that change numbers."""
-    file = Path(path) / "run.json" if Path(path).is_dir() else Path(path).parent / "run.json"
-    if not file.is_file():
-        return ""
-    meta = json.loads(file.read_text(encoding="utf-8"))  # load_accuracies(path) checked it holds a JSON object
-    return ", ".join(f"{name} {recorded(meta, key)}" for key, name in SETTINGS.items())
-
-
 def _identity(args: argparse.Namespace, suffix: str = "") -> dict[str, object]:
     """What the options say an outside run is (None where not given)."""
     return {key: getattr(args, key + suffix) for key in IDENTITY_FIELDS}
@@ -48,14 +38,14 @@ def _outside_text(run: Run) -> str:
 
 
 def _cmd_arg(args: argparse.Namespace) -> int:
-    outside = None
+    outside = meta = None
     if is_outside_run(Path(args.file)):
         outside = load_any_run(args.file, identity=_identity(args))
         accuracies, groups = outside.accuracy, outside.arg_groups
     elif given := [f"--{k}" for k, v in _identity(args).items() if v is not None]:
         raise RunError(f"{args.file}: {', '.join(given)} describe a folder with only another tool's predictions")
     else:
-        accuracies, groups = load_accuracies(args.file)
+        accuracies, groups, meta = load_accuracies(args.file)
     if args.groups:
         groups = read_json_file(args.groups, "groups")
     result = arg_breakdown(accuracies, groups, partial=args.partial)
@@ -71,8 +61,8 @@ def _cmd_arg(args: argparse.Namespace) -> int:
             print(f"unknown templates ignored ({len(result.ignored)}): {few(result.ignored)}")
         if outside is not None:
             print(f"run: {_outside_text(outside)}")
-        elif recorded := _recorded(args.file):
-            print(f"run: {recorded}")
+        elif meta is not None:  # what the run.json records of settings that change numbers
+            print("run: " + ", ".join(f"{name} {recorded(meta, key)}" for key, name in SETTINGS.items()))
     print(f"{result.label()} (%): {result.value:.4f}")
     return 0
 
@@ -99,11 +89,10 @@ def _describe(runs: list[Run]) -> str:
     text = (
         f"{r.method}, prompt {r.prompt}, {r.shots}-shot, {r.model_family or r.model}; {len(runs)} run(s), seeds {seeds}"
     )
-    text += f"; precision {setting(runs, 'precision')}, source EOS {setting(runs, 'source_eos')}"
+    text += "; " + ", ".join(f"{name} {setting(runs, key)}" for key, name in SETTINGS.items())
     text += f"; {draw(runs)}" if r.shots else ""
-    if r.pretrain_seed is None:
-        return text
-    return text + f"; {len(split_by_pretrain_seed(runs))} pretraining seed(s)"
+    text += "" if r.pretrain_seed is None else f"; {len(split_by_pretrain_seed(runs))} pretraining seed(s)"
+    return text
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

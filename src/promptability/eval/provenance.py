@@ -67,15 +67,11 @@ def provenance_notes(report: Report) -> list[str]:
     columns: dict[str, list[str]] = {}
     for column in report.columns:
         if column.shots:
-            cells = {m: c for (m, col), c in report.cells.items() if col == column}
-            draws = {m: draw(c.runs) for m, c in cells.items()}
-            text = _one_or_each(draws, report.labels)
+            draws = {m: draw(c.runs) for (m, col), c in report.cells.items() if col == column}
+            if len(set(draws.values())) == 1:
+                text = next(iter(draws.values()))
+            else:
+                text = "; ".join(f"{report.labels.get(m, m)}: {t}" for m, t in draws.items())
             columns.setdefault(text, []).append(column.label)
     notes += [f"{', '.join(labels)}: {text}." for text, labels in columns.items()]
     return notes
-
-
-def _one_or_each(by_method: Mapping[str, str], labels: Mapping[str, str]) -> str:
-    if len(set(by_method.values())) == 1:
-        return next(iter(by_method.values()))
-    return "; ".join(f"{labels.get(m, m)}: {text}" for m, text in by_method.items())

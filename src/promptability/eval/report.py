@@ -203,8 +203,7 @@ def build_report(
             try:
                 cache[key] = _compare(base, cell, samples, seed, partial, test)
             except (RunError, MetricsError) as err:
-                note = f"no significance test for {method} at {column.label}: {err}"
-                cache[key] = note
+                cache[key] = note = f"no significance test for {method} at {column.label}: {err}"
                 report.notes.append(note)
         if isinstance(cache[key], str):
             cell.note = cache[key]
@@ -255,7 +254,7 @@ def _csv(rows: list[list[Any]]) -> str:
     return buffer.getvalue()
 
 
-def _cell_record(cell: Cell, report: Report) -> dict[str, Any]:
+def _cell_record(cell: Cell, report: Report, partial: bool) -> dict[str, Any]:
     comp = cell.comparison
     return {
         "method": cell.method,
@@ -275,6 +274,7 @@ def _cell_record(cell: Cell, report: Report) -> dict[str, Any]:
         "note": cell.note,
         "runs": [str(r.path) for r in cell.runs],
         **seed_record(cell.runs, cell.args, report.test if comp else None),
+        "group_accuracy": {g: m for g, (m, _) in _group_stats(cell, partial).items()},
     }
 
 
@@ -285,14 +285,12 @@ def _group_stats(cell: Cell, partial: bool) -> dict[str, tuple[float, float]]:
 
 
 def report_json(report: Report, scale_note: str | None = None, partial: bool = False) -> dict[str, Any]:
-    cells = []
-    for method in report.methods:
-        for column in report.columns:
-            if (method, column) in report.cells:
-                cell = report.cells[(method, column)]
-                record = _cell_record(cell, report)
-                record["group_accuracy"] = {g: m for g, (m, _) in _group_stats(cell, partial).items()}
-                cells.append(record)
+    cells = [
+        _cell_record(report.cells[(method, column)], report, partial)
+        for method in report.methods
+        for column in report.columns
+        if (method, column) in report.cells
+    ]
     return {
         "metric": "ARG (%)",
         "scale_note": scale_note,
@@ -339,9 +337,8 @@ def plot_group_accuracy(report: Report, path: str | Path, *, partial: bool = Fal
         ax.set_ylabel("accuracy (%)")
         ax.set_title(column.label)
     handles: list[Artist] = [plt.Rectangle((0, 0), 1, 1, color=colours[m]) for m in report.methods]
-    labels = [report.labels.get(m, m) for m in report.methods]
     handles.append(plt.Line2D([], [], color="black", linestyle="dashed", linewidth=1))
-    labels.append("chance")
+    labels = [report.labels.get(m, m) for m in report.methods] + ["chance"]
     top = 1 - 0.5 / fig.get_figheight()
     fig.legend(handles, labels, loc="upper center", ncols=min(len(labels), 7), frameon=False, fontsize="small")
     fig.tight_layout(rect=(0, 0, 1, top))
@@ -358,8 +355,7 @@ def write_report(
     out = Path(out_dir)
     data = report_json(report, scale_note, partial)
     wide = [["method"] + [c.label for c in report.columns]]
-    for method in report.methods:
-        wide.append([report.labels.get(method, method), *_row_texts(report, method, "")])
+    wide += [[report.labels.get(method, method), *_row_texts(report, method, "")] for method in report.methods]
     keys = [k for k in data["cells"][0] if k not in ("group_accuracy", "arg_by_pretrain_seed")]  # mappings: JSON only
     long = [keys] + [[_csv_value(rec[k]) for k in keys] for rec in data["cells"]]
     return {

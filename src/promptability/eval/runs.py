@@ -13,6 +13,7 @@ import json
 import numbers
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -297,11 +298,11 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def load_accuracies(path: str | Path) -> tuple[dict[str, float], dict[str, Any] | None]:
-    """``({task: accuracy}, groups or None)`` from a run dir or an accuracy.json-style file.
+def load_accuracies(path: str | Path) -> tuple[dict[str, float], dict[str, Any] | None, dict[str, Any] | None]:
+    """``({task: accuracy}, groups or None, run.json or None)`` from a run dir or an accuracy.json-style file.
 
-    For a file, the groups come from a ``run.json`` beside it, when there is one;
-    None means the P3 held-out registry.
+    For a file, the groups and run.json come from a ``run.json`` beside it, when there is one;
+    None groups mean the P3 held-out registry.
     """
     path = Path(path)
     if not path.exists():
@@ -311,11 +312,12 @@ def load_accuracies(path: str | Path) -> tuple[dict[str, float], dict[str, Any] 
             path = path / ACCURACY_FILE
         else:
             run = load_run(path)
-            return run.accuracy, run.arg_groups
+            return run.accuracy, run.arg_groups, run.meta
     accuracy = _parse_accuracy(path, _read_json(path))
     sibling = path.parent / RUN_FILE
-    groups = _parse_meta(sibling, _read_json(sibling))["groups"] if sibling.is_file() else None
-    return accuracy, arg_groups_of(groups)
+    meta = _read_json(sibling) if sibling.is_file() else None
+    groups = None if meta is None else _parse_meta(sibling, meta)["groups"]
+    return accuracy, arg_groups_of(groups), meta
 
 
 def check_same_instances(runs: list[Run]) -> None:
@@ -371,10 +373,7 @@ def _seed_key(run: Run) -> tuple[bool, int, bool, int]:
 
 def split_by_pretrain_seed(runs: list[Run]) -> list[list[Run]]:
     """The runs of one configuration per pretraining seed (in seed order; runs without one form one group)."""
-    by_seed: dict[int | None, list[Run]] = {}
-    for run in sorted(runs, key=_seed_key):
-        by_seed.setdefault(run.pretrain_seed, []).append(run)
-    return list(by_seed.values())
+    return [list(group) for _, group in groupby(sorted(runs, key=_seed_key), key=lambda run: run.pretrain_seed)]
 
 
 def seed_correctness(runs: list[Run]) -> list[list[dict[str, np.ndarray]]]:

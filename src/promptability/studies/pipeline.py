@@ -213,15 +213,12 @@ def check_settings(out: Path, settings: dict[str, Any], fewshot_keys: Collection
     if path.is_file():
         before = json.loads(path.read_text())
         old = dict(before["scale"])
-        for key, value_of in (absent or {}).items():
-            if key not in old:
-                old[key] = value_of(old)
+        old |= {key: value_of(old) for key, value_of in (absent or {}).items() if key not in old}
         changed = sorted(k for k in settings["scale"] if old.get(k) != settings["scale"][k])
         changed += [k for k in ("model", "data", "sources") if before.get(k) != settings.get(k)]
         if not changed:
             return
-        blocking = [k for k in changed if k not in fewshot_keys]
-        if blocking:
+        if blocking := [k for k in changed if k not in fewshot_keys]:
             raise StudySettingsError(
                 f"{out} holds a study with other settings ({', '.join(blocking)}); use another --out or --force"
             )

@@ -124,12 +124,10 @@ def fewshot_templates(manifest: dict[str, Any], per_dataset: int) -> list[str]:
 
     registry = heldout_templates()
     chosen: dict[str, list[str]] = {}
-    for name in manifest["heldout"]:
-        if manifest["heldout"][name]["pool"] >= 16 and manifest["heldout"][name]["instances"] > 0:
-            picked = chosen.setdefault(registry[name]["group"], [])
-            if len(picked) < per_dataset:
-                picked.append(name)
-    return [t for names in chosen.values() for t in names]
+    for name, info in manifest["heldout"].items():
+        if info["pool"] >= 16 and info["instances"] > 0:
+            chosen.setdefault(registry[name]["group"], []).append(name)
+    return [t for names in chosen.values() for t in names[:per_dataset]]
 
 
 def run_real_study(
@@ -256,12 +254,10 @@ def fewshot_gain_markdown(runs: Path, tuned: list[str], samples: int = 1000) -> 
               "instances); p = fraction of resamples where 16-shot is not above 0-shot."), "",
              "| row | prompt | 0-shot | 16-shot | difference | 95% interval | p |", "|---|---|---:|---:|---:|---|---:|"]  # fmt: skip
     for row, kind in FEWSHOT:
-        zero_runs = sorted((runs / "0shot" / row).glob("**/run.json"))
-        few_runs = sorted((runs / "16shot" / f"{row}-{kind}").glob("**/run.json"))
-        if not zero_runs or not few_runs:
+        sides = [sorted((runs / folder).glob("**/run.json")) for folder in (f"0shot/{row}", f"16shot/{row}-{kind}")]
+        if not all(sides):
             continue
-        zero = seed_correctness([load_run(p.parent, require_predictions=True) for p in zero_runs])
-        few = seed_correctness([load_run(p.parent, require_predictions=True) for p in few_runs])
+        zero, few = (seed_correctness([load_run(p.parent, require_predictions=True) for p in side]) for side in sides)
         common = [t for t in tuned if t in zero[0][0] and t in few[0][0]]
         result = hierarchical_bootstrap(_only(zero, common), _only(few, common), samples=samples, partial=True,
                                         paired_seeds=len(zero) == len(few))  # fmt: skip
