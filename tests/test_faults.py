@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from promptability.data.promptsource import Template, TemplateError
-from promptability.io import safe_name
+from promptability.io import _umask, safe_name
 from promptability.train.config import ConfigError, FewShotConfig, TrainConfig
 from promptability.train.fewshot import fewshot
 
@@ -153,6 +153,33 @@ def test_atomic_writes_remove_what_a_killed_writer_left(tmp_path):
     other.write_text("x")
     write_json_atomic(tmp_path / "result.json", {"a": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "result.json"]
+
+
+def test_atomic_dir_replaces_whole_keeps_the_old_on_failure_and_removes_a_killed_writers_folders(tmp_path):
+    import os
+
+    from promptability.io import atomic_dir
+
+    target = tmp_path / "model"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("1")
+
+    def killed_writer() -> None:
+        with atomic_dir(target) as tmp:
+            (tmp / "b.txt").write_text("half")
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        killed_writer()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and os.listdir(target) == ["a.txt"]
+    for left in (f".model.tmp-{_dead_pid()}-x1y2", f".model.tmp-{_dead_pid()}-old"):  # new and moved-aside folders
+        (tmp_path / left / "sub").mkdir(parents=True)
+    other = tmp_path / f".other.tmp-{_dead_pid()}-abc"  # another folder's: not this write's business
+    other.mkdir()
+    with atomic_dir(target) as tmp:
+        (tmp / "b.txt").write_text("2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "model"] and os.listdir(target) == ["b.txt"]
+    assert oct((target / "b.txt").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
 
 
 def test_tokenize_removes_stale_caches_of_any_key(tmp_path):

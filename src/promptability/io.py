@@ -239,7 +239,10 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    # As atomic_path: the pid in the names lets the next write remove what a killed writer left (the new
+    # folder, or the old one moved aside).
+    remove_stale(target.parent.glob(f".{glob.escape(target.name)}.tmp-*"))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     try:
         yield tmp
         # mkdtemp makes a 0700 folder and some library writers 0600 files, whatever the umask; the folder
@@ -250,7 +253,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         if not target.exists():
             os.replace(tmp, target)
             return
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        old = target.with_name(f".{target.name}.tmp-{os.getpid()}-old")
         os.replace(target, old)
         os.replace(tmp, target)
         if old.is_dir():

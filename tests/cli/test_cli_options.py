@@ -100,3 +100,14 @@ def test_help_reads_defaults_from_the_dataclasses(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "source tokens (default 768)" in text and "--set KEY=VALUE" in text
     assert "configs/t5-large-mtl-tp-shallow.yaml" in text
+
+
+def test_arg_names_a_groups_file_that_is_not_json(tmp_path, capsys):
+    from promptability.cli import main
+
+    (tmp_path / "accuracy.json").write_text('{"super_glue_rte_GPT_3_style": 0.6}')
+    bad = tmp_path / "groups.json"
+    bad.write_text("{not json")
+    assert main(["arg", str(tmp_path / "accuracy.json"), "--groups", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "groups.json" in err and "not a valid groups file" in err

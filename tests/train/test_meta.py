@@ -429,9 +429,29 @@ def test_trains_in_the_shared_loop(make_model, task_data, accelerator):
 
 
 def test_bad_arguments(make_model, tiny_tokenizer):
-    episodes = make_episodes(1, 1, len(tiny_tokenizer))
+    for bad in ({"method": "maml"}, {"transformer_step": "adam"}):
+        with pytest.raises(ValueError, match="method must be fomaml or reptile"):
+            MetaStep(**{"method": "fomaml", "task_batcher": None, **bad})
+    for bad in ({"meta_batch_size": 0}, {"inner_steps": -1}, {"inner_lr": 0.0}, {"inner_lr": float("nan")}):
+        with pytest.raises(ValueError, match="need meta_batch_size >= 1"):
+            MetaStep("fomaml", None, **bad)
+    episodes = make_episodes(2, 1, len(tiny_tokenizer))
     with pytest.raises(ValueError, match="prompt='none'"):
         MetaStep("fomaml", episodes, meta_batch_size=1, inner_steps=1)(make_model("none"), None)
+    with pytest.raises(ValueError, match="1 support batches but inner_steps=2"):
+        MetaStep("fomaml", episodes, meta_batch_size=1, inner_steps=2)(make_model("shallow"), None)
+    step = MetaStep("fomaml", episodes, meta_batch_size=1, inner_steps=1)
+    step(make_model("shallow"), None)
+    with pytest.raises(ValueError, match="of its first call"):
+        step(make_model("shallow"), None)
+
+
+def test_the_optimizer_refuses_a_learning_rate_that_is_not_positive():
+    from promptability.train.loop import build_optimizer
+
+    for lr in (0.0, -1e-3, float("nan")):
+        with pytest.raises(ValueError, match="lr must be positive"):
+            build_optimizer([torch.nn.Parameter(torch.zeros(2))], lr)
 
 
 # ----- two real processes (gloo) ---------------------------------------------------------------------

@@ -160,8 +160,14 @@ def prepare_model(step: Any, model: nn.Module, accelerator: Any, fsdp: FSDPConfi
     if fsdp is None or world_of(accelerator)[0] == 1:
         wrapped = step.prepare(model, accelerator) if hasattr(step, "prepare") else model.to(accelerator.device)
         return model, wrapped
-    # TrainConfig.validate checked fsdp.wrap, and refused distributed=fsdp for meta-learning (its steps compute and
-    # average their gradients by hand): the step trains through the model's own forward and backward (MTL).
+    # TrainConfig.validate checks both for training runs; these guard direct calls.
+    if not hasattr(step, "prepare"):
+        raise ValueError(
+            f"distributed=fsdp needs a step that trains through the model's own forward and backward (the MTL "
+            f"methods); {type(step).__name__} computes and averages its gradients by hand"
+        )
+    if fsdp.wrap not in FSDP_WRAPS:
+        raise ValueError(f"fsdp.wrap must be one of {', '.join(FSDP_WRAPS)}, got {fsdp.wrap!r}")
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 

@@ -103,6 +103,8 @@ def build_optimizer(params: Iterable[torch.Tensor], lr: float = 1e-3) -> FusedAd
     params = list(params)
     if not params:
         raise ValueError("no trainable parameters: freeze the model with a preset that trains something")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr}")
     return FusedAdafactor(params, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
 
 

@@ -89,7 +89,6 @@ class MetaStep:
     (the default, this step's original loss) or "example"; training runs take
     it from the config (``build_meta_step``). ``transformer_step``: Reptile's
     full-model step on the transformer, "adafactor" (Algorithm 2) or "sgd".
-    The numbers are checked where they enter, in ``TrainConfig.validate``.
     """
 
     steps_per_epoch: int  # set by build_meta_step
@@ -105,6 +104,13 @@ class MetaStep:
         loss_weighting: str = "token",
         transformer_step: str = DEFAULT_TRANSFORMER_STEP,
     ) -> None:
+        # Training runs validate these in TrainConfig.validate; the checks here guard direct use of the class.
+        if method not in ("fomaml", "reptile") or transformer_step not in TRANSFORMER_STEPS:
+            raise ValueError(f"method must be fomaml or reptile and transformer_step one of {TRANSFORMER_STEPS}, "
+                             f"got {method!r} and {transformer_step!r}")  # fmt: skip
+        if meta_batch_size < 1 or inner_steps < 0 or not inner_lr > 0:
+            raise ValueError(f"need meta_batch_size >= 1, inner_steps >= 0 and inner_lr > 0, "
+                             f"got {meta_batch_size}, {inner_steps} and {inner_lr}")  # fmt: skip
         self.method = method
         self.task_batcher = task_batcher
         self.meta_batch_size = meta_batch_size
@@ -116,6 +122,7 @@ class MetaStep:
         self.episodes_done = 0  # global episode position (all ranks together)
         self._names: list[str] | None = None
         self._learner: list[torch.Tensor] | None = None
+        self._bound_to: list[tuple[torch.Tensor, torch.device]] = []
         self._optimizer: Adafactor | None = None
         self._pending_inner_state: dict[str, Any] | None = None
         self._full: TransformerStep | None = None  # Reptile's Adafactor step on the transformer
@@ -136,14 +143,20 @@ class MetaStep:
     def _setup(self, model: nn.Module) -> None:
         """Builds the learner on the first call (and the first after ``load_state_dict``): the model's prompt,
         its shapes and device stay as they are from then on, as in the training loop."""
-        if self._learner is not None:
-            return
         if getattr(model, "prompt", None) is None:
             raise ValueError("meta-learning adapts the soft prompt, but the model has prompt='none'")
         # cast: nn.Module.__getattr__ types the prompt as Tensor | Module; it is the Prompt module checked above
         named = list(cast(nn.Module, model.prompt).named_parameters(prefix="prompt"))
+        if self._learner is not None:
+            if len(named) == len(self._bound_to) and all(
+                p is q and p.device == device for (_, p), (q, device) in zip(named, self._bound_to, strict=True)
+            ):
+                return
+            raise ValueError("a MetaStep trains the prompt tensors (on the device) of its first call; build a new "
+                             "step for another model")  # fmt: skip
         self._names = [n for n, _ in named]
         self._learner = [p.detach().clone().requires_grad_(True) for _, p in named]
+        self._bound_to = [(p, p.device) for _, p in named]
         self._optimizer = build_optimizer(self._learner, self.inner_lr)  # the inner loop's, fixed lr
         if self._pending_inner_state is not None:
             import_state(self._optimizer, self._learner_by_index(), self._pending_inner_state, "prompt tensor")
@@ -194,6 +207,10 @@ class MetaStep:
         # query NLL/token summed over tasks, first and last support loss, tokens, target tokens, examples, tasks
         totals = torch.zeros(7, dtype=torch.float64, device=device)
         for episode in self._local_episodes(world, rank):
+            if len(episode.support) < self.inner_steps:
+                raise ValueError(
+                    f"episode has {len(episode.support)} support batches but inner_steps={self.inner_steps}"
+                )
             with torch.no_grad():
                 for t, p in zip(self._learner, prompt, strict=True):
                     t.copy_(p)
