@@ -159,3 +159,24 @@ def test_cli_pretrain_and_resume_on_a_saved_model(make_model, tmp_path, capsys):
               "--set", "meta.episodes=sample", "--set", "meta.reptile_transformer_step=sgd"]  # fmt: skip
     assert main(args + legacy + ["--resume"]) == 0
     assert json.loads((tmp_path / "run" / "train.json").read_text())["steps"] == 4
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"meta.inner_steps": "-1"}, r"meta.inner_steps must be >= 0, got -1"),
+        ({"batch_size": "0"}, r"batch_size must be >= 1, got 0"),
+        ({"lr": "0"}, r"lr must be > 0, got 0.0"),
+        ({"meta.task_sampling": "even"}, r"meta.task_sampling must be one of proportional, uniform, got 'even'"),
+    ],
+)
+def test_a_value_out_of_range_is_named_with_what_it_must_be(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(TrainConfig(method="fomaml"), overrides).validate()
+
+
+def test_fewshot_settings_out_of_range_are_named():
+    with pytest.raises(ConfigError, match=r"shots must be >= 1, got 0"):
+        FewShotConfig(shots=0).validate()
+    with pytest.raises(ConfigError, match=r"score must be one of mean, sum, got 'max'"):
+        FewShotConfig(score="max").validate()
