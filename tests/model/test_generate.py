@@ -169,3 +169,22 @@ def test_generate_texts_decodes_the_naive_greedy_tokens_up_to_eos(make, arch):
         expected.append(model.tokenizer.decode(tokens[:end], skip_special_tokens=True).strip())
     assert generate_texts(model, texts, max_new_tokens=STEPS, batch_size=2, max_source_len=64) == expected
     assert all(expected)
+
+
+@pytest.mark.parametrize("name", ["bos", "legacy-sentencepiece", "trailing-space"])
+def test_decoder_only_sources_are_the_ids_training_and_scoring_see(name):
+    """Generation must meet a tuned prompt with the inputs it was tuned on: ``tokenize_records``' sources,
+    the tokenizer's BOS first where it adds one, whatever the source's length."""
+    from tests.eval.test_rank_causal_tokenizers import RECORDS, TOKENIZERS, causal_model
+
+    from promptability.data.tokenize import tokenize_records
+
+    # Training moves a source's trailing whitespace into its answer; a text to continue is given without it.
+    records = [{**r, "source": r["source"].rstrip()} for r in RECORDS]
+    texts = [r["source"] for r in records]
+    model = causal_model(TOKENIZERS[name]())
+    for max_len in (64, 6):
+        rows = tokenize_records(records, model.tokenizer, max_source_len=max_len, use_cache=False, progress=False,
+                                continuation=True).dataset  # fmt: skip
+        assert source_ids(model, texts, max_len) == [list(r) for r in rows["input_ids"]]
+    assert all(ids[0] == 2 for ids in source_ids(model, texts, 6)) is (name == "bos")

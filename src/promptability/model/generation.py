@@ -8,6 +8,7 @@ from typing import cast
 import torch
 from tqdm.auto import tqdm
 
+from promptability.data.continuation import special_prefix
 from promptability.data.tokenize import MAX_SOURCE_LEN, continuation_ids, finish_ids, source_ids_without_eos
 from promptability.model.prompted import DEFAULT_MAX_NEW_TOKENS, PromptedModel
 
@@ -18,14 +19,16 @@ def source_ids(
     model: PromptedModel, texts: Sequence[str], max_source_len: int, source_eos: bool = True
 ) -> list[list[int]]:
     """Each text's ids in the layout ``tokenize_records`` gives sources, so a prompt meets the inputs it was tuned on:
-    seq2seq ends with EOS (none with ``source_eos=False``); a decoder-only source has none and keeps its end."""
+    seq2seq ends with EOS (none with ``source_eos=False``); a decoder-only source has none, starts with the special
+    ids the tokenizer puts first (its BOS, if any) and keeps its end."""
     tokenizer = model.tokenizer
     if tokenizer is None:
         raise ValueError("generating from text needs the model's tokenizer; this model has none")
     eos = tokenizer.eos_token_id
     encoded = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"] if texts else []
     if model.is_causal:
-        return [continuation_ids(ids, max_source_len, eos, keep_end=True)[0] for ids in encoded]
+        prefix = special_prefix(tokenizer)
+        return [prefix + continuation_ids(ids, max_source_len - len(prefix), eos, keep_end=True)[0] for ids in encoded]
     finish = finish_ids if source_eos else source_ids_without_eos
     return [finish(ids, max_source_len, eos)[0] for ids in encoded]
 
@@ -45,8 +48,8 @@ def generate_texts(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    assert model.tokenizer is not None  # source_ids raises first otherwise
     ids = source_ids(model, texts, max_source_len, source_eos)
+    assert model.tokenizer is not None  # source_ids raised otherwise
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     device = next(model.parameters()).device
     stops = _stop_ids(model)
