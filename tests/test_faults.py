@@ -172,13 +172,16 @@ def test_atomic_dir_replaces_whole_keeps_the_old_on_failure_and_removes_a_killed
     with pytest.raises(RuntimeError):
         killed_writer()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and os.listdir(target) == ["a.txt"]
-    for left in (f".model.tmp-{_dead_pid()}-x1y2", f".model.tmp-{_dead_pid()}-old"):  # new and moved-aside folders
-        (tmp_path / left / "sub").mkdir(parents=True)
+    (tmp_path / f".model.tmp-{_dead_pid()}-x1y2" / "sub").mkdir(parents=True)  # a killed writer's unfinished folder
+    # Killed between its two renames, a writer leaves the old folder moved aside: the one complete copy, kept.
+    aside = tmp_path / f".model.old-{_dead_pid()}"
+    aside.mkdir()
     other = tmp_path / f".other.tmp-{_dead_pid()}-abc"  # another folder's: not this write's business
     other.mkdir()
     with atomic_dir(target) as tmp:
         (tmp / "b.txt").write_text("2")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "model"] and os.listdir(target) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([aside.name, other.name, "model"])
+    assert os.listdir(target) == ["b.txt"]
     assert oct((target / "b.txt").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
 
 

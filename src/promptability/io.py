@@ -239,8 +239,9 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # As atomic_path: the pid in the names lets the next write remove what a killed writer left (the new
-    # folder, or the old one moved aside).
+    # As atomic_path: the pid in the name lets the next write remove the unfinished folder a killed writer left.
+    # The old folder it may have moved aside (.<name>.old-<pid>) is never removed here: killed between the two
+    # renames, it is the one complete copy.
     remove_stale(target.parent.glob(f".{glob.escape(target.name)}.tmp-*"))
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     try:
@@ -253,7 +254,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         if not target.exists():
             os.replace(tmp, target)
             return
-        old = target.with_name(f".{target.name}.tmp-{os.getpid()}-old")
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, old)
         os.replace(tmp, target)
         if old.is_dir():

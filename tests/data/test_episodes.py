@@ -72,9 +72,20 @@ def test_one_pass_is_deterministic_for_the_seed_and_resumable(task_data):
 
 
 def test_one_pass_needs_a_task_of_one_episode(task_data):
-    # the options themselves are checked by TrainConfig.validate (tests/train/test_issue12_options.py)
     with pytest.raises(ValueError, match="no task has the 84 examples"):
         TaskBatcher(task_data, pad_id=PAD, support_batches=6, batch_size=12)
+
+
+def test_bad_options_are_refused_for_direct_use(task_data):
+    """Training runs check them in TrainConfig.validate (tests/train/test_issue12_options.py); these guard direct use."""
+    for options, message in [
+        ({"task_sampling": "uniform"}, "episodes='sample'"),
+        ({"episodes": "shuffle"}, "episodes must be"),
+        ({"task_sampling": "zipf", "episodes": "sample"}, "task_sampling must be"),
+        ({"batch_size": 0, "episodes": "sample"}, "batch_size >= 1"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            TaskBatcher(task_data, pad_id=PAD, **options)
 
 
 def test_sampled_episodes(task_data):

@@ -106,3 +106,18 @@ def test_one_process_trains_unsharded_and_blocks_are_found(make_model):
 
     base, wrapped = prepare_model(Step(), model, OneProcess(), FSDPConfig())
     assert base is model and wrapped == ("prepared", model)  # nothing to shard over: the DDP path, untouched
+
+
+def test_prepare_model_refuses_what_fsdp_cannot_shard_for_direct_callers():
+    """TrainConfig.validate refuses both for training runs; prepare_model guards direct calls (no process group
+    is needed: the checks come before any sharding)."""
+    from types import SimpleNamespace
+
+    from promptability.train.distributed import FSDPConfig, prepare_model
+
+    two = SimpleNamespace(num_processes=2, process_index=0, device=torch.device("cpu"))
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="distributed=fsdp needs a step that trains through the model's own"):
+        prepare_model(object(), model, two, FSDPConfig())
+    with pytest.raises(ValueError, match="fsdp.wrap must be one of block, model, got 'layer'"):
+        prepare_model(SimpleNamespace(prepare=None), model, two, FSDPConfig(wrap="layer"))

@@ -58,8 +58,7 @@ class TaskBatcher:
     they are all different when the task has at least ``(support_batches + 1) *
     batch_size`` examples; for smaller tasks each batch is drawn on its own (no
     repeats inside a batch of at most the task's size), so examples repeat
-    across batches. The options are checked where they enter, with the rest of ``meta.*``
-    (``TrainConfig``'s validation); here only what depends on the data.
+    across batches.
     """
 
     def __init__(
@@ -73,6 +72,15 @@ class TaskBatcher:
         task_sampling: str = "proportional",
         episodes: str = DEFAULT_EPISODES,
     ) -> None:
+        # Training runs check these with the rest of meta.* (TrainConfig.validate); these guard direct use.
+        if task_sampling not in ("proportional", "uniform"):
+            raise ValueError(f"task_sampling must be 'proportional' or 'uniform', got {task_sampling!r}")
+        if episodes not in EPISODE_ORDERS:
+            raise ValueError(f"episodes must be one of {EPISODE_ORDERS}, got {episodes!r}")
+        if episodes == "pass" and task_sampling != "proportional":
+            raise ValueError("task_sampling='uniform' needs episodes='sample': a pass draws tasks by their episodes")
+        if support_batches < 0 or batch_size < 1:
+            raise ValueError(f"need support_batches >= 0 and batch_size >= 1, got {support_batches}, {batch_size}")
         self.dataset = dataset.select_columns(TRAIN_COLUMNS)
         self.groups = task_indices(dataset)
         if not self.groups:
