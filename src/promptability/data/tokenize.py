@@ -163,6 +163,13 @@ def continuation_ids(ids: list[int], max_len: int, eos_id: int, keep_end: bool) 
     return list(kept), end > max_len
 
 
+def continuation_source_ids(ids: list[int], max_len: int, eos_id: int, prefix: list[int]) -> tuple[list[int], bool]:
+    """A decoder-only source: ``prefix`` (the tokenizer's BOS, ``special_prefix``) first however long the
+    source, then its last ids within ``max_len`` in all; the one layout training, scoring and generation share."""
+    kept, cut = continuation_ids(ids, max_len - len(prefix), eos_id, keep_end=True)
+    return prefix + kept, cut
+
+
 def _rows(
     records: Iterable[Mapping[str, Any]],
     tokenizer: Any,
@@ -177,9 +184,8 @@ def _rows(
     prefix = special_prefix(tokenizer) if continuation and joined else []
 
     def finish(ids: list[int], max_len: int, is_source: bool = False) -> tuple[list[int], bool]:
-        if continuation and is_source:  # the tokenizer's BOS stays first however long the source
-            kept, cut = continuation_ids(ids, max_len - len(prefix), eos, keep_end=True)
-            return prefix + kept, cut
+        if continuation and is_source:
+            return continuation_source_ids(ids, max_len, eos, prefix)
         if continuation:
             return continuation_ids(ids, max_len, eos, keep_end=False)
         if is_source and not source_eos:
@@ -226,7 +232,7 @@ def _rows(
     stats.per_task = dict(sorted(positions.items()))
 
 
-def _read_entry(path: Path, from_cache: bool) -> Tokenized | None:
+def _read_entry(path: Path, *, from_cache: bool) -> Tokenized | None:
     """The cache entry ``path`` (named by its key) when whole (its meta.json is written last), else None."""
     meta_file = path / "meta.json"
     if not meta_file.is_file():
@@ -268,7 +274,7 @@ def _write_entry(
         try:
             os.replace(tmp, final)
         except OSError:
-            if _read_entry(final, False) is None:
+            if _read_entry(final, from_cache=False) is None:
                 raise
             # Another process finished the same entry first: theirs is as good as ours.
             shutil.rmtree(tmp, ignore_errors=True)
@@ -357,7 +363,7 @@ def _cached(final: Path, rows: Callable[[], Iterator[dict[str, Any]]], stats: To
     for stale in remove_stale(final.parent.glob("*.tmp-*")):  # what killed runs left, whatever their key
         logger.info("removed stale partial cache %s", stale)
     if final.exists():
-        entry = _read_entry(final, True)
+        entry = _read_entry(final, from_cache=True)
         if entry is not None:
             logger.info("tokenized cache hit %s: %s", final, entry.stats.summary())
             return entry
@@ -365,7 +371,7 @@ def _cached(final: Path, rows: Callable[[], Iterator[dict[str, Any]]], stats: To
         shutil.rmtree(final)
 
     _write_entry(final, rows, stats, data_fp, tokenizer, files)
-    entry = _read_entry(final, False)
+    entry = _read_entry(final, from_cache=False)
     assert entry is not None
     logger.info("tokenized %s (cached at %s)", entry.stats.summary(), final)
     return entry

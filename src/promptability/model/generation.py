@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from promptability.data.continuation import special_prefix
-from promptability.data.tokenize import MAX_SOURCE_LEN, continuation_ids, finish_ids, source_ids_without_eos
+from promptability.data.tokenize import MAX_SOURCE_LEN, continuation_source_ids, finish_ids, source_ids_without_eos
 from promptability.model.prompted import DEFAULT_MAX_NEW_TOKENS, PromptedModel
 
 DEFAULT_BATCH_SIZE = 8
@@ -28,7 +28,7 @@ def source_ids(
     encoded = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"] if texts else []
     if model.is_causal:
         prefix = special_prefix(tokenizer)
-        return [prefix + continuation_ids(ids, max_source_len - len(prefix), eos, keep_end=True)[0] for ids in encoded]
+        return [continuation_source_ids(ids, max_source_len, eos, prefix)[0] for ids in encoded]
     finish = finish_ids if source_eos else source_ids_without_eos
     return [finish(ids, max_source_len, eos)[0] for ids in encoded]
 
